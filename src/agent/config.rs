@@ -1,0 +1,96 @@
+//! The runner's settings, read once from the environment the host passes to the container.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// Default number of inbound rows folded into one prompt.
+pub const MAX_MESSAGES_DEFAULT: i64 = 10;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The session directory (`/workspace` in a container).
+    pub workspace: PathBuf,
+    pub session_id: String,
+    pub agent_id: String,
+    pub agent_name: String,
+    /// `mock`, `anthropic` or `openai`.
+    pub provider: String,
+    pub model: Option<String>,
+    pub max_messages: i64,
+    /// Exit after this long without work (the host starts a new container when needed).
+    pub idle_exit: Duration,
+    /// Poll even without a wake this often (a missed wake costs at most this much).
+    pub safety_poll: Duration,
+    pub tz: String,
+    pub log_level: log::LevelFilter,
+}
+
+impl AgentConfig {
+    pub fn from_env() -> anyhow::Result<AgentConfig> {
+        #[allow(clippy::disallowed_methods)]
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let num = |k: &str, default: u64, max: u64| -> anyhow::Result<u64> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n >= 1 && n <= max => Ok(n),
+                    _ => bail!("invalid {k}={v:?}: expected a whole number from 1 to {max}"),
+                },
+            }
+        };
+        Ok(AgentConfig {
+            workspace: PathBuf::from(
+                get("PINCER_WORKSPACE").unwrap_or_else(|| "/workspace".into()),
+            ),
+            session_id: get("PINCER_SESSION_ID").context("PINCER_SESSION_ID is not set")?,
+            agent_id: get("PINCER_AGENT_ID").context("PINCER_AGENT_ID is not set")?,
+            agent_name: get("PINCER_AGENT_NAME").unwrap_or_else(|| "Agent".into()),
+            provider: get("PINCER_PROVIDER").unwrap_or_else(|| "mock".into()),
+            model: get("PINCER_MODEL"),
+            max_messages: num("PINCER_MAX_MESSAGES", MAX_MESSAGES_DEFAULT as u64, 200)? as i64,
+            idle_exit: Duration::from_secs(num("PINCER_IDLE_EXIT_S", 1800, 7 * 86_400)?),
+            safety_poll: Duration::from_millis(num("PINCER_SAFETY_POLL_MS", 5000, 600_000)?),
+            tz: get("TZ").unwrap_or_else(|| "UTC".into()),
+            log_level: get("PINCER_LOG")
+                .and_then(|l| crate::logger::parse_level(&l))
+                .unwrap_or(log::LevelFilter::Info),
+        })
+    }
+
+    pub fn inbound_db(&self) -> PathBuf {
+        self.workspace.join("inbound.db")
+    }
+
+    pub fn outbound_db(&self) -> PathBuf {
+        self.workspace.join("outbound.db")
+    }
+
+    pub fn link_socket(&self) -> PathBuf {
+        self.workspace.join(crate::link::SOCKET_NAME)
+    }
+
+    pub fn heartbeat(&self) -> PathBuf {
+        self.workspace.join(".heartbeat")
+    }
+
+    pub fn agent_dir(&self) -> PathBuf {
+        self.workspace.join("agent")
+    }
+}
+
+/// Sets the heartbeat file's mtime to now (creating it); the host reads the mtime to tell a
+/// working container from a stuck one. A file touch, not a DB write, so liveness never takes the
+/// outbound write lock.
+pub fn touch(path: &Path) {
+    let res = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = res {
+        log::warn!("cannot touch {}: {e}", path.display());
+    }
+}

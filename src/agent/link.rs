@@ -1,0 +1,147 @@
+//! The container's end of the link (see [`crate::link`]).
+//!
+//! A reader thread turns incoming frames into [`Event`]s on a channel, so the poll loop can wait
+//! for "wake, stop, or timeout" in one call. Writes go through a mutex: the poll loop and tool
+//! threads may both report.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::link::{LineBuf, ToAgent, ToHost, encode};
+
+/// What the poll loop waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Wake,
+    Stop,
+    /// The host closed the link (it stopped or restarted).
+    Closed,
+}
+
+/// How long the runner waits for the host's socket to appear at start-up.
+const CONNECT_ATTEMPTS_MAX: u32 = 50;
+
+#[derive(Clone)]
+pub struct LinkWriter {
+    stream: Arc<Mutex<Option<UnixStream>>>,
+}
+
+impl LinkWriter {
+    /// Sends a frame; a broken link is logged, never fatal (the DBs are the durable path).
+    pub fn send(&self, frame: &ToHost) {
+        let mut guard = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(stream) = guard.as_mut()
+            && let Err(e) = stream.write_all(&encode(frame))
+        {
+            log::warn!("link write failed: {e}");
+            *guard = None;
+        }
+    }
+
+    /// A writer that drops everything (tests, or a runner without a host).
+    pub fn detached() -> LinkWriter {
+        LinkWriter {
+            stream: Arc::new(Mutex::new(None)),
+        }
+    }
+}
+
+pub struct Link {
+    pub writer: LinkWriter,
+    /// Set when the host asks to stop the running turn; the turn checks it and clears it.
+    pub cancel: Arc<AtomicBool>,
+    events: Receiver<Event>,
+}
+
+impl Link {
+    /// Connects to the host's socket, retrying briefly while the host is still binding it.
+    pub fn connect(path: &Path) -> anyhow::Result<Link> {
+        let mut attempt = 0;
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if attempt < CONNECT_ATTEMPTS_MAX => {
+                    log::debug!("link not ready ({e}), retrying");
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(20 * u64::from(attempt.min(10))));
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("connecting to {}", path.display()));
+                }
+            }
+        };
+        let reader = stream.try_clone()?;
+        let (tx, rx) = mpsc::sync_channel(64);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = cancel.clone();
+        std::thread::Builder::new()
+            .name("link-reader".into())
+            .spawn(move || read_loop(reader, tx, &flag))?;
+        Ok(Link {
+            writer: LinkWriter {
+                stream: Arc::new(Mutex::new(Some(stream))),
+            },
+            cancel,
+            events: rx,
+        })
+    }
+
+    /// Waits up to `timeout` for an event; `None` on timeout.
+    pub fn wait(&self, timeout: Duration) -> Option<Event> {
+        match self.events.recv_timeout(timeout) {
+            Ok(ev) => Some(ev),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => Some(Event::Closed),
+        }
+    }
+
+    /// Takes every event already queued without waiting.
+    pub fn drain(&self) -> Vec<Event> {
+        self.events.try_iter().collect()
+    }
+}
+
+fn read_loop(mut stream: UnixStream, tx: mpsc::SyncSender<Event>, cancel: &AtomicBool) {
+    let mut lines = LineBuf::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        lines.push(&buf[..n]);
+        loop {
+            let line = match lines.next_line() {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
+                Err(_) => {
+                    log::error!("link frame too long; closing");
+                    let _ = tx.send(Event::Closed);
+                    return;
+                }
+            };
+            let event = match serde_json::from_slice::<ToAgent>(&line) {
+                Ok(ToAgent::Wake) => Event::Wake,
+                Ok(ToAgent::Stop) => {
+                    // The flag is what a running turn checks; the event only wakes an idle loop.
+                    cancel.store(true, Ordering::SeqCst);
+                    Event::Stop
+                }
+                Err(e) => {
+                    log::warn!("ignoring unknown link frame: {e}");
+                    continue;
+                }
+            };
+            // A full queue already holds a wake; dropping another loses nothing (stop is the flag).
+            let _ = tx.try_send(event);
+        }
+    }
+    let _ = tx.send(Event::Closed);
+}

@@ -1,0 +1,402 @@
+//! The command line: `pincer run | doctor | image build | agent ... | room ... | backup`.
+//!
+//! Hand-rolled parsing (a handful of commands and flags). Exit codes: 0 ok, 1 failure, 2 usage.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::config::{self, Config, Provider};
+use crate::db::central;
+use crate::docker::Docker;
+use crate::host::{self, agents, image};
+use crate::ids::now_ms;
+
+pub const USAGE: &str = "\
+pincer — a self-hosted personal AI-agent host
+
+Usage: pincer <command> [options]
+
+Commands:
+  run                          start the host (webchat on WEBCHAT_HOST:WEBCHAT_PORT)
+  doctor                       check docker, the agent image, model credentials, data dir, ports
+  image build [--agent PATH] [--force]
+                               build the agent image (no registry access needed)
+  agent create NAME [--instructions TEXT] [--with-room]
+                               create an agent (and its own room); prints JSON
+  agent list [--json]          list agents
+  room list [--json]           list rooms
+  backup FILE                  consistent online copy of the central DB into FILE
+
+Run `pincer <command> --help` for a command's options. Configuration comes from the environment
+and a .env file in the current directory (the environment wins); keys:
+";
+
+/// Exit status of a command.
+pub enum Exit {
+    Ok,
+    Failure,
+    Usage,
+}
+
+pub fn usage() -> String {
+    let mut out = USAGE.to_string();
+    for (k, desc) in config::KEYS {
+        out.push_str(&format!("  {k:<30} {desc}\n"));
+    }
+    out
+}
+
+/// Parses and runs a command line (without the program name).
+pub fn main(args: &[String]) -> Exit {
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let res = match strs.as_slice() {
+        [] | ["help"] | ["--help"] | ["-h"] => {
+            print!("{}", usage());
+            return Exit::Ok;
+        }
+        ["--version" | "-V"] => {
+            println!("pincer {}", env!("CARGO_PKG_VERSION"));
+            return Exit::Ok;
+        }
+        [cmd, .., "--help" | "-h"] => return help(cmd, strs.get(1).copied()),
+        ["run"] => with_config(host::run),
+        ["doctor"] => return doctor(),
+        ["image", "build", rest @ ..] => image_build(rest),
+        ["agent", "create", rest @ ..] => agent_create(rest),
+        ["agent", "list", rest @ ..] => listing(rest, List::Agents),
+        ["room", "list", rest @ ..] => listing(rest, List::Rooms),
+        ["backup", file] => with_config(|cfg| backup(&cfg, Path::new(file))),
+        _ => Err(UsageError(format!("unknown command `{}`", strs.join(" "))).into()),
+    };
+    match res {
+        Ok(()) => Exit::Ok,
+        Err(e) if e.is::<UsageError>() => {
+            eprintln!("pincer: {e}\nRun `pincer --help` for usage.");
+            Exit::Usage
+        }
+        Err(e) => {
+            eprintln!("pincer: {e:#}");
+            Exit::Failure
+        }
+    }
+}
+
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage_err<T>(msg: impl Into<String>) -> anyhow::Result<T> {
+    Err(UsageError(msg.into()).into())
+}
+
+fn help(cmd: &str, sub: Option<&str>) -> Exit {
+    let text = match (cmd, sub) {
+        ("run", _) => {
+            "Usage: pincer run\n\nStarts the host in the foreground. Logs `webchat listening on http://HOST:PORT/` once ready.\nStop with Ctrl-C (SIGINT) or SIGTERM: running agent containers are stopped and pending replies delivered.\n"
+        }
+        ("doctor", _) => {
+            "Usage: pincer doctor\n\nChecks docker, the agent image, model credentials, the data directory and the webchat port.\nPrints one line per check with a fix for each failure; exits 1 if any check fails.\n"
+        }
+        ("image", _) => {
+            "Usage: pincer image build [--agent PATH] [--force]\n\n  --agent PATH   the static pincer-agent to put in the image\n                 (default: target/x86_64-unknown-linux-gnu/release/pincer-agent)\n  --force        build even if an image with the same inputs exists\n"
+        }
+        ("agent", Some("create")) => {
+            "Usage: pincer agent create NAME [--instructions TEXT] [--with-room]\n\n  --instructions TEXT   written to groups/<folder>/AGENT.md\n  --with-room           also create a webchat room wired to the agent\n"
+        }
+        ("agent", _) => {
+            "Usage: pincer agent create NAME [--instructions TEXT] [--with-room]\n       pincer agent list [--json]\n"
+        }
+        ("room", _) => "Usage: pincer room list [--json]\n",
+        ("backup", _) => {
+            "Usage: pincer backup FILE\n\nWrites a consistent copy of the central DB to FILE (which must not exist); safe while the host runs.\n"
+        }
+        _ => {
+            eprintln!("pincer: unknown command `{cmd}`\nRun `pincer --help` for usage.");
+            return Exit::Usage;
+        }
+    };
+    print!("{text}");
+    Exit::Ok
+}
+
+fn work_dir() -> anyhow::Result<PathBuf> {
+    std::env::current_dir().context("reading the current directory")
+}
+
+fn with_config(f: impl FnOnce(Config) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let cfg = Config::load(&work_dir()?)?;
+    crate::logger::init(cfg.log_level);
+    f(cfg)
+}
+
+fn image_build(args: &[&str]) -> anyhow::Result<()> {
+    let mut agent = None;
+    let mut force = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--agent" => {
+                agent = Some(PathBuf::from(
+                    it.next()
+                        .ok_or_else(|| UsageError("--agent needs a PATH".into()))?,
+                ))
+            }
+            "--force" => force = true,
+            other => return usage_err(format!("unknown option `{other}` for image build")),
+        }
+    }
+    with_config(|cfg| {
+        let docker = Docker::new(&cfg.docker);
+        docker.server_version()?;
+        let opts = image::BuildOptions {
+            image: cfg.image.clone(),
+            agent,
+            work_dir: cfg.work_dir.clone(),
+            force,
+        };
+        match image::build(&docker, &opts)? {
+            image::Built::UpToDate => println!("agent image {} is up to date", cfg.image),
+            image::Built::Built => println!("built agent image {}", cfg.image),
+        }
+        Ok(())
+    })
+}
+
+fn agent_create(args: &[&str]) -> anyhow::Result<()> {
+    let mut name = None;
+    let mut instructions = None;
+    let mut with_room = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--instructions" => {
+                instructions = Some(
+                    it.next()
+                        .ok_or_else(|| UsageError("--instructions needs TEXT".into()))?
+                        .to_string(),
+                )
+            }
+            "--with-room" => with_room = true,
+            s if s.starts_with("--") => {
+                return usage_err(format!("unknown option `{s}` for agent create"));
+            }
+            s if name.is_none() => name = Some(s.to_string()),
+            s => {
+                return usage_err(format!(
+                    "unexpected argument `{s}` (quote a name with spaces)"
+                ));
+            }
+        }
+    }
+    let Some(name) = name else {
+        return usage_err("agent create needs a NAME");
+    };
+    with_config(|cfg| {
+        let mut conn = host::open_central(&cfg)?;
+        let created = agents::create(
+            &mut conn,
+            &cfg.groups_dir,
+            &name,
+            instructions.as_deref(),
+            with_room,
+            now_ms(),
+        )?;
+        println!("{}", serde_json::to_string_pretty(&created)?);
+        Ok(())
+    })
+}
+
+enum List {
+    Agents,
+    Rooms,
+}
+
+fn listing(args: &[&str], what: List) -> anyhow::Result<()> {
+    let json_out = match args {
+        [] => false,
+        ["--json"] => true,
+        [other, ..] => return usage_err(format!("unknown option `{other}`")),
+    };
+    with_config(|cfg| {
+        let conn = host::open_central(&cfg)?;
+        match what {
+            List::Agents => {
+                let agents = central::agents(&conn)?;
+                if json_out {
+                    println!("{}", serde_json::to_string_pretty(&agents)?);
+                } else {
+                    println!("{:<28} {:<24} {:<24} PROVIDER", "ID", "NAME", "FOLDER");
+                    for a in agents {
+                        let provider = a
+                            .provider
+                            .as_deref()
+                            .unwrap_or(cfg.provider.as_str())
+                            .to_string();
+                        println!("{:<28} {:<24} {:<24} {provider}", a.id, a.name, a.folder);
+                    }
+                }
+            }
+            List::Rooms => {
+                let rooms = central::rooms(&conn, "webchat")?;
+                if json_out {
+                    let out: Vec<_> = rooms
+                        .iter()
+                        .map(|r| {
+                            let agents: Vec<String> =
+                                central::agents_of_room(&conn, &r.id).unwrap_or_default().into_iter().map(|a| a.id).collect();
+                            json!({ "id": r.id, "name": r.name, "channel_type": r.channel_type, "agents": agents, "created_at": r.created_at })
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                } else {
+                    println!("{:<28} {:<24} AGENTS", "ID", "NAME");
+                    for r in rooms {
+                        let names: Vec<String> = central::agents_of_room(&conn, &r.id)?
+                            .into_iter()
+                            .map(|a| a.name)
+                            .collect();
+                        println!("{:<28} {:<24} {}", r.id, r.name, names.join(", "));
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn backup(cfg: &Config, file: &Path) -> anyhow::Result<()> {
+    if file.exists() {
+        bail!("{} already exists; choose a new file name", file.display());
+    }
+    let conn = host::open_central(cfg)?;
+    central::backup_into(&conn, file).with_context(|| format!("writing {}", file.display()))?;
+    println!(
+        "backed up {} to {}",
+        host::central_db(cfg).display(),
+        file.display()
+    );
+    Ok(())
+}
+
+/// `pincer doctor`: one line per check, a fix for each failure.
+fn doctor() -> Exit {
+    let mut failed = false;
+    let mut report = |ok: bool, what: &str, detail: &str| {
+        failed |= !ok;
+        println!("{} {what}: {detail}", if ok { "ok  " } else { "FAIL" });
+    };
+    let cfg = match work_dir().and_then(|d| Config::load(&d)) {
+        Ok(cfg) => {
+            report(true, "config", "environment and .env are valid");
+            cfg
+        }
+        Err(e) => {
+            report(false, "config", &format!("{e:#}"));
+            return Exit::Failure;
+        }
+    };
+    match std::fs::create_dir_all(&cfg.data_dir).and_then(|()| {
+        let probe = cfg.data_dir.join(".doctor-probe");
+        std::fs::write(&probe, b"x")?;
+        std::fs::remove_file(probe)
+    }) {
+        Ok(()) => report(
+            true,
+            "data dir",
+            &format!("{} is writable", cfg.data_dir.display()),
+        ),
+        Err(e) => report(
+            false,
+            "data dir",
+            &format!(
+                "{}: {e} — fix: set PINCER_DATA_DIR to a writable directory",
+                cfg.data_dir.display()
+            ),
+        ),
+    }
+    let docker = Docker::new(&cfg.docker);
+    match docker.server_version() {
+        Ok(v) => {
+            report(true, "docker", &format!("engine {v} via `{}`", cfg.docker));
+            match docker.image_labels(&cfg.image) {
+                Ok(Some(_)) => report(true, "image", &format!("{} exists", cfg.image)),
+                Ok(None) => report(
+                    false,
+                    "image",
+                    &format!("{} not found — fix: make image", cfg.image),
+                ),
+                Err(e) => report(false, "image", &format!("{e:#}")),
+            }
+        }
+        Err(e) => report(
+            false,
+            "docker",
+            &format!("{e:#} — fix: install Docker and start the engine, or set PINCER_DOCKER"),
+        ),
+    }
+    match cfg.provider {
+        Provider::Mock => report(
+            true,
+            "model",
+            "mock provider (no model configured; set ANTHROPIC_API_KEY or OPENAI_BASE_URL for a real one)",
+        ),
+        Provider::Anthropic
+            if cfg.anthropic.api_key.is_none() && cfg.anthropic.base_url.is_none() =>
+        {
+            report(
+                false,
+                "model",
+                "PINCER_PROVIDER=anthropic but ANTHROPIC_API_KEY is not set — fix: set it in .env",
+            )
+        }
+        Provider::Openai if cfg.openai.base_url.is_none() && cfg.openai.api_key.is_none() => {
+            report(
+                false,
+                "model",
+                "PINCER_PROVIDER=openai but OPENAI_BASE_URL is not set — fix: set it in .env",
+            )
+        }
+        p => report(true, "model", &format!("provider {}", p.as_str())),
+    }
+    if cfg.webchat.enabled {
+        match TcpListener::bind((cfg.webchat.host, cfg.webchat.port)) {
+            Ok(_) => report(
+                true,
+                "port",
+                &format!("{}:{} is free", cfg.webchat.host, cfg.webchat.port),
+            ),
+            Err(e) => report(
+                false,
+                "port",
+                &format!(
+                    "{}:{}: {e} — fix: stop whatever uses it (another pincer?) or set WEBCHAT_PORT",
+                    cfg.webchat.host, cfg.webchat.port
+                ),
+            ),
+        }
+    }
+    match (&cfg.webchat.tls_cert, &cfg.webchat.tls_key) {
+        (Some(c), Some(k)) if !c.is_file() || !k.is_file() => report(
+            false,
+            "tls",
+            &format!(
+                "{} or {} is missing — fix: point WEBCHAT_TLS_CERT/KEY at PEM files",
+                c.display(),
+                k.display()
+            ),
+        ),
+        (Some(_), Some(_)) => report(true, "tls", "certificate and key files exist"),
+        _ => report(true, "tls", "not configured (plain HTTP)"),
+    }
+    if failed { Exit::Failure } else { Exit::Ok }
+}

@@ -1,0 +1,674 @@
+//! Host configuration: environment variables (CONTRACT.md §2) plus an automatic `.env` file.
+//!
+//! Parsed and validated once at start-up into [`Config`], then passed explicitly. This is the
+//! only module that reads the process environment for host settings. A bad value stops start-up
+//! with an error naming the key and saying what is accepted; an unknown `PINCER_*`/`WEBCHAT_*`
+//! key is an error too (usually a typo), with the closest known key suggested.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+/// Every key the host understands, with a one-line description (printed by `pincer --help`).
+pub const KEYS: &[(&str, &str)] = &[
+    (
+        "PINCER_DATA_DIR",
+        "central DB, session dirs, uploads (default ./data)",
+    ),
+    (
+        "PINCER_GROUPS_DIR",
+        "agents' working folders (default ./groups)",
+    ),
+    (
+        "PINCER_IMAGE",
+        "agent image (default pincer-agent-<hash of project root>:latest)",
+    ),
+    ("PINCER_DOCKER", "docker CLI to run (default docker)"),
+    (
+        "PINCER_PROVIDER",
+        "default model provider: anthropic | openai | mock",
+    ),
+    (
+        "PINCER_LOG",
+        "log level: error | warn | info | debug | trace (default info)",
+    ),
+    (
+        "PINCER_MAX_CONTAINERS",
+        "agent containers running at once, 1-256 (default 16)",
+    ),
+    (
+        "PINCER_CONTAINER_IDLE_S",
+        "an idle agent container exits after this many seconds (default 1800)",
+    ),
+    (
+        "TZ",
+        "IANA time zone for schedules and the agent's context (default: the host's zone)",
+    ),
+    ("ANTHROPIC_API_KEY", "Anthropic API key"),
+    (
+        "ANTHROPIC_BASE_URL",
+        "Anthropic-protocol endpoint (default https://api.anthropic.com)",
+    ),
+    ("ANTHROPIC_MODEL", "Anthropic-protocol model name"),
+    ("OPENAI_API_KEY", "OpenAI-protocol API key"),
+    (
+        "OPENAI_BASE_URL",
+        "OpenAI-protocol endpoint (llama.cpp, vLLM, Ollama, OpenRouter...)",
+    ),
+    ("OPENAI_MODEL", "OpenAI-protocol model name"),
+    (
+        "WEBCHAT_ENABLED",
+        "serve the webchat: true | false (default true)",
+    ),
+    ("WEBCHAT_HOST", "bind address (default 127.0.0.1)"),
+    ("WEBCHAT_PORT", "port, 0 picks a free one (default 3100)"),
+    ("WEBCHAT_TOKEN", "bearer token, at least 24 characters"),
+    (
+        "WEBCHAT_TAILSCALE",
+        "true: identify users with tailscale whois",
+    ),
+    (
+        "WEBCHAT_TRUSTED_PROXY_IPS",
+        "comma list of IPs/CIDRs, or auto",
+    ),
+    (
+        "WEBCHAT_TRUSTED_PROXY_HEADER",
+        "identity header from the trusted proxy (default x-forwarded-user)",
+    ),
+    ("WEBCHAT_TLS_CERT", "PEM certificate chain: serve HTTPS"),
+    ("WEBCHAT_TLS_KEY", "PEM private key for WEBCHAT_TLS_CERT"),
+    (
+        "WEBCHAT_VAPID_PUBLIC_KEY",
+        "Web Push public key (generated if absent)",
+    ),
+    (
+        "WEBCHAT_VAPID_PRIVATE_KEY",
+        "Web Push private key (generated if absent)",
+    ),
+    (
+        "WEBCHAT_VAPID_SUBJECT",
+        "Web Push contact, mailto: or https: URL",
+    ),
+];
+
+/// Bearer tokens shorter than this are refused (guessable).
+pub const WEBCHAT_TOKEN_CHARS_MIN: usize = 24;
+
+/// A secret string whose `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret(<{} chars>)", self.0.chars().count())
+    }
+}
+
+/// Which model protocol an agent speaks by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Anthropic,
+    Openai,
+    Mock,
+}
+
+impl Provider {
+    pub fn parse(s: &str) -> Option<Provider> {
+        match s {
+            "anthropic" => Some(Provider::Anthropic),
+            "openai" => Some(Provider::Openai),
+            "mock" => Some(Provider::Mock),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Anthropic => "anthropic",
+            Provider::Openai => "openai",
+            Provider::Mock => "mock",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelEndpoint {
+    pub api_key: Option<Secret>,
+    pub base_url: Option<String>,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebchatConfig {
+    pub enabled: bool,
+    pub host: IpAddr,
+    pub port: u16,
+    pub token: Option<Secret>,
+    pub tailscale: bool,
+    pub trusted_proxy_ips: Vec<String>,
+    pub trusted_proxy_header: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub vapid_public_key: Option<String>,
+    pub vapid_private_key: Option<Secret>,
+    pub vapid_subject: Option<String>,
+}
+
+impl WebchatConfig {
+    /// True when some explicit authentication method is configured; then loopback requests no
+    /// longer pass automatically.
+    pub fn has_explicit_auth(&self) -> bool {
+        self.token.is_some() || self.tailscale || !self.trusted_proxy_ips.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory `.env` was looked up in and relative paths are resolved against.
+    pub work_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub groups_dir: PathBuf,
+    pub image: String,
+    pub docker: String,
+    pub provider: Provider,
+    pub log_level: log::LevelFilter,
+    pub max_containers: usize,
+    pub container_idle_s: u64,
+    pub tz: String,
+    pub anthropic: ModelEndpoint,
+    pub openai: ModelEndpoint,
+    pub webchat: WebchatConfig,
+}
+
+impl Config {
+    /// Loads from the process environment plus `<work_dir>/.env` (the process environment wins).
+    pub fn load(work_dir: &Path) -> anyhow::Result<Config> {
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        let dotenv = work_dir.join(".env");
+        match std::fs::read_to_string(&dotenv) {
+            Ok(text) => {
+                for (k, v) in
+                    parse_dotenv(&text).with_context(|| format!("reading {}", dotenv.display()))?
+                {
+                    env.insert(k, v);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dotenv.display())),
+        }
+        #[allow(clippy::disallowed_methods)]
+        for (k, v) in std::env::vars_os() {
+            if let (Ok(k), Ok(v)) = (k.into_string(), v.into_string()) {
+                env.insert(k, v);
+            }
+        }
+        Config::from_map(work_dir, &env)
+    }
+
+    /// Builds a config from explicit key/values (used by `load` and by tests).
+    pub fn from_map(work_dir: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<Config> {
+        check_unknown_keys(env)?;
+        let get = |k: &str| env.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
+        let path = |k: &str, default: &str| -> PathBuf {
+            let p = PathBuf::from(get(k).unwrap_or(default));
+            if p.is_absolute() { p } else { work_dir.join(p) }
+        };
+
+        let anthropic = ModelEndpoint {
+            api_key: get("ANTHROPIC_API_KEY").map(|s| Secret(s.to_string())),
+            base_url: get("ANTHROPIC_BASE_URL")
+                .map(|s| parse_url("ANTHROPIC_BASE_URL", s))
+                .transpose()?,
+            model: get("ANTHROPIC_MODEL").map(str::to_string),
+        };
+        let openai = ModelEndpoint {
+            api_key: get("OPENAI_API_KEY").map(|s| Secret(s.to_string())),
+            base_url: get("OPENAI_BASE_URL")
+                .map(|s| parse_url("OPENAI_BASE_URL", s))
+                .transpose()?,
+            model: get("OPENAI_MODEL").map(str::to_string),
+        };
+        let provider = match get("PINCER_PROVIDER") {
+            Some(s) => Provider::parse(s).with_context(|| {
+                format!("invalid PINCER_PROVIDER={s:?}: expected anthropic, openai or mock")
+            })?,
+            None if anthropic.api_key.is_some() => Provider::Anthropic,
+            None if openai.base_url.is_some() => Provider::Openai,
+            None => Provider::Mock,
+        };
+
+        let webchat = WebchatConfig {
+            enabled: parse_bool(env, "WEBCHAT_ENABLED", true)?,
+            host: match get("WEBCHAT_HOST") {
+                None => IpAddr::from([127, 0, 0, 1]),
+                Some("localhost") => IpAddr::from([127, 0, 0, 1]),
+                Some(s) => s.parse().ok().with_context(|| {
+                    format!("invalid WEBCHAT_HOST={s:?}: expected an IP address such as 127.0.0.1, 0.0.0.0 or ::")
+                })?,
+            },
+            port: match get("WEBCHAT_PORT") {
+                None => 3100,
+                Some(s) => s.parse().ok().with_context(|| {
+                    format!("invalid WEBCHAT_PORT={s:?}: expected a port number 0-65535 (0 picks a free port)")
+                })?,
+            },
+            token: match get("WEBCHAT_TOKEN") {
+                None => None,
+                Some(t) if t.chars().count() < WEBCHAT_TOKEN_CHARS_MIN => bail!(
+                    "invalid WEBCHAT_TOKEN: it has {} characters, at least {WEBCHAT_TOKEN_CHARS_MIN} are required \
+                     (generate one with: head -c 24 /dev/urandom | base64)",
+                    t.chars().count()
+                ),
+                Some(t) => Some(Secret(t.to_string())),
+            },
+            tailscale: parse_bool(env, "WEBCHAT_TAILSCALE", false)?,
+            trusted_proxy_ips: match get("WEBCHAT_TRUSTED_PROXY_IPS") {
+                None => Vec::new(),
+                Some(s) => parse_proxy_list(s)?,
+            },
+            trusted_proxy_header: get("WEBCHAT_TRUSTED_PROXY_HEADER")
+                .unwrap_or("x-forwarded-user")
+                .to_ascii_lowercase(),
+            tls_cert: get("WEBCHAT_TLS_CERT").map(|_| path("WEBCHAT_TLS_CERT", "")),
+            tls_key: get("WEBCHAT_TLS_KEY").map(|_| path("WEBCHAT_TLS_KEY", "")),
+            vapid_public_key: get("WEBCHAT_VAPID_PUBLIC_KEY").map(str::to_string),
+            vapid_private_key: get("WEBCHAT_VAPID_PRIVATE_KEY").map(|s| Secret(s.to_string())),
+            vapid_subject: get("WEBCHAT_VAPID_SUBJECT").map(str::to_string),
+        };
+        if webchat.tls_cert.is_some() != webchat.tls_key.is_some() {
+            bail!(
+                "invalid WEBCHAT_TLS_CERT/WEBCHAT_TLS_KEY: set both (PEM certificate and key) or neither"
+            );
+        }
+        if webchat.enabled && !webchat.host.is_loopback() && !webchat.has_explicit_auth() {
+            bail!(
+                "refusing to serve the webchat on WEBCHAT_HOST={} without authentication: set WEBCHAT_TOKEN \
+                 (24+ characters), WEBCHAT_TAILSCALE=true or WEBCHAT_TRUSTED_PROXY_IPS, or bind to 127.0.0.1",
+                webchat.host
+            );
+        }
+
+        let tz = match get("TZ") {
+            Some(tz) => {
+                let tz = tz.trim_start_matches(':');
+                if !is_valid_tz(tz) {
+                    bail!(
+                        "invalid TZ={tz:?}: expected an IANA time zone name such as Europe/Berlin or UTC"
+                    );
+                }
+                tz.to_string()
+            }
+            None => host_tz(),
+        };
+
+        Ok(Config {
+            work_dir: work_dir.to_path_buf(),
+            data_dir: path("PINCER_DATA_DIR", "data"),
+            groups_dir: path("PINCER_GROUPS_DIR", "groups"),
+            image: match get("PINCER_IMAGE") {
+                Some(s) => parse_image(s)?,
+                None => default_image(work_dir),
+            },
+            docker: get("PINCER_DOCKER").unwrap_or("docker").to_string(),
+            provider,
+            log_level: match get("PINCER_LOG") {
+                None => log::LevelFilter::Info,
+                Some(s) => crate::logger::parse_level(s).with_context(|| {
+                    format!("invalid PINCER_LOG={s:?}: expected error, warn, info, debug or trace")
+                })?,
+            },
+            max_containers: parse_range(env, "PINCER_MAX_CONTAINERS", 16, 1, 256)? as usize,
+            container_idle_s: parse_range(env, "PINCER_CONTAINER_IDLE_S", 1800, 10, 7 * 86_400)?,
+            tz,
+            anthropic,
+            openai,
+            webchat,
+        })
+    }
+
+    /// The model endpoint of a provider, if any.
+    pub fn endpoint(&self, p: Provider) -> Option<&ModelEndpoint> {
+        match p {
+            Provider::Anthropic => Some(&self.anthropic),
+            Provider::Openai => Some(&self.openai),
+            Provider::Mock => None,
+        }
+    }
+}
+
+/// `pincer-agent-<first 8 hex of sha1(absolute project root)>:latest`.
+pub fn default_image(work_dir: &Path) -> String {
+    let root = std::fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_path_buf());
+    let hex = sha1_smol::Sha1::from(root.as_os_str().as_encoded_bytes())
+        .digest()
+        .to_string();
+    format!("pincer-agent-{}:latest", &hex[..8])
+}
+
+fn check_unknown_keys(env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    for key in env.keys() {
+        let ours = key.starts_with("PINCER_") || key.starts_with("WEBCHAT_");
+        if !ours || KEYS.iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        let closest = KEYS
+            .iter()
+            .map(|(k, _)| (edit_distance(key, k), *k))
+            .min()
+            .filter(|(d, _)| *d <= 3)
+            .map(|(_, k)| format!(" (did you mean {k}?)"))
+            .unwrap_or_default();
+        bail!("unknown configuration key {key}{closest}; run `pincer --help` for the list of keys");
+    }
+    Ok(())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn parse_bool(env: &BTreeMap<String, String>, key: &str, default: bool) -> anyhow::Result<bool> {
+    match env.get(key).map(|s| s.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(s) if s.is_empty() => Ok(default),
+        Some(s) => match s.as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => bail!("invalid {key}={s:?}: expected true or false"),
+        },
+    }
+}
+
+fn parse_range(
+    env: &BTreeMap<String, String>,
+    key: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> anyhow::Result<u64> {
+    match env.get(key).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => Ok(default),
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => bail!("invalid {key}={s:?}: expected a whole number from {min} to {max}"),
+        },
+    }
+}
+
+fn parse_url(key: &str, s: &str) -> anyhow::Result<String> {
+    let ok = (s.starts_with("http://") || s.starts_with("https://"))
+        && s.len() > "https://".len()
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !ok {
+        bail!(
+            "invalid {key}={s:?}: expected an http:// or https:// URL such as http://127.0.0.1:8080/v1"
+        );
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+fn parse_image(s: &str) -> anyhow::Result<String> {
+    let ok = s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
+        && s.as_bytes()[0].is_ascii_alphanumeric();
+    if !ok {
+        bail!(
+            "invalid PINCER_IMAGE={s:?}: expected a docker image reference such as my-agent:latest"
+        );
+    }
+    Ok(s.to_string())
+}
+
+fn parse_proxy_list(s: &str) -> anyhow::Result<Vec<String>> {
+    if s == "auto" || s == "*" {
+        return Ok(vec!["auto".to_string()]);
+    }
+    let mut out = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (ip, bits) = match item.split_once('/') {
+            Some((ip, bits)) => (ip, Some(bits)),
+            None => (item, None),
+        };
+        let parsed: Option<IpAddr> = ip.parse().ok();
+        let bits_ok = match (parsed, bits) {
+            (Some(_), None) => true,
+            (Some(IpAddr::V4(_)), Some(b)) => b.parse::<u8>().is_ok_and(|b| b <= 32),
+            (Some(IpAddr::V6(_)), Some(b)) => b.parse::<u8>().is_ok_and(|b| b <= 128),
+            (None, _) => false,
+        };
+        if !bits_ok {
+            bail!(
+                "invalid WEBCHAT_TRUSTED_PROXY_IPS entry {item:?}: expected an IP address or CIDR such as 10.0.0.0/8, or auto"
+            );
+        }
+        out.push(item.to_string());
+    }
+    Ok(out)
+}
+
+/// Parses `.env` text: `KEY=value` lines, `#` comments, optional `export `, single or double
+/// quotes (double quotes understand `\n`, `\"` and `\\`).
+pub fn parse_dotenv(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (idx, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            bail!("line {}: expected KEY=value, got {raw:?}", idx + 1);
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            bail!("line {}: invalid key {key:?}", idx + 1);
+        }
+        let value = value.trim();
+        let value = if let Some(inner) = value.strip_prefix('"') {
+            let Some(inner) = inner.strip_suffix('"') else {
+                bail!("line {}: unterminated double quote in {key}", idx + 1);
+            };
+            unescape_double(inner)
+        } else if let Some(inner) = value.strip_prefix('\'') {
+            let Some(inner) = inner.strip_suffix('\'') else {
+                bail!("line {}: unterminated single quote in {key}", idx + 1);
+            };
+            inner.to_string()
+        } else {
+            // An unquoted value ends at ` #` (inline comment).
+            value
+                .split(" #")
+                .next()
+                .unwrap_or("")
+                .trim_end()
+                .to_string()
+        };
+        out.push((key.to_string(), value));
+    }
+    Ok(out)
+}
+
+fn unescape_double(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// A time zone name is valid when it is UTC or names a file in the host's zoneinfo database.
+pub fn is_valid_tz(tz: &str) -> bool {
+    if tz == "UTC" || tz == "Etc/UTC" {
+        return true;
+    }
+    let safe = !tz.is_empty()
+        && tz.len() <= 64
+        && !tz.starts_with('/')
+        && !tz.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+        && tz
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b));
+    safe && Path::new("/usr/share/zoneinfo").join(tz).is_file()
+}
+
+/// The host's zone from `/etc/timezone` or the `/etc/localtime` link, else UTC.
+fn host_tz() -> String {
+    if let Ok(s) = std::fs::read_to_string("/etc/timezone") {
+        let s = s.trim();
+        if is_valid_tz(s) {
+            return s.to_string();
+        }
+    }
+    if let Ok(target) = std::fs::read_link("/etc/localtime") {
+        let target = target.to_string_lossy();
+        if let Some((_, name)) = target.split_once("zoneinfo/")
+            && is_valid_tz(name)
+        {
+            return name.to_string();
+        }
+    }
+    "UTC".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let env = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_map(Path::new("/srv/pincer"), &env)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/pincer/data"));
+        assert_eq!(c.groups_dir, PathBuf::from("/srv/pincer/groups"));
+        assert_eq!(c.webchat.port, 3100);
+        assert_eq!(c.webchat.host, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(c.provider, Provider::Mock);
+        assert!(c.image.starts_with("pincer-agent-") && c.image.ends_with(":latest"));
+        assert_eq!(c.image.len(), "pincer-agent-12345678:latest".len());
+    }
+
+    #[test]
+    fn provider_defaults_follow_credentials() {
+        assert_eq!(
+            load(&[("ANTHROPIC_API_KEY", "k")]).unwrap().provider,
+            Provider::Anthropic
+        );
+        assert_eq!(
+            load(&[("OPENAI_BASE_URL", "http://x:1/v1")])
+                .unwrap()
+                .provider,
+            Provider::Openai
+        );
+        let c = load(&[("ANTHROPIC_API_KEY", "k"), ("PINCER_PROVIDER", "mock")]).unwrap();
+        assert_eq!(c.provider, Provider::Mock);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (pairs, needle) in [
+            (vec![("WEBCHAT_PORT", "abc")], "WEBCHAT_PORT"),
+            (vec![("WEBCHAT_HOST", "nope")], "WEBCHAT_HOST"),
+            (vec![("WEBCHAT_TOKEN", "short")], "WEBCHAT_TOKEN"),
+            (vec![("PINCER_PROVIDER", "gpt")], "PINCER_PROVIDER"),
+            (vec![("PINCER_PORT", "1")], "PINCER_PORT"),
+            (vec![("WEBCHAT_ENABLED", "maybe")], "WEBCHAT_ENABLED"),
+            (vec![("TZ", "Mars/Olympus")], "TZ"),
+            (
+                vec![("OPENAI_BASE_URL", "localhost:8080")],
+                "OPENAI_BASE_URL",
+            ),
+            (
+                vec![("PINCER_MAX_CONTAINERS", "0")],
+                "PINCER_MAX_CONTAINERS",
+            ),
+            (
+                vec![("WEBCHAT_TRUSTED_PROXY_IPS", "10.0.0.0/99")],
+                "WEBCHAT_TRUSTED_PROXY_IPS",
+            ),
+            (vec![("WEBCHAT_TLS_CERT", "c.pem")], "WEBCHAT_TLS"),
+        ] {
+            let err = format!("{:#}", load(&pairs).unwrap_err());
+            assert!(err.contains(needle), "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_suggests_the_closest() {
+        let err = format!("{:#}", load(&[("WEBCHAT_PROT", "1")]).unwrap_err());
+        assert!(
+            err.contains("WEBCHAT_PROT") && err.contains("did you mean WEBCHAT_PORT"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_public_bind_without_auth() {
+        let err = format!("{:#}", load(&[("WEBCHAT_HOST", "0.0.0.0")]).unwrap_err());
+        assert!(err.contains("refusing"), "{err}");
+        let token = "x".repeat(24);
+        assert!(load(&[("WEBCHAT_HOST", "0.0.0.0"), ("WEBCHAT_TOKEN", &token)]).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let c = load(&[("ANTHROPIC_API_KEY", "sk-ant-very-secret")]).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("very-secret"), "{dbg}");
+    }
+
+    #[test]
+    fn dotenv_parsing() {
+        let text = "# comment\nexport A=1\nB = \"two\\nlines\"\nC='raw \\n'\nD=val # note\n\nE=\n";
+        let got = parse_dotenv(text).unwrap();
+        let want = [
+            ("A", "1"),
+            ("B", "two\nlines"),
+            ("C", "raw \\n"),
+            ("D", "val"),
+            ("E", ""),
+        ];
+        assert_eq!(got, want.map(|(k, v)| (k.to_string(), v.to_string())));
+        assert!(parse_dotenv("NOEQUALS\n").is_err());
+        assert!(parse_dotenv("A=\"open\n").is_err());
+    }
+}

@@ -1,0 +1,703 @@
+//! Typed queries on the central DB (`data/pincer.db`): agents, rooms, wirings, sessions, users and
+//! roles, destinations, room messages and settings.
+//!
+//! Functions take a `&Connection` (a `Transaction` derefs to one) so callers group them into
+//! transactions. Nothing here renders, routes or decides policy.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+/// Default engage settings of a new wiring: every message, all senders, one shared session.
+pub const DEFAULT_ENGAGE_MODE: &str = "pattern";
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Agent {
+    pub id: String,
+    pub name: String,
+    pub folder: String,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub max_messages_per_prompt: Option<i64>,
+    pub created_at: i64,
+}
+
+impl Agent {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Agent> {
+        Ok(Agent {
+            id: r.get("id")?,
+            name: r.get("name")?,
+            folder: r.get("folder")?,
+            provider: r.get("provider")?,
+            model: r.get("model")?,
+            max_messages_per_prompt: r.get("max_messages_per_prompt")?,
+            created_at: r.get("created_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Room {
+    pub id: String,
+    pub channel_type: String,
+    pub platform_id: String,
+    pub name: String,
+    pub is_group: bool,
+    pub created_at: i64,
+}
+
+impl Room {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Room> {
+        Ok(Room {
+            id: r.get("id")?,
+            channel_type: r.get("channel_type")?,
+            platform_id: r.get("platform_id")?,
+            name: r.get("name")?,
+            is_group: r.get("is_group")?,
+            created_at: r.get("created_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wiring {
+    pub id: String,
+    pub room_id: String,
+    pub agent_id: String,
+    pub engage_mode: String,
+    pub engage_pattern: Option<String>,
+    pub sender_scope: String,
+    pub ignored_message_policy: String,
+    pub session_mode: String,
+    pub priority: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: String,
+    pub agent_id: String,
+    pub room_id: Option<String>,
+    pub thread_id: Option<String>,
+    pub status: String,
+    pub container_status: String,
+    pub last_active: Option<i64>,
+    pub created_at: i64,
+}
+
+impl Session {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
+        Ok(Session {
+            id: r.get("id")?,
+            agent_id: r.get("agent_id")?,
+            room_id: r.get("room_id")?,
+            thread_id: r.get("thread_id")?,
+            status: r.get("status")?,
+            container_status: r.get("container_status")?,
+            last_active: r.get("last_active")?,
+            created_at: r.get("created_at")?,
+        })
+    }
+}
+
+/// A stored room message, serialised exactly as the `Message` of CONTRACT.md §3.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RoomMessage {
+    pub id: String,
+    pub seq: i64,
+    pub room_id: String,
+    pub sender: String,
+    pub sender_id: Option<String>,
+    pub sender_type: String,
+    pub text: String,
+    pub html: String,
+    pub files: serde_json::Value,
+    pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, seq, room_id, sender, sender_id, sender_type, text, html, files, created_at, client_id";
+
+impl RoomMessage {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<RoomMessage> {
+        let files: String = r.get("files")?;
+        Ok(RoomMessage {
+            id: r.get("id")?,
+            seq: r.get("seq")?,
+            room_id: r.get("room_id")?,
+            sender: r.get("sender")?,
+            sender_id: r.get("sender_id")?,
+            sender_type: r.get("sender_type")?,
+            text: r.get("text")?,
+            html: r.get("html")?,
+            files: serde_json::from_str(&files).unwrap_or_else(|_| serde_json::json!([])),
+            created_at: r.get("created_at")?,
+            client_id: r.get("client_id")?,
+        })
+    }
+}
+
+/// What a new room message carries; `seq` and `id` are assigned on insert.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    pub room_id: &'a str,
+    pub sender: &'a str,
+    pub sender_id: Option<&'a str>,
+    pub sender_type: &'a str,
+    pub text: &'a str,
+    pub html: &'a str,
+    pub files: &'a serde_json::Value,
+    pub client_id: Option<&'a str>,
+    pub source_id: Option<&'a str>,
+    /// Only user messages are routed to agents; others are stored as already routed.
+    pub needs_routing: bool,
+    pub now: i64,
+}
+
+/// A consistent online copy of the database into a new file (`VACUUM INTO`).
+pub fn backup_into(conn: &Connection, dest: &std::path::Path) -> anyhow::Result<()> {
+    let dest = dest
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("backup path is not UTF-8"))?;
+    conn.execute("VACUUM INTO ?1", [dest])?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+pub fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
+pub fn set_setting(conn: &Connection, key: &str, value: &str, now: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        params![key, value, now],
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents
+
+pub fn insert_agent(conn: &Connection, agent: &Agent) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO agents (id, name, folder, provider, model, max_messages_per_prompt, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            agent.id,
+            agent.name,
+            agent.folder,
+            agent.provider,
+            agent.model,
+            agent.max_messages_per_prompt,
+            agent.created_at
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn agents(conn: &Connection) -> rusqlite::Result<Vec<Agent>> {
+    let mut stmt = conn.prepare_cached("SELECT * FROM agents ORDER BY created_at, id")?;
+    stmt.query_map([], Agent::from_row)?.collect()
+}
+
+pub fn agent(conn: &Connection, id: &str) -> rusqlite::Result<Option<Agent>> {
+    conn.query_row("SELECT * FROM agents WHERE id = ?1", [id], Agent::from_row)
+        .optional()
+}
+
+pub fn agent_count(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COUNT(*) FROM agents", [], |r| r.get(0))
+}
+
+pub fn folder_taken(conn: &Connection, folder: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM agents WHERE folder = ?1)",
+        [folder],
+        |r| r.get(0),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rooms and wirings
+
+pub fn insert_room(conn: &Connection, room: &Room) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO rooms (id, channel_type, platform_id, name, is_group, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            room.id,
+            room.channel_type,
+            room.platform_id,
+            room.name,
+            room.is_group,
+            room.created_at
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn rooms(conn: &Connection, channel_type: &str) -> rusqlite::Result<Vec<Room>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT * FROM rooms WHERE channel_type = ?1 ORDER BY created_at, id")?;
+    stmt.query_map([channel_type], Room::from_row)?.collect()
+}
+
+pub fn room(conn: &Connection, id: &str) -> rusqlite::Result<Option<Room>> {
+    let mut stmt = conn.prepare_cached("SELECT * FROM rooms WHERE id = ?1")?;
+    stmt.query_row([id], Room::from_row).optional()
+}
+
+/// The room of a channel address.
+pub fn room_by_address(
+    conn: &Connection,
+    channel_type: &str,
+    platform_id: &str,
+) -> rusqlite::Result<Option<Room>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT * FROM rooms WHERE channel_type = ?1 AND platform_id = ?2")?;
+    stmt.query_row([channel_type, platform_id], Room::from_row)
+        .optional()
+}
+
+pub fn room_id_taken(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM rooms WHERE id = ?1)",
+        [id],
+        |r| r.get(0),
+    )
+}
+
+/// Wires an agent to a room with the default engage settings (every message, shared session).
+pub fn insert_wiring(
+    conn: &Connection,
+    id: &str,
+    room_id: &str,
+    agent_id: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO wirings (id, room_id, agent_id, engage_mode, engage_pattern, sender_scope,
+                              ignored_message_policy, session_mode, priority, created_at)
+         VALUES (?1, ?2, ?3, ?4, '.', 'all', 'drop', 'shared', 0, ?5)",
+        params![id, room_id, agent_id, DEFAULT_ENGAGE_MODE, now],
+    )?;
+    Ok(())
+}
+
+/// A room's wirings, highest priority first (priority only orders the fan-out).
+pub fn wirings_of_room(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<Wiring>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT w.* FROM wirings w JOIN agents a ON a.id = w.agent_id
+         WHERE w.room_id = ?1 ORDER BY w.priority DESC, w.created_at, w.id",
+    )?;
+    stmt.query_map([room_id], |r| {
+        Ok(Wiring {
+            id: r.get("id")?,
+            room_id: r.get("room_id")?,
+            agent_id: r.get("agent_id")?,
+            engage_mode: r.get("engage_mode")?,
+            engage_pattern: r.get("engage_pattern")?,
+            sender_scope: r.get("sender_scope")?,
+            ignored_message_policy: r.get("ignored_message_policy")?,
+            session_mode: r.get("session_mode")?,
+            priority: r.get("priority")?,
+        })
+    })?
+    .collect()
+}
+
+/// The agents wired to a room, by name.
+pub fn agents_of_room(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<Agent>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.* FROM agents a JOIN wirings w ON w.agent_id = a.id WHERE w.room_id = ?1 ORDER BY a.name, a.id",
+    )?;
+    stmt.query_map([room_id], Agent::from_row)?.collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Destinations
+
+pub fn insert_destination(
+    conn: &Connection,
+    agent_id: &str,
+    local_name: &str,
+    target_type: &str,
+    target_id: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO agent_destinations (agent_id, local_name, target_type, target_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![agent_id, local_name, target_type, target_id, now],
+    )?;
+    Ok(())
+}
+
+pub fn destination_name_taken(
+    conn: &Connection,
+    agent_id: &str,
+    local_name: &str,
+) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM agent_destinations WHERE agent_id = ?1 AND local_name = ?2)",
+        [agent_id, local_name],
+        |r| r.get(0),
+    )
+}
+
+/// A destination resolved for projection into a session: channel targets carry their room's
+/// address, agent targets the agent id. Targets that no longer exist are left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedDestination {
+    pub name: String,
+    pub display_name: String,
+    pub target_type: String,
+    pub channel_type: Option<String>,
+    pub platform_id: Option<String>,
+    pub agent_id: Option<String>,
+}
+
+pub fn resolved_destinations(
+    conn: &Connection,
+    agent_id: &str,
+) -> rusqlite::Result<Vec<ResolvedDestination>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.local_name, d.target_type, r.name AS room_name, r.channel_type, r.platform_id,
+                a.id AS target_agent, a.name AS agent_name
+         FROM agent_destinations d
+         LEFT JOIN rooms r ON d.target_type = 'channel' AND r.id = d.target_id
+         LEFT JOIN agents a ON d.target_type = 'agent' AND a.id = d.target_id
+         WHERE d.agent_id = ?1 AND (r.id IS NOT NULL OR a.id IS NOT NULL)
+         ORDER BY d.local_name",
+    )?;
+    stmt.query_map([agent_id], |r| {
+        let name: String = r.get("local_name")?;
+        let target_type: String = r.get("target_type")?;
+        let display: Option<String> = if target_type == "channel" {
+            r.get("room_name")?
+        } else {
+            r.get("agent_name")?
+        };
+        Ok(ResolvedDestination {
+            display_name: display.unwrap_or_else(|| name.clone()),
+            name,
+            target_type,
+            channel_type: r.get("channel_type")?,
+            platform_id: r.get("platform_id")?,
+            agent_id: r.get("target_agent")?,
+        })
+    })?
+    .collect()
+}
+
+/// True if `agent_id` may send to the room: it has a channel destination pointing at it.
+pub fn may_send_to_room(
+    conn: &Connection,
+    agent_id: &str,
+    room_id: &str,
+) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM agent_destinations
+                        WHERE agent_id = ?1 AND target_type = 'channel' AND target_id = ?2)",
+        [agent_id, room_id],
+        |r| r.get(0),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+pub fn session(conn: &Connection, id: &str) -> rusqlite::Result<Option<Session>> {
+    let mut stmt = conn.prepare_cached("SELECT * FROM sessions WHERE id = ?1")?;
+    stmt.query_row([id], Session::from_row).optional()
+}
+
+/// The active session of an agent in a room (and thread; `None` matches no thread).
+pub fn active_session_in_room(
+    conn: &Connection,
+    agent_id: &str,
+    room_id: &str,
+    thread_id: Option<&str>,
+) -> rusqlite::Result<Option<Session>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT * FROM sessions WHERE agent_id = ?1 AND room_id = ?2 AND thread_id IS ?3 AND status = 'active'
+         ORDER BY created_at DESC LIMIT 1",
+    )?;
+    stmt.query_row(params![agent_id, room_id, thread_id], Session::from_row)
+        .optional()
+}
+
+/// The newest active session of an agent in any room.
+pub fn newest_active_session(
+    conn: &Connection,
+    agent_id: &str,
+) -> rusqlite::Result<Option<Session>> {
+    conn.query_row(
+        "SELECT * FROM sessions WHERE agent_id = ?1 AND status = 'active' ORDER BY created_at DESC LIMIT 1",
+        [agent_id],
+        Session::from_row,
+    )
+    .optional()
+}
+
+pub fn insert_session(conn: &Connection, s: &Session) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO sessions (id, agent_id, room_id, thread_id, status, container_status, last_active, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![s.id, s.agent_id, s.room_id, s.thread_id, s.status, s.container_status, s.last_active, s.created_at],
+    )?;
+    Ok(())
+}
+
+pub fn active_sessions(conn: &Connection) -> rusqlite::Result<Vec<Session>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT * FROM sessions WHERE status = 'active' ORDER BY created_at")?;
+    stmt.query_map([], Session::from_row)?.collect()
+}
+
+/// Active sessions attached to a room.
+pub fn sessions_of_room(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<Session>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT * FROM sessions WHERE room_id = ?1 AND status = 'active' ORDER BY created_at",
+    )?;
+    stmt.query_map([room_id], Session::from_row)?.collect()
+}
+
+pub fn set_container_status(
+    conn: &Connection,
+    session_id: &str,
+    status: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE sessions SET container_status = ?2, last_active = ?3 WHERE id = ?1",
+        params![session_id, status, now],
+    )?;
+    Ok(())
+}
+
+/// Marks every session's container stopped (start-up: no container survives a host restart).
+pub fn reset_container_status(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE sessions SET container_status = 'stopped' WHERE container_status <> 'stopped'",
+        [],
+    )
+}
+
+pub fn touch_session(conn: &Connection, session_id: &str, now: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE sessions SET last_active = ?2 WHERE id = ?1",
+        params![session_id, now],
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users and roles
+
+pub fn upsert_user(
+    conn: &Connection,
+    id: &str,
+    kind: &str,
+    display_name: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO users (id, kind, display_name, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name
+         WHERE users.display_name IS NOT excluded.display_name",
+        params![id, kind, display_name, now],
+    )?;
+    Ok(())
+}
+
+/// Makes `user_id` the owner if the install has none yet; atomic (one statement).
+pub fn bootstrap_owner(conn: &Connection, user_id: &str, now: i64) -> rusqlite::Result<bool> {
+    let n = conn.execute(
+        "INSERT INTO user_roles (user_id, role, agent_id, granted_by, granted_at)
+         SELECT ?1, 'owner', NULL, NULL, ?2 WHERE NOT EXISTS (SELECT 1 FROM user_roles WHERE role = 'owner')",
+        params![user_id, now],
+    )?;
+    Ok(n == 1)
+}
+
+pub fn is_owner(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = ?1 AND role = 'owner' AND agent_id IS NULL)",
+    )?;
+    stmt.query_row([user_id], |r| r.get(0))
+}
+
+/// Owner, global admin, admin of the agent, or member of the agent.
+pub fn can_access_agent(
+    conn: &Connection,
+    user_id: &str,
+    agent_id: &str,
+) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = ?1 AND (agent_id IS NULL OR agent_id = ?2))
+             OR EXISTS (SELECT 1 FROM agent_members WHERE user_id = ?1 AND agent_id = ?2)",
+    )?;
+    stmt.query_row([user_id, agent_id], |r| r.get(0))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Room messages
+
+/// Stores a message with the next `seq` of its room. Idempotent: a message with the same
+/// `(room, sender_id, client_id)` or the same `source_id` is returned instead of a second copy.
+/// Returns the stored message and whether it was created now. Call inside a write transaction so
+/// `seq` allocation and insert are atomic.
+pub fn insert_message(
+    conn: &Connection,
+    m: &NewMessage<'_>,
+) -> rusqlite::Result<(RoomMessage, bool)> {
+    if let Some(existing) = existing_message(conn, m)? {
+        return Ok((existing, false));
+    }
+    let id = crate::ids::new_id("msg");
+    let seq: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM room_messages WHERE room_id = ?1",
+        [m.room_id],
+        |r| r.get(0),
+    )?;
+    let routed_at = if m.needs_routing { None } else { Some(m.now) };
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO room_messages (id, room_id, seq, sender, sender_id, sender_type, text, html, files,
+                                    client_id, source_id, routed_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    stmt.execute(params![
+        id,
+        m.room_id,
+        seq,
+        m.sender,
+        m.sender_id,
+        m.sender_type,
+        m.text,
+        m.html,
+        m.files.to_string(),
+        m.client_id,
+        m.source_id,
+        routed_at,
+        m.now
+    ])?;
+    let stored = RoomMessage {
+        id,
+        seq,
+        room_id: m.room_id.to_string(),
+        sender: m.sender.to_string(),
+        sender_id: m.sender_id.map(str::to_string),
+        sender_type: m.sender_type.to_string(),
+        text: m.text.to_string(),
+        html: m.html.to_string(),
+        files: m.files.clone(),
+        created_at: m.now,
+        client_id: m.client_id.map(str::to_string),
+    };
+    Ok((stored, true))
+}
+
+fn existing_message(
+    conn: &Connection,
+    m: &NewMessage<'_>,
+) -> rusqlite::Result<Option<RoomMessage>> {
+    if let Some(client_id) = m.client_id {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE room_id = ?1 AND sender_id IS ?2 AND client_id = ?3"
+        ))?;
+        if let Some(found) = stmt
+            .query_row(
+                params![m.room_id, m.sender_id, client_id],
+                RoomMessage::from_row,
+            )
+            .optional()?
+        {
+            return Ok(Some(found));
+        }
+    }
+    if let Some(source_id) = m.source_id {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE source_id = ?1"
+        ))?;
+        return stmt
+            .query_row([source_id], RoomMessage::from_row)
+            .optional();
+    }
+    Ok(None)
+}
+
+/// Messages of a room with `seq > after_seq`, ascending, at most `limit`.
+pub fn messages_after(
+    conn: &Connection,
+    room_id: &str,
+    after_seq: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<RoomMessage>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+    ))?;
+    stmt.query_map(params![room_id, after_seq, limit], RoomMessage::from_row)?
+        .collect()
+}
+
+/// The newest `limit` messages of a room, ascending.
+pub fn latest_messages(
+    conn: &Connection,
+    room_id: &str,
+    limit: i64,
+) -> rusqlite::Result<Vec<RoomMessage>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE room_id = ?1 ORDER BY seq DESC LIMIT ?2)
+         ORDER BY seq"
+    ))?;
+    stmt.query_map(params![room_id, limit], RoomMessage::from_row)?
+        .collect()
+}
+
+/// A user message waiting to be routed to the room's agents.
+#[derive(Debug, Clone)]
+pub struct Unrouted {
+    pub id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub sender_id: Option<String>,
+    pub text: String,
+    pub files: String,
+    pub created_at: i64,
+}
+
+/// The oldest unrouted user messages.
+pub fn unrouted_messages(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<Unrouted>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, room_id, sender, sender_id, text, files, created_at FROM room_messages
+         WHERE routed_at IS NULL ORDER BY created_at, room_id, seq LIMIT ?1",
+    )?;
+    stmt.query_map([limit], |r| {
+        Ok(Unrouted {
+            id: r.get(0)?,
+            room_id: r.get(1)?,
+            sender: r.get(2)?,
+            sender_id: r.get(3)?,
+            text: r.get(4)?,
+            files: r.get(5)?,
+            created_at: r.get(6)?,
+        })
+    })?
+    .collect()
+}
+
+pub fn mark_routed(conn: &Connection, message_id: &str, now: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE room_messages SET routed_at = ?2 WHERE id = ?1",
+        params![message_id, now],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! All SQL lives under this module: opening files with their pragmas, migrations, and the typed
+//! queries of the central DB ([`central`]), the session inbound DB ([`inbound`]) and the session
+//! outbound DB ([`outbound`]).
+//!
+//! Every SQLite file is opened through [`open`], which sets the pragmas for its [`Kind`]: the
+//! central DB is host-only and uses WAL; session DBs cross a Docker bind mount and therefore use
+//! `journal_mode=DELETE` (never WAL: its shared-memory index is not coherent across the mount).
+
+pub mod central;
+pub mod inbound;
+pub mod migrate;
+pub mod outbound;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+pub use rusqlite::Connection;
+use rusqlite::OpenFlags;
+
+/// How long a connection waits for another writer's lock before failing with SQLITE_BUSY.
+pub const BUSY_TIMEOUT_MS: u64 = 5000;
+
+/// The kinds of SQLite files pincer opens; each has its own pragmas and migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `data/pincer.db`: WAL, foreign keys, host only.
+    Central,
+    /// A session's `inbound.db`: the host writes, the container reads.
+    Inbound,
+    /// A session's `outbound.db`: the container writes, the host reads.
+    Outbound,
+}
+
+impl Kind {
+    fn journal_mode(self) -> &'static str {
+        match self {
+            Kind::Central => "wal",
+            Kind::Inbound | Kind::Outbound => "delete",
+        }
+    }
+}
+
+/// Opens (creating if needed) a file read-write, sets its pragmas and migrates it to the newest
+/// schema this binary knows. Refuses a file whose schema is newer than the binary.
+pub fn open(path: &Path, kind: Kind) -> anyhow::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {}", path.display()))?;
+    set_pragmas(&conn, kind).with_context(|| format!("setting pragmas on {}", path.display()))?;
+    migrate::migrate(&conn, kind).with_context(|| format!("migrating {}", path.display()))?;
+    Ok(conn)
+}
+
+/// Opens an existing file read-only without migrating it. Used for the other side's session DB:
+/// the container reads `inbound.db`, the host reads `outbound.db`. `mmap_size=0` so every read goes
+/// through the file (the page cache of a bind mount may lag otherwise).
+pub fn open_readonly(path: &Path, kind: Kind) -> anyhow::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {} read-only", path.display()))?;
+    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    conn.pragma_update(None, "mmap_size", 0)?;
+    conn.pragma_update(None, "query_only", true)?;
+    if kind == Kind::Central {
+        conn.pragma_update(None, "foreign_keys", true)?;
+    }
+    Ok(conn)
+}
+
+/// The container's view for one poll: `inbound.db` read-only with `outbound.db` attached as
+/// `outb`, so "pending and not yet claimed" is one query.
+pub fn open_agent_view(inbound: &Path, outbound: &Path) -> anyhow::Result<Connection> {
+    let conn = open_readonly(inbound, Kind::Inbound)?;
+    let outbound_str = outbound.to_str().context("outbound.db path is not UTF-8")?;
+    conn.execute("ATTACH DATABASE ?1 AS outb", [outbound_str])
+        .with_context(|| format!("attaching {}", outbound.display()))?;
+    Ok(conn)
+}
+
+/// The one place pragmas are chosen. Options are explicit rather than SQLite's defaults.
+fn set_pragmas(conn: &Connection, kind: Kind) -> anyhow::Result<()> {
+    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", kind.journal_mode(), |r| r.get(0))?;
+    anyhow::ensure!(
+        mode.eq_ignore_ascii_case(kind.journal_mode()),
+        "journal_mode is {mode}, expected {} (is the file on a filesystem that supports it?)",
+        kind.journal_mode()
+    );
+    // FULL: a message acknowledged to its sender survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    if kind != Kind::Central {
+        conn.pragma_update(None, "mmap_size", 0)?;
+    }
+    Ok(())
+}
+
+/// Runs `f` inside a `BEGIN IMMEDIATE` transaction, so lock contention shows up at the start and
+/// not half-way through; commits on `Ok`, rolls back on `Err`.
+pub fn write_tx<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let res = f(&tx)?;
+    tx.commit()?;
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests;

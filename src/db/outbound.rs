@@ -1,0 +1,196 @@
+//! Queries on a session's `outbound.db`.
+//!
+//! The container is its only writer while it runs: replies and actions (`messages_out`, odd
+//! `seq`), claims on inbound rows (`processing_ack`), continuation (`session_state`) and the tool
+//! in flight (`container_state`). The host reads it; it writes only to clear the claims of a
+//! container that is gone ([`delete_processing_claims`]).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Next odd `seq` for a container row: `m = max(MAX(seq) out, MAX(seq) in)`; the next odd > m.
+pub fn next_odd_seq(max_out: Option<i64>, max_in: Option<i64>) -> i64 {
+    let m = max_out.unwrap_or(0).max(max_in.unwrap_or(0));
+    if m.rem_euclid(2) == 0 { m + 1 } else { m + 2 }
+}
+
+/// A reply or action written by the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutbound<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+    pub in_reply_to: Option<&'a str>,
+    pub timestamp: i64,
+    pub deliver_after: Option<i64>,
+    pub channel_type: Option<&'a str>,
+    pub platform_id: Option<&'a str>,
+    pub thread_id: Option<&'a str>,
+    pub content: &'a str,
+}
+
+/// Inserts an outbound row with the next odd seq after both tables (`max_in` is read by the
+/// caller from `inbound.db`). Returns the seq.
+pub fn insert(
+    conn: &Connection,
+    m: &NewOutbound<'_>,
+    max_in: Option<i64>,
+) -> rusqlite::Result<i64> {
+    let max_out: Option<i64> =
+        conn.query_row("SELECT MAX(seq) FROM messages_out", [], |r| r.get(0))?;
+    let seq = next_odd_seq(max_out, max_in);
+    conn.prepare_cached(
+        "INSERT INTO messages_out (id, seq, in_reply_to, timestamp, deliver_after, kind,
+                                   platform_id, channel_type, thread_id, content)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        m.id,
+        seq,
+        m.in_reply_to,
+        m.timestamp,
+        m.deliver_after,
+        m.kind,
+        m.platform_id,
+        m.channel_type,
+        m.thread_id,
+        m.content
+    ])?;
+    Ok(seq)
+}
+
+/// Claims (or re-states) inbound rows: `processing`, `completed` or `failed`.
+pub fn set_ack(conn: &Connection, ids: &[&str], status: &str, now: i64) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO processing_ack (message_id, status, status_changed) VALUES (?1, ?2, ?3)
+         ON CONFLICT (message_id) DO UPDATE SET status = excluded.status, status_changed = excluded.status_changed",
+    )?;
+    for id in ids {
+        stmt.execute(params![id, status, now])?;
+    }
+    Ok(())
+}
+
+/// Drops claims still `processing` (a fresh container retries what its predecessor left).
+pub fn delete_processing_claims(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM processing_ack WHERE status = 'processing'", [])
+}
+
+pub fn state(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT value FROM session_state WHERE key = ?1",
+        [key],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+pub fn set_state(conn: &Connection, key: &str, value: &str, now: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO session_state (key, value, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        params![key, value, now],
+    )?;
+    Ok(())
+}
+
+pub fn delete_state(conn: &Connection, key: &str) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM session_state WHERE key = ?1", [key])?;
+    Ok(())
+}
+
+/// Records the tool in flight (`None` clears it).
+pub fn set_current_tool(
+    conn: &Connection,
+    tool: Option<(&str, Option<i64>)>,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let (name, timeout, started) = match tool {
+        Some((name, timeout)) => (Some(name), timeout, Some(now)),
+        None => (None, None, None),
+    };
+    conn.execute(
+        "INSERT INTO container_state (id, current_tool, tool_declared_timeout_ms, tool_started_at, updated_at)
+         VALUES (1, ?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO UPDATE SET current_tool = excluded.current_tool,
+             tool_declared_timeout_ms = excluded.tool_declared_timeout_ms,
+             tool_started_at = excluded.tool_started_at, updated_at = excluded.updated_at",
+        params![name, timeout, started, now],
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side (read-only)
+
+/// An outbound row as the host reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundRow {
+    pub id: String,
+    pub seq: i64,
+    pub in_reply_to: Option<String>,
+    pub timestamp: i64,
+    pub deliver_after: Option<i64>,
+    pub kind: String,
+    pub channel_type: Option<String>,
+    pub platform_id: Option<String>,
+    pub thread_id: Option<String>,
+    pub content: String,
+}
+
+/// Rows with `seq > after_seq`, ascending, at most `limit`.
+pub fn rows_after(
+    conn: &Connection,
+    after_seq: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<OutboundRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, seq, in_reply_to, timestamp, deliver_after, kind, channel_type, platform_id, thread_id, content
+         FROM messages_out WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    stmt.query_map(params![after_seq, limit], |r| {
+        Ok(OutboundRow {
+            id: r.get(0)?,
+            seq: r.get(1)?,
+            in_reply_to: r.get(2)?,
+            timestamp: r.get(3)?,
+            deliver_after: r.get(4)?,
+            kind: r.get(5)?,
+            channel_type: r.get(6)?,
+            platform_id: r.get(7)?,
+            thread_id: r.get(8)?,
+            content: r.get(9)?,
+        })
+    })?
+    .collect()
+}
+
+/// Finished claims changed at or after `since` (epoch ms): `(message id, status)`.
+pub fn finished_acks_since(
+    conn: &Connection,
+    since: i64,
+) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT message_id, status FROM processing_ack
+         WHERE status IN ('completed', 'failed') AND status_changed >= ?1",
+    )?;
+    stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
+/// A claim the container holds: `(message id, claimed at)`.
+pub fn processing_claims(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT message_id, status_changed FROM processing_ack WHERE status = 'processing'",
+    )?;
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
+/// The tool in flight and its declared timeout, if any.
+pub fn current_tool(conn: &Connection) -> rusqlite::Result<Option<(String, Option<i64>)>> {
+    conn.query_row(
+        "SELECT current_tool, tool_declared_timeout_ms FROM container_state WHERE id = 1 AND current_tool IS NOT NULL",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}

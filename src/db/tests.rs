@@ -1,0 +1,372 @@
+use super::*;
+use crate::db::central::{self, NewMessage};
+use crate::db::inbound::{self, NewInbound};
+use crate::db::outbound::{self, NewOutbound};
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn pragma(conn: &Connection, name: &str) -> String {
+    conn.pragma_query_value(None, name, |r| r.get::<_, rusqlite::types::Value>(0))
+        .map(|v| match v {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            other => format!("{other:?}"),
+        })
+        .unwrap()
+}
+
+#[test]
+fn even_seq_rule() {
+    let cases = [
+        (None, 2),
+        (Some(0), 2),
+        (Some(1), 2),
+        (Some(2), 4),
+        (Some(3), 4),
+        (Some(7), 8),
+        (Some(10), 12),
+    ];
+    for (max, want) in cases {
+        assert_eq!(inbound::next_even_seq(max), want, "max {max:?}");
+    }
+}
+
+#[test]
+fn odd_seq_rule() {
+    let cases = [
+        ((None, None), 1),
+        ((None, Some(2)), 3),
+        ((Some(3), Some(2)), 5),
+        ((Some(3), Some(8)), 9),
+        ((Some(9), Some(4)), 11),
+        ((Some(1), None), 3),
+    ];
+    for ((out, inn), want) in cases {
+        assert_eq!(
+            outbound::next_odd_seq(out, inn),
+            want,
+            "out {out:?} in {inn:?}"
+        );
+    }
+}
+
+#[test]
+fn pragmas_on_every_kind() {
+    let dir = tmp();
+    for (kind, journal) in [
+        (Kind::Central, "wal"),
+        (Kind::Inbound, "delete"),
+        (Kind::Outbound, "delete"),
+    ] {
+        let conn = open(&dir.path().join(format!("{kind:?}.db")), kind).unwrap();
+        assert_eq!(pragma(&conn, "journal_mode"), journal, "{kind:?}");
+        assert_eq!(pragma(&conn, "foreign_keys"), "1", "{kind:?}");
+        assert_eq!(
+            pragma(&conn, "busy_timeout"),
+            BUSY_TIMEOUT_MS.to_string(),
+            "{kind:?}"
+        );
+        assert_eq!(
+            pragma(&conn, "synchronous"),
+            "2",
+            "{kind:?} synchronous=FULL"
+        );
+        assert_eq!(
+            migrate::version(&conn).unwrap(),
+            migrate::migrations(kind).len()
+        );
+        drop(conn);
+        let ro = open_readonly(&dir.path().join(format!("{kind:?}.db")), kind).unwrap();
+        assert_eq!(pragma(&ro, "busy_timeout"), BUSY_TIMEOUT_MS.to_string());
+        assert_eq!(pragma(&ro, "mmap_size"), "0");
+        assert_eq!(pragma(&ro, "query_only"), "1");
+        assert!(
+            ro.execute("CREATE TABLE x (y)", []).is_err(),
+            "{kind:?} read-only handle wrote"
+        );
+    }
+}
+
+#[test]
+fn migrate_twice_is_a_no_op() {
+    let dir = tmp();
+    for kind in [Kind::Central, Kind::Inbound, Kind::Outbound] {
+        let path = dir.path().join(format!("{kind:?}.db"));
+        let conn = open(&path, kind).unwrap();
+        let before = migrate::schema_dump(&conn).unwrap();
+        migrate::migrate(&conn, kind).unwrap();
+        drop(conn);
+        let conn = open(&path, kind).unwrap();
+        assert_eq!(migrate::schema_dump(&conn).unwrap(), before);
+        assert!(before.contains("CREATE TABLE"), "{before}");
+    }
+}
+
+#[test]
+fn step_by_step_equals_fresh_install() {
+    let dir = tmp();
+    for kind in [Kind::Central, Kind::Inbound, Kind::Outbound] {
+        let fresh = open(&dir.path().join(format!("fresh-{kind:?}.db")), kind).unwrap();
+        let stepped = Connection::open(dir.path().join(format!("step-{kind:?}.db"))).unwrap();
+        for n in 0..=migrate::migrations(kind).len() {
+            migrate::migrate_to(&stepped, kind, n).unwrap();
+            assert_eq!(migrate::version(&stepped).unwrap(), n);
+        }
+        assert_eq!(
+            migrate::schema_dump(&stepped).unwrap(),
+            migrate::schema_dump(&fresh).unwrap()
+        );
+    }
+}
+
+#[test]
+fn refuses_a_newer_schema() {
+    let dir = tmp();
+    let path = dir.path().join("pincer.db");
+    let conn = open(&path, Kind::Central).unwrap();
+    conn.pragma_update(None, "user_version", 999).unwrap();
+    drop(conn);
+    let err = format!("{:#}", open(&path, Kind::Central).unwrap_err());
+    assert!(err.contains("999") && err.contains("newer pincer"), "{err}");
+}
+
+#[test]
+fn a_failed_migration_leaves_the_old_version() {
+    let dir = tmp();
+    let conn = Connection::open(dir.path().join("x.db")).unwrap();
+    // A table that the first migration also creates makes it fail half-way.
+    conn.execute_batch("CREATE TABLE delivered (x)").unwrap();
+    assert!(migrate::migrate(&conn, Kind::Inbound).is_err());
+    assert_eq!(migrate::version(&conn).unwrap(), 0);
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 1, "the failed migration was rolled back");
+}
+
+fn central_with_room() -> (tempfile::TempDir, Connection) {
+    let dir = tmp();
+    let conn = open(&dir.path().join("pincer.db"), Kind::Central).unwrap();
+    central::insert_room(
+        &conn,
+        &central::Room {
+            id: "r1".into(),
+            channel_type: "webchat".into(),
+            platform_id: "r1".into(),
+            name: "Room".into(),
+            is_group: true,
+            created_at: 1,
+        },
+    )
+    .unwrap();
+    (dir, conn)
+}
+
+fn user_msg<'a>(
+    text: &'a str,
+    client_id: Option<&'a str>,
+    files: &'a serde_json::Value,
+) -> NewMessage<'a> {
+    NewMessage {
+        room_id: "r1",
+        sender: "Ann",
+        sender_id: Some("webchat:ann"),
+        sender_type: "user",
+        text,
+        html: text,
+        files,
+        client_id,
+        source_id: None,
+        needs_routing: true,
+        now: 10,
+    }
+}
+
+#[test]
+fn room_seq_is_gap_free_and_client_ids_are_idempotent() {
+    let (_dir, conn) = central_with_room();
+    let files = serde_json::json!([]);
+    let (a, created) = central::insert_message(&conn, &user_msg("a", Some("c1"), &files)).unwrap();
+    assert!(created);
+    let (b, _) = central::insert_message(&conn, &user_msg("b", Some("c2"), &files)).unwrap();
+    let (again, created) =
+        central::insert_message(&conn, &user_msg("a changed", Some("c1"), &files)).unwrap();
+    assert!(!created);
+    assert_eq!(again, a);
+    let (c, _) = central::insert_message(&conn, &user_msg("c", None, &files)).unwrap();
+    assert_eq!((a.seq, b.seq, c.seq), (1, 2, 3));
+    let all = central::messages_after(&conn, "r1", 0, 100).unwrap();
+    assert_eq!(
+        all.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+    assert_eq!(
+        central::messages_after(&conn, "r1", 2, 100).unwrap(),
+        vec![c.clone()]
+    );
+    assert_eq!(
+        central::latest_messages(&conn, "r1", 2).unwrap(),
+        vec![b, c]
+    );
+    assert_eq!(central::unrouted_messages(&conn, 10).unwrap().len(), 3);
+    central::mark_routed(&conn, &a.id, 11).unwrap();
+    assert_eq!(central::unrouted_messages(&conn, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn agent_replies_are_stored_once_per_source() {
+    let (_dir, conn) = central_with_room();
+    let files = serde_json::json!([]);
+    let mut m = user_msg("hi", None, &files);
+    m.sender_type = "agent";
+    m.source_id = Some("sess-1/msg-1");
+    m.needs_routing = false;
+    let (first, created) = central::insert_message(&conn, &m).unwrap();
+    assert!(created);
+    let (second, created) = central::insert_message(&conn, &m).unwrap();
+    assert!(!created);
+    assert_eq!(first, second);
+    assert!(central::unrouted_messages(&conn, 10).unwrap().is_empty());
+}
+
+#[test]
+fn owner_bootstrap_is_first_come() {
+    let dir = tmp();
+    let conn = open(&dir.path().join("pincer.db"), Kind::Central).unwrap();
+    for u in ["webchat:a", "webchat:b"] {
+        central::upsert_user(&conn, u, "webchat", u, 1).unwrap();
+    }
+    assert!(central::bootstrap_owner(&conn, "webchat:a", 1).unwrap());
+    assert!(!central::bootstrap_owner(&conn, "webchat:b", 2).unwrap());
+    assert!(central::is_owner(&conn, "webchat:a").unwrap());
+    assert!(!central::is_owner(&conn, "webchat:b").unwrap());
+}
+
+fn session_dbs() -> (tempfile::TempDir, Connection, Connection) {
+    let dir = tmp();
+    let inb = open(&dir.path().join("inbound.db"), Kind::Inbound).unwrap();
+    let out = open(&dir.path().join("outbound.db"), Kind::Outbound).unwrap();
+    (dir, inb, out)
+}
+
+fn chat<'a>(id: &'a str, trigger: bool, process_after: Option<i64>) -> NewInbound<'a> {
+    NewInbound {
+        id,
+        kind: "chat",
+        timestamp: 1,
+        trigger,
+        process_after,
+        channel_type: Some("webchat"),
+        platform_id: Some("r1"),
+        thread_id: None,
+        content: r#"{"text":"x"}"#,
+        on_wake: false,
+    }
+}
+
+#[test]
+fn inbound_insert_is_idempotent_and_even() {
+    let (_dir, inb, _out) = session_dbs();
+    assert_eq!(
+        inbound::insert(&inb, &chat("a", true, None)).unwrap(),
+        (2, true)
+    );
+    assert_eq!(
+        inbound::insert(&inb, &chat("b", true, None)).unwrap(),
+        (4, true)
+    );
+    assert_eq!(
+        inbound::insert(&inb, &chat("a", true, None)).unwrap(),
+        (2, false)
+    );
+    assert_eq!(inbound::max_seq(&inb).unwrap(), Some(4));
+}
+
+#[test]
+fn agent_view_sees_pending_unclaimed_due_rows() {
+    let (dir, inb, out) = session_dbs();
+    inbound::insert(&inb, &chat("a", true, None)).unwrap();
+    inbound::insert(&inb, &chat("b", false, None)).unwrap();
+    inbound::insert(&inb, &chat("later", true, Some(500))).unwrap();
+    inbound::insert(&inb, &chat("c", true, None)).unwrap();
+    let view = open_agent_view(
+        &dir.path().join("inbound.db"),
+        &dir.path().join("outbound.db"),
+    )
+    .unwrap();
+    let ids = |rows: Vec<inbound::InboundRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(inbound::pending(&view, 100, false, 10).unwrap()),
+        ["a", "b", "c"]
+    );
+    assert_eq!(
+        ids(inbound::pending(&view, 100, false, 2).unwrap()),
+        ["b", "c"],
+        "newest two, oldest first"
+    );
+    assert_eq!(
+        ids(inbound::pending(&view, 500, false, 10).unwrap()),
+        ["a", "b", "later", "c"]
+    );
+    outbound::set_ack(&out, &["a", "c"], "processing", 5).unwrap();
+    assert_eq!(ids(inbound::pending(&view, 100, false, 10).unwrap()), ["b"]);
+    assert!(
+        view.execute("DELETE FROM outb.processing_ack", []).is_err(),
+        "the view is read-only"
+    );
+}
+
+#[test]
+fn acks_complete_inbound_rows() {
+    let (_dir, inb, out) = session_dbs();
+    inbound::insert(&inb, &chat("a", true, None)).unwrap();
+    inbound::insert(&inb, &chat("b", true, None)).unwrap();
+    assert_eq!(inbound::due_count(&inb, 10).unwrap(), 2);
+    outbound::set_ack(&out, &["a"], "completed", 7).unwrap();
+    outbound::set_ack(&out, &["b"], "processing", 7).unwrap();
+    let acks = outbound::finished_acks_since(&out, 0).unwrap();
+    assert_eq!(acks, vec![("a".to_string(), "completed".to_string())]);
+    assert_eq!(inbound::apply_acks(&inb, &acks).unwrap(), 1);
+    assert_eq!(inbound::due_count(&inb, 10).unwrap(), 1);
+    assert!(outbound::finished_acks_since(&out, 8).unwrap().is_empty());
+}
+
+#[test]
+fn outbound_rows_and_outcomes() {
+    let (_dir, inb, out) = session_dbs();
+    inbound::insert(&inb, &chat("a", true, None)).unwrap();
+    let max_in = inbound::max_seq(&inb).unwrap();
+    let row = |id| NewOutbound {
+        id,
+        kind: "chat",
+        in_reply_to: Some("a"),
+        timestamp: 3,
+        deliver_after: None,
+        channel_type: Some("webchat"),
+        platform_id: Some("r1"),
+        thread_id: None,
+        content: r#"{"text":"echo"}"#,
+    };
+    assert_eq!(outbound::insert(&out, &row("o1"), max_in).unwrap(), 3);
+    assert_eq!(outbound::insert(&out, &row("o2"), max_in).unwrap(), 5);
+    let rows = outbound::rows_after(&out, 3, 10).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["o2"]
+    );
+    assert!(
+        inbound::record_outcome(&inb, "o1", inbound::Outcome::Delivered, Some("m1"), None, 4)
+            .unwrap()
+    );
+    assert!(
+        !inbound::record_outcome(&inb, "o1", inbound::Outcome::Failed, None, Some("x"), 5).unwrap()
+    );
+    assert!(inbound::has_outcome(&inb, "o1").unwrap());
+    assert!(!inbound::has_outcome(&inb, "o2").unwrap());
+}

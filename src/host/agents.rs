@@ -1,0 +1,244 @@
+//! Creating agents (and their 1:1 rooms), shared by the CLI, the HTTP API and first-run set-up.
+//!
+//! An agent is a row, a working folder `groups/<folder>/` with its instructions in `AGENT.md`,
+//! and optionally a room wired to it with a destination back to that room.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::db::central::{self, Agent, Room};
+use crate::db::{self, Connection};
+use crate::ids::{is_slug, new_id, normalize_name};
+
+/// Longest agent or room name, in characters.
+pub const NAME_CHARS_MAX: usize = 64;
+/// Largest instructions file written through the API.
+pub const INSTRUCTIONS_BYTES_MAX: usize = 64 * 1024;
+/// Name of the instructions file in an agent's folder.
+pub const INSTRUCTIONS_FILE: &str = "AGENT.md";
+
+/// The agent created on first run, so a fresh install is usable at once.
+pub const FIRST_AGENT_NAME: &str = "Assistant";
+const FIRST_AGENT_INSTRUCTIONS: &str = "You are Assistant, a helpful personal assistant. \
+Answer clearly and concisely. Use your tools when they help, and say so when you are unsure.\n";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Created {
+    pub agent: Agent,
+    pub room: Option<Room>,
+}
+
+/// Checks a display name: 1..=64 characters, no control characters, not only spaces.
+pub fn validate_name(what: &str, name: &str) -> anyhow::Result<String> {
+    let name = name.trim();
+    if name.is_empty() {
+        bail!("{what} name is empty: give it a name such as \"Research helper\"");
+    }
+    if name.chars().count() > NAME_CHARS_MAX {
+        bail!(
+            "{what} name is {} characters long; the limit is {NAME_CHARS_MAX}",
+            name.chars().count()
+        );
+    }
+    if name.chars().any(char::is_control) {
+        bail!("{what} name contains control characters (newlines, tabs...); use plain text");
+    }
+    Ok(name.to_string())
+}
+
+/// `base`, or `base-2`, `base-3`... whichever `taken` says is free.
+pub fn unique_slug(
+    base: &str,
+    mut taken: impl FnMut(&str) -> anyhow::Result<bool>,
+) -> anyhow::Result<String> {
+    let base = if is_slug(base) {
+        base.to_string()
+    } else {
+        normalize_name(base)
+    };
+    for n in 1..=1000 {
+        let candidate = if n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        if !taken(&candidate)? {
+            return Ok(candidate);
+        }
+    }
+    bail!("no free name derived from {base:?}")
+}
+
+/// Creates an agent (and, with `with_room`, its own room wired to it) in one transaction, and its
+/// folder with the instructions file. Nothing is left behind if any step fails.
+pub fn create(
+    conn: &mut Connection,
+    groups_dir: &Path,
+    name: &str,
+    instructions: Option<&str>,
+    with_room: bool,
+    now: i64,
+) -> anyhow::Result<Created> {
+    let name = validate_name("agent", name)?;
+    if let Some(text) = instructions
+        && text.len() > INSTRUCTIONS_BYTES_MAX
+    {
+        bail!(
+            "instructions are {} bytes; the limit is {INSTRUCTIONS_BYTES_MAX}",
+            text.len()
+        );
+    }
+    let mut made_dir: Option<PathBuf> = None;
+    let res = db::write_tx(conn, |tx| {
+        let folder = unique_slug(&normalize_name(&name), |f| {
+            Ok(central::folder_taken(tx, f)? || groups_dir.join(f).exists())
+        })?;
+        let agent = Agent {
+            id: new_id("ag"),
+            name: name.clone(),
+            folder: folder.clone(),
+            provider: None,
+            model: None,
+            max_messages_per_prompt: None,
+            created_at: now,
+        };
+        central::insert_agent(tx, &agent)?;
+        let room = if with_room {
+            Some(create_room_for(tx, &agent, now)?)
+        } else {
+            None
+        };
+        let dir = groups_dir.join(&folder);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        made_dir = Some(dir.clone());
+        let text = instructions.map(str::to_string).unwrap_or_default();
+        std::fs::write(dir.join(INSTRUCTIONS_FILE), text)
+            .with_context(|| format!("writing {}", dir.join(INSTRUCTIONS_FILE).display()))?;
+        Ok(Created { agent, room })
+    });
+    if res.is_err()
+        && let Some(dir) = made_dir
+    {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    res
+}
+
+/// A webchat room named after the agent, wired to it, with a destination back to it.
+fn create_room_for(tx: &Connection, agent: &Agent, now: i64) -> anyhow::Result<Room> {
+    let id = unique_slug(&agent.folder, |id| Ok(central::room_id_taken(tx, id)?))?;
+    let room = Room {
+        id: id.clone(),
+        channel_type: "webchat".into(),
+        platform_id: id.clone(),
+        name: agent.name.clone(),
+        is_group: true,
+        created_at: now,
+    };
+    central::insert_room(tx, &room)?;
+    central::insert_wiring(tx, &new_id("wire"), &room.id, &agent.id, now)?;
+    let local = unique_slug(&normalize_name(&room.name), |n| {
+        Ok(central::destination_name_taken(tx, &agent.id, n)?)
+    })?;
+    central::insert_destination(tx, &agent.id, &local, "channel", &room.id, now)?;
+    Ok(room)
+}
+
+/// First run: with no agents at all, create "Assistant" with its own room.
+pub fn ensure_first_agent(
+    conn: &mut Connection,
+    groups_dir: &Path,
+    now: i64,
+) -> anyhow::Result<Option<Created>> {
+    if central::agent_count(conn)? > 0 {
+        return Ok(None);
+    }
+    let created = create(
+        conn,
+        groups_dir,
+        FIRST_AGENT_NAME,
+        Some(FIRST_AGENT_INSTRUCTIONS),
+        true,
+        now,
+    )?;
+    log::info!(
+        "first run: created agent {:?} with room {:?}",
+        created.agent.name,
+        created.room.as_ref().map(|r| &r.id)
+    );
+    Ok(Some(created))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Kind;
+
+    fn setup() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = db::open(&dir.path().join("pincer.db"), Kind::Central).unwrap();
+        (dir, conn)
+    }
+
+    #[test]
+    fn creates_agent_room_wiring_and_destination() {
+        let (dir, mut conn) = setup();
+        let groups = dir.path().join("groups");
+        let c = create(
+            &mut conn,
+            &groups,
+            " Research Helper ",
+            Some("Be brief."),
+            true,
+            5,
+        )
+        .unwrap();
+        assert_eq!(c.agent.name, "Research Helper");
+        assert_eq!(c.agent.folder, "research-helper");
+        let room = c.room.unwrap();
+        assert_eq!(
+            (room.id.as_str(), room.name.as_str()),
+            ("research-helper", "Research Helper")
+        );
+        assert_eq!(
+            std::fs::read_to_string(groups.join("research-helper/AGENT.md")).unwrap(),
+            "Be brief."
+        );
+        assert_eq!(central::wirings_of_room(&conn, &room.id).unwrap().len(), 1);
+        let dests = central::resolved_destinations(&conn, &c.agent.id).unwrap();
+        assert_eq!(dests.len(), 1);
+        assert_eq!(dests[0].platform_id.as_deref(), Some("research-helper"));
+        // Same name again: new folder and room with a suffix.
+        let c2 = create(&mut conn, &groups, "Research Helper", None, true, 6).unwrap();
+        assert_eq!(c2.agent.folder, "research-helper-2");
+        assert_eq!(c2.room.unwrap().id, "research-helper-2");
+    }
+
+    #[test]
+    fn bad_names_are_refused_and_leave_nothing() {
+        let (dir, mut conn) = setup();
+        let groups = dir.path().join("groups");
+        for name in ["", "   ", "a\nb", &"x".repeat(65)] {
+            assert!(
+                create(&mut conn, &groups, name, None, true, 1).is_err(),
+                "{name:?}"
+            );
+        }
+        let big = "x".repeat(INSTRUCTIONS_BYTES_MAX + 1);
+        assert!(create(&mut conn, &groups, "ok", Some(&big), false, 1).is_err());
+        assert_eq!(central::agent_count(&conn).unwrap(), 0);
+        assert!(!groups.join("ok").exists());
+    }
+
+    #[test]
+    fn first_agent_only_once() {
+        let (dir, mut conn) = setup();
+        let groups = dir.path().join("groups");
+        let first = ensure_first_agent(&mut conn, &groups, 1).unwrap().unwrap();
+        assert_eq!(first.agent.name, FIRST_AGENT_NAME);
+        assert!(first.room.is_some());
+        assert!(ensure_first_agent(&mut conn, &groups, 2).unwrap().is_none());
+    }
+}

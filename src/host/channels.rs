@@ -1,0 +1,85 @@
+//! Channel adapters: how messages leave pincer for a room on some channel (the webchat now,
+//! other chat platforms later), and how ephemeral events (model deltas, tool activity) reach it.
+//!
+//! Delivery calls [`Channel::deliver`] for each outbound row after it has re-validated the
+//! destination. An adapter returns an error rather than pretending: a row is only marked delivered
+//! when the adapter stored or sent it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::db::central::{Agent, Room};
+use crate::link::ToolState;
+
+/// One agent message for a room.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    pub room: &'a Room,
+    pub agent: &'a Agent,
+    /// `<session>/<outbound id>`: stable across retries, so an adapter can store it exactly once.
+    pub source_id: &'a str,
+    pub text: &'a str,
+    /// The stream whose deltas this final message completes, if it was streamed.
+    pub stream_id: Option<&'a str>,
+}
+
+/// Why a delivery did not happen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliverError {
+    /// Worth another try later (e.g. the database was busy).
+    Retry(String),
+    /// Will never work (e.g. the room is gone); the row is marked failed with this reason.
+    Permanent(String),
+}
+
+/// Ephemeral activity of a running turn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Activity<'a> {
+    Delta {
+        stream: &'a str,
+        agent: &'a str,
+        text: &'a str,
+    },
+    Tool {
+        stream: &'a str,
+        name: &'a str,
+        state: ToolState,
+        summary: &'a str,
+    },
+    StreamEnd {
+        stream: &'a str,
+    },
+}
+
+pub trait Channel: Send + Sync {
+    fn channel_type(&self) -> &'static str;
+
+    /// Stores or sends an agent's message; returns the platform's message id.
+    fn deliver(&self, msg: &Outgoing<'_>) -> Result<String, DeliverError>;
+
+    /// A notice from pincer itself (failures the user must see).
+    fn notice(&self, room: &Room, text: &str) -> anyhow::Result<()>;
+
+    /// Ephemeral activity; adapters without live updates ignore it.
+    fn activity(&self, _room: &Room, _activity: &Activity<'_>) {}
+}
+
+/// The adapters by channel type.
+#[derive(Default, Clone)]
+pub struct Channels {
+    map: HashMap<&'static str, Arc<dyn Channel>>,
+}
+
+impl Channels {
+    pub fn register(&mut self, adapter: Arc<dyn Channel>) {
+        let kind = adapter.channel_type();
+        assert!(
+            self.map.insert(kind, adapter).is_none(),
+            "two adapters for channel type {kind}"
+        );
+    }
+
+    pub fn get(&self, channel_type: &str) -> Option<&Arc<dyn Channel>> {
+        self.map.get(channel_type)
+    }
+}

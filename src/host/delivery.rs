@@ -1,0 +1,699 @@
+//! The delivery thread: reads what containers wrote to `outbound.db` and hands it to channel
+//! adapters, after re-checking that the agent may send there.
+//!
+//! It owns the links (one Unix socket per running container) in its mio loop, so a container's
+//! "outbound changed" frame triggers delivery at once; a slow safety tick covers missed frames.
+//! Every outbound row ends with an outcome in `inbound.db` (`delivered`, or `failed` with a
+//! reason the user and the agent both see). A row is recorded only after the adapter stored or
+//! sent it, and adapters store by the row's stable source id, so a crash between the two never
+//! duplicates a message.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+
+use super::channels::{Activity, Channels, DeliverError, Outgoing};
+use super::containers::Containers;
+use super::kick::{self, Kick, WAKE};
+use super::sessions::SessionDir;
+use crate::db::central::{self, Agent, Room, Session};
+use crate::db::inbound::{self, NewInbound, Outcome};
+use crate::db::outbound::{self, OutboundRow};
+use crate::db::{self, Connection, Kind};
+use crate::ids::now_ms;
+use crate::link::{LineBuf, ToHost};
+
+/// Safety net: sessions with a running container are re-read this often even without a frame.
+pub const SAFETY_TICK: Duration = Duration::from_secs(2);
+/// Outbound rows read per session per pass.
+pub const BATCH_MAX: i64 = 100;
+/// Tries of a retryable delivery before the row is marked failed.
+pub const ATTEMPTS_MAX: u32 = 3;
+
+enum LinkCmd {
+    Listen(String, StdUnixListener),
+    Close(String),
+}
+
+#[derive(Default)]
+struct Inbox {
+    dirty: HashSet<String>,
+    cmds: Vec<LinkCmd>,
+    stop: bool,
+}
+
+/// How other threads reach the delivery thread.
+#[derive(Clone)]
+pub struct DeliveryHandle {
+    kick: Kick,
+    inbox: Arc<Mutex<Inbox>>,
+}
+
+impl DeliveryHandle {
+    pub fn new(poll: &Poll) -> std::io::Result<DeliveryHandle> {
+        Ok(DeliveryHandle {
+            kick: Kick::new(poll.registry())?,
+            inbox: Arc::default(),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inbox) -> T) -> T {
+        let res = f(&mut self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+        self.kick.kick();
+        res
+    }
+
+    /// The session's outbound.db may have new rows.
+    pub fn session_changed(&self, session_id: &str) {
+        self.with(|i| i.dirty.insert(session_id.to_string()));
+    }
+
+    /// Serve the link socket of a container that is starting.
+    pub fn listen(&self, session_id: &str, listener: StdUnixListener) {
+        self.with(|i| {
+            i.cmds
+                .push(LinkCmd::Listen(session_id.to_string(), listener))
+        });
+    }
+
+    /// The container is gone: drop its link, deliver what it left.
+    pub fn close(&self, session_id: &str) {
+        self.with(|i| i.cmds.push(LinkCmd::Close(session_id.to_string())));
+    }
+
+    /// Deliver what is pending, then end the thread.
+    pub fn stop(&self) {
+        self.with(|i| i.stop = true);
+    }
+}
+
+enum Entry {
+    Listener {
+        session: String,
+        listener: UnixListener,
+    },
+    Conn {
+        session: String,
+        stream: UnixStream,
+        lines: LineBuf,
+        streams: HashMap<String, Room>,
+    },
+}
+
+#[derive(Default)]
+struct Cursor {
+    /// Every row up to this seq has an outcome.
+    seq: i64,
+    /// Acks changed since this time are still to be applied to inbound.db.
+    ack_since: i64,
+    /// Retryable failures: row id → (attempts, not before).
+    retries: HashMap<String, (u32, i64)>,
+}
+
+pub struct Delivery {
+    pub central: Connection,
+    pub data_dir: PathBuf,
+    pub channels: Channels,
+    pub containers: Arc<Containers>,
+}
+
+struct Loop {
+    d: Delivery,
+    poll: Poll,
+    handle: DeliveryHandle,
+    entries: HashMap<Token, Entry>,
+    next_token: usize,
+    cursors: HashMap<String, Cursor>,
+    /// Sessions whose last pass failed (e.g. a locked file); retried on the next tick.
+    failed_sessions: HashSet<String>,
+}
+
+/// Runs the delivery thread until [`DeliveryHandle::stop`].
+pub fn run(d: Delivery, poll: Poll, handle: DeliveryHandle) -> anyhow::Result<()> {
+    let mut lp = Loop {
+        d,
+        poll,
+        handle,
+        entries: HashMap::new(),
+        next_token: 1,
+        cursors: HashMap::new(),
+        failed_sessions: HashSet::new(),
+    };
+    lp.run()
+}
+
+impl Loop {
+    fn run(&mut self) -> anyhow::Result<()> {
+        let mut events = Events::with_capacity(256);
+        let mut next_tick = Instant::now() + SAFETY_TICK;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            kick::poll(&mut self.poll, &mut events, Some(timeout))?;
+            let mut dirty: HashSet<String> = HashSet::new();
+            for ev in events.iter() {
+                if ev.token() != WAKE {
+                    self.on_socket(ev.token(), &mut dirty);
+                }
+            }
+            self.handle.kick.take();
+            let (cmds, stop) = {
+                let mut inbox = self.handle.inbox.lock().unwrap_or_else(|e| e.into_inner());
+                dirty.extend(inbox.dirty.drain());
+                (std::mem::take(&mut inbox.cmds), inbox.stop)
+            };
+            for cmd in cmds {
+                self.on_cmd(cmd, &mut dirty);
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + SAFETY_TICK;
+                dirty.extend(self.d.containers.running());
+                dirty.extend(
+                    self.cursors
+                        .iter()
+                        .filter(|(_, c)| !c.retries.is_empty())
+                        .map(|(s, _)| s.clone()),
+                );
+                dirty.extend(self.failed_sessions.drain());
+            }
+            for session in dirty {
+                if let Err(e) = self.deliver_session(&session) {
+                    log::error!("delivering session {session}: {e:#}");
+                    // The next tick tries again.
+                    self.failed_sessions.insert(session);
+                }
+            }
+            if stop {
+                log::info!("delivery stopped");
+                return Ok(());
+            }
+        }
+    }
+
+    fn register(&mut self, mut entry: Entry) {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let registry = self.poll.registry();
+        let res = match &mut entry {
+            Entry::Listener { listener, .. } => {
+                registry.register(listener, token, Interest::READABLE)
+            }
+            Entry::Conn { stream, .. } => registry.register(stream, token, Interest::READABLE),
+        };
+        match res {
+            Ok(()) => {
+                self.entries.insert(token, entry);
+            }
+            Err(e) => log::error!("registering a link socket: {e}"),
+        }
+    }
+
+    fn on_cmd(&mut self, cmd: LinkCmd, dirty: &mut HashSet<String>) {
+        match cmd {
+            LinkCmd::Listen(session, listener) => {
+                let listener = UnixListener::from_std(listener);
+                self.register(Entry::Listener { session, listener });
+                // The container may have connected already; edge-triggered readiness reports
+                // it on registration, and accept() drains the backlog.
+            }
+            LinkCmd::Close(session) => {
+                let tokens: Vec<Token> = self
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| match e {
+                        Entry::Listener { session: s, .. } | Entry::Conn { session: s, .. } => {
+                            *s == session
+                        }
+                    })
+                    .map(|(t, _)| *t)
+                    .collect();
+                for t in tokens {
+                    self.drop_entry(t);
+                }
+                dirty.insert(session);
+            }
+        }
+    }
+
+    fn drop_entry(&mut self, token: Token) {
+        if let Some(entry) = self.entries.remove(&token) {
+            match entry {
+                Entry::Listener { mut listener, .. } => {
+                    let _ = self.poll.registry().deregister(&mut listener);
+                }
+                Entry::Conn { mut stream, .. } => {
+                    let _ = self.poll.registry().deregister(&mut stream);
+                }
+            }
+        }
+    }
+
+    fn on_socket(&mut self, token: Token, dirty: &mut HashSet<String>) {
+        let accepted = match self.entries.get_mut(&token) {
+            Some(Entry::Listener { session, listener }) => {
+                let mut out = Vec::new();
+                loop {
+                    match listener.accept() {
+                        Ok((stream, _)) => out.push((session.clone(), stream)),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            log::error!("accepting a link for {session}: {e}");
+                            break;
+                        }
+                    }
+                }
+                out
+            }
+            Some(Entry::Conn { .. }) => {
+                self.read_conn(token, dirty);
+                return;
+            }
+            None => return,
+        };
+        for (session, stream) in accepted {
+            self.accept_link(session, stream, dirty);
+        }
+    }
+
+    fn accept_link(&mut self, session: String, stream: UnixStream, dirty: &mut HashSet<String>) {
+        // The write side goes to the container registry (wakes, stop); reads stay here.
+        let std_stream = match dup_std(&stream) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("link for {session}: {e}");
+                return;
+            }
+        };
+        if !self.d.containers.attach_link(&session, std_stream) {
+            log::warn!("link from session {session} without a running container; closing");
+            return;
+        }
+        log::debug!("link up for session {session}");
+        dirty.insert(session.clone());
+        self.register(Entry::Conn {
+            session,
+            stream,
+            lines: LineBuf::default(),
+            streams: HashMap::new(),
+        });
+    }
+
+    fn read_conn(&mut self, token: Token, dirty: &mut HashSet<String>) {
+        let mut frames = Vec::new();
+        let mut closed = false;
+        let session = {
+            let Some(Entry::Conn {
+                session,
+                stream,
+                lines,
+                ..
+            }) = self.entries.get_mut(&token)
+            else {
+                return;
+            };
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => lines.push(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        log::debug!("link read for {session}: {e}");
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            loop {
+                match lines.next_line() {
+                    Ok(Some(line)) => match serde_json::from_slice::<ToHost>(&line) {
+                        Ok(frame) => frames.push(frame),
+                        Err(e) => log::warn!("bad link frame from {session}: {e}"),
+                    },
+                    Ok(None) => break,
+                    Err(_) => {
+                        log::error!("link frame from {session} too long; closing the link");
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            session.clone()
+        };
+        for frame in frames {
+            self.on_frame(token, &session, frame, dirty);
+        }
+        if closed {
+            self.drop_entry(token);
+            dirty.insert(session);
+        }
+    }
+
+    fn on_frame(
+        &mut self,
+        token: Token,
+        session_id: &str,
+        frame: ToHost,
+        dirty: &mut HashSet<String>,
+    ) {
+        match frame {
+            ToHost::Out => {
+                dirty.insert(session_id.to_string());
+            }
+            ToHost::StreamStart {
+                stream,
+                channel_type,
+                platform_id,
+            } => {
+                let room = central::room_by_address(&self.d.central, &channel_type, &platform_id)
+                    .ok()
+                    .flatten();
+                if let (Some(room), Some(Entry::Conn { streams, .. })) =
+                    (room, self.entries.get_mut(&token))
+                    && streams.len() < 64
+                {
+                    streams.insert(stream, room);
+                }
+            }
+            ToHost::Delta { stream, text } => {
+                let agent = self.agent_name(session_id);
+                self.activity(
+                    token,
+                    &stream,
+                    &Activity::Delta {
+                        stream: &stream,
+                        agent: &agent,
+                        text: &text,
+                    },
+                );
+            }
+            ToHost::Tool {
+                stream,
+                name,
+                state,
+                summary,
+            } => {
+                self.activity(
+                    token,
+                    &stream,
+                    &Activity::Tool {
+                        stream: &stream,
+                        name: &name,
+                        state,
+                        summary: &summary,
+                    },
+                );
+            }
+            ToHost::StreamEnd { stream } => {
+                self.activity(token, &stream, &Activity::StreamEnd { stream: &stream });
+                if let Some(Entry::Conn { streams, .. }) = self.entries.get_mut(&token) {
+                    streams.remove(&stream);
+                }
+            }
+        }
+    }
+
+    fn agent_name(&self, session_id: &str) -> String {
+        central::session(&self.d.central, session_id)
+            .ok()
+            .flatten()
+            .and_then(|s| central::agent(&self.d.central, &s.agent_id).ok().flatten())
+            .map(|a| a.name)
+            .unwrap_or_else(|| "Agent".into())
+    }
+
+    fn activity(&self, token: Token, stream: &str, activity: &Activity<'_>) {
+        let Some(Entry::Conn { streams, .. }) = self.entries.get(&token) else {
+            return;
+        };
+        let Some(room) = streams.get(stream) else {
+            return;
+        };
+        if let Some(adapter) = self.d.channels.get(&room.channel_type) {
+            adapter.activity(room, activity);
+        }
+    }
+
+    /// Delivers the session's due outbound rows and applies its acknowledgements.
+    fn deliver_session(&mut self, session_id: &str) -> anyhow::Result<()> {
+        let now = now_ms();
+        let Some(session) = central::session(&self.d.central, session_id)? else {
+            self.cursors.remove(session_id);
+            return Ok(());
+        };
+        let Some(agent) = central::agent(&self.d.central, &session.agent_id)? else {
+            return Ok(());
+        };
+        let dir = SessionDir::new(&self.d.data_dir, &session.agent_id, &session.id);
+        if !dir.outbound().exists() {
+            return Ok(());
+        }
+        let out = db::open_readonly(&dir.outbound(), Kind::Outbound)?;
+        let mut inb = dir.open_inbound()?;
+        let mut cursor = self.cursors.remove(session_id).unwrap_or_default();
+        let res = self.deliver_rows(&session, &agent, &out, &mut inb, &mut cursor, now);
+        let acks_since = cursor.ack_since;
+        let acks = outbound::finished_acks_since(&out, acks_since)?;
+        if !acks.is_empty() {
+            inbound::apply_acks(&inb, &acks)?;
+        }
+        // Acks are keyed by their own clock on the same machine; a small overlap re-applies a few
+        // (harmless: only pending rows change).
+        cursor.ack_since = now - 5_000;
+        self.cursors.insert(session_id.to_string(), cursor);
+        res
+    }
+
+    fn deliver_rows(
+        &mut self,
+        session: &Session,
+        agent: &Agent,
+        out: &Connection,
+        inb: &mut Connection,
+        cursor: &mut Cursor,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        // `scan` walks every row once; `cursor.seq` only passes rows that have an outcome, so a
+        // held row (scheduled for later, or waiting for a retry) is looked at again next time
+        // while the rows after it are still delivered now, in order.
+        let mut scan = cursor.seq;
+        let mut held = false;
+        loop {
+            let rows = outbound::rows_after(out, scan, BATCH_MAX)?;
+            for row in &rows {
+                scan = row.seq;
+                let done = if inbound::has_outcome(inb, &row.id)? {
+                    cursor.retries.remove(&row.id);
+                    true
+                } else if row.deliver_after.is_some_and(|t| t > now)
+                    || cursor.retries.get(&row.id).is_some_and(|(_, at)| *at > now)
+                {
+                    false
+                } else {
+                    self.deliver_one(session, agent, row, inb, cursor, now)?;
+                    !cursor.retries.contains_key(&row.id)
+                };
+                held |= !done;
+                if !held {
+                    cursor.seq = row.seq;
+                }
+            }
+            if (rows.len() as i64) < BATCH_MAX {
+                return Ok(());
+            }
+        }
+    }
+
+    fn deliver_one(
+        &mut self,
+        session: &Session,
+        agent: &Agent,
+        row: &OutboundRow,
+        inb: &mut Connection,
+        cursor: &mut Cursor,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        match self.route(session, agent, row) {
+            Ok(platform_id) => {
+                inbound::record_outcome(
+                    inb,
+                    &row.id,
+                    Outcome::Delivered,
+                    Some(&platform_id),
+                    None,
+                    now,
+                )?;
+                cursor.retries.remove(&row.id);
+            }
+            Err(DeliverError::Retry(reason)) => {
+                let attempts = cursor.retries.get(&row.id).map_or(0, |(n, _)| *n) + 1;
+                if attempts >= ATTEMPTS_MAX {
+                    cursor.retries.remove(&row.id);
+                    self.fail(
+                        session,
+                        agent,
+                        row,
+                        inb,
+                        &format!("{reason} (after {attempts} attempts)"),
+                        now,
+                    )?;
+                } else {
+                    log::warn!("delivery of {} will be retried: {reason}", row.id);
+                    cursor
+                        .retries
+                        .insert(row.id.clone(), (attempts, now + 1000 * (1 << attempts)));
+                }
+            }
+            Err(DeliverError::Permanent(reason)) => {
+                cursor.retries.remove(&row.id);
+                self.fail(session, agent, row, inb, &reason, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-validates the destination and hands the row to its channel.
+    fn route(
+        &self,
+        session: &Session,
+        agent: &Agent,
+        row: &OutboundRow,
+    ) -> Result<String, DeliverError> {
+        let perm = |s: String| Err(DeliverError::Permanent(s));
+        let retry = |e: rusqlite::Error| DeliverError::Retry(format!("database: {e}"));
+        let content: serde_json::Value = match serde_json::from_str(&row.content) {
+            Ok(v) => v,
+            Err(e) => return perm(format!("the message content is not valid JSON ({e})")),
+        };
+        if row.kind == "system" {
+            let action = content
+                .get("action")
+                .and_then(|a| a.as_str())
+                .unwrap_or("?");
+            return perm(format!(
+                "the action {action:?} is not supported by this host"
+            ));
+        }
+        if let Some(op) = content.get("operation").and_then(|o| o.as_str()) {
+            return perm(format!(
+                "the operation {op:?} is not supported by this host"
+            ));
+        }
+        let (Some(channel_type), Some(platform_id)) =
+            (row.channel_type.as_deref(), row.platform_id.as_deref())
+        else {
+            return perm("the message has no destination".into());
+        };
+        if channel_type == "agent" {
+            return perm("messages to other agents are not supported by this host".into());
+        }
+        let room = match central::room_by_address(&self.d.central, channel_type, platform_id)
+            .map_err(retry)?
+        {
+            Some(room) => room,
+            None => {
+                return perm(format!(
+                    "no room {platform_id:?} on channel {channel_type:?}"
+                ));
+            }
+        };
+        let own_room = session.room_id.as_deref() == Some(room.id.as_str());
+        if !own_room
+            && !central::may_send_to_room(&self.d.central, &agent.id, &room.id).map_err(retry)?
+        {
+            return perm(format!(
+                "agent {:?} may not send to room {:?}",
+                agent.name, room.name
+            ));
+        }
+        let Some(adapter) = self.d.channels.get(channel_type) else {
+            return perm(format!("no adapter for channel type {channel_type:?}"));
+        };
+        let text = content
+            .get("text")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default();
+        let source_id = format!("{}/{}", session.id, row.id);
+        adapter.deliver(&Outgoing {
+            room: &room,
+            agent,
+            source_id: &source_id,
+            text,
+            stream_id: content.get("stream_id").and_then(|s| s.as_str()),
+        })
+    }
+
+    /// Marks a row failed and tells both the user (a notice in the room) and the agent (a
+    /// context-only note in its inbound.db).
+    fn fail(
+        &self,
+        session: &Session,
+        agent: &Agent,
+        row: &OutboundRow,
+        inb: &mut Connection,
+        reason: &str,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        log::warn!(
+            "delivery of {} from agent {} failed: {reason}",
+            row.id,
+            agent.name
+        );
+        db::write_tx(inb, |tx| {
+            inbound::record_outcome(tx, &row.id, Outcome::Failed, None, Some(reason), now)?;
+            let content = serde_json::json!({
+                "text": format!("Your message {} could not be delivered: {reason}", row.seq),
+                "sender": "system",
+                "senderId": "system",
+            })
+            .to_string();
+            inbound::insert(
+                tx,
+                &NewInbound {
+                    id: &format!("fail-{}", row.id),
+                    kind: "chat",
+                    timestamp: now,
+                    trigger: false,
+                    process_after: None,
+                    channel_type: Some("agent"),
+                    platform_id: Some(&agent.id),
+                    thread_id: None,
+                    content: &content,
+                    on_wake: false,
+                },
+            )?;
+            Ok(())
+        })?;
+        if let Some(room) = session
+            .room_id
+            .as_deref()
+            .and_then(|id| central::room(&self.d.central, id).ok().flatten())
+            && let Some(adapter) = self.d.channels.get(&room.channel_type)
+        {
+            let text = format!(
+                "A message from {} could not be delivered: {reason}",
+                agent.name
+            );
+            if let Err(e) = adapter.notice(&room, &text) {
+                log::error!("posting a delivery-failure notice: {e:#}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A blocking std clone of a mio stream (same socket), for the container registry's writes.
+fn dup_std(stream: &UnixStream) -> std::io::Result<std::os::unix::net::UnixStream> {
+    use std::os::fd::{AsFd, OwnedFd};
+    let fd: OwnedFd = stream.as_fd().try_clone_to_owned()?;
+    Ok(std::os::unix::net::UnixStream::from(fd))
+}

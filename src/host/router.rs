@@ -1,0 +1,278 @@
+//! The router thread: hands each stored user message to the agents wired to its room.
+//!
+//! Its queue is the central DB itself: user messages are stored with `routed_at = NULL` before the
+//! sender gets an ack, and the router marks them routed only after every engaged agent's session
+//! holds the message (inbound rows are keyed `<message id>:<agent id>`, so routing again after a
+//! crash is a no-op). A kick makes it route at once; a slow timeout is the safety net. It never
+//! waits on docker: starting a container is a spawn, not a wait.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mio::{Events, Poll};
+
+use super::channels::Channels;
+use super::containers::{Containers, Wake};
+use super::kick::{self, Kick};
+use super::sessions::{self, SessionDir, SessionMode};
+use super::sweep::SweepHandle;
+use crate::db::central::{self, Room, Session, Unrouted, Wiring};
+use crate::db::inbound::{self, NewInbound};
+use crate::db::{self, Connection};
+use crate::ids::now_ms;
+
+/// Safety net when no kick arrives.
+pub const SAFETY_POLL: Duration = Duration::from_secs(10);
+/// Messages taken from the queue per query.
+pub const BATCH_MAX: i64 = 64;
+/// Failed routing attempts of one message before it is given up with a notice.
+pub const ATTEMPTS_MAX: u32 = 5;
+
+pub struct Router {
+    pub central: Connection,
+    pub data_dir: PathBuf,
+    pub containers: Arc<Containers>,
+    pub sweep: SweepHandle,
+    pub channels: Channels,
+    /// Failed attempts per message id (in memory: a restart gives every message fresh attempts).
+    pub attempts: HashMap<String, u32>,
+    /// Compiled engage patterns.
+    pub patterns: HashMap<String, Option<fancy_regex::Regex>>,
+}
+
+/// Runs the router until `stop` is set (and the kick delivered).
+pub fn run(mut r: Router, mut poll: Poll, kick: Kick, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let mut events = Events::with_capacity(8);
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            log::info!("router stopped");
+            return Ok(());
+        }
+        kick.take();
+        r.route_pending();
+        kick::poll(&mut poll, &mut events, Some(SAFETY_POLL))?;
+    }
+}
+
+impl Router {
+    pub fn new(
+        central: Connection,
+        data_dir: PathBuf,
+        containers: Arc<Containers>,
+        sweep: SweepHandle,
+        channels: Channels,
+    ) -> Router {
+        Router {
+            central,
+            data_dir,
+            containers,
+            sweep,
+            channels,
+            attempts: HashMap::new(),
+            patterns: HashMap::new(),
+        }
+    }
+
+    /// Routes every queued message; stops early on an error (the next kick or poll retries).
+    pub fn route_pending(&mut self) {
+        loop {
+            let batch = match central::unrouted_messages(&self.central, BATCH_MAX) {
+                Ok(b) => b,
+                Err(e) => {
+                    log::error!("router: reading the queue: {e}");
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                return;
+            }
+            for m in &batch {
+                if let Err(e) = self.route(m) {
+                    let n = self.attempts.entry(m.id.clone()).or_insert(0);
+                    *n += 1;
+                    log::error!("router: message {} (attempt {n}): {e:#}", m.id);
+                    if *n < ATTEMPTS_MAX {
+                        return;
+                    }
+                    self.give_up(m, &format!("{e:#}"));
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, m: &Unrouted) -> anyhow::Result<()> {
+        let now = now_ms();
+        let Some(room) = central::room(&self.central, &m.room_id)? else {
+            central::mark_routed(&self.central, &m.id, now)?;
+            return Ok(());
+        };
+        let wirings = central::wirings_of_room(&self.central, &room.id)?;
+        let mut to_wake: Vec<Session> = Vec::new();
+        for w in &wirings {
+            let engaged = self.engages(w, &m.text);
+            if !engaged && w.ignored_message_policy != "accumulate" {
+                continue;
+            }
+            let session = sessions::resolve(
+                &self.central,
+                &self.data_dir,
+                &w.agent_id,
+                &room,
+                None,
+                SessionMode::parse(&w.session_mode),
+                now,
+            )?;
+            self.write_inbound(&room, &session, m, engaged, now)?;
+            if engaged {
+                to_wake.push(session);
+            }
+        }
+        central::mark_routed(&self.central, &m.id, now)?;
+        self.attempts.remove(&m.id);
+        for session in to_wake {
+            match self.containers.wake(&self.central, &session) {
+                Ok(Wake::Deferred(why)) => {
+                    log::info!("session {}: container start deferred: {why}", session.id);
+                    self.sweep.check(&session.id);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // The message is stored in the session; the sweep retries the start.
+                    log::error!("starting the container of session {}: {e:#}", session.id);
+                    self.sweep.check(&session.id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_inbound(
+        &self,
+        room: &Room,
+        session: &Session,
+        m: &Unrouted,
+        trigger: bool,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        let files: serde_json::Value =
+            serde_json::from_str(&m.files).unwrap_or_else(|_| serde_json::json!([]));
+        let mut content = serde_json::json!({
+            "text": m.text,
+            "sender": m.sender,
+            "senderId": m.sender_id,
+            "senderName": m.sender,
+        });
+        if files.as_array().is_some_and(|f| !f.is_empty()) {
+            content["files"] = files;
+        }
+        let content = content.to_string();
+        let id = format!("{}:{}", m.id, session.agent_id);
+        let dir = SessionDir::new(&self.data_dir, &session.agent_id, &session.id);
+        dir.ensure()?;
+        let mut inb = dir.open_inbound()?;
+        db::write_tx(&mut inb, |tx| {
+            inbound::insert(
+                tx,
+                &NewInbound {
+                    id: &id,
+                    kind: "chat",
+                    timestamp: m.created_at,
+                    trigger,
+                    process_after: None,
+                    channel_type: Some(&room.channel_type),
+                    platform_id: Some(&room.platform_id),
+                    thread_id: None,
+                    content: &content,
+                    on_wake: false,
+                },
+            )?;
+            Ok(())
+        })?;
+        central::touch_session(&self.central, &session.id, now)?;
+        Ok(())
+    }
+
+    /// Whether a wiring's agent takes part in a message.
+    fn engages(&mut self, w: &Wiring, text: &str) -> bool {
+        match w.engage_mode.as_str() {
+            "pattern" => match w.engage_pattern.as_deref() {
+                None | Some(".") | Some("") => true,
+                Some(p) => {
+                    let re = self.patterns.entry(p.to_string()).or_insert_with(|| match fancy_regex::Regex::new(p) {
+                        Ok(re) => Some(re),
+                        Err(e) => {
+                            log::error!("invalid engage pattern {p:?} on wiring {}: {e}; engaging on every message", w.id);
+                            None
+                        }
+                    });
+                    match re {
+                        Some(re) => re.is_match(text).unwrap_or(true),
+                        None => true,
+                    }
+                }
+            },
+            "mention" | "mention-sticky" => {
+                let folder = central::agent(&self.central, &w.agent_id)
+                    .ok()
+                    .flatten()
+                    .map(|a| a.folder);
+                folder.is_some_and(|f| mentions(text, &f))
+            }
+            _ => false,
+        }
+    }
+
+    fn give_up(&mut self, m: &Unrouted, why: &str) {
+        self.attempts.remove(&m.id);
+        if let Err(e) = central::mark_routed(&self.central, &m.id, now_ms()) {
+            log::error!("router: cannot mark {} routed: {e}", m.id);
+            return;
+        }
+        let Ok(Some(room)) = central::room(&self.central, &m.room_id) else {
+            return;
+        };
+        if let Some(adapter) = self.channels.get(&room.channel_type) {
+            let text =
+                format!("Your message could not be handed to the agents of this room: {why}");
+            if let Err(e) = adapter.notice(&room, &text) {
+                log::error!("posting a routing-failure notice: {e:#}");
+            }
+        }
+    }
+}
+
+/// True if `text` contains `@<folder>` as a whole word, case-insensitively.
+pub fn mentions(text: &str, folder: &str) -> bool {
+    let lower = text.to_lowercase();
+    let needle = format!("@{folder}");
+    lower.match_indices(&needle).any(|(i, _)| {
+        let before_ok = i == 0
+            || !lower[..i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric());
+        let after = &lower[i + needle.len()..];
+        let after_ok = !after
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_');
+        before_ok && after_ok
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mention_detection() {
+        assert!(mentions("hey @assistant, hi", "assistant"));
+        assert!(mentions("@Assistant", "assistant"));
+        assert!(!mentions("hey @assistants", "assistant"));
+        assert!(!mentions("mail me at x@assistant", "assistant"));
+        assert!(!mentions("hey assistant", "assistant"));
+    }
+}

@@ -1,0 +1,462 @@
+//! The sweep thread: what happens after a container exits, and the periodic health pass.
+//!
+//! After an exit it resets the container's unfinished claims (each inbound row is retried with
+//! backoff, at most [`TRIES_MAX`] times), backs off a container that keeps failing to start and
+//! tells the user when it gives up, and starts a new container when messages are still due.
+//! Periodically it starts containers for due messages (retries, missed wakes) and stops
+//! containers that are stuck. Decisions are pure functions of `now` ([`decide_stuck`],
+//! [`retry_delay_ms`]) so they are tested without sleeping.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::{Events, Poll};
+
+use super::channels::Channels;
+use super::containers::{Containers, Wake};
+use super::delivery::DeliveryHandle;
+use super::kick::{self, Kick};
+use super::sessions::SessionDir;
+use crate::db::central::{self, Session};
+use crate::db::{self, Connection, Kind, inbound, outbound};
+use crate::ids::now_ms;
+
+/// Period of the health pass.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// A running container whose heartbeat is older than this is stopped (or the declared timeout
+/// of the tool it is running, if longer).
+pub const HEARTBEAT_CEILING_MS: i64 = 30 * 60 * 1000;
+/// A claim older than this with no heartbeat since is stuck (or the tool's declared timeout).
+pub const CLAIM_STUCK_MS: i64 = 60 * 1000;
+/// Tries of one inbound row before it is marked failed.
+pub const TRIES_MAX: i64 = 5;
+/// Consecutive container start failures before pending messages are failed with a notice.
+pub const START_FAILURES_MAX: u32 = 3;
+
+/// Backoff before the next try of an inbound row: 5 s · 2^tries (5, 10, 20, 40, 80 s), or `None`
+/// once [`TRIES_MAX`] is reached.
+pub fn retry_delay_ms(tries: i64) -> Option<i64> {
+    (tries < TRIES_MAX).then(|| 5000 * (1i64 << tries.clamp(0, 20)))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StuckAction {
+    Ok,
+    /// No heartbeat for longer than the ceiling.
+    KillCeiling,
+    /// A claim has been processing too long with no heartbeat since it was made.
+    KillClaim(String),
+}
+
+/// Whether a running container is stuck. `heartbeat_ms` is the heartbeat file's mtime (`None`
+/// before the first beat of a fresh container), `tool_timeout_ms` the declared timeout of the tool
+/// in flight, `claims` the `(message id, claimed at)` still processing.
+pub fn decide_stuck(
+    now: i64,
+    heartbeat_ms: Option<i64>,
+    tool_timeout_ms: Option<i64>,
+    claims: &[(String, i64)],
+) -> StuckAction {
+    let tool = tool_timeout_ms.unwrap_or(0);
+    let Some(beat) = heartbeat_ms else {
+        return StuckAction::Ok;
+    };
+    if now - beat > HEARTBEAT_CEILING_MS.max(tool) {
+        return StuckAction::KillCeiling;
+    }
+    for (id, claimed_at) in claims {
+        if now - claimed_at > CLAIM_STUCK_MS.max(tool) && beat <= *claimed_at {
+            return StuckAction::KillClaim(id.clone());
+        }
+    }
+    StuckAction::Ok
+}
+
+/// A container exit, as the watcher thread saw it.
+#[derive(Debug, Clone)]
+pub struct ExitReport {
+    pub session_id: String,
+    pub agent_id: String,
+    pub container: String,
+    pub code: Option<i32>,
+    pub stderr_tail: String,
+    pub ran_for: Duration,
+    /// It connected its link (it started properly).
+    pub linked: bool,
+    /// The host asked it to stop.
+    pub stop_requested: bool,
+}
+
+#[derive(Default)]
+struct Inbox {
+    exits: Vec<ExitReport>,
+    check: HashSet<String>,
+    stop: bool,
+}
+
+#[derive(Clone)]
+pub struct SweepHandle {
+    kick: Kick,
+    inbox: Arc<Mutex<Inbox>>,
+}
+
+impl SweepHandle {
+    pub fn new(poll: &Poll) -> std::io::Result<SweepHandle> {
+        Ok(SweepHandle {
+            kick: Kick::new(poll.registry())?,
+            inbox: Arc::default(),
+        })
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Inbox)) {
+        f(&mut self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+        self.kick.kick();
+    }
+
+    pub fn container_exited(&self, report: ExitReport) {
+        self.with(|i| i.exits.push(report));
+    }
+
+    /// Look at this session soon (e.g. a wake was deferred).
+    pub fn check(&self, session_id: &str) {
+        self.with(|i| {
+            i.check.insert(session_id.to_string());
+        });
+    }
+
+    pub fn stop(&self) {
+        self.with(|i| i.stop = true);
+    }
+}
+
+pub struct Sweep {
+    pub central: Connection,
+    pub data_dir: PathBuf,
+    pub containers: Arc<Containers>,
+    pub delivery: DeliveryHandle,
+    pub channels: Channels,
+}
+
+/// Runs the sweep thread until [`SweepHandle::stop`].
+pub fn run(mut s: Sweep, mut poll: Poll, handle: SweepHandle) -> anyhow::Result<()> {
+    let mut events = Events::with_capacity(8);
+    let mut next_pass = Instant::now();
+    loop {
+        let timeout = next_pass.saturating_duration_since(Instant::now());
+        kick::poll(&mut poll, &mut events, Some(timeout))?;
+        handle.kick.take();
+        let (exits, check, stop) = {
+            let mut inbox = handle.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                std::mem::take(&mut inbox.exits),
+                std::mem::take(&mut inbox.check),
+                inbox.stop,
+            )
+        };
+        for report in exits {
+            if let Err(e) = s.on_exit(&report, now_ms(), stop) {
+                log::error!("after the exit of {}: {e:#}", report.container);
+            }
+        }
+        if stop {
+            log::info!("sweep stopped");
+            return Ok(());
+        }
+        for session_id in check {
+            if let Ok(Some(session)) = central::session(&s.central, &session_id) {
+                let _ = s.check_session(&session, now_ms());
+            }
+        }
+        if Instant::now() >= next_pass {
+            let soonest = s.pass(now_ms());
+            let until_due =
+                soonest.map(|t| Duration::from_millis((t - now_ms()).max(0) as u64 + 5));
+            next_pass = Instant::now() + until_due.unwrap_or(SWEEP_INTERVAL).min(SWEEP_INTERVAL);
+        }
+    }
+}
+
+impl Sweep {
+    /// One health pass over every active session; returns the soonest future due time seen.
+    pub fn pass(&mut self, now: i64) -> Option<i64> {
+        let sessions = match central::active_sessions(&self.central) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("sweep: listing sessions: {e}");
+                return None;
+            }
+        };
+        let mut soonest: Option<i64> = None;
+        for session in sessions {
+            match self.check_session(&session, now) {
+                Ok(Some(t)) => soonest = Some(soonest.map_or(t, |s| s.min(t))),
+                Ok(None) => {}
+                Err(e) => log::error!("sweep: session {}: {e:#}", session.id),
+            }
+        }
+        soonest
+    }
+
+    /// Applies acks, stops a stuck container or starts one for due messages. Returns when the
+    /// next not-yet-due message of the session becomes due.
+    fn check_session(&mut self, session: &Session, now: i64) -> anyhow::Result<Option<i64>> {
+        let dir = SessionDir::new(&self.data_dir, &session.agent_id, &session.id);
+        if !dir.inbound().exists() {
+            return Ok(None);
+        }
+        let inb = dir.open_inbound()?;
+        let out = if dir.outbound().exists() {
+            Some(db::open_readonly(&dir.outbound(), Kind::Outbound)?)
+        } else {
+            None
+        };
+        if let Some(out) = &out {
+            let acks = outbound::finished_acks_since(out, 0)?;
+            inbound::apply_acks(&inb, &acks)?;
+        }
+        if self.containers.is_running(&session.id) {
+            if let Some(out) = &out {
+                let heartbeat = mtime_ms(&dir.heartbeat());
+                let tool = outbound::current_tool(out)?.and_then(|(_, t)| t);
+                let claims = outbound::processing_claims(out)?;
+                match decide_stuck(now, heartbeat, tool, &claims) {
+                    StuckAction::Ok => {}
+                    StuckAction::KillCeiling => self
+                        .containers
+                        .stop(&session.id, "no heartbeat for too long"),
+                    StuckAction::KillClaim(id) => self.containers.stop(
+                        &session.id,
+                        &format!("message {id} has been processing too long"),
+                    ),
+                }
+            }
+        } else if inbound::due_count(&inb, now)? > 0 {
+            match self.containers.wake(&self.central, session)? {
+                Wake::Deferred(why) => log::debug!("session {}: start deferred: {why}", session.id),
+                Wake::Started | Wake::Signalled => {}
+            }
+        }
+        Ok(inbound::next_due_at(&inb, now)?)
+    }
+
+    fn on_exit(&mut self, r: &ExitReport, now: i64, stopping: bool) -> anyhow::Result<()> {
+        central::set_container_status(&self.central, &r.session_id, "stopped", now)?;
+        let dir = SessionDir::new(&self.data_dir, &r.agent_id, &r.session_id);
+        if dir.inbound().exists() && dir.outbound().exists() {
+            self.reset_claims(&dir, r, now)?;
+        }
+        let failed_start = !r.linked && !r.stop_requested && !stopping;
+        if failed_start {
+            let failures = self.containers.record_failure(&r.session_id);
+            log::warn!(
+                "container {} for session {} failed to start ({failures} in a row), exit {:?}: {}",
+                r.container,
+                r.session_id,
+                r.code,
+                r.stderr_tail
+            );
+            if failures >= START_FAILURES_MAX {
+                self.containers.clear_failures(&r.session_id);
+                let detail = if r.stderr_tail.is_empty() {
+                    format!("exit code {:?}", r.code)
+                } else {
+                    r.stderr_tail.clone()
+                };
+                self.give_up(&dir, &r.session_id, &format!(
+                    "The agent's container failed to start {failures} times ({detail}). Run `pincer doctor` to check docker and the agent image."
+                ), now)?;
+                return Ok(());
+            }
+        }
+        if !stopping && let Some(session) = central::session(&self.central, &r.session_id)? {
+            self.check_session(&session, now)?;
+        }
+        Ok(())
+    }
+
+    /// The container is gone: its unfinished claims become retries (with backoff) or failures.
+    fn reset_claims(&mut self, dir: &SessionDir, r: &ExitReport, now: i64) -> anyhow::Result<()> {
+        // The host writes outbound.db only here, when no container is running.
+        let mut out = db::open(&dir.outbound(), Kind::Outbound)?;
+        let claims = outbound::processing_claims(&out)?;
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let mut inb = dir.open_inbound()?;
+        let mut gave_up = Vec::new();
+        db::write_tx(&mut inb, |tx| {
+            for (id, _) in &claims {
+                let Some(state) = inbound::retry_state(tx, id)? else {
+                    continue;
+                };
+                if state.process_after.is_some_and(|t| t > now) {
+                    continue;
+                }
+                match retry_delay_ms(state.tries) {
+                    Some(delay) => inbound::schedule_retry(tx, id, state.tries + 1, now + delay)?,
+                    None => {
+                        inbound::mark_failed(tx, id)?;
+                        gave_up.push(id.clone());
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        db::write_tx(&mut out, |tx| Ok(outbound::delete_processing_claims(tx)?))?;
+        log::info!(
+            "session {}: {} unfinished message(s) will be retried",
+            r.session_id,
+            claims.len() - gave_up.len()
+        );
+        if !gave_up.is_empty() {
+            self.notice(&r.session_id, &format!(
+                "The agent stopped while working on a message {TRIES_MAX} times in a row; giving up on it (last exit code {:?}).",
+                r.code
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fails every pending triggering message of the session and tells the user why.
+    fn give_up(
+        &mut self,
+        dir: &SessionDir,
+        session_id: &str,
+        why: &str,
+        _now: i64,
+    ) -> anyhow::Result<()> {
+        let mut inb = dir.open_inbound()?;
+        let ids = inbound::pending_ids(&inb)?;
+        db::write_tx(&mut inb, |tx| {
+            for id in &ids {
+                inbound::mark_failed(tx, id)?;
+            }
+            Ok(())
+        })?;
+        self.notice(session_id, why);
+        Ok(())
+    }
+
+    fn notice(&self, session_id: &str, text: &str) {
+        let room = central::session(&self.central, session_id)
+            .ok()
+            .flatten()
+            .and_then(|s| s.room_id)
+            .and_then(|id| central::room(&self.central, &id).ok().flatten());
+        let Some(room) = room else { return };
+        if let Some(adapter) = self.channels.get(&room.channel_type)
+            && let Err(e) = adapter.notice(&room, text)
+        {
+            log::error!("posting a notice: {e:#}");
+        }
+    }
+}
+
+fn mtime_ms(path: &std::path::Path) -> Option<i64> {
+    let t = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+    Some(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64)
+}
+
+/// Milliseconds since the epoch of a `SystemTime` (for tests building heartbeats).
+pub fn system_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn retry_backoff_doubles_then_gives_up() {
+        let delays: Vec<Option<i64>> = (0..6).map(retry_delay_ms).collect();
+        assert_eq!(
+            delays,
+            [
+                Some(5000),
+                Some(10_000),
+                Some(20_000),
+                Some(40_000),
+                Some(80_000),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn stuck_decisions() {
+        let now = 100 * MIN;
+        let claim = |at: i64| vec![("m1".to_string(), at)];
+        type Case = (
+            &'static str,
+            Option<i64>,
+            Option<i64>,
+            Vec<(String, i64)>,
+            StuckAction,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "fresh container, no heartbeat yet",
+                None,
+                None,
+                claim(now - 50 * MIN),
+                StuckAction::Ok,
+            ),
+            (
+                "recent heartbeat",
+                Some(now - MIN),
+                None,
+                vec![],
+                StuckAction::Ok,
+            ),
+            (
+                "heartbeat past the ceiling",
+                Some(now - 31 * MIN),
+                None,
+                vec![],
+                StuckAction::KillCeiling,
+            ),
+            (
+                "long tool widens the ceiling",
+                Some(now - 31 * MIN),
+                Some(40 * MIN),
+                vec![],
+                StuckAction::Ok,
+            ),
+            (
+                "claim stuck without heartbeat since",
+                Some(now - 2 * MIN),
+                None,
+                claim(now - 2 * MIN + 1),
+                StuckAction::KillClaim("m1".into()),
+            ),
+            (
+                "claim old but heartbeat after it",
+                Some(now - 10_000),
+                None,
+                claim(now - 2 * MIN),
+                StuckAction::Ok,
+            ),
+            (
+                "claim young",
+                Some(now - 50_000),
+                None,
+                claim(now - 50_000),
+                StuckAction::Ok,
+            ),
+            (
+                "long tool widens the claim window",
+                Some(now - 3 * MIN),
+                Some(5 * MIN),
+                claim(now - 3 * MIN),
+                StuckAction::Ok,
+            ),
+        ];
+        for (what, beat, tool, claims, want) in cases {
+            assert_eq!(decide_stuck(now, beat, tool, &claims), want, "{what}");
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! pincer: a self-hosted personal AI-agent host.
+//!
+//! One package, two binaries: `pincer` (the host: config, central DB, router, container runner,
+//! delivery, sweep, webchat, CLI) and `pincer-agent` (the runner inside every agent container).
+//! Modules shared by both sit at the top; host-only modules are behind the `host` feature so the
+//! static agent binary stays small. See ARCHITECTURE.md for the code map.
+
+pub mod agent;
+pub mod db;
+pub mod ids;
+pub mod link;
+pub mod logger;
+
+#[cfg(feature = "host")]
+pub mod cli;
+#[cfg(feature = "host")]
+pub mod config;
+#[cfg(feature = "host")]
+pub mod docker;
+#[cfg(feature = "host")]
+pub mod host;
+#[cfg(feature = "host")]
+pub mod process;
+#[cfg(feature = "host")]
+pub mod webchat;

@@ -1,0 +1,362 @@
+//! The HTTP API as plain functions: [`handle`] maps a [`Req`] to a [`Resp`] with no sockets
+//! involved (the tiny_http adapter in `http.rs` converts both ways).
+//!
+//! Static files and `/health` are public; everything under `/api/` needs an identity, and every
+//! state-changing method there needs the `X-Webchat-CSRF: 1` header. Errors are
+//! `{"error": "<what was wrong and how to fix it>"}` with a 4xx/5xx status.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Ctx;
+use super::assets;
+use super::auth::Peer;
+use crate::db::central::{self, RoomMessage};
+use crate::host::agents;
+use crate::ids::now_ms;
+
+/// Largest JSON request body.
+pub const JSON_BODY_BYTES_MAX: usize = 1024 * 1024;
+/// Largest message text.
+pub const TEXT_BYTES_MAX: usize = 64 * 1024;
+/// Longest client-chosen message id.
+pub const CLIENT_ID_CHARS_MAX: usize = 128;
+/// Default and largest page of `GET /api/rooms/:id/messages`.
+pub const PAGE_DEFAULT: i64 = 100;
+pub const PAGE_MAX: i64 = 1000;
+
+#[derive(Debug, Clone)]
+pub struct Req {
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub peer: Peer,
+}
+
+impl Req {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(status: u16, value: &Value) -> Resp {
+        Resp {
+            status,
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("Cache-Control".into(), "no-store".into()),
+            ],
+            body: serde_json::to_vec(value).expect("JSON values serialise"),
+        }
+    }
+
+    pub fn error(status: u16, message: &str) -> Resp {
+        Resp::json(status, &json!({ "error": message }))
+    }
+}
+
+/// An API failure: status and a message for the caller.
+#[derive(Debug)]
+pub struct ApiError(pub u16, pub String);
+
+impl ApiError {
+    pub fn bad(msg: impl Into<String>) -> ApiError {
+        ApiError(400, msg.into())
+    }
+    fn internal(e: anyhow::Error) -> ApiError {
+        log::error!("internal error: {e:#}");
+        ApiError(500, "internal error; the host log has the details".into())
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> ApiError {
+        ApiError::internal(e.into())
+    }
+}
+
+type ApiResult = Result<Resp, ApiError>;
+
+/// The caller, resolved and registered.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub display_name: String,
+    pub owner: bool,
+}
+
+pub fn handle(ctx: &Ctx, req: &Req) -> Resp {
+    match route(ctx, req) {
+        Ok(resp) => resp,
+        Err(ApiError(status, msg)) => Resp::error(status, &msg),
+    }
+}
+
+fn route(ctx: &Ctx, req: &Req) -> ApiResult {
+    let method = req.method.as_str();
+    let segs: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    if segs.first() != Some(&"api") {
+        return match (method, req.path.as_str()) {
+            ("GET", "/health") => Ok(health(ctx)),
+            ("GET" | "HEAD", path) => Ok(asset(req, path)),
+            _ => Err(ApiError(404, format!("no route for {method} {}", req.path))),
+        };
+    }
+    if matches!(method, "POST" | "PUT" | "PATCH" | "DELETE")
+        && req.header("x-webchat-csrf") != Some("1")
+    {
+        return Err(ApiError(
+            403,
+            "missing header X-Webchat-CSRF: 1 (required on every state-changing request)".into(),
+        ));
+    }
+    let user = ctx.authenticate(&req.peer, &|h| req.header(h).map(str::to_string), &[])?;
+    match (method, &segs[1..]) {
+        ("GET", ["auth", "check"]) => Ok(auth_check(ctx, &user)),
+        ("GET", ["agents"]) => list_agents(ctx, &user),
+        ("POST", ["agents"]) => create_agent(ctx, &user, req),
+        ("GET", ["rooms"]) => Ok(Resp::json(
+            200,
+            &serde_json::to_value(ctx.store.rooms_for(&user.id, user.owner)?).unwrap_or_default(),
+        )),
+        ("GET", ["rooms", room, "messages"]) => room_messages(ctx, &user, room, req),
+        ("POST", ["rooms", room, "messages"]) => post_message(ctx, &user, room, req),
+        (_, ["auth", "check"] | ["agents"] | ["rooms"] | ["rooms", _, "messages"]) => Err(
+            ApiError(405, format!("{method} is not allowed on {}", req.path)),
+        ),
+        _ => Err(ApiError(404, format!("no API route {method} {}", req.path))),
+    }
+}
+
+fn health(ctx: &Ctx) -> Resp {
+    Resp::json(
+        200,
+        &json!({ "ok": true, "uptime_s": ctx.started.elapsed().as_secs(), "version": env!("CARGO_PKG_VERSION") }),
+    )
+}
+
+fn asset(req: &Req, path: &str) -> Resp {
+    let Some((asset, etag)) = assets::get(path) else {
+        return Resp::error(404, &format!("no such page {path}"));
+    };
+    let mut headers = vec![
+        ("Content-Type".to_string(), asset.mime.to_string()),
+        ("Cache-Control".to_string(), "no-cache".to_string()),
+        ("ETag".to_string(), etag.to_string()),
+    ];
+    if asset.mime.starts_with("text/html") {
+        headers.push((
+            "Content-Security-Policy".into(),
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+             connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+                .into(),
+        ));
+    }
+    if req.header("if-none-match") == Some(etag) {
+        return Resp {
+            status: 304,
+            headers,
+            body: Vec::new(),
+        };
+    }
+    let body = if req.method == "HEAD" {
+        Vec::new()
+    } else {
+        asset.body.to_vec()
+    };
+    Resp {
+        status: 200,
+        headers,
+        body,
+    }
+}
+
+fn auth_check(ctx: &Ctx, user: &User) -> Resp {
+    Resp::json(
+        200,
+        &json!({
+            "ok": true,
+            "userId": user.id,
+            "displayName": user.display_name,
+            "owner": user.owner,
+            "provider": ctx.cfg.provider.as_str(),
+            "modelConfigured": ctx.cfg.provider != crate::config::Provider::Mock,
+        }),
+    )
+}
+
+fn list_agents(ctx: &Ctx, user: &User) -> ApiResult {
+    let conn = ctx.store.conn()?;
+    let mut out = Vec::new();
+    for a in central::agents(&conn)? {
+        if user.owner || central::can_access_agent(&conn, &user.id, &a.id)? {
+            out.push(json!({
+                "id": a.id,
+                "name": a.name,
+                "folder": a.folder,
+                "provider": a.provider.as_deref().unwrap_or(ctx.cfg.provider.as_str()),
+                "model": a.model,
+                "created_at": a.created_at,
+            }));
+        }
+    }
+    Ok(Resp::json(200, &Value::Array(out)))
+}
+
+/// Parses a JSON body into `T`, with errors that say what was expected.
+pub fn parse_body<T: for<'de> Deserialize<'de>>(req: &Req, shape: &str) -> Result<T, ApiError> {
+    if req.body.len() > JSON_BODY_BYTES_MAX {
+        return Err(ApiError(
+            413,
+            format!("request body is larger than {JSON_BODY_BYTES_MAX} bytes"),
+        ));
+    }
+    serde_json::from_slice(&req.body)
+        .map_err(|e| ApiError::bad(format!("invalid JSON body ({e}); expected {shape}")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateAgent {
+    name: String,
+    instructions: Option<String>,
+    #[serde(default)]
+    with_room: bool,
+}
+
+fn create_agent(ctx: &Ctx, user: &User, req: &Req) -> ApiResult {
+    if !user.owner {
+        return Err(ApiError(403, "only the owner can create agents".into()));
+    }
+    let body: CreateAgent = parse_body(
+        req,
+        r#"{"name": string, "instructions"?: string, "withRoom"?: bool}"#,
+    )?;
+    let mut conn = ctx.store.conn()?;
+    let created = agents::create(
+        &mut conn,
+        &ctx.cfg.groups_dir,
+        &body.name,
+        body.instructions.as_deref(),
+        body.with_room,
+        now_ms(),
+    )
+    .map_err(|e| ApiError::bad(format!("{e:#}")))?;
+    drop(conn);
+    if created.room.is_some() {
+        ctx.rooms_changed();
+    }
+    Ok(Resp::json(
+        201,
+        &json!({
+            "ok": true,
+            "agentGroup": { "id": created.agent.id, "name": created.agent.name, "folder": created.agent.folder },
+            "roomId": created.room.as_ref().map(|r| r.id.clone()),
+        }),
+    ))
+}
+
+fn room_messages(ctx: &Ctx, user: &User, room_id: &str, req: &Req) -> ApiResult {
+    let room = ctx.room_for(user, room_id)?;
+    let limit = match req.query("limit") {
+        None => PAGE_DEFAULT,
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=PAGE_MAX).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad(format!(
+                    "invalid limit={s:?}: expected a whole number from 1 to {PAGE_MAX}"
+                ))
+            })?,
+    };
+    let conn = ctx.store.conn()?;
+    let messages: Vec<RoomMessage> = match req.query("after").or(req.query("after_seq")) {
+        None => central::latest_messages(&conn, &room.id, limit)?,
+        Some(s) => {
+            let after = s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::bad(format!(
+                    "invalid after={s:?}: expected the seq of the last message you have (0 for all)"
+                ))
+            })?;
+            central::messages_after(&conn, &room.id, after, limit)?
+        }
+    };
+    Ok(Resp::json(200, &json!({ "messages": messages })))
+}
+
+#[derive(Deserialize)]
+struct PostMessage {
+    text: String,
+    client_id: Option<String>,
+}
+
+fn post_message(ctx: &Ctx, user: &User, room_id: &str, req: &Req) -> ApiResult {
+    let room = ctx.room_for(user, room_id)?;
+    let body: PostMessage = parse_body(req, r#"{"text": string, "client_id": string}"#)?;
+    let (message, _) = ctx.send(user, &room, &body.text, body.client_id.as_deref())?;
+    Ok(Resp::json(200, &json!({ "ok": true, "message": message })))
+}
+
+/// Checks a message's text.
+pub fn validate_text(text: &str) -> Result<(), ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::bad("text is empty: type a message"));
+    }
+    if text.len() > TEXT_BYTES_MAX {
+        return Err(ApiError(
+            413,
+            format!(
+                "text is {} bytes; the limit is {TEXT_BYTES_MAX}",
+                text.len()
+            ),
+        ));
+    }
+    if text.contains('\0') {
+        return Err(ApiError::bad("text contains a NUL character"));
+    }
+    Ok(())
+}
+
+/// Checks a client-chosen message id.
+pub fn validate_client_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.chars().count() <= CLIENT_ID_CHARS_MAX
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !ok {
+        return Err(ApiError::bad(format!(
+            "invalid client_id: use 1-{CLIENT_ID_CHARS_MAX} characters from A-Z a-z 0-9 - _ . : (a UUID works)"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! The webchat channel: the PWA's HTTP API and WebSocket on one public port.
+//!
+//! Shape (see ARCHITECTURE.md): [`front`] owns the public listener. It reads each connection's
+//! first request head; `/ws` upgrades stay with it and become a WebSocket connection thread
+//! ([`ws`]) that can push at any time, everything else is relayed to a tiny_http server on an
+//! internal loopback port ([`http`]) whose workers run the plain-function API ([`api`]). The relay
+//! records which public peer each internal connection stands for, so authentication sees the real
+//! client address. [`adapter`] is the channel adapter delivery uses; [`hub`] fans events out.
+
+pub mod adapter;
+pub mod api;
+pub mod assets;
+pub mod auth;
+pub mod front;
+pub mod http;
+pub mod hub;
+pub mod render;
+pub mod store;
+pub mod ws;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use self::api::{ApiError, User};
+use self::auth::Peer;
+use self::hub::Hub;
+use self::store::Store;
+use crate::config::Config;
+use crate::db::central::{self, Room, RoomMessage};
+use crate::host::containers::Containers;
+use crate::host::kick::Kick;
+use crate::ids::now_ms;
+use crate::link::ToAgent;
+
+/// Everything request handlers and socket threads share.
+pub struct Ctx {
+    pub cfg: Config,
+    pub store: Arc<Store>,
+    pub hub: Arc<Hub>,
+    pub router: Kick,
+    pub containers: Arc<Containers>,
+    /// Internal relay port → the public peer it stands for.
+    pub peers: Mutex<HashMap<u16, Peer>>,
+    /// Users already registered in the DB by this process.
+    known_users: Mutex<HashSet<String>>,
+    pub started: Instant,
+}
+
+impl Ctx {
+    pub fn new(
+        cfg: Config,
+        store: Arc<Store>,
+        hub: Arc<Hub>,
+        router: Kick,
+        containers: Arc<Containers>,
+    ) -> Ctx {
+        Ctx {
+            cfg,
+            store,
+            hub,
+            router,
+            containers,
+            peers: Mutex::new(HashMap::new()),
+            known_users: Mutex::new(HashSet::new()),
+            started: Instant::now(),
+        }
+    }
+
+    /// Identifies the caller; registers new users; the first one becomes the owner.
+    pub fn authenticate(
+        &self,
+        peer: &Peer,
+        header: &dyn Fn(&str) -> Option<String>,
+        protocols: &[String],
+    ) -> Result<User, ApiError> {
+        let Some(id) = auth::identify(&self.cfg.webchat, peer, header, protocols) else {
+            let how = if self.cfg.webchat.has_explicit_auth() {
+                "send Authorization: Bearer <WEBCHAT_TOKEN>"
+            } else {
+                "connect from this machine (127.0.0.1 or localhost) or configure WEBCHAT_TOKEN"
+            };
+            return Err(ApiError(401, format!("not authenticated: {how}")));
+        };
+        let conn = self.store.conn()?;
+        let fresh = self
+            .known_users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.user_id.clone());
+        if fresh {
+            let now = now_ms();
+            central::upsert_user(&conn, &id.user_id, "webchat", &id.display_name, now)?;
+            if central::bootstrap_owner(&conn, &id.user_id, now)? {
+                log::info!(
+                    "{} ({}) is the owner of this install",
+                    id.user_id,
+                    id.display_name
+                );
+            }
+        }
+        let owner = central::is_owner(&conn, &id.user_id)?;
+        Ok(User {
+            id: id.user_id,
+            display_name: id.display_name,
+            owner,
+        })
+    }
+
+    /// The room if the user may use it; 404 otherwise (no hint whether it exists).
+    pub fn room_for(&self, user: &User, room_id: &str) -> Result<Room, ApiError> {
+        self.store
+            .accessible_room(room_id, &user.id, user.owner)?
+            .ok_or_else(|| {
+                ApiError(
+                    404,
+                    format!("no room {room_id:?} (or you have no access to it)"),
+                )
+            })
+    }
+
+    /// Stores a user's message, broadcasts it and wakes the router. Idempotent by `client_id`.
+    pub fn send(
+        &self,
+        user: &User,
+        room: &Room,
+        text: &str,
+        client_id: Option<&str>,
+    ) -> Result<(RoomMessage, bool), ApiError> {
+        api::validate_text(text)?;
+        if let Some(id) = client_id {
+            api::validate_client_id(id)?;
+        }
+        let (message, created) =
+            self.store
+                .user_message(room, &user.id, &user.display_name, text, client_id)?;
+        if created {
+            self.hub
+                .broadcast(&room.id, &message_event(&message, None), None);
+            self.router.kick();
+        }
+        Ok((message, created))
+    }
+
+    /// Asks every running turn of the room's agents to stop.
+    pub fn stop_room(&self, room: &Room) -> Result<usize, ApiError> {
+        let conn = self.store.conn()?;
+        let mut n = 0;
+        for s in central::sessions_of_room(&conn, &room.id)? {
+            if self.containers.send(&s.id, &ToAgent::Stop) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Pushes each connected client its current room list.
+    pub fn rooms_changed(&self) {
+        for (client, user_id) in self.hub.users() {
+            let owner = self
+                .store
+                .conn()
+                .ok()
+                .and_then(|c| central::is_owner(&c, &user_id).ok())
+                .unwrap_or(false);
+            if let Ok(rooms) = self.store.rooms_for(&user_id, owner) {
+                self.hub.send(
+                    client,
+                    &json!({ "type": "rooms", "rooms": rooms }).to_string(),
+                );
+            }
+        }
+    }
+}
+
+/// `{"type":"message","room_id",...,"message":Message}`.
+pub fn message_event(m: &RoomMessage, stream_id: Option<&str>) -> String {
+    let mut ev = json!({ "type": "message", "room_id": m.room_id, "message": m });
+    if let Some(s) = stream_id {
+        ev["stream_id"] = json!(s);
+    }
+    ev.to_string()
+}
+
+/// The running webchat: stop it with [`Webchat::shutdown`].
+pub struct Webchat {
+    pub addr: SocketAddr,
+    front: front::Front,
+    http: http::HttpServer,
+    ctx: Arc<Ctx>,
+}
+
+impl Webchat {
+    /// Binds the public port and starts serving.
+    pub fn start(ctx: Arc<Ctx>) -> anyhow::Result<Webchat> {
+        let wc = &ctx.cfg.webchat;
+        if wc.tailscale || !wc.trusted_proxy_ips.is_empty() || wc.tls_cert.is_some() {
+            bail!(
+                "WEBCHAT_TAILSCALE, WEBCHAT_TRUSTED_PROXY_IPS and WEBCHAT_TLS_* are not supported by this build yet; \
+                 use WEBCHAT_TOKEN, or a reverse proxy in front of 127.0.0.1"
+            );
+        }
+        let bind = SocketAddr::new(wc.host, wc.port);
+        let listener = TcpListener::bind(bind).with_context(|| {
+            format!("cannot listen on {bind}: is another pincer (or something else) using the port? Set WEBCHAT_PORT to change it")
+        })?;
+        let addr = listener.local_addr()?;
+        let http = http::start(ctx.clone())?;
+        let front = front::start(ctx.clone(), listener, http.port)?;
+        Ok(Webchat {
+            addr,
+            front,
+            http,
+            ctx,
+        })
+    }
+
+    /// Stops accepting connections (the first step of a graceful shutdown).
+    pub fn stop_accepting(&mut self) {
+        self.front.stop_accepting();
+    }
+
+    /// Closes every connection and joins the threads.
+    pub fn shutdown(mut self) {
+        self.front.stop_accepting();
+        self.ctx.hub.close_all();
+        self.http.stop();
+        self.front.join();
+    }
+}

@@ -1,0 +1,239 @@
+//! The webchat's access to the central DB: a small connection pool and the message operations
+//! (store a user message, an agent reply, a notice; read history; list rooms for a user).
+//!
+//! Every stored message gets its sanitised HTML here, once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use super::render::markdown_to_html;
+use crate::db::central::{self, NewMessage, Room, RoomMessage};
+use crate::db::{self, Connection, Kind};
+use crate::ids::now_ms;
+
+/// Idle connections kept in the pool.
+const POOL_IDLE_MAX: usize = 8;
+
+pub struct Store {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// A pooled connection, returned on drop.
+pub struct Pooled<'a> {
+    store: &'a Store,
+    conn: Option<Connection>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("present until drop")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut idle = self.store.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < POOL_IDLE_MAX {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+/// A room as listed to a client.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomInfo {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub agents: Vec<AgentRef>,
+    pub last_seq: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRef {
+    pub id: String,
+    pub name: String,
+    pub folder: String,
+}
+
+impl Store {
+    pub fn new(path: &Path) -> Store {
+        Store {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn conn(&self) -> anyhow::Result<Pooled<'_>> {
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => db::open(&self.path, Kind::Central)?,
+        };
+        Ok(Pooled {
+            store: self,
+            conn: Some(conn),
+        })
+    }
+
+    /// Stores a user's message (idempotent by `client_id`), queued for the router.
+    pub fn user_message(
+        &self,
+        room: &Room,
+        user_id: &str,
+        display_name: &str,
+        text: &str,
+        client_id: Option<&str>,
+    ) -> anyhow::Result<(RoomMessage, bool)> {
+        let html = markdown_to_html(text);
+        let files = serde_json::json!([]);
+        let mut conn = self.conn()?;
+        db::write_tx(&mut conn, |tx| {
+            Ok(central::insert_message(
+                tx,
+                &NewMessage {
+                    room_id: &room.id,
+                    sender: display_name,
+                    sender_id: Some(user_id),
+                    sender_type: "user",
+                    text,
+                    html: &html,
+                    files: &files,
+                    client_id,
+                    source_id: None,
+                    needs_routing: true,
+                    now: now_ms(),
+                },
+            )?)
+        })
+    }
+
+    /// Stores an agent's message once per `source_id`.
+    pub fn agent_message(
+        &self,
+        room: &Room,
+        agent_id: &str,
+        agent_name: &str,
+        text: &str,
+        source_id: &str,
+    ) -> anyhow::Result<(RoomMessage, bool)> {
+        let html = markdown_to_html(text);
+        let files = serde_json::json!([]);
+        let mut conn = self.conn()?;
+        db::write_tx(&mut conn, |tx| {
+            Ok(central::insert_message(
+                tx,
+                &NewMessage {
+                    room_id: &room.id,
+                    sender: agent_name,
+                    sender_id: Some(agent_id),
+                    sender_type: "agent",
+                    text,
+                    html: &html,
+                    files: &files,
+                    client_id: None,
+                    source_id: Some(source_id),
+                    needs_routing: false,
+                    now: now_ms(),
+                },
+            )?)
+        })
+    }
+
+    /// Stores a notice from pincer itself.
+    pub fn notice(&self, room: &Room, text: &str) -> anyhow::Result<RoomMessage> {
+        let html = markdown_to_html(text);
+        let files = serde_json::json!([]);
+        let mut conn = self.conn()?;
+        let (m, _) = db::write_tx(&mut conn, |tx| {
+            Ok(central::insert_message(
+                tx,
+                &NewMessage {
+                    room_id: &room.id,
+                    sender: "pincer",
+                    sender_id: None,
+                    sender_type: "system",
+                    text,
+                    html: &html,
+                    files: &files,
+                    client_id: None,
+                    source_id: None,
+                    needs_routing: false,
+                    now: now_ms(),
+                },
+            )?)
+        })?;
+        Ok(m)
+    }
+
+    /// Webchat rooms the user may see, with their agents.
+    pub fn rooms_for(&self, user_id: &str, owner: bool) -> anyhow::Result<Vec<RoomInfo>> {
+        let conn = self.conn()?;
+        let mut out = Vec::new();
+        for room in central::rooms(&conn, "webchat")? {
+            let agents = central::agents_of_room(&conn, &room.id)?;
+            if !owner && !visible(&conn, user_id, &agents)? {
+                continue;
+            }
+            let last_seq = central::latest_messages(&conn, &room.id, 1)?
+                .first()
+                .map_or(0, |m| m.seq);
+            out.push(RoomInfo {
+                id: room.id,
+                name: room.name,
+                created_at: room.created_at,
+                agents: agents
+                    .into_iter()
+                    .map(|a| AgentRef {
+                        id: a.id,
+                        name: a.name,
+                        folder: a.folder,
+                    })
+                    .collect(),
+                last_seq,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The room, if it exists and the user may use it.
+    pub fn accessible_room(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        owner: bool,
+    ) -> anyhow::Result<Option<Room>> {
+        let conn = self.conn()?;
+        let Some(room) = central::room(&conn, room_id)? else {
+            return Ok(None);
+        };
+        if room.channel_type != "webchat" {
+            return Ok(None);
+        }
+        if owner || visible(&conn, user_id, &central::agents_of_room(&conn, &room.id)?)? {
+            return Ok(Some(room));
+        }
+        Ok(None)
+    }
+}
+
+fn visible(conn: &Connection, user_id: &str, agents: &[central::Agent]) -> anyhow::Result<bool> {
+    for a in agents {
+        if central::can_access_agent(conn, user_id, &a.id)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
