@@ -146,10 +146,8 @@ fn image_build(args: &[&str]) -> anyhow::Result<()> {
     while let Some(a) = it.next() {
         match *a {
             "--agent" => {
-                agent = Some(PathBuf::from(
-                    it.next()
-                        .ok_or_else(|| UsageError("--agent needs a PATH".into()))?,
-                ))
+                agent =
+                    Some(PathBuf::from(it.next().ok_or_else(|| UsageError("--agent needs a PATH".into()))?))
             }
             "--force" => force = true,
             other => return usage_err(format!("unknown option `{other}` for image build")),
@@ -158,12 +156,8 @@ fn image_build(args: &[&str]) -> anyhow::Result<()> {
     with_config(|cfg| {
         let docker = Docker::new(&cfg.docker);
         docker.server_version()?;
-        let opts = image::BuildOptions {
-            image: cfg.image.clone(),
-            agent,
-            work_dir: cfg.work_dir.clone(),
-            force,
-        };
+        let opts =
+            image::BuildOptions { image: cfg.image.clone(), agent, work_dir: cfg.work_dir.clone(), force };
         match image::build(&docker, &opts)? {
             image::Built::UpToDate => println!("agent image {} is up to date", cfg.image),
             image::Built::Built => println!("built agent image {}", cfg.image),
@@ -180,11 +174,8 @@ fn agent_create(args: &[&str]) -> anyhow::Result<()> {
     while let Some(a) = it.next() {
         match *a {
             "--instructions" => {
-                instructions = Some(
-                    it.next()
-                        .ok_or_else(|| UsageError("--instructions needs TEXT".into()))?
-                        .to_string(),
-                )
+                instructions =
+                    Some(it.next().ok_or_else(|| UsageError("--instructions needs TEXT".into()))?.to_string())
             }
             "--with-room" => with_room = true,
             s if s.starts_with("--") => {
@@ -192,9 +183,7 @@ fn agent_create(args: &[&str]) -> anyhow::Result<()> {
             }
             s if name.is_none() => name = Some(s.to_string()),
             s => {
-                return usage_err(format!(
-                    "unexpected argument `{s}` (quote a name with spaces)"
-                ));
+                return usage_err(format!("unexpected argument `{s}` (quote a name with spaces)"));
             }
         }
     }
@@ -203,14 +192,8 @@ fn agent_create(args: &[&str]) -> anyhow::Result<()> {
     };
     with_config(|cfg| {
         let mut conn = host::open_central(&cfg)?;
-        let created = agents::create(
-            &mut conn,
-            &cfg.groups_dir,
-            &name,
-            instructions.as_deref(),
-            with_room,
-            now_ms(),
-        )?;
+        let created =
+            agents::create(&mut conn, &cfg.groups_dir, &name, instructions.as_deref(), with_room, now_ms())?;
         println!("{}", serde_json::to_string_pretty(&created)?);
         Ok(())
     })
@@ -237,11 +220,7 @@ fn listing(args: &[&str], what: List) -> anyhow::Result<()> {
                 } else {
                     println!("{:<28} {:<24} {:<24} PROVIDER", "ID", "NAME", "FOLDER");
                     for a in agents {
-                        let provider = a
-                            .provider
-                            .as_deref()
-                            .unwrap_or(cfg.provider.as_str())
-                            .to_string();
+                        let provider = a.provider.as_deref().unwrap_or(cfg.provider.as_str()).to_string();
                         println!("{:<28} {:<24} {:<24} {provider}", a.id, a.name, a.folder);
                     }
                 }
@@ -261,10 +240,8 @@ fn listing(args: &[&str], what: List) -> anyhow::Result<()> {
                 } else {
                     println!("{:<28} {:<24} AGENTS", "ID", "NAME");
                     for r in rooms {
-                        let names: Vec<String> = central::agents_of_room(&conn, &r.id)?
-                            .into_iter()
-                            .map(|a| a.name)
-                            .collect();
+                        let names: Vec<String> =
+                            central::agents_of_room(&conn, &r.id)?.into_iter().map(|a| a.name).collect();
                         println!("{:<28} {:<24} {}", r.id, r.name, names.join(", "));
                     }
                 }
@@ -280,11 +257,7 @@ fn backup(cfg: &Config, file: &Path) -> anyhow::Result<()> {
     }
     let conn = host::open_central(cfg)?;
     central::backup_into(&conn, file).with_context(|| format!("writing {}", file.display()))?;
-    println!(
-        "backed up {} to {}",
-        host::central_db(cfg).display(),
-        file.display()
-    );
+    println!("backed up {} to {}", host::central_db(cfg).display(), file.display());
     Ok(())
 }
 
@@ -310,18 +283,11 @@ fn doctor() -> Exit {
         std::fs::write(&probe, b"x")?;
         std::fs::remove_file(probe)
     }) {
-        Ok(()) => report(
-            true,
-            "data dir",
-            &format!("{} is writable", cfg.data_dir.display()),
-        ),
+        Ok(()) => report(true, "data dir", &format!("{} is writable", cfg.data_dir.display())),
         Err(e) => report(
             false,
             "data dir",
-            &format!(
-                "{}: {e} — fix: set PINCER_DATA_DIR to a writable directory",
-                cfg.data_dir.display()
-            ),
+            &format!("{}: {e} — fix: set PINCER_DATA_DIR to a writable directory", cfg.data_dir.display()),
         ),
     }
     let docker = Docker::new(&cfg.docker);
@@ -330,11 +296,7 @@ fn doctor() -> Exit {
             report(true, "docker", &format!("engine {v} via `{}`", cfg.docker));
             match docker.image_labels(&cfg.image) {
                 Ok(Some(_)) => report(true, "image", &format!("{} exists", cfg.image)),
-                Ok(None) => report(
-                    false,
-                    "image",
-                    &format!("{} not found — fix: make image", cfg.image),
-                ),
+                Ok(None) => report(false, "image", &format!("{} not found — fix: make image", cfg.image)),
                 Err(e) => report(false, "image", &format!("{e:#}")),
             }
         }
@@ -350,31 +312,21 @@ fn doctor() -> Exit {
             "model",
             "mock provider (no model configured; set ANTHROPIC_API_KEY or OPENAI_BASE_URL for a real one)",
         ),
-        Provider::Anthropic
-            if cfg.anthropic.api_key.is_none() && cfg.anthropic.base_url.is_none() =>
-        {
-            report(
-                false,
-                "model",
-                "PINCER_PROVIDER=anthropic but ANTHROPIC_API_KEY is not set — fix: set it in .env",
-            )
-        }
-        Provider::Openai if cfg.openai.base_url.is_none() && cfg.openai.api_key.is_none() => {
-            report(
-                false,
-                "model",
-                "PINCER_PROVIDER=openai but OPENAI_BASE_URL is not set — fix: set it in .env",
-            )
-        }
+        Provider::Anthropic if cfg.anthropic.api_key.is_none() && cfg.anthropic.base_url.is_none() => report(
+            false,
+            "model",
+            "PINCER_PROVIDER=anthropic but ANTHROPIC_API_KEY is not set — fix: set it in .env",
+        ),
+        Provider::Openai if cfg.openai.base_url.is_none() && cfg.openai.api_key.is_none() => report(
+            false,
+            "model",
+            "PINCER_PROVIDER=openai but OPENAI_BASE_URL is not set — fix: set it in .env",
+        ),
         p => report(true, "model", &format!("provider {}", p.as_str())),
     }
     if cfg.webchat.enabled {
         match TcpListener::bind((cfg.webchat.host, cfg.webchat.port)) {
-            Ok(_) => report(
-                true,
-                "port",
-                &format!("{}:{} is free", cfg.webchat.host, cfg.webchat.port),
-            ),
+            Ok(_) => report(true, "port", &format!("{}:{} is free", cfg.webchat.host, cfg.webchat.port)),
             Err(e) => report(
                 false,
                 "port",

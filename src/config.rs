@@ -14,84 +14,33 @@ use anyhow::{Context, bail};
 
 /// Every key the host understands, with a one-line description (printed by `pincer --help`).
 pub const KEYS: &[(&str, &str)] = &[
-    (
-        "PINCER_DATA_DIR",
-        "central DB, session dirs, uploads (default ./data)",
-    ),
-    (
-        "PINCER_GROUPS_DIR",
-        "agents' working folders (default ./groups)",
-    ),
-    (
-        "PINCER_IMAGE",
-        "agent image (default pincer-agent-<hash of project root>:latest)",
-    ),
+    ("PINCER_DATA_DIR", "central DB, session dirs, uploads (default ./data)"),
+    ("PINCER_GROUPS_DIR", "agents' working folders (default ./groups)"),
+    ("PINCER_IMAGE", "agent image (default pincer-agent-<hash of project root>:latest)"),
     ("PINCER_DOCKER", "docker CLI to run (default docker)"),
-    (
-        "PINCER_PROVIDER",
-        "default model provider: anthropic | openai | mock",
-    ),
-    (
-        "PINCER_LOG",
-        "log level: error | warn | info | debug | trace (default info)",
-    ),
-    (
-        "PINCER_MAX_CONTAINERS",
-        "agent containers running at once, 1-256 (default 16)",
-    ),
-    (
-        "PINCER_CONTAINER_IDLE_S",
-        "an idle agent container exits after this many seconds (default 1800)",
-    ),
-    (
-        "TZ",
-        "IANA time zone for schedules and the agent's context (default: the host's zone)",
-    ),
+    ("PINCER_PROVIDER", "default model provider: anthropic | openai | mock"),
+    ("PINCER_LOG", "log level: error | warn | info | debug | trace (default info)"),
+    ("PINCER_MAX_CONTAINERS", "agent containers running at once, 1-256 (default 16)"),
+    ("PINCER_CONTAINER_IDLE_S", "an idle agent container exits after this many seconds (default 1800)"),
+    ("TZ", "IANA time zone for schedules and the agent's context (default: the host's zone)"),
     ("ANTHROPIC_API_KEY", "Anthropic API key"),
-    (
-        "ANTHROPIC_BASE_URL",
-        "Anthropic-protocol endpoint (default https://api.anthropic.com)",
-    ),
+    ("ANTHROPIC_BASE_URL", "Anthropic-protocol endpoint (default https://api.anthropic.com)"),
     ("ANTHROPIC_MODEL", "Anthropic-protocol model name"),
     ("OPENAI_API_KEY", "OpenAI-protocol API key"),
-    (
-        "OPENAI_BASE_URL",
-        "OpenAI-protocol endpoint (llama.cpp, vLLM, Ollama, OpenRouter...)",
-    ),
+    ("OPENAI_BASE_URL", "OpenAI-protocol endpoint (llama.cpp, vLLM, Ollama, OpenRouter...)"),
     ("OPENAI_MODEL", "OpenAI-protocol model name"),
-    (
-        "WEBCHAT_ENABLED",
-        "serve the webchat: true | false (default true)",
-    ),
+    ("WEBCHAT_ENABLED", "serve the webchat: true | false (default true)"),
     ("WEBCHAT_HOST", "bind address (default 127.0.0.1)"),
     ("WEBCHAT_PORT", "port, 0 picks a free one (default 3100)"),
     ("WEBCHAT_TOKEN", "bearer token, at least 24 characters"),
-    (
-        "WEBCHAT_TAILSCALE",
-        "true: identify users with tailscale whois",
-    ),
-    (
-        "WEBCHAT_TRUSTED_PROXY_IPS",
-        "comma list of IPs/CIDRs, or auto",
-    ),
-    (
-        "WEBCHAT_TRUSTED_PROXY_HEADER",
-        "identity header from the trusted proxy (default x-forwarded-user)",
-    ),
+    ("WEBCHAT_TAILSCALE", "true: identify users with tailscale whois"),
+    ("WEBCHAT_TRUSTED_PROXY_IPS", "comma list of IPs/CIDRs, or auto"),
+    ("WEBCHAT_TRUSTED_PROXY_HEADER", "identity header from the trusted proxy (default x-forwarded-user)"),
     ("WEBCHAT_TLS_CERT", "PEM certificate chain: serve HTTPS"),
     ("WEBCHAT_TLS_KEY", "PEM private key for WEBCHAT_TLS_CERT"),
-    (
-        "WEBCHAT_VAPID_PUBLIC_KEY",
-        "Web Push public key (generated if absent)",
-    ),
-    (
-        "WEBCHAT_VAPID_PRIVATE_KEY",
-        "Web Push private key (generated if absent)",
-    ),
-    (
-        "WEBCHAT_VAPID_SUBJECT",
-        "Web Push contact, mailto: or https: URL",
-    ),
+    ("WEBCHAT_VAPID_PUBLIC_KEY", "Web Push public key (generated if absent)"),
+    ("WEBCHAT_VAPID_PRIVATE_KEY", "Web Push private key (generated if absent)"),
+    ("WEBCHAT_VAPID_SUBJECT", "Web Push contact, mailto: or https: URL"),
 ];
 
 /// Bearer tokens shorter than this are refused (guessable).
@@ -196,9 +145,7 @@ impl Config {
         let dotenv = work_dir.join(".env");
         match std::fs::read_to_string(&dotenv) {
             Ok(text) => {
-                for (k, v) in
-                    parse_dotenv(&text).with_context(|| format!("reading {}", dotenv.display()))?
-                {
+                for (k, v) in parse_dotenv(&text).with_context(|| format!("reading {}", dotenv.display()))? {
                     env.insert(k, v);
                 }
             }
@@ -225,16 +172,12 @@ impl Config {
 
         let anthropic = ModelEndpoint {
             api_key: get("ANTHROPIC_API_KEY").map(|s| Secret(s.to_string())),
-            base_url: get("ANTHROPIC_BASE_URL")
-                .map(|s| parse_url("ANTHROPIC_BASE_URL", s))
-                .transpose()?,
+            base_url: get("ANTHROPIC_BASE_URL").map(|s| parse_url("ANTHROPIC_BASE_URL", s)).transpose()?,
             model: get("ANTHROPIC_MODEL").map(str::to_string),
         };
         let openai = ModelEndpoint {
             api_key: get("OPENAI_API_KEY").map(|s| Secret(s.to_string())),
-            base_url: get("OPENAI_BASE_URL")
-                .map(|s| parse_url("OPENAI_BASE_URL", s))
-                .transpose()?,
+            base_url: get("OPENAI_BASE_URL").map(|s| parse_url("OPENAI_BASE_URL", s)).transpose()?,
             model: get("OPENAI_MODEL").map(str::to_string),
         };
         let provider = match get("PINCER_PROVIDER") {
@@ -252,13 +195,17 @@ impl Config {
                 None => IpAddr::from([127, 0, 0, 1]),
                 Some("localhost") => IpAddr::from([127, 0, 0, 1]),
                 Some(s) => s.parse().ok().with_context(|| {
-                    format!("invalid WEBCHAT_HOST={s:?}: expected an IP address such as 127.0.0.1, 0.0.0.0 or ::")
+                    format!(
+                        "invalid WEBCHAT_HOST={s:?}: expected an IP address such as 127.0.0.1, 0.0.0.0 or ::"
+                    )
                 })?,
             },
             port: match get("WEBCHAT_PORT") {
                 None => 3100,
                 Some(s) => s.parse().ok().with_context(|| {
-                    format!("invalid WEBCHAT_PORT={s:?}: expected a port number 0-65535 (0 picks a free port)")
+                    format!(
+                        "invalid WEBCHAT_PORT={s:?}: expected a port number 0-65535 (0 picks a free port)"
+                    )
                 })?,
             },
             token: match get("WEBCHAT_TOKEN") {
@@ -285,9 +232,7 @@ impl Config {
             vapid_subject: get("WEBCHAT_VAPID_SUBJECT").map(str::to_string),
         };
         if webchat.tls_cert.is_some() != webchat.tls_key.is_some() {
-            bail!(
-                "invalid WEBCHAT_TLS_CERT/WEBCHAT_TLS_KEY: set both (PEM certificate and key) or neither"
-            );
+            bail!("invalid WEBCHAT_TLS_CERT/WEBCHAT_TLS_KEY: set both (PEM certificate and key) or neither");
         }
         if webchat.enabled && !webchat.host.is_loopback() && !webchat.has_explicit_auth() {
             bail!(
@@ -301,9 +246,7 @@ impl Config {
             Some(tz) => {
                 let tz = tz.trim_start_matches(':');
                 if !is_valid_tz(tz) {
-                    bail!(
-                        "invalid TZ={tz:?}: expected an IANA time zone name such as Europe/Berlin or UTC"
-                    );
+                    bail!("invalid TZ={tz:?}: expected an IANA time zone name such as Europe/Berlin or UTC");
                 }
                 tz.to_string()
             }
@@ -348,9 +291,7 @@ impl Config {
 /// `pincer-agent-<first 8 hex of sha1(absolute project root)>:latest`.
 pub fn default_image(work_dir: &Path) -> String {
     let root = std::fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_path_buf());
-    let hex = sha1_smol::Sha1::from(root.as_os_str().as_encoded_bytes())
-        .digest()
-        .to_string();
+    let hex = sha1_smol::Sha1::from(root.as_os_str().as_encoded_bytes()).digest().to_string();
     format!("pincer-agent-{}:latest", &hex[..8])
 }
 
@@ -378,11 +319,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
         }
         prev = cur;
     }
@@ -422,22 +359,17 @@ fn parse_url(key: &str, s: &str) -> anyhow::Result<String> {
         && s.len() > "https://".len()
         && !s.chars().any(|c| c.is_whitespace() || c.is_control());
     if !ok {
-        bail!(
-            "invalid {key}={s:?}: expected an http:// or https:// URL such as http://127.0.0.1:8080/v1"
-        );
+        bail!("invalid {key}={s:?}: expected an http:// or https:// URL such as http://127.0.0.1:8080/v1");
     }
     Ok(s.trim_end_matches('/').to_string())
 }
 
 fn parse_image(s: &str) -> anyhow::Result<String> {
     let ok = s.len() <= 255
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
         && s.as_bytes()[0].is_ascii_alphanumeric();
     if !ok {
-        bail!(
-            "invalid PINCER_IMAGE={s:?}: expected a docker image reference such as my-agent:latest"
-        );
+        bail!("invalid PINCER_IMAGE={s:?}: expected a docker image reference such as my-agent:latest");
     }
     Ok(s.to_string())
 }
@@ -499,12 +431,7 @@ pub fn parse_dotenv(text: &str) -> anyhow::Result<Vec<(String, String)>> {
             inner.to_string()
         } else {
             // An unquoted value ends at ` #` (inline comment).
-            value
-                .split(" #")
-                .next()
-                .unwrap_or("")
-                .trim_end()
-                .to_string()
+            value.split(" #").next().unwrap_or("").trim_end().to_string()
         };
         out.push((key.to_string(), value));
     }
@@ -538,9 +465,7 @@ pub fn is_valid_tz(tz: &str) -> bool {
         && tz.len() <= 64
         && !tz.starts_with('/')
         && !tz.split('/').any(|p| p.is_empty() || p == "." || p == "..")
-        && tz
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b));
+        && tz.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b));
     safe && Path::new("/usr/share/zoneinfo").join(tz).is_file()
 }
 
@@ -568,10 +493,7 @@ mod tests {
     use super::*;
 
     fn load(pairs: &[(&str, &str)]) -> anyhow::Result<Config> {
-        let env = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_map(Path::new("/srv/pincer"), &env)
     }
 
@@ -589,16 +511,8 @@ mod tests {
 
     #[test]
     fn provider_defaults_follow_credentials() {
-        assert_eq!(
-            load(&[("ANTHROPIC_API_KEY", "k")]).unwrap().provider,
-            Provider::Anthropic
-        );
-        assert_eq!(
-            load(&[("OPENAI_BASE_URL", "http://x:1/v1")])
-                .unwrap()
-                .provider,
-            Provider::Openai
-        );
+        assert_eq!(load(&[("ANTHROPIC_API_KEY", "k")]).unwrap().provider, Provider::Anthropic);
+        assert_eq!(load(&[("OPENAI_BASE_URL", "http://x:1/v1")]).unwrap().provider, Provider::Openai);
         let c = load(&[("ANTHROPIC_API_KEY", "k"), ("PINCER_PROVIDER", "mock")]).unwrap();
         assert_eq!(c.provider, Provider::Mock);
     }
@@ -613,18 +527,9 @@ mod tests {
             (vec![("PINCER_PORT", "1")], "PINCER_PORT"),
             (vec![("WEBCHAT_ENABLED", "maybe")], "WEBCHAT_ENABLED"),
             (vec![("TZ", "Mars/Olympus")], "TZ"),
-            (
-                vec![("OPENAI_BASE_URL", "localhost:8080")],
-                "OPENAI_BASE_URL",
-            ),
-            (
-                vec![("PINCER_MAX_CONTAINERS", "0")],
-                "PINCER_MAX_CONTAINERS",
-            ),
-            (
-                vec![("WEBCHAT_TRUSTED_PROXY_IPS", "10.0.0.0/99")],
-                "WEBCHAT_TRUSTED_PROXY_IPS",
-            ),
+            (vec![("OPENAI_BASE_URL", "localhost:8080")], "OPENAI_BASE_URL"),
+            (vec![("PINCER_MAX_CONTAINERS", "0")], "PINCER_MAX_CONTAINERS"),
+            (vec![("WEBCHAT_TRUSTED_PROXY_IPS", "10.0.0.0/99")], "WEBCHAT_TRUSTED_PROXY_IPS"),
             (vec![("WEBCHAT_TLS_CERT", "c.pem")], "WEBCHAT_TLS"),
         ] {
             let err = format!("{:#}", load(&pairs).unwrap_err());
@@ -635,10 +540,7 @@ mod tests {
     #[test]
     fn unknown_key_suggests_the_closest() {
         let err = format!("{:#}", load(&[("WEBCHAT_PROT", "1")]).unwrap_err());
-        assert!(
-            err.contains("WEBCHAT_PROT") && err.contains("did you mean WEBCHAT_PORT"),
-            "{err}"
-        );
+        assert!(err.contains("WEBCHAT_PROT") && err.contains("did you mean WEBCHAT_PORT"), "{err}");
     }
 
     #[test]
@@ -660,13 +562,7 @@ mod tests {
     fn dotenv_parsing() {
         let text = "# comment\nexport A=1\nB = \"two\\nlines\"\nC='raw \\n'\nD=val # note\n\nE=\n";
         let got = parse_dotenv(text).unwrap();
-        let want = [
-            ("A", "1"),
-            ("B", "two\nlines"),
-            ("C", "raw \\n"),
-            ("D", "val"),
-            ("E", ""),
-        ];
+        let want = [("A", "1"), ("B", "two\nlines"), ("C", "raw \\n"), ("D", "val"), ("E", "")];
         assert_eq!(got, want.map(|(k, v)| (k.to_string(), v.to_string())));
         assert!(parse_dotenv("NOEQUALS\n").is_err());
         assert!(parse_dotenv("A=\"open\n").is_err());

@@ -43,24 +43,21 @@ pub struct RunSpec {
     pub workdir: String,
 }
 
-/// `docker run` arguments for an agent container: removed on exit, no capabilities, no privilege
+/// `docker run` arguments for an agent container: removed on exit, a tiny init as PID 1 (signals
+/// reach the runner, orphaned tool processes are reaped), no capabilities, no privilege
 /// escalation, bounded process count, the host reachable as `host.docker.internal`.
 pub fn run_args(spec: &RunSpec) -> anyhow::Result<Vec<String>> {
     if !valid_name(&spec.name) {
         bail!("invalid container name {:?}", spec.name);
     }
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "--rm".into(),
-        "--name".into(),
-        spec.name.clone(),
-    ];
+    let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "--name".into(), spec.name.clone()];
     for (k, v) in &spec.labels {
         args.push("--label".into());
         args.push(format!("{k}={v}"));
     }
     args.extend(
         [
+            "--init",
             "--user",
             &spec.user,
             "--cap-drop",
@@ -83,9 +80,7 @@ pub fn run_args(spec: &RunSpec) -> anyhow::Result<Vec<String>> {
     for m in &spec.mounts {
         let host = m.host.to_str().context("mount path is not UTF-8")?;
         if host.contains([',', '\n', '"']) || m.container.contains([',', '\n', '"']) {
-            bail!(
-                "mount path {host:?} contains a comma, quote or newline, which docker --mount cannot take"
-            );
+            bail!("mount path {host:?} contains a comma, quote or newline, which docker --mount cannot take");
         }
         let mut arg = format!("type=bind,source={host},target={}", m.container);
         if m.readonly {
@@ -108,9 +103,7 @@ pub fn valid_name(name: &str) -> bool {
 
 impl Docker {
     pub fn new(bin: &str) -> Docker {
-        Docker {
-            bin: bin.to_string(),
-        }
+        Docker { bin: bin.to_string() }
     }
 
     fn run(&self, args: &[&str], timeout: Duration) -> Result<process::Output, CommandError> {
@@ -120,10 +113,7 @@ impl Docker {
     /// The engine's version, or an error saying docker is not usable.
     pub fn server_version(&self) -> anyhow::Result<String> {
         let out = self
-            .run(
-                &["version", "--format", "{{.Server.Version}}"],
-                QUICK_TIMEOUT,
-            )
+            .run(&["version", "--format", "{{.Server.Version}}"], QUICK_TIMEOUT)
             .map_err(|e| anyhow::anyhow!("the docker engine is not reachable: {e}"))?;
         Ok(out.stdout.trim().to_string())
     }
@@ -132,20 +122,14 @@ impl Docker {
     pub fn image_labels(&self, image: &str) -> anyhow::Result<Option<BTreeMap<String, String>>> {
         let out = process::run_status(
             &self.bin,
-            &[
-                "image",
-                "inspect",
-                "--format",
-                "{{json .Config.Labels}}",
-                image,
-            ],
+            &["image", "inspect", "--format", "{{json .Config.Labels}}", image],
             QUICK_TIMEOUT,
         )?;
         if !out.status.success() {
             return Ok(None);
         }
-        let labels: Option<BTreeMap<String, String>> = serde_json::from_str(out.stdout.trim())
-            .context("parsing docker image inspect output")?;
+        let labels: Option<BTreeMap<String, String>> =
+            serde_json::from_str(out.stdout.trim()).context("parsing docker image inspect output")?;
         Ok(Some(labels.unwrap_or_default()))
     }
 
@@ -166,10 +150,7 @@ impl Docker {
     /// Names of running containers carrying `key=value`.
     pub fn running_labelled(&self, key: &str, value: &str) -> anyhow::Result<Vec<String>> {
         let filter = format!("label={key}={value}");
-        let out = self.run(
-            &["ps", "--filter", &filter, "--format", "{{.Names}}"],
-            QUICK_TIMEOUT,
-        )?;
+        let out = self.run(&["ps", "--filter", &filter, "--format", "{{.Names}}"], QUICK_TIMEOUT)?;
         Ok(out.stdout.split_whitespace().map(str::to_string).collect())
     }
 
@@ -195,9 +176,7 @@ impl Docker {
         tag: &str,
         labels: &[(String, String)],
     ) -> anyhow::Result<process::Output> {
-        let ctx = context
-            .to_str()
-            .context("image context path is not UTF-8")?;
+        let ctx = context.to_str().context("image context path is not UTF-8")?;
         let mut args: Vec<String> = vec!["build".into(), "--tag".into(), tag.into()];
         for (k, v) in labels {
             args.push("--label".into());
@@ -219,16 +198,9 @@ mod tests {
             image: "pincer-agent-12345678:latest".into(),
             labels: vec![("pincer.install".into(), "abc".into())],
             user: "1000:1000".into(),
-            env: vec![
-                ("TZ".into(), "UTC".into()),
-                ("PINCER_AGENT_NAME".into(), "Ann; rm -rf /".into()),
-            ],
+            env: vec![("TZ".into(), "UTC".into()), ("PINCER_AGENT_NAME".into(), "Ann; rm -rf /".into())],
             mounts: vec![
-                Mount {
-                    host: "/d/s".into(),
-                    container: "/workspace".into(),
-                    readonly: false,
-                },
+                Mount { host: "/d/s".into(), container: "/workspace".into(), readonly: false },
                 Mount {
                     host: "/d/s/inbound.db".into(),
                     container: "/workspace/inbound.db".into(),
@@ -283,11 +255,7 @@ mod tests {
         };
         assert!(run_args(&spec).is_err());
         spec.name = "ok".into();
-        spec.mounts.push(Mount {
-            host: "/a,b".into(),
-            container: "/x".into(),
-            readonly: true,
-        });
+        spec.mounts.push(Mount { host: "/a,b".into(), container: "/x".into(), readonly: true });
         assert!(run_args(&spec).is_err());
         assert!(valid_name("pincer-1.a_b"));
         assert!(!valid_name("-x") && !valid_name("") && !valid_name("a b"));

@@ -8,10 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Milliseconds since the Unix epoch. The only place that reads the wall clock for ids and rows;
 /// logic that decides on time takes `now` as an argument instead.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// `n` random bytes from the OS.
@@ -43,10 +40,7 @@ pub fn random_base36(len: usize) -> String {
 
 /// A random token of `2 * N` lowercase hex characters.
 pub fn random_hex<const N: usize>() -> String {
-    random_bytes::<N>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    random_bytes::<N>().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `normalize_name("Hello World!") == "hello-world"`: lowercase, runs of anything outside
@@ -69,19 +63,14 @@ pub fn normalize_name(s: &str) -> String {
         }
     }
     let out = out.trim_end_matches('-').to_string();
-    if out.is_empty() {
-        "unnamed".to_string()
-    } else {
-        out
-    }
+    if out.is_empty() { "unnamed".to_string() } else { out }
 }
 
 /// True for names that are safe as a single path component and in a container name.
 pub fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
 }
 
@@ -97,11 +86,7 @@ mod tests {
         assert_eq!(parts[0], "sess");
         assert!(parts[1].parse::<i64>().unwrap() > 1_700_000_000_000);
         assert_eq!(parts[2].len(), 6);
-        assert!(
-            parts[2]
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        );
+        assert!(parts[2].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
         assert_ne!(new_id("x"), new_id("x"));
     }
 

@@ -23,20 +23,11 @@ pub enum ToHost {
     /// New rows were committed to `outbound.db`.
     Out,
     /// A streamed turn starts; its deltas go to this address.
-    StreamStart {
-        stream: String,
-        channel_type: String,
-        platform_id: String,
-    },
+    StreamStart { stream: String, channel_type: String, platform_id: String },
     /// Model text as it arrives.
     Delta { stream: String, text: String },
     /// A tool call started or ended.
-    Tool {
-        stream: String,
-        name: String,
-        state: ToolState,
-        summary: String,
-    },
+    Tool { stream: String, name: String, state: ToolState, summary: String },
     /// The streamed turn is over (its final reply arrives as an outbound row).
     StreamEnd { stream: String },
 }
@@ -107,19 +98,14 @@ mod tests {
                 channel_type: "webchat".into(),
                 platform_id: "r".into(),
             },
-            ToHost::Delta {
-                stream: "s1".into(),
-                text: "hé\nllo".into(),
-            },
+            ToHost::Delta { stream: "s1".into(), text: "hé\nllo".into() },
             ToHost::Tool {
                 stream: "s1".into(),
                 name: "bash".into(),
                 state: ToolState::Start,
                 summary: "ls".into(),
             },
-            ToHost::StreamEnd {
-                stream: "s1".into(),
-            },
+            ToHost::StreamEnd { stream: "s1".into() },
         ];
         let mut lb = LineBuf::default();
         let bytes: Vec<u8> = frames.iter().flat_map(encode).collect();

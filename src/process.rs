@@ -65,27 +65,17 @@ pub fn command<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Command {
 
 fn argv<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Vec<String> {
     std::iter::once(program.to_string())
-        .chain(
-            args.iter()
-                .map(|a| a.as_ref().to_string_lossy().into_owned()),
-        )
+        .chain(args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()))
         .collect()
 }
 
 /// Runs to completion with a timeout, capturing output. Non-zero exit is an error.
-pub fn run<S: AsRef<OsStr>>(
-    program: &str,
-    args: &[S],
-    timeout: Duration,
-) -> Result<Output, CommandError> {
+pub fn run<S: AsRef<OsStr>>(program: &str, args: &[S], timeout: Duration) -> Result<Output, CommandError> {
     let out = run_status(program, args, timeout)?;
     if !out.status.success() {
         return Err(CommandError {
             argv: argv(program, args),
-            kind: CommandErrorKind::Failed {
-                status: out.status,
-                stderr: out.stderr,
-            },
+            kind: CommandErrorKind::Failed { status: out.status, stderr: out.stderr },
         });
     }
     Ok(out)
@@ -98,10 +88,7 @@ pub fn run_status<S: AsRef<OsStr>>(
     timeout: Duration,
 ) -> Result<Output, CommandError> {
     let started = Instant::now();
-    let err = |kind| CommandError {
-        argv: argv(program, args),
-        kind,
-    };
+    let err = |kind| CommandError { argv: argv(program, args), kind };
     let mut child = command(program, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -117,31 +104,16 @@ pub fn run_status<S: AsRef<OsStr>>(
         if rx.recv_timeout(left).is_err() {
             let _ = child.kill();
             let _ = child.wait();
-            log::warn!(
-                "{} timed out after {timeout:?}",
-                argv(program, args).join(" ")
-            );
+            log::warn!("{} timed out after {timeout:?}", argv(program, args).join(" "));
             return Err(err(CommandErrorKind::Timeout(timeout)));
         }
     }
     let status = child.wait().map_err(|e| err(CommandErrorKind::Spawn(e)))?;
-    let stdout = stdout
-        .map(|h| h.join().unwrap_or_default())
-        .unwrap_or_default();
-    let stderr = stderr
-        .map(|h| h.join().unwrap_or_default())
-        .unwrap_or_default();
+    let stdout = stdout.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+    let stderr = stderr.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
     let elapsed = started.elapsed();
-    log::debug!(
-        "{} -> {status} in {elapsed:?}",
-        argv(program, args).join(" ")
-    );
-    Ok(Output {
-        status,
-        stdout,
-        stderr,
-        elapsed,
-    })
+    log::debug!("{} -> {status} in {elapsed:?}", argv(program, args).join(" "));
+    Ok(Output { status, stdout, stderr, elapsed })
 }
 
 fn read_thread<R: Read + Send + 'static>(
@@ -168,18 +140,12 @@ fn read_thread<R: Read + Send + 'static>(
 }
 
 /// Starts a long-running process with stdout discarded and stderr piped (the caller reads it).
-pub fn spawn_with_stderr<S: AsRef<OsStr>>(
-    program: &str,
-    args: &[S],
-) -> Result<Child, CommandError> {
+pub fn spawn_with_stderr<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<Child, CommandError> {
     command(program, args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| CommandError {
-            argv: argv(program, args),
-            kind: CommandErrorKind::Spawn(e),
-        })
+        .map_err(|e| CommandError { argv: argv(program, args), kind: CommandErrorKind::Spawn(e) })
 }
 
 /// The last `max` bytes of `s` (on a char boundary), prefixed with `…` when cut.
@@ -200,20 +166,10 @@ mod tests {
 
     #[test]
     fn captures_output_and_status() {
-        let out = run(
-            "sh",
-            &["-c", "echo out; echo err >&2"],
-            Duration::from_secs(10),
-        )
-        .unwrap();
+        let out = run("sh", &["-c", "echo out; echo err >&2"], Duration::from_secs(10)).unwrap();
         assert_eq!(out.stdout, "out\n");
         assert_eq!(out.stderr, "err\n");
-        let err = run(
-            "sh",
-            &["-c", "echo boom >&2; exit 3"],
-            Duration::from_secs(10),
-        )
-        .unwrap_err();
+        let err = run("sh", &["-c", "echo boom >&2; exit 3"], Duration::from_secs(10)).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("boom") && msg.contains("sh -c"), "{msg}");
     }

@@ -41,9 +41,7 @@ impl AgentConfig {
             }
         };
         Ok(AgentConfig {
-            workspace: PathBuf::from(
-                get("PINCER_WORKSPACE").unwrap_or_else(|| "/workspace".into()),
-            ),
+            workspace: PathBuf::from(get("PINCER_WORKSPACE").unwrap_or_else(|| "/workspace".into())),
             session_id: get("PINCER_SESSION_ID").context("PINCER_SESSION_ID is not set")?,
             agent_id: get("PINCER_AGENT_ID").context("PINCER_AGENT_ID is not set")?,
             agent_name: get("PINCER_AGENT_NAME").unwrap_or_else(|| "Agent".into()),

@@ -47,9 +47,7 @@ impl LinkWriter {
 
     /// A writer that drops everything (tests, or a runner without a host).
     pub fn detached() -> LinkWriter {
-        LinkWriter {
-            stream: Arc::new(Mutex::new(None)),
-        }
+        LinkWriter { stream: Arc::new(Mutex::new(None)) }
     }
 }
 
@@ -81,16 +79,8 @@ impl Link {
         let (tx, rx) = mpsc::sync_channel(64);
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = cancel.clone();
-        std::thread::Builder::new()
-            .name("link-reader".into())
-            .spawn(move || read_loop(reader, tx, &flag))?;
-        Ok(Link {
-            writer: LinkWriter {
-                stream: Arc::new(Mutex::new(Some(stream))),
-            },
-            cancel,
-            events: rx,
-        })
+        std::thread::Builder::new().name("link-reader".into()).spawn(move || read_loop(reader, tx, &flag))?;
+        Ok(Link { writer: LinkWriter { stream: Arc::new(Mutex::new(Some(stream))) }, cancel, events: rx })
     }
 
     /// Waits up to `timeout` for an event; `None` on timeout.

@@ -73,16 +73,16 @@ pub fn poll_once(
     first_poll: bool,
 ) -> anyhow::Result<bool> {
     // A fresh read-only connection per poll: nothing cached survives the other side's writes.
+
     let view = db::open_agent_view(&cfg.inbound_db(), &cfg.outbound_db())?;
     let batch = inbound::pending(&view, now_ms(), first_poll, cfg.max_messages)?;
     if !batch.iter().any(|r| r.trigger) {
         // Context-only rows stay pending and ride along with the next triggering one.
         return Ok(false);
     }
+
     let ids: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
-    db::write_tx(out, |tx| {
-        Ok(outbound::set_ack(tx, &ids, "processing", now_ms())?)
-    })?;
+    db::write_tx(out, |tx| Ok(outbound::set_ack(tx, &ids, "processing", now_ms())?))?;
 
     let (status, reply) = match provider.reply(&batch) {
         Ok(reply) => ("completed", reply),
@@ -100,6 +100,7 @@ pub fn poll_once(
         Ok(())
     })
     .context("writing the reply")?;
+
     touch(&cfg.heartbeat());
     link.send(&ToHost::Out);
     Ok(true)

@@ -156,9 +156,7 @@ pub struct NewMessage<'a> {
 
 /// A consistent online copy of the database into a new file (`VACUUM INTO`).
 pub fn backup_into(conn: &Connection, dest: &std::path::Path) -> anyhow::Result<()> {
-    let dest = dest
-        .to_str()
-        .ok_or_else(|| anyhow::anyhow!("backup path is not UTF-8"))?;
+    let dest = dest.to_str().ok_or_else(|| anyhow::anyhow!("backup path is not UTF-8"))?;
     conn.execute("VACUUM INTO ?1", [dest])?;
     Ok(())
 }
@@ -167,10 +165,7 @@ pub fn backup_into(conn: &Connection, dest: &std::path::Path) -> anyhow::Result<
 // Settings
 
 pub fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-        r.get(0)
-    })
-    .optional()
+    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()
 }
 
 pub fn set_setting(conn: &Connection, key: &str, value: &str, now: i64) -> rusqlite::Result<()> {
@@ -208,8 +203,7 @@ pub fn agents(conn: &Connection) -> rusqlite::Result<Vec<Agent>> {
 }
 
 pub fn agent(conn: &Connection, id: &str) -> rusqlite::Result<Option<Agent>> {
-    conn.query_row("SELECT * FROM agents WHERE id = ?1", [id], Agent::from_row)
-        .optional()
+    conn.query_row("SELECT * FROM agents WHERE id = ?1", [id], Agent::from_row).optional()
 }
 
 pub fn agent_count(conn: &Connection) -> rusqlite::Result<i64> {
@@ -217,11 +211,7 @@ pub fn agent_count(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 pub fn folder_taken(conn: &Connection, folder: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM agents WHERE folder = ?1)",
-        [folder],
-        |r| r.get(0),
-    )
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM agents WHERE folder = ?1)", [folder], |r| r.get(0))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,14 +221,7 @@ pub fn insert_room(conn: &Connection, room: &Room) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO rooms (id, channel_type, platform_id, name, is_group, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            room.id,
-            room.channel_type,
-            room.platform_id,
-            room.name,
-            room.is_group,
-            room.created_at
-        ],
+        params![room.id, room.channel_type, room.platform_id, room.name, room.is_group, room.created_at],
     )?;
     Ok(())
 }
@@ -260,18 +243,12 @@ pub fn room_by_address(
     channel_type: &str,
     platform_id: &str,
 ) -> rusqlite::Result<Option<Room>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT * FROM rooms WHERE channel_type = ?1 AND platform_id = ?2")?;
-    stmt.query_row([channel_type, platform_id], Room::from_row)
-        .optional()
+    let mut stmt = conn.prepare_cached("SELECT * FROM rooms WHERE channel_type = ?1 AND platform_id = ?2")?;
+    stmt.query_row([channel_type, platform_id], Room::from_row).optional()
 }
 
 pub fn room_id_taken(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM rooms WHERE id = ?1)",
-        [id],
-        |r| r.get(0),
-    )
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM rooms WHERE id = ?1)", [id], |r| r.get(0))
 }
 
 /// Wires an agent to a room with the default engage settings (every message, shared session).
@@ -340,11 +317,7 @@ pub fn insert_destination(
     Ok(())
 }
 
-pub fn destination_name_taken(
-    conn: &Connection,
-    agent_id: &str,
-    local_name: &str,
-) -> rusqlite::Result<bool> {
+pub fn destination_name_taken(conn: &Connection, agent_id: &str, local_name: &str) -> rusqlite::Result<bool> {
     conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM agent_destinations WHERE agent_id = ?1 AND local_name = ?2)",
         [agent_id, local_name],
@@ -380,11 +353,8 @@ pub fn resolved_destinations(
     stmt.query_map([agent_id], |r| {
         let name: String = r.get("local_name")?;
         let target_type: String = r.get("target_type")?;
-        let display: Option<String> = if target_type == "channel" {
-            r.get("room_name")?
-        } else {
-            r.get("agent_name")?
-        };
+        let display: Option<String> =
+            if target_type == "channel" { r.get("room_name")? } else { r.get("agent_name")? };
         Ok(ResolvedDestination {
             display_name: display.unwrap_or_else(|| name.clone()),
             name,
@@ -398,11 +368,7 @@ pub fn resolved_destinations(
 }
 
 /// True if `agent_id` may send to the room: it has a channel destination pointing at it.
-pub fn may_send_to_room(
-    conn: &Connection,
-    agent_id: &str,
-    room_id: &str,
-) -> rusqlite::Result<bool> {
+pub fn may_send_to_room(conn: &Connection, agent_id: &str, room_id: &str) -> rusqlite::Result<bool> {
     conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM agent_destinations
                         WHERE agent_id = ?1 AND target_type = 'channel' AND target_id = ?2)",
@@ -430,15 +396,11 @@ pub fn active_session_in_room(
         "SELECT * FROM sessions WHERE agent_id = ?1 AND room_id = ?2 AND thread_id IS ?3 AND status = 'active'
          ORDER BY created_at DESC LIMIT 1",
     )?;
-    stmt.query_row(params![agent_id, room_id, thread_id], Session::from_row)
-        .optional()
+    stmt.query_row(params![agent_id, room_id, thread_id], Session::from_row).optional()
 }
 
 /// The newest active session of an agent in any room.
-pub fn newest_active_session(
-    conn: &Connection,
-    agent_id: &str,
-) -> rusqlite::Result<Option<Session>> {
+pub fn newest_active_session(conn: &Connection, agent_id: &str) -> rusqlite::Result<Option<Session>> {
     conn.query_row(
         "SELECT * FROM sessions WHERE agent_id = ?1 AND status = 'active' ORDER BY created_at DESC LIMIT 1",
         [agent_id],
@@ -485,17 +447,11 @@ pub fn set_container_status(
 
 /// Marks every session's container stopped (start-up: no container survives a host restart).
 pub fn reset_container_status(conn: &Connection) -> rusqlite::Result<usize> {
-    conn.execute(
-        "UPDATE sessions SET container_status = 'stopped' WHERE container_status <> 'stopped'",
-        [],
-    )
+    conn.execute("UPDATE sessions SET container_status = 'stopped' WHERE container_status <> 'stopped'", [])
 }
 
 pub fn touch_session(conn: &Connection, session_id: &str, now: i64) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE sessions SET last_active = ?2 WHERE id = ?1",
-        params![session_id, now],
-    )?;
+    conn.execute("UPDATE sessions SET last_active = ?2 WHERE id = ?1", params![session_id, now])?;
     Ok(())
 }
 
@@ -536,11 +492,7 @@ pub fn is_owner(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
 }
 
 /// Owner, global admin, admin of the agent, or member of the agent.
-pub fn can_access_agent(
-    conn: &Connection,
-    user_id: &str,
-    agent_id: &str,
-) -> rusqlite::Result<bool> {
+pub fn can_access_agent(conn: &Connection, user_id: &str, agent_id: &str) -> rusqlite::Result<bool> {
     let mut stmt = conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = ?1 AND (agent_id IS NULL OR agent_id = ?2))
              OR EXISTS (SELECT 1 FROM agent_members WHERE user_id = ?1 AND agent_id = ?2)",
@@ -555,10 +507,7 @@ pub fn can_access_agent(
 /// `(room, sender_id, client_id)` or the same `source_id` is returned instead of a second copy.
 /// Returns the stored message and whether it was created now. Call inside a write transaction so
 /// `seq` allocation and insert are atomic.
-pub fn insert_message(
-    conn: &Connection,
-    m: &NewMessage<'_>,
-) -> rusqlite::Result<(RoomMessage, bool)> {
+pub fn insert_message(conn: &Connection, m: &NewMessage<'_>) -> rusqlite::Result<(RoomMessage, bool)> {
     if let Some(existing) = existing_message(conn, m)? {
         return Ok((existing, false));
     }
@@ -605,31 +554,21 @@ pub fn insert_message(
     Ok((stored, true))
 }
 
-fn existing_message(
-    conn: &Connection,
-    m: &NewMessage<'_>,
-) -> rusqlite::Result<Option<RoomMessage>> {
+fn existing_message(conn: &Connection, m: &NewMessage<'_>) -> rusqlite::Result<Option<RoomMessage>> {
     if let Some(client_id) = m.client_id {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE room_id = ?1 AND sender_id IS ?2 AND client_id = ?3"
         ))?;
-        if let Some(found) = stmt
-            .query_row(
-                params![m.room_id, m.sender_id, client_id],
-                RoomMessage::from_row,
-            )
-            .optional()?
+        if let Some(found) =
+            stmt.query_row(params![m.room_id, m.sender_id, client_id], RoomMessage::from_row).optional()?
         {
             return Ok(Some(found));
         }
     }
     if let Some(source_id) = m.source_id {
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE source_id = ?1"
-        ))?;
-        return stmt
-            .query_row([source_id], RoomMessage::from_row)
-            .optional();
+        let mut stmt = conn
+            .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE source_id = ?1"))?;
+        return stmt.query_row([source_id], RoomMessage::from_row).optional();
     }
     Ok(None)
 }
@@ -644,22 +583,16 @@ pub fn messages_after(
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
     ))?;
-    stmt.query_map(params![room_id, after_seq, limit], RoomMessage::from_row)?
-        .collect()
+    stmt.query_map(params![room_id, after_seq, limit], RoomMessage::from_row)?.collect()
 }
 
 /// The newest `limit` messages of a room, ascending.
-pub fn latest_messages(
-    conn: &Connection,
-    room_id: &str,
-    limit: i64,
-) -> rusqlite::Result<Vec<RoomMessage>> {
+pub fn latest_messages(conn: &Connection, room_id: &str, limit: i64) -> rusqlite::Result<Vec<RoomMessage>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE room_id = ?1 ORDER BY seq DESC LIMIT ?2)
          ORDER BY seq"
     ))?;
-    stmt.query_map(params![room_id, limit], RoomMessage::from_row)?
-        .collect()
+    stmt.query_map(params![room_id, limit], RoomMessage::from_row)?.collect()
 }
 
 /// A user message waiting to be routed to the room's agents.
@@ -695,9 +628,6 @@ pub fn unrouted_messages(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<
 }
 
 pub fn mark_routed(conn: &Connection, message_id: &str, now: i64) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE room_messages SET routed_at = ?2 WHERE id = ?1",
-        params![message_id, now],
-    )?;
+    conn.execute("UPDATE room_messages SET routed_at = ?2 WHERE id = ?1", params![message_id, now])?;
     Ok(())
 }

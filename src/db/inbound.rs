@@ -36,9 +36,7 @@ pub struct NewInbound<'a> {
 /// crash is then a no-op). Returns the row's seq and whether it was inserted now.
 pub fn insert(conn: &Connection, m: &NewInbound<'_>) -> rusqlite::Result<(i64, bool)> {
     if let Some(seq) = conn
-        .query_row("SELECT seq FROM messages_in WHERE id = ?1", [m.id], |r| {
-            r.get::<_, i64>(0)
-        })
+        .query_row("SELECT seq FROM messages_in WHERE id = ?1", [m.id], |r| r.get::<_, i64>(0))
         .optional()?
     {
         return Ok((seq, false));
@@ -67,10 +65,7 @@ pub fn insert(conn: &Connection, m: &NewInbound<'_>) -> rusqlite::Result<(i64, b
 }
 
 /// Rewrites the destination projection wholesale.
-pub fn write_destinations(
-    conn: &Connection,
-    dests: &[ResolvedDestination],
-) -> rusqlite::Result<()> {
+pub fn write_destinations(conn: &Connection, dests: &[ResolvedDestination]) -> rusqlite::Result<()> {
     conn.execute("DELETE FROM destinations", [])?;
     let mut stmt = conn.prepare_cached(
         "INSERT INTO destinations (name, display_name, type, channel_type, platform_id, agent_id)
@@ -142,16 +137,11 @@ pub fn has_outcome(conn: &Connection, message_out_id: &str) -> rusqlite::Result<
 /// Applies the container's acknowledgements: claimed rows that finished become `completed` or
 /// `failed`. Returns how many rows changed.
 pub fn apply_acks(conn: &Connection, acks: &[(String, String)]) -> rusqlite::Result<usize> {
-    let mut stmt = conn.prepare_cached(
-        "UPDATE messages_in SET status = ?2 WHERE id = ?1 AND status = 'pending'",
-    )?;
+    let mut stmt =
+        conn.prepare_cached("UPDATE messages_in SET status = ?2 WHERE id = ?1 AND status = 'pending'")?;
     let mut n = 0;
     for (id, status) in acks {
-        let status = if status == "failed" {
-            "failed"
-        } else {
-            "completed"
-        };
+        let status = if status == "failed" { "failed" } else { "completed" };
         n += stmt.execute(params![id, status])?;
     }
     Ok(n)
@@ -187,24 +177,13 @@ pub fn retry_state(conn: &Connection, id: &str) -> rusqlite::Result<Option<Retry
     conn.query_row(
         "SELECT id, tries, process_after FROM messages_in WHERE id = ?1 AND status = 'pending'",
         [id],
-        |r| {
-            Ok(RetryState {
-                id: r.get(0)?,
-                tries: r.get(1)?,
-                process_after: r.get(2)?,
-            })
-        },
+        |r| Ok(RetryState { id: r.get(0)?, tries: r.get(1)?, process_after: r.get(2)? }),
     )
     .optional()
 }
 
 /// Schedules another try of a row at `process_after`.
-pub fn schedule_retry(
-    conn: &Connection,
-    id: &str,
-    tries: i64,
-    process_after: i64,
-) -> rusqlite::Result<()> {
+pub fn schedule_retry(conn: &Connection, id: &str, tries: i64, process_after: i64) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE messages_in SET tries = ?2, process_after = ?3 WHERE id = ?1",
         params![id, tries, process_after],
@@ -214,18 +193,14 @@ pub fn schedule_retry(
 
 /// Gives up on a row.
 pub fn mark_failed(conn: &Connection, id: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE messages_in SET status = 'failed' WHERE id = ?1",
-        [id],
-    )?;
+    conn.execute("UPDATE messages_in SET status = 'failed' WHERE id = ?1", [id])?;
     Ok(())
 }
 
 /// Pending triggering rows (ids and text content) for reporting failures.
 pub fn pending_ids(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare(
-        "SELECT id FROM messages_in WHERE status = 'pending' AND trigger = 1 ORDER BY seq",
-    )?;
+    let mut stmt =
+        conn.prepare("SELECT id FROM messages_in WHERE status = 'pending' AND trigger = 1 ORDER BY seq")?;
     stmt.query_map([], |r| r.get(0))?.collect()
 }
 
@@ -297,17 +272,9 @@ pub struct Address {
 
 /// The session's default reply address.
 pub fn routing(conn: &Connection) -> rusqlite::Result<Option<Address>> {
-    conn.query_row(
-        "SELECT channel_type, platform_id, thread_id FROM session_routing WHERE id = 1",
-        [],
-        |r| {
-            Ok(Address {
-                channel_type: r.get(0)?,
-                platform_id: r.get(1)?,
-                thread_id: r.get(2)?,
-            })
-        },
-    )
+    conn.query_row("SELECT channel_type, platform_id, thread_id FROM session_routing WHERE id = 1", [], |r| {
+        Ok(Address { channel_type: r.get(0)?, platform_id: r.get(1)?, thread_id: r.get(2)? })
+    })
     .optional()
 }
 
@@ -319,9 +286,7 @@ pub fn destinations(conn: &Connection) -> rusqlite::Result<Vec<ResolvedDestinati
     stmt.query_map([], |r| {
         let name: String = r.get(0)?;
         Ok(ResolvedDestination {
-            display_name: r
-                .get::<_, Option<String>>(1)?
-                .unwrap_or_else(|| name.clone()),
+            display_name: r.get::<_, Option<String>>(1)?.unwrap_or_else(|| name.clone()),
             name,
             target_type: r.get(2)?,
             channel_type: r.get(3)?,

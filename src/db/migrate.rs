@@ -13,18 +13,9 @@ use super::Kind;
 /// `(file name, SQL)` in order; the index + 1 is the schema version after applying it.
 pub type Migration = (&'static str, &'static str);
 
-pub const CENTRAL: &[Migration] = &[(
-    "0001_init.sql",
-    include_str!("../../sql/central/0001_init.sql"),
-)];
-pub const INBOUND: &[Migration] = &[(
-    "0001_init.sql",
-    include_str!("../../sql/inbound/0001_init.sql"),
-)];
-pub const OUTBOUND: &[Migration] = &[(
-    "0001_init.sql",
-    include_str!("../../sql/outbound/0001_init.sql"),
-)];
+pub const CENTRAL: &[Migration] = &[("0001_init.sql", include_str!("../../sql/central/0001_init.sql"))];
+pub const INBOUND: &[Migration] = &[("0001_init.sql", include_str!("../../sql/inbound/0001_init.sql"))];
+pub const OUTBOUND: &[Migration] = &[("0001_init.sql", include_str!("../../sql/outbound/0001_init.sql"))];
 
 pub fn migrations(kind: Kind) -> &'static [Migration] {
     match kind {
@@ -54,9 +45,8 @@ pub fn migrate_to(conn: &Connection, kind: Kind, target: usize) -> anyhow::Resul
     for (idx, (name, sql)) in list.iter().enumerate().take(target).skip(current) {
         // Exclusive: no other connection may read a half-migrated schema.
         conn.execute_batch("BEGIN EXCLUSIVE")?;
-        let res = conn
-            .execute_batch(sql)
-            .and_then(|()| conn.pragma_update(None, "user_version", (idx + 1) as i64));
+        let res =
+            conn.execute_batch(sql).and_then(|()| conn.pragma_update(None, "user_version", (idx + 1) as i64));
         match res {
             Ok(()) => conn.execute_batch("COMMIT")?,
             Err(e) => {

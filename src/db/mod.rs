@@ -12,13 +12,13 @@ pub mod migrate;
 pub mod outbound;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 pub use rusqlite::Connection;
 use rusqlite::OpenFlags;
 
-/// How long a connection waits for another writer's lock before failing with SQLITE_BUSY.
+/// How long a connection waits for another connection's lock before failing with SQLITE_BUSY.
 pub const BUSY_TIMEOUT_MS: u64 = 5000;
 
 /// The kinds of SQLite files pincer opens; each has its own pragmas and migrations.
@@ -44,13 +44,12 @@ impl Kind {
 /// Opens (creating if needed) a file read-write, sets its pragmas and migrates it to the newest
 /// schema this binary knows. Refuses a file whose schema is newer than the binary.
 pub fn open(path: &Path, kind: Kind) -> anyhow::Result<Connection> {
-    let conn = Connection::open_with_flags(
+    let mut conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .with_context(|| format!("opening {}", path.display()))?;
+    wait_for_locks(&mut conn)?;
     set_pragmas(&conn, kind).with_context(|| format!("setting pragmas on {}", path.display()))?;
     migrate::migrate(&conn, kind).with_context(|| format!("migrating {}", path.display()))?;
     Ok(conn)
@@ -60,12 +59,10 @@ pub fn open(path: &Path, kind: Kind) -> anyhow::Result<Connection> {
 /// the container reads `inbound.db`, the host reads `outbound.db`. `mmap_size=0` so every read goes
 /// through the file (the page cache of a bind mount may lag otherwise).
 pub fn open_readonly(path: &Path, kind: Kind) -> anyhow::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("opening {} read-only", path.display()))?;
-    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    let mut conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_context(|| format!("opening {} read-only", path.display()))?;
+    wait_for_locks(&mut conn)?;
     conn.pragma_update(None, "mmap_size", 0)?;
     conn.pragma_update(None, "query_only", true)?;
     if kind == Kind::Central {
@@ -84,11 +81,37 @@ pub fn open_agent_view(inbound: &Path, outbound: &Path) -> anyhow::Result<Connec
     Ok(conn)
 }
 
+/// The busy handler of every connection: a connection that finds the file locked by the other
+/// side retries for up to [`BUSY_TIMEOUT_MS`] in total, like `busy_timeout=5000`, but in steps of
+/// 50 µs doubling to 1 ms instead of SQLite's 1, 2, 5, 10... ms (session DB locks are held for
+/// well under a millisecond, so the stock steps would add whole milliseconds to every reply).
+fn wait_for_locks(conn: &mut Connection) -> rusqlite::Result<()> {
+    let mut started = Instant::now();
+    conn.busy_handler(Some(move |count: i32| {
+        if count == 0 {
+            started = Instant::now();
+        }
+        if started.elapsed() >= Duration::from_millis(BUSY_TIMEOUT_MS) {
+            return false;
+        }
+        std::thread::sleep(busy_step(count));
+        true
+    }))
+}
+
+/// The pause before busy retry number `count` (0-based): 50, 100, 200, 400, 800 µs, then 1 ms.
+pub fn busy_step(count: i32) -> Duration {
+    Duration::from_micros((50u64 << count.clamp(0, 5)).min(1000))
+}
+
 /// The one place pragmas are chosen. Options are explicit rather than SQLite's defaults.
 fn set_pragmas(conn: &Connection, kind: Kind) -> anyhow::Result<()> {
-    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", kind.journal_mode(), |r| r.get(0))?;
+    // Setting the journal mode takes a lock even when nothing changes, and the other side of a
+    // session DB may hold one (the busy handler would then sleep): read first, set only if needed.
+    let mut mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case(kind.journal_mode()) {
+        mode = conn.pragma_update_and_check(None, "journal_mode", kind.journal_mode(), |r| r.get(0))?;
+    }
     anyhow::ensure!(
         mode.eq_ignore_ascii_case(kind.journal_mode()),
         "journal_mode is {mode}, expected {} (is the file on a filesystem that supports it?)",

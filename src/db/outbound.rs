@@ -29,13 +29,8 @@ pub struct NewOutbound<'a> {
 
 /// Inserts an outbound row with the next odd seq after both tables (`max_in` is read by the
 /// caller from `inbound.db`). Returns the seq.
-pub fn insert(
-    conn: &Connection,
-    m: &NewOutbound<'_>,
-    max_in: Option<i64>,
-) -> rusqlite::Result<i64> {
-    let max_out: Option<i64> =
-        conn.query_row("SELECT MAX(seq) FROM messages_out", [], |r| r.get(0))?;
+pub fn insert(conn: &Connection, m: &NewOutbound<'_>, max_in: Option<i64>) -> rusqlite::Result<i64> {
+    let max_out: Option<i64> = conn.query_row("SELECT MAX(seq) FROM messages_out", [], |r| r.get(0))?;
     let seq = next_odd_seq(max_out, max_in);
     conn.prepare_cached(
         "INSERT INTO messages_out (id, seq, in_reply_to, timestamp, deliver_after, kind,
@@ -75,12 +70,7 @@ pub fn delete_processing_claims(conn: &Connection) -> rusqlite::Result<usize> {
 }
 
 pub fn state(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
-        "SELECT value FROM session_state WHERE key = ?1",
-        [key],
-        |r| r.get(0),
-    )
-    .optional()
+    conn.query_row("SELECT value FROM session_state WHERE key = ?1", [key], |r| r.get(0)).optional()
 }
 
 pub fn set_state(conn: &Connection, key: &str, value: &str, now: i64) -> rusqlite::Result<()> {
@@ -137,11 +127,7 @@ pub struct OutboundRow {
 }
 
 /// Rows with `seq > after_seq`, ascending, at most `limit`.
-pub fn rows_after(
-    conn: &Connection,
-    after_seq: i64,
-    limit: i64,
-) -> rusqlite::Result<Vec<OutboundRow>> {
+pub fn rows_after(conn: &Connection, after_seq: i64, limit: i64) -> rusqlite::Result<Vec<OutboundRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, seq, in_reply_to, timestamp, deliver_after, kind, channel_type, platform_id, thread_id, content
          FROM messages_out WHERE seq > ?1 ORDER BY seq LIMIT ?2",
@@ -164,16 +150,12 @@ pub fn rows_after(
 }
 
 /// Finished claims changed at or after `since` (epoch ms): `(message id, status)`.
-pub fn finished_acks_since(
-    conn: &Connection,
-    since: i64,
-) -> rusqlite::Result<Vec<(String, String)>> {
+pub fn finished_acks_since(conn: &Connection, since: i64) -> rusqlite::Result<Vec<(String, String)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT message_id, status FROM processing_ack
          WHERE status IN ('completed', 'failed') AND status_changed >= ?1",
     )?;
-    stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect()
+    stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
 }
 
 /// A claim the container holds: `(message id, claimed at)`.
@@ -181,8 +163,7 @@ pub fn processing_claims(conn: &Connection) -> rusqlite::Result<Vec<(String, i64
     let mut stmt = conn.prepare_cached(
         "SELECT message_id, status_changed FROM processing_ack WHERE status = 'processing'",
     )?;
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect()
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
 }
 
 /// The tool in flight and its declared timeout, if any.

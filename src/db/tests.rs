@@ -19,15 +19,8 @@ fn pragma(conn: &Connection, name: &str) -> String {
 
 #[test]
 fn even_seq_rule() {
-    let cases = [
-        (None, 2),
-        (Some(0), 2),
-        (Some(1), 2),
-        (Some(2), 4),
-        (Some(3), 4),
-        (Some(7), 8),
-        (Some(10), 12),
-    ];
+    let cases =
+        [(None, 2), (Some(0), 2), (Some(1), 2), (Some(2), 4), (Some(3), 4), (Some(7), 8), (Some(10), 12)];
     for (max, want) in cases {
         assert_eq!(inbound::next_even_seq(max), want, "max {max:?}");
     }
@@ -44,49 +37,31 @@ fn odd_seq_rule() {
         ((Some(1), None), 3),
     ];
     for ((out, inn), want) in cases {
-        assert_eq!(
-            outbound::next_odd_seq(out, inn),
-            want,
-            "out {out:?} in {inn:?}"
-        );
+        assert_eq!(outbound::next_odd_seq(out, inn), want, "out {out:?} in {inn:?}");
     }
 }
 
 #[test]
 fn pragmas_on_every_kind() {
     let dir = tmp();
-    for (kind, journal) in [
-        (Kind::Central, "wal"),
-        (Kind::Inbound, "delete"),
-        (Kind::Outbound, "delete"),
-    ] {
+    for (kind, journal) in [(Kind::Central, "wal"), (Kind::Inbound, "delete"), (Kind::Outbound, "delete")] {
         let conn = open(&dir.path().join(format!("{kind:?}.db")), kind).unwrap();
         assert_eq!(pragma(&conn, "journal_mode"), journal, "{kind:?}");
         assert_eq!(pragma(&conn, "foreign_keys"), "1", "{kind:?}");
-        assert_eq!(
-            pragma(&conn, "busy_timeout"),
-            BUSY_TIMEOUT_MS.to_string(),
-            "{kind:?}"
-        );
-        assert_eq!(
-            pragma(&conn, "synchronous"),
-            "2",
-            "{kind:?} synchronous=FULL"
-        );
-        assert_eq!(
-            migrate::version(&conn).unwrap(),
-            migrate::migrations(kind).len()
-        );
+        assert_eq!(pragma(&conn, "synchronous"), "2", "{kind:?} synchronous=FULL");
+        assert_eq!(migrate::version(&conn).unwrap(), migrate::migrations(kind).len());
         drop(conn);
         let ro = open_readonly(&dir.path().join(format!("{kind:?}.db")), kind).unwrap();
-        assert_eq!(pragma(&ro, "busy_timeout"), BUSY_TIMEOUT_MS.to_string());
         assert_eq!(pragma(&ro, "mmap_size"), "0");
         assert_eq!(pragma(&ro, "query_only"), "1");
-        assert!(
-            ro.execute("CREATE TABLE x (y)", []).is_err(),
-            "{kind:?} read-only handle wrote"
-        );
+        assert!(ro.execute("CREATE TABLE x (y)", []).is_err(), "{kind:?} read-only handle wrote");
     }
+}
+
+#[test]
+fn busy_retries_start_small() {
+    let steps: Vec<u128> = (0..8).map(|n| busy_step(n).as_micros()).collect();
+    assert_eq!(steps, [50, 100, 200, 400, 800, 1000, 1000, 1000]);
 }
 
 #[test]
@@ -114,10 +89,7 @@ fn step_by_step_equals_fresh_install() {
             migrate::migrate_to(&stepped, kind, n).unwrap();
             assert_eq!(migrate::version(&stepped).unwrap(), n);
         }
-        assert_eq!(
-            migrate::schema_dump(&stepped).unwrap(),
-            migrate::schema_dump(&fresh).unwrap()
-        );
+        assert_eq!(migrate::schema_dump(&stepped).unwrap(), migrate::schema_dump(&fresh).unwrap());
     }
 }
 
@@ -140,13 +112,8 @@ fn a_failed_migration_leaves_the_old_version() {
     conn.execute_batch("CREATE TABLE delivered (x)").unwrap();
     assert!(migrate::migrate(&conn, Kind::Inbound).is_err());
     assert_eq!(migrate::version(&conn).unwrap(), 0);
-    let tables: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let tables: i64 =
+        conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)).unwrap();
     assert_eq!(tables, 1, "the failed migration was rolled back");
 }
 
@@ -168,11 +135,7 @@ fn central_with_room() -> (tempfile::TempDir, Connection) {
     (dir, conn)
 }
 
-fn user_msg<'a>(
-    text: &'a str,
-    client_id: Option<&'a str>,
-    files: &'a serde_json::Value,
-) -> NewMessage<'a> {
+fn user_msg<'a>(text: &'a str, client_id: Option<&'a str>, files: &'a serde_json::Value) -> NewMessage<'a> {
     NewMessage {
         room_id: "r1",
         sender: "Ann",
@@ -202,18 +165,9 @@ fn room_seq_is_gap_free_and_client_ids_are_idempotent() {
     let (c, _) = central::insert_message(&conn, &user_msg("c", None, &files)).unwrap();
     assert_eq!((a.seq, b.seq, c.seq), (1, 2, 3));
     let all = central::messages_after(&conn, "r1", 0, 100).unwrap();
-    assert_eq!(
-        all.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
-        ["a", "b", "c"]
-    );
-    assert_eq!(
-        central::messages_after(&conn, "r1", 2, 100).unwrap(),
-        vec![c.clone()]
-    );
-    assert_eq!(
-        central::latest_messages(&conn, "r1", 2).unwrap(),
-        vec![b, c]
-    );
+    assert_eq!(all.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(central::messages_after(&conn, "r1", 2, 100).unwrap(), vec![c.clone()]);
+    assert_eq!(central::latest_messages(&conn, "r1", 2).unwrap(), vec![b, c]);
     assert_eq!(central::unrouted_messages(&conn, 10).unwrap().len(), 3);
     central::mark_routed(&conn, &a.id, 11).unwrap();
     assert_eq!(central::unrouted_messages(&conn, 10).unwrap().len(), 2);
@@ -273,18 +227,9 @@ fn chat<'a>(id: &'a str, trigger: bool, process_after: Option<i64>) -> NewInboun
 #[test]
 fn inbound_insert_is_idempotent_and_even() {
     let (_dir, inb, _out) = session_dbs();
-    assert_eq!(
-        inbound::insert(&inb, &chat("a", true, None)).unwrap(),
-        (2, true)
-    );
-    assert_eq!(
-        inbound::insert(&inb, &chat("b", true, None)).unwrap(),
-        (4, true)
-    );
-    assert_eq!(
-        inbound::insert(&inb, &chat("a", true, None)).unwrap(),
-        (2, false)
-    );
+    assert_eq!(inbound::insert(&inb, &chat("a", true, None)).unwrap(), (2, true));
+    assert_eq!(inbound::insert(&inb, &chat("b", true, None)).unwrap(), (4, true));
+    assert_eq!(inbound::insert(&inb, &chat("a", true, None)).unwrap(), (2, false));
     assert_eq!(inbound::max_seq(&inb).unwrap(), Some(4));
 }
 
@@ -295,31 +240,14 @@ fn agent_view_sees_pending_unclaimed_due_rows() {
     inbound::insert(&inb, &chat("b", false, None)).unwrap();
     inbound::insert(&inb, &chat("later", true, Some(500))).unwrap();
     inbound::insert(&inb, &chat("c", true, None)).unwrap();
-    let view = open_agent_view(
-        &dir.path().join("inbound.db"),
-        &dir.path().join("outbound.db"),
-    )
-    .unwrap();
+    let view = open_agent_view(&dir.path().join("inbound.db"), &dir.path().join("outbound.db")).unwrap();
     let ids = |rows: Vec<inbound::InboundRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
-    assert_eq!(
-        ids(inbound::pending(&view, 100, false, 10).unwrap()),
-        ["a", "b", "c"]
-    );
-    assert_eq!(
-        ids(inbound::pending(&view, 100, false, 2).unwrap()),
-        ["b", "c"],
-        "newest two, oldest first"
-    );
-    assert_eq!(
-        ids(inbound::pending(&view, 500, false, 10).unwrap()),
-        ["a", "b", "later", "c"]
-    );
+    assert_eq!(ids(inbound::pending(&view, 100, false, 10).unwrap()), ["a", "b", "c"]);
+    assert_eq!(ids(inbound::pending(&view, 100, false, 2).unwrap()), ["b", "c"], "newest two, oldest first");
+    assert_eq!(ids(inbound::pending(&view, 500, false, 10).unwrap()), ["a", "b", "later", "c"]);
     outbound::set_ack(&out, &["a", "c"], "processing", 5).unwrap();
     assert_eq!(ids(inbound::pending(&view, 100, false, 10).unwrap()), ["b"]);
-    assert!(
-        view.execute("DELETE FROM outb.processing_ack", []).is_err(),
-        "the view is read-only"
-    );
+    assert!(view.execute("DELETE FROM outb.processing_ack", []).is_err(), "the view is read-only");
 }
 
 #[test]
@@ -356,17 +284,9 @@ fn outbound_rows_and_outcomes() {
     assert_eq!(outbound::insert(&out, &row("o1"), max_in).unwrap(), 3);
     assert_eq!(outbound::insert(&out, &row("o2"), max_in).unwrap(), 5);
     let rows = outbound::rows_after(&out, 3, 10).unwrap();
-    assert_eq!(
-        rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-        ["o2"]
-    );
-    assert!(
-        inbound::record_outcome(&inb, "o1", inbound::Outcome::Delivered, Some("m1"), None, 4)
-            .unwrap()
-    );
-    assert!(
-        !inbound::record_outcome(&inb, "o1", inbound::Outcome::Failed, None, Some("x"), 5).unwrap()
-    );
+    assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["o2"]);
+    assert!(inbound::record_outcome(&inb, "o1", inbound::Outcome::Delivered, Some("m1"), None, 4).unwrap());
+    assert!(!inbound::record_outcome(&inb, "o1", inbound::Outcome::Failed, None, Some("x"), 5).unwrap());
     assert!(inbound::has_outcome(&inb, "o1").unwrap());
     assert!(!inbound::has_outcome(&inb, "o2").unwrap());
 }

@@ -37,10 +37,7 @@ pub fn validate_name(what: &str, name: &str) -> anyhow::Result<String> {
         bail!("{what} name is empty: give it a name such as \"Research helper\"");
     }
     if name.chars().count() > NAME_CHARS_MAX {
-        bail!(
-            "{what} name is {} characters long; the limit is {NAME_CHARS_MAX}",
-            name.chars().count()
-        );
+        bail!("{what} name is {} characters long; the limit is {NAME_CHARS_MAX}", name.chars().count());
     }
     if name.chars().any(char::is_control) {
         bail!("{what} name contains control characters (newlines, tabs...); use plain text");
@@ -53,17 +50,9 @@ pub fn unique_slug(
     base: &str,
     mut taken: impl FnMut(&str) -> anyhow::Result<bool>,
 ) -> anyhow::Result<String> {
-    let base = if is_slug(base) {
-        base.to_string()
-    } else {
-        normalize_name(base)
-    };
+    let base = if is_slug(base) { base.to_string() } else { normalize_name(base) };
     for n in 1..=1000 {
-        let candidate = if n == 1 {
-            base.clone()
-        } else {
-            format!("{base}-{n}")
-        };
+        let candidate = if n == 1 { base.clone() } else { format!("{base}-{n}") };
         if !taken(&candidate)? {
             return Ok(candidate);
         }
@@ -85,10 +74,7 @@ pub fn create(
     if let Some(text) = instructions
         && text.len() > INSTRUCTIONS_BYTES_MAX
     {
-        bail!(
-            "instructions are {} bytes; the limit is {INSTRUCTIONS_BYTES_MAX}",
-            text.len()
-        );
+        bail!("instructions are {} bytes; the limit is {INSTRUCTIONS_BYTES_MAX}", text.len());
     }
     let mut made_dir: Option<PathBuf> = None;
     let res = db::write_tx(conn, |tx| {
@@ -105,11 +91,7 @@ pub fn create(
             created_at: now,
         };
         central::insert_agent(tx, &agent)?;
-        let room = if with_room {
-            Some(create_room_for(tx, &agent, now)?)
-        } else {
-            None
-        };
+        let room = if with_room { Some(create_room_for(tx, &agent, now)?) } else { None };
         let dir = groups_dir.join(&folder);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         made_dir = Some(dir.clone());
@@ -139,9 +121,8 @@ fn create_room_for(tx: &Connection, agent: &Agent, now: i64) -> anyhow::Result<R
     };
     central::insert_room(tx, &room)?;
     central::insert_wiring(tx, &new_id("wire"), &room.id, &agent.id, now)?;
-    let local = unique_slug(&normalize_name(&room.name), |n| {
-        Ok(central::destination_name_taken(tx, &agent.id, n)?)
-    })?;
+    let local =
+        unique_slug(&normalize_name(&room.name), |n| Ok(central::destination_name_taken(tx, &agent.id, n)?))?;
     central::insert_destination(tx, &agent.id, &local, "channel", &room.id, now)?;
     Ok(room)
 }
@@ -155,14 +136,7 @@ pub fn ensure_first_agent(
     if central::agent_count(conn)? > 0 {
         return Ok(None);
     }
-    let created = create(
-        conn,
-        groups_dir,
-        FIRST_AGENT_NAME,
-        Some(FIRST_AGENT_INSTRUCTIONS),
-        true,
-        now,
-    )?;
+    let created = create(conn, groups_dir, FIRST_AGENT_NAME, Some(FIRST_AGENT_INSTRUCTIONS), true, now)?;
     log::info!(
         "first run: created agent {:?} with room {:?}",
         created.agent.name,
@@ -186,26 +160,12 @@ mod tests {
     fn creates_agent_room_wiring_and_destination() {
         let (dir, mut conn) = setup();
         let groups = dir.path().join("groups");
-        let c = create(
-            &mut conn,
-            &groups,
-            " Research Helper ",
-            Some("Be brief."),
-            true,
-            5,
-        )
-        .unwrap();
+        let c = create(&mut conn, &groups, " Research Helper ", Some("Be brief."), true, 5).unwrap();
         assert_eq!(c.agent.name, "Research Helper");
         assert_eq!(c.agent.folder, "research-helper");
         let room = c.room.unwrap();
-        assert_eq!(
-            (room.id.as_str(), room.name.as_str()),
-            ("research-helper", "Research Helper")
-        );
-        assert_eq!(
-            std::fs::read_to_string(groups.join("research-helper/AGENT.md")).unwrap(),
-            "Be brief."
-        );
+        assert_eq!((room.id.as_str(), room.name.as_str()), ("research-helper", "Research Helper"));
+        assert_eq!(std::fs::read_to_string(groups.join("research-helper/AGENT.md")).unwrap(), "Be brief.");
         assert_eq!(central::wirings_of_room(&conn, &room.id).unwrap().len(), 1);
         let dests = central::resolved_destinations(&conn, &c.agent.id).unwrap();
         assert_eq!(dests.len(), 1);
@@ -221,10 +181,7 @@ mod tests {
         let (dir, mut conn) = setup();
         let groups = dir.path().join("groups");
         for name in ["", "   ", "a\nb", &"x".repeat(65)] {
-            assert!(
-                create(&mut conn, &groups, name, None, true, 1).is_err(),
-                "{name:?}"
-            );
+            assert!(create(&mut conn, &groups, name, None, true, 1).is_err(), "{name:?}");
         }
         let big = "x".repeat(INSTRUCTIONS_BYTES_MAX + 1);
         assert!(create(&mut conn, &groups, "ok", Some(&big), false, 1).is_err());

@@ -35,20 +35,9 @@ pub enum DeliverError {
 /// Ephemeral activity of a running turn.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Activity<'a> {
-    Delta {
-        stream: &'a str,
-        agent: &'a str,
-        text: &'a str,
-    },
-    Tool {
-        stream: &'a str,
-        name: &'a str,
-        state: ToolState,
-        summary: &'a str,
-    },
-    StreamEnd {
-        stream: &'a str,
-    },
+    Delta { stream: &'a str, agent: &'a str, text: &'a str },
+    Tool { stream: &'a str, name: &'a str, state: ToolState, summary: &'a str },
+    StreamEnd { stream: &'a str },
 }
 
 pub trait Channel: Send + Sync {
@@ -73,10 +62,7 @@ pub struct Channels {
 impl Channels {
     pub fn register(&mut self, adapter: Arc<dyn Channel>) {
         let kind = adapter.channel_type();
-        assert!(
-            self.map.insert(kind, adapter).is_none(),
-            "two adapters for channel type {kind}"
-        );
+        assert!(self.map.insert(kind, adapter).is_none(), "two adapters for channel type {kind}");
     }
 
     pub fn get(&self, channel_type: &str) -> Option<&Arc<dyn Channel>> {

@@ -60,10 +60,7 @@ pub struct RunnerConfig {
 impl RunnerConfig {
     pub fn install_id(data_dir: &Path) -> String {
         let abs = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-        sha1_smol::Sha1::from(abs.as_os_str().as_encoded_bytes())
-            .digest()
-            .to_string()[..8]
-            .to_string()
+        sha1_smol::Sha1::from(abs.as_os_str().as_encoded_bytes()).digest().to_string()[..8].to_string()
     }
 
     /// `uid:gid` owning `dir`.
@@ -114,13 +111,7 @@ pub struct Containers {
 
 impl Containers {
     pub fn new(cfg: RunnerConfig, delivery: DeliveryHandle, sweep: SweepHandle) -> Containers {
-        Containers {
-            cfg,
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-            delivery,
-            sweep,
-        }
+        Containers { cfg, state: Mutex::new(State::default()), changed: Condvar::new(), delivery, sweep }
     }
 
     pub fn config(&self) -> &RunnerConfig {
@@ -150,14 +141,9 @@ impl Containers {
             return Ok(Wake::Deferred("at PINCER_MAX_CONTAINERS"));
         }
         let (child, name, listener) = self.start(conn, session)?;
-        state.running.insert(
-            session.id.clone(),
-            Slot {
-                name: name.clone(),
-                link: None,
-                stop_requested: false,
-            },
-        );
+        state
+            .running
+            .insert(session.id.clone(), Slot { name: name.clone(), link: None, stop_requested: false });
         drop(state);
         central::set_container_status(conn, &session.id, "running", now_ms())?;
         self.delivery.listen(&session.id, listener);
@@ -173,13 +159,9 @@ impl Containers {
     }
 
     /// Prepares the session directory and runs `docker run`.
-    fn start(
-        &self,
-        conn: &Connection,
-        session: &Session,
-    ) -> anyhow::Result<(Child, String, UnixListener)> {
-        let agent = central::agent(conn, &session.agent_id)?
-            .context("the session's agent no longer exists")?;
+    fn start(&self, conn: &Connection, session: &Session) -> anyhow::Result<(Child, String, UnixListener)> {
+        let agent =
+            central::agent(conn, &session.agent_id)?.context("the session's agent no longer exists")?;
         let dir = SessionDir::new(&self.cfg.data_dir, &agent.id, &session.id);
         dir.ensure()?;
         sessions::project(conn, &dir, session)?;
@@ -192,10 +174,7 @@ impl Containers {
 
         let folder: String = agent.folder.chars().take(40).collect();
         let name = format!("pincer-{}-{folder}-{}", self.cfg.install, now_ms());
-        let provider = agent
-            .provider
-            .clone()
-            .unwrap_or_else(|| self.cfg.default_provider.clone());
+        let provider = agent.provider.clone().unwrap_or_else(|| self.cfg.default_provider.clone());
         let mut env = vec![
             ("TZ".to_string(), self.cfg.tz.clone()),
             ("HOME".to_string(), "/workspace/agent".to_string()),
@@ -203,10 +182,7 @@ impl Containers {
             ("PINCER_AGENT_ID".to_string(), agent.id.clone()),
             ("PINCER_AGENT_NAME".to_string(), agent.name.clone()),
             ("PINCER_PROVIDER".to_string(), provider),
-            (
-                "PINCER_IDLE_EXIT_S".to_string(),
-                self.cfg.idle_exit_s.to_string(),
-            ),
+            ("PINCER_IDLE_EXIT_S".to_string(), self.cfg.idle_exit_s.to_string()),
             ("PINCER_LOG".to_string(), self.cfg.log_level.clone()),
         ];
         if let Some(model) = &agent.model {
@@ -226,32 +202,16 @@ impl Containers {
             user: self.cfg.user.clone(),
             env,
             mounts: vec![
-                Mount {
-                    host: dir.path().to_path_buf(),
-                    container: "/workspace".into(),
-                    readonly: false,
-                },
+                Mount { host: dir.path().to_path_buf(), container: "/workspace".into(), readonly: false },
                 // The container only reads inbound.db; the mount makes that a fact.
-                Mount {
-                    host: dir.inbound(),
-                    container: "/workspace/inbound.db".into(),
-                    readonly: true,
-                },
-                Mount {
-                    host: group,
-                    container: "/workspace/agent".into(),
-                    readonly: false,
-                },
+                Mount { host: dir.inbound(), container: "/workspace/inbound.db".into(), readonly: true },
+                Mount { host: group, container: "/workspace/agent".into(), readonly: false },
             ],
             workdir: "/workspace/agent".into(),
         };
         let args = docker::run_args(&spec)?;
         let child = self.cfg.docker.spawn_run(&args)?;
-        log::info!(
-            "started container {name} for session {} (agent {})",
-            session.id,
-            agent.name
-        );
+        log::info!("started container {name} for session {} (agent {})", session.id, agent.name);
         Ok((child, name, listener))
     }
 
@@ -281,13 +241,9 @@ impl Containers {
             let mut state = self.lock();
             let slot = state.running.remove(&session_id);
             self.changed.notify_all();
-            slot.map(|s| (s.link.is_some(), s.stop_requested))
-                .unwrap_or((false, false))
+            slot.map(|s| (s.link.is_some(), s.stop_requested)).unwrap_or((false, false))
         };
-        log::info!(
-            "container {name} exited ({code:?}) after {:?}",
-            started.elapsed()
-        );
+        log::info!("container {name} exited ({code:?}) after {:?}", started.elapsed());
         self.delivery.close(&session_id);
         self.sweep.container_exited(ExitReport {
             session_id,
@@ -339,13 +295,9 @@ impl Containers {
         let mut state = self.lock();
         let failures = state.backoff.get(session_id).map_or(0, |b| b.failures) + 1;
         let delay = Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300));
-        state.backoff.insert(
-            session_id.to_string(),
-            Backoff {
-                failures,
-                not_before: Instant::now() + delay,
-            },
-        );
+        state
+            .backoff
+            .insert(session_id.to_string(), Backoff { failures, not_before: Instant::now() + delay });
         failures
     }
 
@@ -365,13 +317,11 @@ impl Containers {
         };
         log::warn!("stopping container {name}: {reason}");
         let docker = self.cfg.docker.clone();
-        let _ = std::thread::Builder::new()
-            .name("docker-stop".into())
-            .spawn(move || {
-                if let Err(e) = docker.stop(&name, STOP_GRACE) {
-                    log::error!("stopping {name}: {e:#}");
-                }
-            });
+        let _ = std::thread::Builder::new().name("docker-stop".into()).spawn(move || {
+            if let Err(e) = docker.stop(&name, STOP_GRACE) {
+                log::error!("stopping {name}: {e:#}");
+            }
+        });
     }
 
     /// Shutdown: start no more containers, stop all running ones, wait (bounded) for their exit.
@@ -414,11 +364,7 @@ impl Containers {
                 log::error!("{} container(s) did not exit in time", state.running.len());
                 break;
             }
-            state = self
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            state = self.changed.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 }
@@ -470,8 +416,7 @@ mod tests {
             let listener = bind_link(dir).unwrap();
             assert!(dir.join(SOCKET_NAME).exists());
             // Connect the way a container does: from inside the directory, with a short path.
-            let short =
-                std::env::temp_dir().join(format!("pincer-test-{}", crate::ids::random_hex::<4>()));
+            let short = std::env::temp_dir().join(format!("pincer-test-{}", crate::ids::random_hex::<4>()));
             std::os::unix::fs::symlink(dir, &short).unwrap();
             let mut client = UnixStream::connect(short.join(SOCKET_NAME)).unwrap();
             client.write_all(b"hi\n").unwrap();

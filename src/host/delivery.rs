@@ -57,10 +57,7 @@ pub struct DeliveryHandle {
 
 impl DeliveryHandle {
     pub fn new(poll: &Poll) -> std::io::Result<DeliveryHandle> {
-        Ok(DeliveryHandle {
-            kick: Kick::new(poll.registry())?,
-            inbox: Arc::default(),
-        })
+        Ok(DeliveryHandle { kick: Kick::new(poll.registry())?, inbox: Arc::default() })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inbox) -> T) -> T {
@@ -76,10 +73,7 @@ impl DeliveryHandle {
 
     /// Serve the link socket of a container that is starting.
     pub fn listen(&self, session_id: &str, listener: StdUnixListener) {
-        self.with(|i| {
-            i.cmds
-                .push(LinkCmd::Listen(session_id.to_string(), listener))
-        });
+        self.with(|i| i.cmds.push(LinkCmd::Listen(session_id.to_string(), listener)));
     }
 
     /// The container is gone: drop its link, deliver what it left.
@@ -94,16 +88,8 @@ impl DeliveryHandle {
 }
 
 enum Entry {
-    Listener {
-        session: String,
-        listener: UnixListener,
-    },
-    Conn {
-        session: String,
-        stream: UnixStream,
-        lines: LineBuf,
-        streams: HashMap<String, Room>,
-    },
+    Listener { session: String, listener: UnixListener },
+    Conn { session: String, stream: UnixStream, lines: LineBuf, streams: HashMap<String, Room> },
 }
 
 #[derive(Default)]
@@ -174,10 +160,7 @@ impl Loop {
                 next_tick = Instant::now() + SAFETY_TICK;
                 dirty.extend(self.d.containers.running());
                 dirty.extend(
-                    self.cursors
-                        .iter()
-                        .filter(|(_, c)| !c.retries.is_empty())
-                        .map(|(s, _)| s.clone()),
+                    self.cursors.iter().filter(|(_, c)| !c.retries.is_empty()).map(|(s, _)| s.clone()),
                 );
                 dirty.extend(self.failed_sessions.drain());
             }
@@ -200,9 +183,7 @@ impl Loop {
         self.next_token += 1;
         let registry = self.poll.registry();
         let res = match &mut entry {
-            Entry::Listener { listener, .. } => {
-                registry.register(listener, token, Interest::READABLE)
-            }
+            Entry::Listener { listener, .. } => registry.register(listener, token, Interest::READABLE),
             Entry::Conn { stream, .. } => registry.register(stream, token, Interest::READABLE),
         };
         match res {
@@ -226,9 +207,7 @@ impl Loop {
                     .entries
                     .iter()
                     .filter(|(_, e)| match e {
-                        Entry::Listener { session: s, .. } | Entry::Conn { session: s, .. } => {
-                            *s == session
-                        }
+                        Entry::Listener { session: s, .. } | Entry::Conn { session: s, .. } => *s == session,
                     })
                     .map(|(t, _)| *t)
                     .collect();
@@ -295,25 +274,14 @@ impl Loop {
         }
         log::debug!("link up for session {session}");
         dirty.insert(session.clone());
-        self.register(Entry::Conn {
-            session,
-            stream,
-            lines: LineBuf::default(),
-            streams: HashMap::new(),
-        });
+        self.register(Entry::Conn { session, stream, lines: LineBuf::default(), streams: HashMap::new() });
     }
 
     fn read_conn(&mut self, token: Token, dirty: &mut HashSet<String>) {
         let mut frames = Vec::new();
         let mut closed = false;
         let session = {
-            let Some(Entry::Conn {
-                session,
-                stream,
-                lines,
-                ..
-            }) = self.entries.get_mut(&token)
-            else {
+            let Some(Entry::Conn { session, stream, lines, .. }) = self.entries.get_mut(&token) else {
                 return;
             };
             let mut buf = [0u8; 16 * 1024];
@@ -358,27 +326,15 @@ impl Loop {
         }
     }
 
-    fn on_frame(
-        &mut self,
-        token: Token,
-        session_id: &str,
-        frame: ToHost,
-        dirty: &mut HashSet<String>,
-    ) {
+    fn on_frame(&mut self, token: Token, session_id: &str, frame: ToHost, dirty: &mut HashSet<String>) {
         match frame {
             ToHost::Out => {
                 dirty.insert(session_id.to_string());
             }
-            ToHost::StreamStart {
-                stream,
-                channel_type,
-                platform_id,
-            } => {
-                let room = central::room_by_address(&self.d.central, &channel_type, &platform_id)
-                    .ok()
-                    .flatten();
-                if let (Some(room), Some(Entry::Conn { streams, .. })) =
-                    (room, self.entries.get_mut(&token))
+            ToHost::StreamStart { stream, channel_type, platform_id } => {
+                let room =
+                    central::room_by_address(&self.d.central, &channel_type, &platform_id).ok().flatten();
+                if let (Some(room), Some(Entry::Conn { streams, .. })) = (room, self.entries.get_mut(&token))
                     && streams.len() < 64
                 {
                     streams.insert(stream, room);
@@ -389,28 +345,14 @@ impl Loop {
                 self.activity(
                     token,
                     &stream,
-                    &Activity::Delta {
-                        stream: &stream,
-                        agent: &agent,
-                        text: &text,
-                    },
+                    &Activity::Delta { stream: &stream, agent: &agent, text: &text },
                 );
             }
-            ToHost::Tool {
-                stream,
-                name,
-                state,
-                summary,
-            } => {
+            ToHost::Tool { stream, name, state, summary } => {
                 self.activity(
                     token,
                     &stream,
-                    &Activity::Tool {
-                        stream: &stream,
-                        name: &name,
-                        state,
-                        summary: &summary,
-                    },
+                    &Activity::Tool { stream: &stream, name: &name, state, summary: &summary },
                 );
             }
             ToHost::StreamEnd { stream } => {
@@ -443,7 +385,9 @@ impl Loop {
         }
     }
 
-    /// Delivers the session's due outbound rows and applies its acknowledgements.
+    /// Delivers the session's due outbound rows, then records their outcomes and applies the
+    /// container's acknowledgements in one `inbound.db` transaction (one short lock, taken after
+    /// the replies are already on their way).
     fn deliver_session(&mut self, session_id: &str) -> anyhow::Result<()> {
         let now = now_ms();
         let Some(session) = central::session(&self.d.central, session_id)? else {
@@ -460,26 +404,46 @@ impl Loop {
         let out = db::open_readonly(&dir.outbound(), Kind::Outbound)?;
         let mut inb = dir.open_inbound()?;
         let mut cursor = self.cursors.remove(session_id).unwrap_or_default();
-        let res = self.deliver_rows(&session, &agent, &out, &mut inb, &mut cursor, now);
-        let acks_since = cursor.ack_since;
-        let acks = outbound::finished_acks_since(&out, acks_since)?;
-        if !acks.is_empty() {
-            inbound::apply_acks(&inb, &acks)?;
+        let mut writes = Vec::new();
+        let delivered = self.deliver_rows(&session, &agent, &out, &inb, &mut cursor, &mut writes, now);
+        let acks = outbound::finished_acks_since(&out, cursor.ack_since)?;
+        let recorded = db::write_tx(&mut inb, |tx| {
+            for w in &writes {
+                inbound::record_outcome(
+                    tx,
+                    &w.row_id,
+                    w.outcome,
+                    w.platform_id.as_deref(),
+                    w.reason.as_deref(),
+                    now,
+                )?;
+                if let Some(note) = &w.note_to_agent {
+                    inbound::insert(tx, &note.as_new(now))?;
+                }
+            }
+            inbound::apply_acks(tx, &acks)?;
+            Ok(())
+        });
+        if recorded.is_ok() {
+            // Acks carry the container's clock (same machine); a small overlap re-applies a few,
+            // which is harmless because only pending rows change.
+            cursor.ack_since = now - 5_000;
+            self.cursors.insert(session_id.to_string(), cursor);
         }
-        // Acks are keyed by their own clock on the same machine; a small overlap re-applies a few
-        // (harmless: only pending rows change).
-        cursor.ack_since = now - 5_000;
-        self.cursors.insert(session_id.to_string(), cursor);
-        res
+        // On failure the cursor is dropped: the next pass re-reads from the start, and adapters
+        // store by source id, so nothing is delivered twice.
+        delivered.and(recorded)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn deliver_rows(
         &mut self,
         session: &Session,
         agent: &Agent,
         out: &Connection,
-        inb: &mut Connection,
+        inb: &Connection,
         cursor: &mut Cursor,
+        writes: &mut Vec<Write>,
         now: i64,
     ) -> anyhow::Result<()> {
         // `scan` walks every row once; `cursor.seq` only passes rows that have an outcome, so a
@@ -499,7 +463,7 @@ impl Loop {
                 {
                     false
                 } else {
-                    self.deliver_one(session, agent, row, inb, cursor, now)?;
+                    self.deliver_one(session, agent, row, cursor, writes, now);
                     !cursor.retries.contains_key(&row.id)
                 };
                 held |= !done;
@@ -518,56 +482,39 @@ impl Loop {
         session: &Session,
         agent: &Agent,
         row: &OutboundRow,
-        inb: &mut Connection,
         cursor: &mut Cursor,
+        writes: &mut Vec<Write>,
         now: i64,
-    ) -> anyhow::Result<()> {
+    ) {
         match self.route(session, agent, row) {
             Ok(platform_id) => {
-                inbound::record_outcome(
-                    inb,
-                    &row.id,
-                    Outcome::Delivered,
-                    Some(&platform_id),
-                    None,
-                    now,
-                )?;
                 cursor.retries.remove(&row.id);
+                writes.push(Write::delivered(&row.id, platform_id));
             }
             Err(DeliverError::Retry(reason)) => {
                 let attempts = cursor.retries.get(&row.id).map_or(0, |(n, _)| *n) + 1;
                 if attempts >= ATTEMPTS_MAX {
                     cursor.retries.remove(&row.id);
-                    self.fail(
+                    writes.push(self.fail(
                         session,
                         agent,
                         row,
-                        inb,
                         &format!("{reason} (after {attempts} attempts)"),
-                        now,
-                    )?;
+                    ));
                 } else {
                     log::warn!("delivery of {} will be retried: {reason}", row.id);
-                    cursor
-                        .retries
-                        .insert(row.id.clone(), (attempts, now + 1000 * (1 << attempts)));
+                    cursor.retries.insert(row.id.clone(), (attempts, now + 1000 * (1 << attempts)));
                 }
             }
             Err(DeliverError::Permanent(reason)) => {
                 cursor.retries.remove(&row.id);
-                self.fail(session, agent, row, inb, &reason, now)?;
+                writes.push(self.fail(session, agent, row, &reason));
             }
         }
-        Ok(())
     }
 
     /// Re-validates the destination and hands the row to its channel.
-    fn route(
-        &self,
-        session: &Session,
-        agent: &Agent,
-        row: &OutboundRow,
-    ) -> Result<String, DeliverError> {
+    fn route(&self, session: &Session, agent: &Agent, row: &OutboundRow) -> Result<String, DeliverError> {
         let perm = |s: String| Err(DeliverError::Permanent(s));
         let retry = |e: rusqlite::Error| DeliverError::Retry(format!("database: {e}"));
         let content: serde_json::Value = match serde_json::from_str(&row.content) {
@@ -575,18 +522,11 @@ impl Loop {
             Err(e) => return perm(format!("the message content is not valid JSON ({e})")),
         };
         if row.kind == "system" {
-            let action = content
-                .get("action")
-                .and_then(|a| a.as_str())
-                .unwrap_or("?");
-            return perm(format!(
-                "the action {action:?} is not supported by this host"
-            ));
+            let action = content.get("action").and_then(|a| a.as_str()).unwrap_or("?");
+            return perm(format!("the action {action:?} is not supported by this host"));
         }
         if let Some(op) = content.get("operation").and_then(|o| o.as_str()) {
-            return perm(format!(
-                "the operation {op:?} is not supported by this host"
-            ));
+            return perm(format!("the operation {op:?} is not supported by this host"));
         }
         let (Some(channel_type), Some(platform_id)) =
             (row.channel_type.as_deref(), row.platform_id.as_deref())
@@ -596,32 +536,19 @@ impl Loop {
         if channel_type == "agent" {
             return perm("messages to other agents are not supported by this host".into());
         }
-        let room = match central::room_by_address(&self.d.central, channel_type, platform_id)
-            .map_err(retry)?
-        {
-            Some(room) => room,
-            None => {
-                return perm(format!(
-                    "no room {platform_id:?} on channel {channel_type:?}"
-                ));
-            }
-        };
+        let room =
+            match central::room_by_address(&self.d.central, channel_type, platform_id).map_err(retry)? {
+                Some(room) => room,
+                None => return perm(format!("no room {platform_id:?} on channel {channel_type:?}")),
+            };
         let own_room = session.room_id.as_deref() == Some(room.id.as_str());
-        if !own_room
-            && !central::may_send_to_room(&self.d.central, &agent.id, &room.id).map_err(retry)?
-        {
-            return perm(format!(
-                "agent {:?} may not send to room {:?}",
-                agent.name, room.name
-            ));
+        if !own_room && !central::may_send_to_room(&self.d.central, &agent.id, &room.id).map_err(retry)? {
+            return perm(format!("agent {:?} may not send to room {:?}", agent.name, room.name));
         }
         let Some(adapter) = self.d.channels.get(channel_type) else {
             return perm(format!("no adapter for channel type {channel_type:?}"));
         };
-        let text = content
-            .get("text")
-            .and_then(|t| t.as_str())
-            .unwrap_or_default();
+        let text = content.get("text").and_then(|t| t.as_str()).unwrap_or_default();
         let source_id = format!("{}/{}", session.id, row.id);
         adapter.deliver(&Outgoing {
             room: &room,
@@ -632,62 +559,81 @@ impl Loop {
         })
     }
 
-    /// Marks a row failed and tells both the user (a notice in the room) and the agent (a
-    /// context-only note in its inbound.db).
-    fn fail(
-        &self,
-        session: &Session,
-        agent: &Agent,
-        row: &OutboundRow,
-        inb: &mut Connection,
-        reason: &str,
-        now: i64,
-    ) -> anyhow::Result<()> {
-        log::warn!(
-            "delivery of {} from agent {} failed: {reason}",
-            row.id,
-            agent.name
-        );
-        db::write_tx(inb, |tx| {
-            inbound::record_outcome(tx, &row.id, Outcome::Failed, None, Some(reason), now)?;
-            let content = serde_json::json!({
-                "text": format!("Your message {} could not be delivered: {reason}", row.seq),
-                "sender": "system",
-                "senderId": "system",
-            })
-            .to_string();
-            inbound::insert(
-                tx,
-                &NewInbound {
-                    id: &format!("fail-{}", row.id),
-                    kind: "chat",
-                    timestamp: now,
-                    trigger: false,
-                    process_after: None,
-                    channel_type: Some("agent"),
-                    platform_id: Some(&agent.id),
-                    thread_id: None,
-                    content: &content,
-                    on_wake: false,
-                },
-            )?;
-            Ok(())
-        })?;
-        if let Some(room) = session
-            .room_id
-            .as_deref()
-            .and_then(|id| central::room(&self.d.central, id).ok().flatten())
+    /// A failed row: the outcome to record, a context note for the agent, and a notice the user
+    /// sees in the room at once.
+    fn fail(&self, session: &Session, agent: &Agent, row: &OutboundRow, reason: &str) -> Write {
+        log::warn!("delivery of {} from agent {} failed: {reason}", row.id, agent.name);
+        let room =
+            session.room_id.as_deref().and_then(|id| central::room(&self.d.central, id).ok().flatten());
+        if let Some(room) = room
             && let Some(adapter) = self.d.channels.get(&room.channel_type)
         {
-            let text = format!(
-                "A message from {} could not be delivered: {reason}",
-                agent.name
-            );
+            let text = format!("A message from {} could not be delivered: {reason}", agent.name);
             if let Err(e) = adapter.notice(&room, &text) {
                 log::error!("posting a delivery-failure notice: {e:#}");
             }
         }
-        Ok(())
+        Write {
+            row_id: row.id.clone(),
+            outcome: Outcome::Failed,
+            platform_id: None,
+            reason: Some(reason.to_string()),
+            note_to_agent: Some(Note {
+                id: format!("fail-{}", row.id),
+                agent_id: agent.id.clone(),
+                content: serde_json::json!({
+                    "text": format!("Your message {} could not be delivered: {reason}", row.seq),
+                    "sender": "system",
+                    "senderId": "system",
+                })
+                .to_string(),
+            }),
+        }
+    }
+}
+
+/// An `inbound.db` write of a delivery pass.
+struct Write {
+    row_id: String,
+    outcome: Outcome,
+    platform_id: Option<String>,
+    reason: Option<String>,
+    note_to_agent: Option<Note>,
+}
+
+impl Write {
+    fn delivered(row_id: &str, platform_id: String) -> Write {
+        Write {
+            row_id: row_id.to_string(),
+            outcome: Outcome::Delivered,
+            platform_id: Some(platform_id),
+            reason: None,
+            note_to_agent: None,
+        }
+    }
+}
+
+/// A context-only message from pincer to the agent (it rides along with the next prompt).
+struct Note {
+    id: String,
+    agent_id: String,
+    content: String,
+}
+
+impl Note {
+    fn as_new(&self, now: i64) -> NewInbound<'_> {
+        NewInbound {
+            id: &self.id,
+            kind: "chat",
+            timestamp: now,
+            trigger: false,
+            process_after: None,
+            channel_type: Some("agent"),
+            platform_id: Some(&self.agent_id),
+            thread_id: None,
+            content: &self.content,
+            on_wake: false,
+        }
     }
 }
 

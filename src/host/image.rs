@@ -19,18 +19,9 @@ pub const INPUTS_LABEL: &str = "pincer.inputs";
 
 const DOCKERFILE: &str = include_str!("../../container/Dockerfile");
 const ETC_FILES: &[(&str, &str)] = &[
-    (
-        "etc/passwd",
-        include_str!("../../container/rootfs/etc/passwd"),
-    ),
-    (
-        "etc/group",
-        include_str!("../../container/rootfs/etc/group"),
-    ),
-    (
-        "etc/nsswitch.conf",
-        include_str!("../../container/rootfs/etc/nsswitch.conf"),
-    ),
+    ("etc/passwd", include_str!("../../container/rootfs/etc/passwd")),
+    ("etc/group", include_str!("../../container/rootfs/etc/group")),
+    ("etc/nsswitch.conf", include_str!("../../container/rootfs/etc/nsswitch.conf")),
 ];
 
 /// Where the host programs copied into the image are looked for.
@@ -70,8 +61,7 @@ pub fn build(docker: &Docker, opts: &BuildOptions) -> anyhow::Result<Built> {
             );
         }
     }
-    let ctx_dir =
-        std::env::temp_dir().join(format!("pincer-image-{}", crate::ids::random_hex::<6>()));
+    let ctx_dir = std::env::temp_dir().join(format!("pincer-image-{}", crate::ids::random_hex::<6>()));
     let res = (|| {
         assemble(&ctx_dir, &agent, &busybox, &bash)?;
         let hash = hash_tree(&ctx_dir)?;
@@ -109,11 +99,7 @@ fn find_agent(opts: &BuildOptions) -> anyhow::Result<PathBuf> {
     }
     bail!(
         "no statically linked pincer-agent found (looked at {}); build it with `make agent`, or pass --agent PATH",
-        candidates
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )
 }
 
@@ -128,8 +114,7 @@ pub fn is_static_elf(path: &Path) -> anyhow::Result<bool> {
         return Ok(false); // Not a 64-bit little-endian ELF.
     }
     let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
-    let u64_at =
-        |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes")) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes")) as usize;
     let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
     for i in 0..phnum {
         let off = phoff + i * phentsize;
@@ -145,15 +130,7 @@ pub fn is_static_elf(path: &Path) -> anyhow::Result<bool> {
 
 fn assemble(dir: &Path, agent: &Path, busybox: &Path, bash: &Path) -> anyhow::Result<()> {
     let root = dir.join("rootfs");
-    for sub in [
-        "bin",
-        "usr/bin",
-        "usr/local/bin",
-        "etc/ssl/certs",
-        "tmp",
-        "workspace/agent",
-        "root",
-    ] {
+    for sub in ["bin", "usr/bin", "usr/local/bin", "etc/ssl/certs", "tmp", "workspace/agent", "root"] {
         std::fs::create_dir_all(root.join(sub))?;
     }
     std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
@@ -169,16 +146,13 @@ fn assemble(dir: &Path, agent: &Path, busybox: &Path, bash: &Path) -> anyhow::Re
     } else {
         log::warn!("{CA_BUNDLE} not found: tools in the agent image will not verify HTTPS servers");
     }
-    let list = process::run(
-        &busybox.to_string_lossy(),
-        &["--list"],
-        std::time::Duration::from_secs(10),
-    )?;
-    for applet in list.stdout.lines().map(str::trim).filter(|a| {
-        !a.is_empty()
-            && a.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.[".contains(&b))
-    }) {
+    let list = process::run(&busybox.to_string_lossy(), &["--list"], std::time::Duration::from_secs(10))?;
+    for applet in list
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.[".contains(&b)))
+    {
         let link = root.join("bin").join(applet);
         if applet == "bash" || applet == "busybox" || link.exists() {
             continue;
@@ -220,11 +194,7 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) -> anyhow:
         if meta.file_type().is_symlink() {
             out.insert(
                 rel,
-                [
-                    b"link:".as_slice(),
-                    std::fs::read_link(&path)?.as_os_str().as_encoded_bytes(),
-                ]
-                .concat(),
+                [b"link:".as_slice(), std::fs::read_link(&path)?.as_os_str().as_encoded_bytes()].concat(),
             );
         } else if meta.is_dir() {
             out.insert(rel, mode.into_bytes());
@@ -251,8 +221,7 @@ mod tests {
         std::fs::write(dir.path().join("a"), "2").unwrap();
         let h2 = hash_tree(dir.path()).unwrap();
         assert_ne!(h1, h2);
-        std::fs::set_permissions(dir.path().join("a"), std::fs::Permissions::from_mode(0o700))
-            .unwrap();
+        std::fs::set_permissions(dir.path().join("a"), std::fs::Permissions::from_mode(0o700)).unwrap();
         let h3 = hash_tree(dir.path()).unwrap();
         assert_ne!(h2, h3);
         std::os::unix::fs::symlink("a", dir.path().join("l")).unwrap();

@@ -19,10 +19,7 @@ pub struct Kick {
 
 impl Kick {
     pub fn new(registry: &Registry) -> std::io::Result<Kick> {
-        Ok(Kick {
-            waker: Arc::new(Waker::new(registry, WAKE)?),
-            pending: Arc::new(AtomicBool::new(false)),
-        })
+        Ok(Kick { waker: Arc::new(Waker::new(registry, WAKE)?), pending: Arc::new(AtomicBool::new(false)) })
     }
 
     pub fn kick(&self) {

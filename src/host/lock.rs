@@ -32,11 +32,7 @@ pub fn acquire(data_dir: &Path) -> anyhow::Result<DataDirLock> {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
-            let who = if holder.is_empty() {
-                String::new()
-            } else {
-                format!(" (pid {holder})")
-            };
+            let who = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
             bail!(
                 "another pincer{who} is already running on the data directory {}; stop it first \
                  (two hosts on one data directory would steal each other's replies)",
@@ -62,10 +58,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = acquire(dir.path()).unwrap();
         let err = format!("{:#}", acquire(dir.path()).err().unwrap());
-        assert!(
-            err.contains("already running") && err.contains(&std::process::id().to_string()),
-            "{err}"
-        );
+        assert!(err.contains("already running") && err.contains(&std::process::id().to_string()), "{err}");
         drop(first);
         acquire(dir.path()).unwrap();
     }

@@ -75,11 +75,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     if removed > 0 {
         log::info!("removed {removed} agent container(s) left by a previous run");
     }
-    log::info!(
-        "docker {version}, image {}, data {}",
-        cfg.image,
-        cfg.data_dir.display()
-    );
+    log::info!("docker {version}, image {}, data {}", cfg.image, cfg.data_dir.display());
 
     let router_poll = Poll::new()?;
     let router_kick = Kick::new(router_poll.registry())?;
@@ -107,10 +103,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let store = Arc::new(webchat::store::Store::new(&central_db(&cfg)));
     let hub = Arc::new(webchat::hub::Hub::default());
     let mut channels = Channels::default();
-    channels.register(Arc::new(webchat::adapter::WebchatChannel {
-        store: store.clone(),
-        hub: hub.clone(),
-    }));
+    channels.register(Arc::new(webchat::adapter::WebchatChannel { store: store.clone(), hub: hub.clone() }));
 
     let mut threads: Vec<(&str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
     let d = delivery::Delivery {
@@ -120,10 +113,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         containers: containers.clone(),
     };
     let dh = delivery.clone();
-    threads.push((
-        "delivery",
-        spawn("delivery", move || delivery::run(d, delivery_poll, dh))?,
-    ));
+    threads.push(("delivery", spawn("delivery", move || delivery::run(d, delivery_poll, dh))?));
     let s = sweep::Sweep {
         central: open_central(&cfg)?,
         data_dir: cfg.data_dir.clone(),
@@ -146,13 +136,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     drop(conn);
 
     let mut web = if cfg.webchat.enabled {
-        let ctx = Arc::new(webchat::Ctx::new(
-            cfg.clone(),
-            store,
-            hub,
-            router_kick.clone(),
-            containers.clone(),
-        ));
+        let ctx =
+            Arc::new(webchat::Ctx::new(cfg.clone(), store, hub, router_kick.clone(), containers.clone()));
         let web = Webchat::start(ctx)?;
         let shown = if web.addr.ip().is_unspecified() {
             format!("127.0.0.1:{}", web.addr.port())
@@ -210,8 +195,8 @@ fn join(name: &str, t: JoinHandle<anyhow::Result<()>>) {
 
 fn wait_for_signal() -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("installing signal handlers")?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
     if let Some(sig) = signals.forever().next() {
         log::info!("received signal {sig}");
     }

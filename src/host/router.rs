@@ -111,6 +111,7 @@ impl Router {
         };
         let wirings = central::wirings_of_room(&self.central, &room.id)?;
         let mut to_wake: Vec<Session> = Vec::new();
+        let mut touched: Vec<String> = Vec::new();
         for w in &wirings {
             let engaged = self.engages(w, &m.text);
             if !engaged && w.ignored_message_policy != "accumulate" {
@@ -125,15 +126,19 @@ impl Router {
                 SessionMode::parse(&w.session_mode),
                 now,
             )?;
-            self.write_inbound(&room, &session, m, engaged, now)?;
+
+            self.write_inbound(&room, &session, m, engaged)?;
+
+            touched.push(session.id.clone());
             if engaged {
                 to_wake.push(session);
             }
         }
-        central::mark_routed(&self.central, &m.id, now)?;
-        self.attempts.remove(&m.id);
-        for session in to_wake {
-            match self.containers.wake(&self.central, &session) {
+
+        // Wake first: the rows are committed in the sessions, so the agents can start while the
+        // queue bookkeeping commits (routing again after a crash here is a no-op).
+        for session in &to_wake {
+            match self.containers.wake(&self.central, session) {
                 Ok(Wake::Deferred(why)) => {
                     log::info!("session {}: container start deferred: {why}", session.id);
                     self.sweep.check(&session.id);
@@ -146,6 +151,14 @@ impl Router {
                 }
             }
         }
+        db::write_tx(&mut self.central, |tx| {
+            central::mark_routed(tx, &m.id, now)?;
+            for id in &touched {
+                central::touch_session(tx, id, now)?;
+            }
+            Ok(())
+        })?;
+        self.attempts.remove(&m.id);
         Ok(())
     }
 
@@ -155,7 +168,6 @@ impl Router {
         session: &Session,
         m: &Unrouted,
         trigger: bool,
-        now: i64,
     ) -> anyhow::Result<()> {
         let files: serde_json::Value =
             serde_json::from_str(&m.files).unwrap_or_else(|_| serde_json::json!([]));
@@ -171,8 +183,11 @@ impl Router {
         let content = content.to_string();
         let id = format!("{}:{}", m.id, session.agent_id);
         let dir = SessionDir::new(&self.data_dir, &session.agent_id, &session.id);
-        dir.ensure()?;
+        if !dir.inbound().exists() {
+            dir.ensure()?;
+        }
         let mut inb = dir.open_inbound()?;
+
         db::write_tx(&mut inb, |tx| {
             inbound::insert(
                 tx,
@@ -190,9 +205,7 @@ impl Router {
                 },
             )?;
             Ok(())
-        })?;
-        central::touch_session(&self.central, &session.id, now)?;
-        Ok(())
+        })
     }
 
     /// Whether a wiring's agent takes part in a message.
@@ -215,10 +228,7 @@ impl Router {
                 }
             },
             "mention" | "mention-sticky" => {
-                let folder = central::agent(&self.central, &w.agent_id)
-                    .ok()
-                    .flatten()
-                    .map(|a| a.folder);
+                let folder = central::agent(&self.central, &w.agent_id).ok().flatten().map(|a| a.folder);
                 folder.is_some_and(|f| mentions(text, &f))
             }
             _ => false,
@@ -235,8 +245,7 @@ impl Router {
             return;
         };
         if let Some(adapter) = self.channels.get(&room.channel_type) {
-            let text =
-                format!("Your message could not be handed to the agents of this room: {why}");
+            let text = format!("Your message could not be handed to the agents of this room: {why}");
             if let Err(e) = adapter.notice(&room, &text) {
                 log::error!("posting a routing-failure notice: {e:#}");
             }
@@ -249,16 +258,9 @@ pub fn mentions(text: &str, folder: &str) -> bool {
     let lower = text.to_lowercase();
     let needle = format!("@{folder}");
     lower.match_indices(&needle).any(|(i, _)| {
-        let before_ok = i == 0
-            || !lower[..i]
-                .chars()
-                .next_back()
-                .is_some_and(|c| c.is_alphanumeric());
+        let before_ok = i == 0 || !lower[..i].chars().next_back().is_some_and(|c| c.is_alphanumeric());
         let after = &lower[i + needle.len()..];
-        let after_ok = !after
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_');
+        let after_ok = !after.chars().next().is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_');
         before_ok && after_ok
     })
 }

@@ -97,9 +97,7 @@ pub fn resolve(
     let found = match mode {
         SessionMode::AgentShared => central::newest_active_session(conn, agent_id)?,
         SessionMode::Shared => central::active_session_in_room(conn, agent_id, &room.id, None)?,
-        SessionMode::PerThread => {
-            central::active_session_in_room(conn, agent_id, &room.id, thread_id)?
-        }
+        SessionMode::PerThread => central::active_session_in_room(conn, agent_id, &room.id, thread_id)?,
     };
     if let Some(s) = found {
         return Ok(s);
@@ -108,11 +106,7 @@ pub fn resolve(
         id: new_id("sess"),
         agent_id: agent_id.to_string(),
         room_id: Some(room.id.clone()),
-        thread_id: if mode == SessionMode::PerThread {
-            thread_id.map(str::to_string)
-        } else {
-            None
-        },
+        thread_id: if mode == SessionMode::PerThread { thread_id.map(str::to_string) } else { None },
         status: "active".into(),
         container_status: "stopped".into(),
         last_active: Some(now),
@@ -121,11 +115,7 @@ pub fn resolve(
     // Directory first: a row without a directory would be visible to other threads too early.
     SessionDir::new(data_dir, agent_id, &session.id).ensure()?;
     central::insert_session(conn, &session)?;
-    log::info!(
-        "new session {} for agent {agent_id} in room {}",
-        session.id,
-        room.id
-    );
+    log::info!("new session {} for agent {agent_id} in room {}", session.id, room.id);
     Ok(session)
 }
 

@@ -104,10 +104,7 @@ pub struct SweepHandle {
 
 impl SweepHandle {
     pub fn new(poll: &Poll) -> std::io::Result<SweepHandle> {
-        Ok(SweepHandle {
-            kick: Kick::new(poll.registry())?,
-            inbox: Arc::default(),
-        })
+        Ok(SweepHandle { kick: Kick::new(poll.registry())?, inbox: Arc::default() })
     }
 
     fn with(&self, f: impl FnOnce(&mut Inbox)) {
@@ -149,11 +146,7 @@ pub fn run(mut s: Sweep, mut poll: Poll, handle: SweepHandle) -> anyhow::Result<
         handle.kick.take();
         let (exits, check, stop) = {
             let mut inbox = handle.inbox.lock().unwrap_or_else(|e| e.into_inner());
-            (
-                std::mem::take(&mut inbox.exits),
-                std::mem::take(&mut inbox.check),
-                inbox.stop,
-            )
+            (std::mem::take(&mut inbox.exits), std::mem::take(&mut inbox.check), inbox.stop)
         };
         for report in exits {
             if let Err(e) = s.on_exit(&report, now_ms(), stop) {
@@ -171,8 +164,7 @@ pub fn run(mut s: Sweep, mut poll: Poll, handle: SweepHandle) -> anyhow::Result<
         }
         if Instant::now() >= next_pass {
             let soonest = s.pass(now_ms());
-            let until_due =
-                soonest.map(|t| Duration::from_millis((t - now_ms()).max(0) as u64 + 5));
+            let until_due = soonest.map(|t| Duration::from_millis((t - now_ms()).max(0) as u64 + 5));
             next_pass = Instant::now() + until_due.unwrap_or(SWEEP_INTERVAL).min(SWEEP_INTERVAL);
         }
     }
@@ -223,13 +215,12 @@ impl Sweep {
                 let claims = outbound::processing_claims(out)?;
                 match decide_stuck(now, heartbeat, tool, &claims) {
                     StuckAction::Ok => {}
-                    StuckAction::KillCeiling => self
+                    StuckAction::KillCeiling => {
+                        self.containers.stop(&session.id, "no heartbeat for too long")
+                    }
+                    StuckAction::KillClaim(id) => self
                         .containers
-                        .stop(&session.id, "no heartbeat for too long"),
-                    StuckAction::KillClaim(id) => self.containers.stop(
-                        &session.id,
-                        &format!("message {id} has been processing too long"),
-                    ),
+                        .stop(&session.id, &format!("message {id} has been processing too long")),
                 }
             }
         } else if inbound::due_count(&inb, now)? > 0 {
@@ -320,13 +311,7 @@ impl Sweep {
     }
 
     /// Fails every pending triggering message of the session and tells the user why.
-    fn give_up(
-        &mut self,
-        dir: &SessionDir,
-        session_id: &str,
-        why: &str,
-        _now: i64,
-    ) -> anyhow::Result<()> {
+    fn give_up(&mut self, dir: &SessionDir, session_id: &str, why: &str, _now: i64) -> anyhow::Result<()> {
         let mut inb = dir.open_inbound()?;
         let ids = inbound::pending_ids(&inb)?;
         db::write_tx(&mut inb, |tx| {
@@ -373,59 +358,19 @@ mod tests {
     #[test]
     fn retry_backoff_doubles_then_gives_up() {
         let delays: Vec<Option<i64>> = (0..6).map(retry_delay_ms).collect();
-        assert_eq!(
-            delays,
-            [
-                Some(5000),
-                Some(10_000),
-                Some(20_000),
-                Some(40_000),
-                Some(80_000),
-                None
-            ]
-        );
+        assert_eq!(delays, [Some(5000), Some(10_000), Some(20_000), Some(40_000), Some(80_000), None]);
     }
 
     #[test]
     fn stuck_decisions() {
         let now = 100 * MIN;
         let claim = |at: i64| vec![("m1".to_string(), at)];
-        type Case = (
-            &'static str,
-            Option<i64>,
-            Option<i64>,
-            Vec<(String, i64)>,
-            StuckAction,
-        );
+        type Case = (&'static str, Option<i64>, Option<i64>, Vec<(String, i64)>, StuckAction);
         let cases: Vec<Case> = vec![
-            (
-                "fresh container, no heartbeat yet",
-                None,
-                None,
-                claim(now - 50 * MIN),
-                StuckAction::Ok,
-            ),
-            (
-                "recent heartbeat",
-                Some(now - MIN),
-                None,
-                vec![],
-                StuckAction::Ok,
-            ),
-            (
-                "heartbeat past the ceiling",
-                Some(now - 31 * MIN),
-                None,
-                vec![],
-                StuckAction::KillCeiling,
-            ),
-            (
-                "long tool widens the ceiling",
-                Some(now - 31 * MIN),
-                Some(40 * MIN),
-                vec![],
-                StuckAction::Ok,
-            ),
+            ("fresh container, no heartbeat yet", None, None, claim(now - 50 * MIN), StuckAction::Ok),
+            ("recent heartbeat", Some(now - MIN), None, vec![], StuckAction::Ok),
+            ("heartbeat past the ceiling", Some(now - 31 * MIN), None, vec![], StuckAction::KillCeiling),
+            ("long tool widens the ceiling", Some(now - 31 * MIN), Some(40 * MIN), vec![], StuckAction::Ok),
             (
                 "claim stuck without heartbeat since",
                 Some(now - 2 * MIN),
@@ -440,13 +385,7 @@ mod tests {
                 claim(now - 2 * MIN),
                 StuckAction::Ok,
             ),
-            (
-                "claim young",
-                Some(now - 50_000),
-                None,
-                claim(now - 50_000),
-                StuckAction::Ok,
-            ),
+            ("claim young", Some(now - 50_000), None, claim(now - 50_000), StuckAction::Ok),
             (
                 "long tool widens the claim window",
                 Some(now - 3 * MIN),

@@ -25,43 +25,26 @@ impl Channel for WebchatChannel {
     fn deliver(&self, msg: &Outgoing<'_>) -> Result<String, DeliverError> {
         let (stored, created) = self
             .store
-            .agent_message(
-                msg.room,
-                &msg.agent.id,
-                &msg.agent.name,
-                msg.text,
-                msg.source_id,
-            )
+            .agent_message(msg.room, &msg.agent.id, &msg.agent.name, msg.text, msg.source_id)
             .map_err(|e| DeliverError::Retry(format!("storing the message: {e:#}")))?;
         if created {
-            self.hub
-                .broadcast(&msg.room.id, &message_event(&stored, msg.stream_id), None);
+            self.hub.broadcast(&msg.room.id, &message_event(&stored, msg.stream_id), None);
         }
         Ok(stored.id)
     }
 
     fn notice(&self, room: &Room, text: &str) -> anyhow::Result<()> {
         let stored = self.store.notice(room, text)?;
-        self.hub
-            .broadcast(&room.id, &message_event(&stored, None), None);
+        self.hub.broadcast(&room.id, &message_event(&stored, None), None);
         Ok(())
     }
 
     fn activity(&self, room: &Room, activity: &Activity<'_>) {
         let ev = match activity {
-            Activity::Delta {
-                stream,
-                agent,
-                text,
-            } => {
+            Activity::Delta { stream, agent, text } => {
                 json!({ "type": "stream", "room_id": room.id, "stream_id": stream, "agent": agent, "delta": text })
             }
-            Activity::Tool {
-                stream,
-                name,
-                state,
-                summary,
-            } => json!({
+            Activity::Tool { stream, name, state, summary } => json!({
                 "type": "tool",
                 "room_id": room.id,
                 "stream_id": stream,

@@ -39,17 +39,11 @@ pub struct Req {
 
 impl Req {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -130,9 +124,7 @@ fn route(ctx: &Ctx, req: &Req) -> ApiResult {
             _ => Err(ApiError(404, format!("no route for {method} {}", req.path))),
         };
     }
-    if matches!(method, "POST" | "PUT" | "PATCH" | "DELETE")
-        && req.header("x-webchat-csrf") != Some("1")
-    {
+    if matches!(method, "POST" | "PUT" | "PATCH" | "DELETE") && req.header("x-webchat-csrf") != Some("1") {
         return Err(ApiError(
             403,
             "missing header X-Webchat-CSRF: 1 (required on every state-changing request)".into(),
@@ -149,9 +141,9 @@ fn route(ctx: &Ctx, req: &Req) -> ApiResult {
         )),
         ("GET", ["rooms", room, "messages"]) => room_messages(ctx, &user, room, req),
         ("POST", ["rooms", room, "messages"]) => post_message(ctx, &user, room, req),
-        (_, ["auth", "check"] | ["agents"] | ["rooms"] | ["rooms", _, "messages"]) => Err(
-            ApiError(405, format!("{method} is not allowed on {}", req.path)),
-        ),
+        (_, ["auth", "check"] | ["agents"] | ["rooms"] | ["rooms", _, "messages"]) => {
+            Err(ApiError(405, format!("{method} is not allowed on {}", req.path)))
+        }
         _ => Err(ApiError(404, format!("no API route {method} {}", req.path))),
     }
 }
@@ -181,22 +173,10 @@ fn asset(req: &Req, path: &str) -> Resp {
         ));
     }
     if req.header("if-none-match") == Some(etag) {
-        return Resp {
-            status: 304,
-            headers,
-            body: Vec::new(),
-        };
+        return Resp { status: 304, headers, body: Vec::new() };
     }
-    let body = if req.method == "HEAD" {
-        Vec::new()
-    } else {
-        asset.body.to_vec()
-    };
-    Resp {
-        status: 200,
-        headers,
-        body,
-    }
+    let body = if req.method == "HEAD" { Vec::new() } else { asset.body.to_vec() };
+    Resp { status: 200, headers, body }
 }
 
 fn auth_check(ctx: &Ctx, user: &User) -> Resp {
@@ -234,10 +214,7 @@ fn list_agents(ctx: &Ctx, user: &User) -> ApiResult {
 /// Parses a JSON body into `T`, with errors that say what was expected.
 pub fn parse_body<T: for<'de> Deserialize<'de>>(req: &Req, shape: &str) -> Result<T, ApiError> {
     if req.body.len() > JSON_BODY_BYTES_MAX {
-        return Err(ApiError(
-            413,
-            format!("request body is larger than {JSON_BODY_BYTES_MAX} bytes"),
-        ));
+        return Err(ApiError(413, format!("request body is larger than {JSON_BODY_BYTES_MAX} bytes")));
     }
     serde_json::from_slice(&req.body)
         .map_err(|e| ApiError::bad(format!("invalid JSON body ({e}); expected {shape}")))
@@ -256,10 +233,8 @@ fn create_agent(ctx: &Ctx, user: &User, req: &Req) -> ApiResult {
     if !user.owner {
         return Err(ApiError(403, "only the owner can create agents".into()));
     }
-    let body: CreateAgent = parse_body(
-        req,
-        r#"{"name": string, "instructions"?: string, "withRoom"?: bool}"#,
-    )?;
+    let body: CreateAgent =
+        parse_body(req, r#"{"name": string, "instructions"?: string, "withRoom"?: bool}"#)?;
     let mut conn = ctx.store.conn()?;
     let created = agents::create(
         &mut conn,
@@ -288,15 +263,9 @@ fn room_messages(ctx: &Ctx, user: &User, room_id: &str, req: &Req) -> ApiResult 
     let room = ctx.room_for(user, room_id)?;
     let limit = match req.query("limit") {
         None => PAGE_DEFAULT,
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=PAGE_MAX).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad(format!(
-                    "invalid limit={s:?}: expected a whole number from 1 to {PAGE_MAX}"
-                ))
-            })?,
+        Some(s) => s.parse::<i64>().ok().filter(|n| (1..=PAGE_MAX).contains(n)).ok_or_else(|| {
+            ApiError::bad(format!("invalid limit={s:?}: expected a whole number from 1 to {PAGE_MAX}"))
+        })?,
     };
     let conn = ctx.store.conn()?;
     let messages: Vec<RoomMessage> = match req.query("after").or(req.query("after_seq")) {
@@ -332,13 +301,7 @@ pub fn validate_text(text: &str) -> Result<(), ApiError> {
         return Err(ApiError::bad("text is empty: type a message"));
     }
     if text.len() > TEXT_BYTES_MAX {
-        return Err(ApiError(
-            413,
-            format!(
-                "text is {} bytes; the limit is {TEXT_BYTES_MAX}",
-                text.len()
-            ),
-        ));
+        return Err(ApiError(413, format!("text is {} bytes; the limit is {TEXT_BYTES_MAX}", text.len())));
     }
     if text.contains('\0') {
         return Err(ApiError::bad("text contains a NUL character"));
@@ -350,9 +313,7 @@ pub fn validate_text(text: &str) -> Result<(), ApiError> {
 pub fn validate_client_id(id: &str) -> Result<(), ApiError> {
     let ok = !id.is_empty()
         && id.chars().count() <= CLIENT_ID_CHARS_MAX
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     if !ok {
         return Err(ApiError::bad(format!(
             "invalid client_id: use 1-{CLIENT_ID_CHARS_MAX} characters from A-Z a-z 0-9 - _ . : (a UUID works)"

@@ -25,33 +25,21 @@ pub static ASSETS: &[Asset] = &[
         mime: "text/css; charset=utf-8",
         body: include_bytes!("../../www/style.css"),
     },
-    Asset {
-        path: "/icon.svg",
-        mime: "image/svg+xml",
-        body: include_bytes!("../../www/icon.svg"),
-    },
+    Asset { path: "/icon.svg", mime: "image/svg+xml", body: include_bytes!("../../www/icon.svg") },
 ];
 
 /// Strong ETags, computed once.
 static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
     ASSETS
         .iter()
-        .map(|a| {
-            format!(
-                "\"{}\"",
-                &sha1_smol::Sha1::from(a.body).digest().to_string()[..16]
-            )
-        })
+        .map(|a| format!("\"{}\"", &sha1_smol::Sha1::from(a.body).digest().to_string()[..16]))
         .collect()
 });
 
 /// The asset for a request path (`/` is `/index.html`), with its ETag.
 pub fn get(path: &str) -> Option<(&'static Asset, &'static str)> {
     let path = if path == "/" { "/index.html" } else { path };
-    ASSETS
-        .iter()
-        .position(|a| a.path == path)
-        .map(|i| (&ASSETS[i], ETAGS[i].as_str()))
+    ASSETS.iter().position(|a| a.path == path).map(|i| (&ASSETS[i], ETAGS[i].as_str()))
 }
 
 #[cfg(test)]
@@ -62,14 +50,7 @@ mod tests {
     fn only_whitelisted_paths() {
         assert!(get("/").is_some());
         assert!(get("/app.js").is_some());
-        for p in [
-            "/../Cargo.toml",
-            "/www/app.js",
-            "/app.js/",
-            "//etc/passwd",
-            "/%2e%2e/x",
-            "/index.html?x",
-        ] {
+        for p in ["/../Cargo.toml", "/www/app.js", "/app.js/", "//etc/passwd", "/%2e%2e/x", "/index.html?x"] {
             assert!(get(p).is_none(), "{p}");
         }
         let (_, etag) = get("/").unwrap();

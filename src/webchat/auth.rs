@@ -31,11 +31,9 @@ pub fn identify(
     protocols: &[String],
 ) -> Option<Identity> {
     if let Some(token) = &cfg.token {
-        let from_header = header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
-        let from_protocol = protocols
-            .iter()
-            .find_map(|p| p.strip_prefix("bearer.").map(str::to_string));
+        let from_header =
+            header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
+        let from_protocol = protocols.iter().find_map(|p| p.strip_prefix("bearer.").map(str::to_string));
         let offered = from_header.or(from_protocol);
         if offered.is_some_and(|t| constant_time_eq(t.as_bytes(), token.expose().as_bytes())) {
             return Some(Identity {
@@ -61,9 +59,7 @@ pub fn identify(
 pub fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
+        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
     }
 }
 
@@ -74,11 +70,7 @@ pub fn is_loopback_host(host: &str) -> bool {
         rest.split(']').next().unwrap_or("")
     } else {
         host.rsplit_once(':').map_or(host.as_str(), |(h, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                host.as_str()
-            }
+            if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host.as_str() }
         })
     };
     name == "localhost" || name.parse::<IpAddr>().is_ok_and(is_loopback)
@@ -86,9 +78,7 @@ pub fn is_loopback_host(host: &str) -> bool {
 
 fn local_user_name() -> String {
     #[allow(clippy::disallowed_methods)]
-    let user = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty() && u.len() <= 64);
+    let user = std::env::var("USER").ok().filter(|u| !u.is_empty() && u.len() <= 64);
     user.unwrap_or_else(|| "you".into())
 }
 
@@ -107,72 +97,35 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> WebchatConfig {
-        let env: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::from_map(std::path::Path::new("/x"), &env)
-            .unwrap()
-            .webchat
+        let env: BTreeMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_map(std::path::Path::new("/x"), &env).unwrap().webchat
     }
 
     fn peer(ip: &str) -> Peer {
-        Peer {
-            addr: SocketAddr::new(ip.parse().unwrap(), 5555),
-            tls: false,
-        }
+        Peer { addr: SocketAddr::new(ip.parse().unwrap(), 5555), tls: false }
     }
 
     fn headers(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.to_string())
-        }
+        move |name| pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_string())
     }
 
     #[test]
     fn loopback_passes_only_without_explicit_auth_and_with_a_loopback_host() {
         let open = cfg(&[]);
         let h = headers(&[("host", "127.0.0.1:3100")]);
-        assert_eq!(
-            identify(&open, &peer("127.0.0.1"), &h, &[]).unwrap().source,
-            "loopback"
-        );
+        assert_eq!(identify(&open, &peer("127.0.0.1"), &h, &[]).unwrap().source, "loopback");
+        assert!(identify(&open, &peer("::1"), &headers(&[("host", "[::1]:3100")]), &[]).is_some());
         assert!(
-            identify(
-                &open,
-                &peer("::1"),
-                &headers(&[("host", "[::1]:3100")]),
-                &[]
-            )
-            .is_some()
+            identify(&open, &peer("::ffff:127.0.0.1"), &headers(&[("host", "localhost:3100")]), &[])
+                .is_some()
         );
-        assert!(
-            identify(
-                &open,
-                &peer("::ffff:127.0.0.1"),
-                &headers(&[("host", "localhost:3100")]),
-                &[]
-            )
-            .is_some()
-        );
-        assert!(
-            identify(&open, &peer("192.168.1.9"), &h, &[]).is_none(),
-            "LAN peer"
-        );
+        assert!(identify(&open, &peer("192.168.1.9"), &h, &[]).is_none(), "LAN peer");
         let rebind = headers(&[("host", "evil.example:3100")]);
-        assert!(
-            identify(&open, &peer("127.0.0.1"), &rebind, &[]).is_none(),
-            "DNS rebinding"
-        );
+        assert!(identify(&open, &peer("127.0.0.1"), &rebind, &[]).is_none(), "DNS rebinding");
         let token = "t".repeat(24);
         let locked = cfg(&[("WEBCHAT_TOKEN", &token)]);
-        assert!(
-            identify(&locked, &peer("127.0.0.1"), &h, &[]).is_none(),
-            "token set: no auto-pass"
-        );
+        assert!(identify(&locked, &peer("127.0.0.1"), &h, &[]).is_none(), "token set: no auto-pass");
     }
 
     #[test]
@@ -180,10 +133,7 @@ mod tests {
         let token = "abcdefghijklmnopqrstuvwxyz";
         let c = cfg(&[("WEBCHAT_TOKEN", token)]);
         let good = headers(&[("authorization", "Bearer abcdefghijklmnopqrstuvwxyz")]);
-        assert_eq!(
-            identify(&c, &peer("10.0.0.2"), &good, &[]).unwrap().user_id,
-            "webchat:owner"
-        );
+        assert_eq!(identify(&c, &peer("10.0.0.2"), &good, &[]).unwrap().user_id, "webchat:owner");
         let bad = headers(&[("authorization", "Bearer abcdefghijklmnopqrstuvwxyZ")]);
         assert!(identify(&c, &peer("10.0.0.2"), &bad, &[]).is_none());
         let none = headers(&[]);
@@ -193,21 +143,10 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in [
-            "localhost",
-            "localhost:3100",
-            "127.0.0.1:1",
-            "[::1]:80",
-            "127.1.2.3",
-        ] {
+        for h in ["localhost", "localhost:3100", "127.0.0.1:1", "[::1]:80", "127.1.2.3"] {
             assert!(is_loopback_host(h), "{h}");
         }
-        for h in [
-            "example.com",
-            "10.0.0.1:3100",
-            "localhost.evil.com",
-            "[::2]:1",
-        ] {
+        for h in ["example.com", "10.0.0.1:3100", "localhost.evil.com", "[::2]:1"] {
             assert!(!is_loopback_host(h), "{h}");
         }
     }

@@ -47,8 +47,7 @@ pub fn start(ctx: Arc<Ctx>, listener: TcpListener, internal_port: u16) -> anyhow
     listener.set_nonblocking(true)?;
     let mut listener = mio::net::TcpListener::from_std(listener);
     let poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
     let live = Arc::new(Live::default());
     let live2 = live.clone();
@@ -56,11 +55,7 @@ pub fn start(ctx: Arc<Ctx>, listener: TcpListener, internal_port: u16) -> anyhow
         .name("webchat-accept".into())
         .spawn(move || accept_loop(poll, listener, ctx, internal_port, live2))
         .context("starting the webchat acceptor")?;
-    Ok(Front {
-        waker,
-        acceptor: Some(acceptor),
-        live,
-    })
+    Ok(Front { waker, acceptor: Some(acceptor), live })
 }
 
 impl Front {
@@ -74,13 +69,7 @@ impl Front {
     /// Closes every client socket and waits (bounded) for their threads to finish.
     pub fn join(&mut self) {
         self.stop_accepting();
-        for s in self
-            .live
-            .sockets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
+        for s in self.live.sockets.lock().unwrap_or_else(|e| e.into_inner()).values() {
             let _ = s.shutdown(Shutdown::Both);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -126,32 +115,26 @@ fn accept_loop(
                 }
             };
             if live.count.load(Ordering::SeqCst) >= CONNECTIONS_MAX {
-                let _ = (&stream).write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = (&stream).write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
                 continue;
             }
             let id = live.next.fetch_add(1, Ordering::SeqCst);
             if let Ok(clone) = stream.try_clone() {
-                live.sockets
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id, clone);
+                live.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(id, clone);
             }
             live.count.fetch_add(1, Ordering::SeqCst);
             let ctx = ctx.clone();
             let live = live.clone();
-            let spawned = std::thread::Builder::new()
-                .name("webchat-conn".into())
-                .spawn(move || {
-                    let peer = Peer { addr, tls: false };
-                    if let Err(e) = connection(&ctx, stream, peer, internal_port) {
-                        log::debug!("connection from {addr}: {e:#}");
-                    }
-                    live.sockets
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id);
-                    live.count.fetch_sub(1, Ordering::SeqCst);
-                });
+            let spawned = std::thread::Builder::new().name("webchat-conn".into()).spawn(move || {
+                let peer = Peer { addr, tls: false };
+                if let Err(e) = connection(&ctx, stream, peer, internal_port) {
+                    log::debug!("connection from {addr}: {e:#}");
+                }
+                live.sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                live.count.fetch_sub(1, Ordering::SeqCst);
+            });
             if let Err(e) = spawned {
                 log::error!("cannot start a connection thread: {e}");
             }
@@ -181,23 +164,16 @@ pub fn read_head<R: Read>(r: &mut R) -> io::Result<(Vec<u8>, Head)> {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = find(&buf, b"\r\n\r\n") {
-            let head = parse_head(&buf[..end]).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, "malformed request head")
-            })?;
+            let head = parse_head(&buf[..end])
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed request head"))?;
             return Ok((buf, head));
         }
         if buf.len() > HEAD_BYTES_MAX {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request head too large",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "request head too large"));
         }
         let n = r.read(&mut chunk)?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before a request",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a request"));
         }
         buf.extend_from_slice(&chunk[..n]);
     }
@@ -224,26 +200,16 @@ fn parse_head(bytes: &[u8]) -> Option<Head> {
         }
     }
     let path = target.split('?').next().unwrap_or("").to_string();
-    Some(Head {
-        method,
-        path,
-        upgrade_websocket,
-    })
+    Some(Head { method, path, upgrade_websocket })
 }
 
-fn connection(
-    ctx: &Arc<Ctx>,
-    mut stream: TcpStream,
-    peer: Peer,
-    internal_port: u16,
-) -> anyhow::Result<()> {
+fn connection(ctx: &Arc<Ctx>, mut stream: TcpStream, peer: Peer, internal_port: u16) -> anyhow::Result<()> {
     stream.set_read_timeout(Some(HEAD_TIMEOUT))?;
     let (buf, head) = match read_head(&mut stream) {
         Ok(x) => x,
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-            let _ = stream.write_all(
-                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            );
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             return Err(e.into());
         }
         Err(e) => return Err(e.into()),
@@ -255,42 +221,28 @@ fn connection(
 }
 
 /// Relays the connection to tiny_http, recording which peer its internal port stands for.
-fn relay(
-    ctx: &Ctx,
-    client: TcpStream,
-    first: &[u8],
-    peer: Peer,
-    internal_port: u16,
-) -> anyhow::Result<()> {
-    let mut upstream = TcpStream::connect(("127.0.0.1", internal_port))
-        .context("connecting to the internal HTTP server")?;
+fn relay(ctx: &Ctx, client: TcpStream, first: &[u8], peer: Peer, internal_port: u16) -> anyhow::Result<()> {
+    let mut upstream =
+        TcpStream::connect(("127.0.0.1", internal_port)).context("connecting to the internal HTTP server")?;
     upstream.set_nodelay(true)?;
     let local_port = upstream.local_addr()?.port();
-    ctx.peers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(local_port, peer);
+    ctx.peers.lock().unwrap_or_else(|e| e.into_inner()).insert(local_port, peer);
     let res = (|| -> anyhow::Result<()> {
         upstream.write_all(first)?;
         client.set_read_timeout(Some(IDLE_TIMEOUT))?;
         let mut down_from = upstream.try_clone()?;
         let mut down_to = client.try_clone()?;
-        let down = std::thread::Builder::new()
-            .name("webchat-relay".into())
-            .spawn(move || {
-                let _ = io::copy(&mut down_from, &mut down_to);
-                let _ = down_to.shutdown(Shutdown::Write);
-            })?;
+        let down = std::thread::Builder::new().name("webchat-relay".into()).spawn(move || {
+            let _ = io::copy(&mut down_from, &mut down_to);
+            let _ = down_to.shutdown(Shutdown::Write);
+        })?;
         let mut up_from = client.try_clone()?;
         let _ = io::copy(&mut up_from, &mut upstream);
         let _ = upstream.shutdown(Shutdown::Write);
         let _ = down.join();
         Ok(())
     })();
-    ctx.peers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&local_port);
+    ctx.peers.lock().unwrap_or_else(|e| e.into_inner()).remove(&local_port);
     res
 }
 
@@ -303,11 +255,7 @@ pub struct Prefixed<S> {
 
 impl<S> Prefixed<S> {
     pub fn new(prefix: Vec<u8>, inner: S) -> Prefixed<S> {
-        Prefixed {
-            prefix,
-            pos: 0,
-            inner,
-        }
+        Prefixed { prefix, pos: 0, inner }
     }
 }
 
@@ -348,30 +296,17 @@ mod tests {
 
     #[test]
     fn parses_heads() {
-        let raw = b"GET /ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\nEXTRA";
+        let raw =
+            b"GET /ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\nEXTRA";
         let (buf, head) = read_head(&mut &raw[..]).unwrap();
-        assert_eq!(
-            head,
-            Head {
-                method: "GET".into(),
-                path: "/ws".into(),
-                upgrade_websocket: true
-            }
-        );
+        assert_eq!(head, Head { method: "GET".into(), path: "/ws".into(), upgrade_websocket: true });
         assert_eq!(buf, raw.to_vec(), "bytes after the head are kept");
         let (_, plain) = read_head(&mut &b"POST /api/x HTTP/1.1\r\nHost: a\r\n\r\n"[..]).unwrap();
         assert!(!plain.upgrade_websocket);
         assert!(read_head(&mut &b"garbage\r\n\r\n"[..]).is_err());
-        let huge = [
-            b"GET / HTTP/1.1\r\nX: ".to_vec(),
-            vec![b'a'; HEAD_BYTES_MAX + 10],
-        ]
-        .concat();
+        let huge = [b"GET / HTTP/1.1\r\nX: ".to_vec(), vec![b'a'; HEAD_BYTES_MAX + 10]].concat();
         assert!(read_head(&mut &huge[..]).is_err());
-        assert!(
-            read_head(&mut &b"GET / HTTP/1.1\r\n"[..]).is_err(),
-            "EOF mid-head"
-        );
+        assert!(read_head(&mut &b"GET / HTTP/1.1\r\n"[..]).is_err(), "EOF mid-head");
     }
 
     #[test]

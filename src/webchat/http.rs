@@ -27,11 +27,7 @@ pub struct HttpServer {
 pub fn start(ctx: Arc<Ctx>) -> anyhow::Result<HttpServer> {
     let server = tiny_http::Server::http("127.0.0.1:0")
         .map_err(|e| anyhow::anyhow!("starting the internal HTTP server: {e}"))?;
-    let port = server
-        .server_addr()
-        .to_ip()
-        .context("internal HTTP server has no IP address")?
-        .port();
+    let port = server.server_addr().to_ip().context("internal HTTP server has no IP address")?.port();
     let server = Arc::new(server);
     let mut workers = Vec::new();
     for i in 0..WORKERS {
@@ -48,11 +44,7 @@ pub fn start(ctx: Arc<Ctx>) -> anyhow::Result<HttpServer> {
                 .context("starting an HTTP worker")?,
         );
     }
-    Ok(HttpServer {
-        port,
-        server,
-        workers,
-    })
+    Ok(HttpServer { port, server, workers })
 }
 
 impl HttpServer {
@@ -68,24 +60,18 @@ impl HttpServer {
 
 fn serve(ctx: &Ctx, mut rq: tiny_http::Request) {
     let started = Instant::now();
-    let peer = rq.remote_addr().and_then(|a| {
-        ctx.peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&a.port())
-            .copied()
-    });
+    let peer = rq
+        .remote_addr()
+        .and_then(|a| ctx.peers.lock().unwrap_or_else(|e| e.into_inner()).get(&a.port()).copied());
     let method = rq.method().as_str().to_string();
     let url = rq.url().to_string();
     let resp = match peer {
         None => Resp::error(403, "connect through the public webchat port"),
         Some(peer) => match read_request(&mut rq, &method, &url, peer) {
-            Ok(req) => {
-                catch_unwind(AssertUnwindSafe(|| api::handle(ctx, &req))).unwrap_or_else(|_| {
-                    log::error!("panic while handling {method} {url}");
-                    Resp::error(500, "internal error; the host log has the details")
-                })
-            }
+            Ok(req) => catch_unwind(AssertUnwindSafe(|| api::handle(ctx, &req))).unwrap_or_else(|_| {
+                log::error!("panic while handling {method} {url}");
+                Resp::error(500, "internal error; the host log has the details")
+            }),
             Err(resp) => resp,
         },
     };
@@ -103,57 +89,33 @@ fn read_request(
 ) -> Result<Req, Resp> {
     let limit = api::JSON_BODY_BYTES_MAX;
     if rq.body_length().is_some_and(|n| n > limit) {
-        return Err(Resp::error(
-            413,
-            &format!("request body is larger than {limit} bytes"),
-        ));
+        return Err(Resp::error(413, &format!("request body is larger than {limit} bytes")));
     }
     let mut body = Vec::new();
     if let Err(e) = rq.as_reader().take(limit as u64 + 1).read_to_end(&mut body) {
         return Err(Resp::error(400, &format!("reading the request body: {e}")));
     }
     if body.len() > limit {
-        return Err(Resp::error(
-            413,
-            &format!("request body is larger than {limit} bytes"),
-        ));
+        return Err(Resp::error(413, &format!("request body is larger than {limit} bytes")));
     }
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let Some(path) = percent_decode(path) else {
-        return Err(Resp::error(
-            400,
-            "the request path is not valid percent-encoded UTF-8",
-        ));
+        return Err(Resp::error(400, "the request path is not valid percent-encoded UTF-8"));
     };
     let query = query
         .split('&')
         .filter(|kv| !kv.is_empty())
         .filter_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            Some((
-                percent_decode(&k.replace('+', " "))?,
-                percent_decode(&v.replace('+', " "))?,
-            ))
+            Some((percent_decode(&k.replace('+', " "))?, percent_decode(&v.replace('+', " "))?))
         })
         .collect();
     let headers = rq
         .headers()
         .iter()
-        .map(|h| {
-            (
-                h.field.as_str().as_str().to_ascii_lowercase(),
-                h.value.as_str().to_string(),
-            )
-        })
+        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
         .collect();
-    Ok(Req {
-        method: method.to_string(),
-        path,
-        query,
-        headers,
-        body,
-        peer,
-    })
+    Ok(Req { method: method.to_string(), path, query, headers, body, peer })
 }
 
 fn respond(rq: tiny_http::Request, resp: Resp) {
@@ -163,11 +125,7 @@ fn respond(rq: tiny_http::Request, resp: Resp) {
         ("Referrer-Policy", "no-referrer"),
         ("X-Frame-Options", "DENY"),
     ];
-    let all = resp
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .chain(security);
+    let all = resp.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(security);
     for (k, v) in all {
         if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
             out.add_header(h);
@@ -202,10 +160,7 @@ mod tests {
 
     #[test]
     fn decodes_percent_escapes() {
-        assert_eq!(
-            percent_decode("/api/rooms/a%20b").as_deref(),
-            Some("/api/rooms/a b")
-        );
+        assert_eq!(percent_decode("/api/rooms/a%20b").as_deref(), Some("/api/rooms/a b"));
         assert_eq!(percent_decode("%E2%9C%93").as_deref(), Some("✓"));
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%ff"), None);

@@ -20,11 +20,7 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(waker: mio::Waker) -> Outbox {
-        Outbox {
-            queue: Mutex::new(VecDeque::new()),
-            waker,
-            overflowed: AtomicBool::new(false),
-        }
+        Outbox { queue: Mutex::new(VecDeque::new()), waker, overflowed: AtomicBool::new(false) }
     }
 
     pub fn push(&self, frame: Arc<str>) {
@@ -73,14 +69,7 @@ impl Hub {
 
     pub fn register(&self, user_id: &str, outbox: Arc<Outbox>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
-        self.lock().insert(
-            id,
-            Client {
-                user_id: user_id.to_string(),
-                rooms: HashSet::new(),
-                outbox,
-            },
-        );
+        self.lock().insert(id, Client { user_id: user_id.to_string(), rooms: HashSet::new(), outbox });
         id
     }
 
@@ -116,10 +105,7 @@ impl Hub {
 
     /// Users with an open socket (for "rooms changed" pushes).
     pub fn users(&self) -> Vec<(u64, String)> {
-        self.lock()
-            .iter()
-            .map(|(id, c)| (*id, c.user_id.clone()))
-            .collect()
+        self.lock().iter().map(|(id, c)| (*id, c.user_id.clone())).collect()
     }
 
     /// Closes every connection (shutdown).

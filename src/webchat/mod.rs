@@ -87,40 +87,23 @@ impl Ctx {
             return Err(ApiError(401, format!("not authenticated: {how}")));
         };
         let conn = self.store.conn()?;
-        let fresh = self
-            .known_users
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.user_id.clone());
+        let fresh = self.known_users.lock().unwrap_or_else(|e| e.into_inner()).insert(id.user_id.clone());
         if fresh {
             let now = now_ms();
             central::upsert_user(&conn, &id.user_id, "webchat", &id.display_name, now)?;
             if central::bootstrap_owner(&conn, &id.user_id, now)? {
-                log::info!(
-                    "{} ({}) is the owner of this install",
-                    id.user_id,
-                    id.display_name
-                );
+                log::info!("{} ({}) is the owner of this install", id.user_id, id.display_name);
             }
         }
         let owner = central::is_owner(&conn, &id.user_id)?;
-        Ok(User {
-            id: id.user_id,
-            display_name: id.display_name,
-            owner,
-        })
+        Ok(User { id: id.user_id, display_name: id.display_name, owner })
     }
 
     /// The room if the user may use it; 404 otherwise (no hint whether it exists).
     pub fn room_for(&self, user: &User, room_id: &str) -> Result<Room, ApiError> {
         self.store
             .accessible_room(room_id, &user.id, user.owner)?
-            .ok_or_else(|| {
-                ApiError(
-                    404,
-                    format!("no room {room_id:?} (or you have no access to it)"),
-                )
-            })
+            .ok_or_else(|| ApiError(404, format!("no room {room_id:?} (or you have no access to it)")))
     }
 
     /// Stores a user's message, broadcasts it and wakes the router. Idempotent by `client_id`.
@@ -136,11 +119,10 @@ impl Ctx {
             api::validate_client_id(id)?;
         }
         let (message, created) =
-            self.store
-                .user_message(room, &user.id, &user.display_name, text, client_id)?;
+            self.store.user_message(room, &user.id, &user.display_name, text, client_id)?;
         if created {
-            self.hub
-                .broadcast(&room.id, &message_event(&message, None), None);
+            self.hub.broadcast(&room.id, &message_event(&message, None), None);
+
             self.router.kick();
         }
         Ok((message, created))
@@ -161,17 +143,10 @@ impl Ctx {
     /// Pushes each connected client its current room list.
     pub fn rooms_changed(&self) {
         for (client, user_id) in self.hub.users() {
-            let owner = self
-                .store
-                .conn()
-                .ok()
-                .and_then(|c| central::is_owner(&c, &user_id).ok())
-                .unwrap_or(false);
+            let owner =
+                self.store.conn().ok().and_then(|c| central::is_owner(&c, &user_id).ok()).unwrap_or(false);
             if let Ok(rooms) = self.store.rooms_for(&user_id, owner) {
-                self.hub.send(
-                    client,
-                    &json!({ "type": "rooms", "rooms": rooms }).to_string(),
-                );
+                self.hub.send(client, &json!({ "type": "rooms", "rooms": rooms }).to_string());
             }
         }
     }
@@ -211,12 +186,7 @@ impl Webchat {
         let addr = listener.local_addr()?;
         let http = http::start(ctx.clone())?;
         let front = front::start(ctx.clone(), listener, http.port)?;
-        Ok(Webchat {
-            addr,
-            front,
-            http,
-            ctx,
-        })
+        Ok(Webchat { addr, front, http, ctx })
     }
 
     /// Stops accepting connections (the first step of a graceful shutdown).

@@ -37,17 +37,11 @@ mod tests {
 
     #[test]
     fn renders_markdown() {
-        assert_eq!(
-            markdown_to_html("**hi** `x`"),
-            "<p><strong>hi</strong> <code>x</code></p>\n"
-        );
+        assert_eq!(markdown_to_html("**hi** `x`"), "<p><strong>hi</strong> <code>x</code></p>\n");
         let code = markdown_to_html("```rust\nfn main() {}\n```");
         assert!(code.contains(r#"<code class="language-rust">"#), "{code}");
         let table = markdown_to_html("| a | b |\n|---|---|\n| 1 | 2 |");
-        assert!(
-            table.contains("<table>") && table.contains("<td>1</td>"),
-            "{table}"
-        );
+        assert!(table.contains("<table>") && table.contains("<td>1</td>"), "{table}");
     }
 
     #[test]
@@ -67,9 +61,6 @@ mod tests {
         let escaped = markdown_to_html("<b>bold?</b>");
         assert!(escaped.contains("&lt;b&gt;"), "{escaped}");
         let link = markdown_to_html("[ok](https://example.com)");
-        assert!(
-            link.contains(r#"href="https://example.com""#) && link.contains("noopener"),
-            "{link}"
-        );
+        assert!(link.contains(r#"href="https://example.com""#) && link.contains("noopener"), "{link}");
     }
 }

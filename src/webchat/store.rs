@@ -70,10 +70,7 @@ pub struct AgentRef {
 
 impl Store {
     pub fn new(path: &Path) -> Store {
-        Store {
-            path: path.to_path_buf(),
-            idle: Mutex::new(Vec::new()),
-        }
+        Store { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) }
     }
 
     pub fn conn(&self) -> anyhow::Result<Pooled<'_>> {
@@ -82,10 +79,7 @@ impl Store {
             Some(c) => c,
             None => db::open(&self.path, Kind::Central)?,
         };
-        Ok(Pooled {
-            store: self,
-            conn: Some(conn),
-        })
+        Ok(Pooled { store: self, conn: Some(conn) })
     }
 
     /// Stores a user's message (idempotent by `client_id`), queued for the router.
@@ -187,20 +181,14 @@ impl Store {
             if !owner && !visible(&conn, user_id, &agents)? {
                 continue;
             }
-            let last_seq = central::latest_messages(&conn, &room.id, 1)?
-                .first()
-                .map_or(0, |m| m.seq);
+            let last_seq = central::latest_messages(&conn, &room.id, 1)?.first().map_or(0, |m| m.seq);
             out.push(RoomInfo {
                 id: room.id,
                 name: room.name,
                 created_at: room.created_at,
                 agents: agents
                     .into_iter()
-                    .map(|a| AgentRef {
-                        id: a.id,
-                        name: a.name,
-                        folder: a.folder,
-                    })
+                    .map(|a| AgentRef { id: a.id, name: a.name, folder: a.folder })
                     .collect(),
                 last_seq,
             });
@@ -209,12 +197,7 @@ impl Store {
     }
 
     /// The room, if it exists and the user may use it.
-    pub fn accessible_room(
-        &self,
-        room_id: &str,
-        user_id: &str,
-        owner: bool,
-    ) -> anyhow::Result<Option<Room>> {
+    pub fn accessible_room(&self, room_id: &str, user_id: &str, owner: bool) -> anyhow::Result<Option<Room>> {
         let conn = self.conn()?;
         let Some(room) = central::room(&conn, room_id)? else {
             return Ok(None);

@@ -44,44 +44,25 @@ const SOCK: Token = Token(1);
 type Ws = WebSocket<Prefixed<TcpStream>>;
 
 /// Handshake, then the connection loop until either side closes.
-#[allow(
-    clippy::result_large_err,
-    reason = "the handshake callback's error type is tungstenite's"
-)]
+#[allow(clippy::result_large_err, reason = "the handshake callback's error type is tungstenite's")]
 pub fn serve(ctx: &Arc<Ctx>, stream: Prefixed<TcpStream>, peer: Peer) -> anyhow::Result<()> {
     let mut user: Option<User> = None;
     let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
-        let header = |name: &str| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         if let Some(origin) = header("origin")
             && !same_origin(&origin, header("host").as_deref())
         {
-            return Err(refuse(
-                403,
-                "cross-origin WebSocket connections are refused",
-            ));
+            return Err(refuse(403, "cross-origin WebSocket connections are refused"));
         }
         let protocols: Vec<String> = header("sec-websocket-protocol")
-            .map(|v| {
-                v.split(',')
-                    .map(|p| p.trim().to_string())
-                    .filter(|p| !p.is_empty())
-                    .collect()
-            })
+            .map(|v| v.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
             .unwrap_or_default();
         match ctx.authenticate(&peer, &header, &protocols) {
             Ok(u) => user = Some(u),
             Err(ApiError(status, msg)) => return Err(refuse(status, &msg)),
         }
         // A browser that offered subprotocols requires the server to pick one.
-        let chosen = protocols
-            .iter()
-            .find(|p| p.starts_with("bearer."))
-            .or(protocols.first());
+        let chosen = protocols.iter().find(|p| p.starts_with("bearer.")).or(protocols.first());
         if let Some(p) = chosen.and_then(|p| p.parse().ok()) {
             resp.headers_mut().insert("Sec-WebSocket-Protocol", p);
         }
@@ -101,18 +82,15 @@ pub fn serve(ctx: &Arc<Ctx>, stream: Prefixed<TcpStream>, peer: Peer) -> anyhow:
 
 fn refuse(status: u16, msg: &str) -> ErrorResponse {
     let mut r = ErrorResponse::new(Some(json!({ "error": msg }).to_string()));
-    *r.status_mut() = tungstenite::http::StatusCode::from_u16(status)
-        .unwrap_or(tungstenite::http::StatusCode::FORBIDDEN);
+    *r.status_mut() =
+        tungstenite::http::StatusCode::from_u16(status).unwrap_or(tungstenite::http::StatusCode::FORBIDDEN);
     r
 }
 
 /// `Origin: http://host:port` must name the same host and port as `Host`.
 pub fn same_origin(origin: &str, host: Option<&str>) -> bool {
     let Some(host) = host else { return false };
-    let rest = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .unwrap_or("");
+    let rest = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")).unwrap_or("");
     !rest.is_empty() && rest.trim_end_matches('/').eq_ignore_ascii_case(host.trim())
 }
 
@@ -135,8 +113,7 @@ impl Conn {
         stream.set_nonblocking(true)?;
         stream.set_read_timeout(None)?;
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut SourceFd(&stream.as_raw_fd()), SOCK, Interest::READABLE)?;
+        poll.registry().register(&mut SourceFd(&stream.as_raw_fd()), SOCK, Interest::READABLE)?;
         let outbox = Arc::new(Outbox::new(Waker::new(poll.registry(), WAKE)?));
         let client = ctx.hub.register(&user.id, outbox.clone());
         let now = Instant::now();
@@ -242,15 +219,9 @@ impl Conn {
             Err(e) => return Err(e.into()),
         };
         if pending != self.writable_wanted {
-            let interest = if pending {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
+            let interest = if pending { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
             let fd = self.ws.get_ref().inner.as_raw_fd();
-            self.poll
-                .registry()
-                .reregister(&mut SourceFd(&fd), SOCK, interest)?;
+            self.poll.registry().reregister(&mut SourceFd(&fd), SOCK, interest)?;
             self.writable_wanted = pending;
         }
         Ok(())
@@ -278,11 +249,7 @@ impl Conn {
         };
         let res = match frame {
             ClientFrame::Join { room_id, after_seq } => self.join(&room_id, after_seq),
-            ClientFrame::Send {
-                room_id,
-                client_id,
-                text,
-            } => {
+            ClientFrame::Send { room_id, client_id, text } => {
                 let client_id = client_id.unwrap_or_default();
                 match self.on_send(&room_id, &client_id, &text) {
                     Ok(()) => Ok(()),
@@ -311,9 +278,7 @@ impl Conn {
     fn join(&mut self, room_id: &str, after_seq: Option<i64>) -> Result<(), ApiError> {
         let room = self.ctx.room_for(&self.user, room_id)?;
         if !self.joined.contains(&room.id) && self.joined.len() >= ROOMS_JOINED_MAX {
-            return Err(ApiError::bad(format!(
-                "a socket may join at most {ROOMS_JOINED_MAX} rooms"
-            )));
+            return Err(ApiError::bad(format!("a socket may join at most {ROOMS_JOINED_MAX} rooms")));
         }
         // Join first, then read history: a message stored in between arrives twice (clients
         // de-duplicate by id) rather than not at all.
@@ -348,8 +313,10 @@ impl Conn {
         messages: &[central::RoomMessage],
         complete: bool,
     ) -> Result<(), ApiError> {
-        self.send(&json!({ "type": "history", "room_id": room_id, "messages": messages, "complete": complete }))
-            .map_err(ApiError::from)
+        self.send(
+            &json!({ "type": "history", "room_id": room_id, "messages": messages, "complete": complete }),
+        )
+        .map_err(ApiError::from)
     }
 
     fn on_send(&mut self, room_id: &str, client_id: &str, text: &str) -> Result<(), ApiError> {
@@ -367,11 +334,7 @@ impl Conn {
     fn on_stop(&mut self, room_id: &str) -> Result<(), ApiError> {
         let room = self.ctx.room_for(&self.user, room_id)?;
         let n = self.ctx.stop_room(&room)?;
-        log::info!(
-            "{} asked to stop {n} running turn(s) in room {}",
-            self.user.id,
-            room.id
-        );
+        log::info!("{} asked to stop {n} running turn(s) in room {}", self.user.id, room.id);
         Ok(())
     }
 
@@ -383,9 +346,7 @@ impl Conn {
             "user": { "id": self.user.id, "displayName": self.user.display_name },
             "is_typing": is_typing,
         });
-        self.ctx
-            .hub
-            .broadcast(&room.id, &ev.to_string(), Some(self.client));
+        self.ctx.hub.broadcast(&room.id, &ev.to_string(), Some(self.client));
         Ok(())
     }
 }
@@ -393,22 +354,10 @@ impl Conn {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientFrame {
-    Join {
-        room_id: String,
-        after_seq: Option<i64>,
-    },
-    Send {
-        room_id: String,
-        client_id: Option<String>,
-        text: String,
-    },
-    Stop {
-        room_id: String,
-    },
-    Typing {
-        room_id: String,
-        is_typing: bool,
-    },
+    Join { room_id: String, after_seq: Option<i64> },
+    Send { room_id: String, client_id: Option<String>, text: String },
+    Stop { room_id: String },
+    Typing { room_id: String, is_typing: bool },
 }
 
 #[cfg(test)]
@@ -418,10 +367,7 @@ mod tests {
     #[test]
     fn origin_must_match_host() {
         assert!(same_origin("http://127.0.0.1:3100", Some("127.0.0.1:3100")));
-        assert!(same_origin(
-            "https://chat.example:443/",
-            Some("chat.example:443")
-        ));
+        assert!(same_origin("https://chat.example:443/", Some("chat.example:443")));
         assert!(!same_origin("http://evil.example", Some("127.0.0.1:3100")));
         assert!(!same_origin("null", Some("127.0.0.1:3100")));
         assert!(!same_origin("http://127.0.0.1:3100", None));

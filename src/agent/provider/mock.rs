@@ -44,19 +44,9 @@ mod tests {
     #[test]
     fn echoes_triggering_messages() {
         let mut m = Mock;
-        assert_eq!(
-            m.reply(&[row("a", "hello", true)]).unwrap().as_deref(),
-            Some("echo: hello")
-        );
-        let batch = [
-            row("a", "context", false),
-            row("b", "one", true),
-            row("c", "two", true),
-        ];
-        assert_eq!(
-            m.reply(&batch).unwrap().as_deref(),
-            Some("echo: one\necho: two")
-        );
+        assert_eq!(m.reply(&[row("a", "hello", true)]).unwrap().as_deref(), Some("echo: hello"));
+        let batch = [row("a", "context", false), row("b", "one", true), row("c", "two", true)];
+        assert_eq!(m.reply(&batch).unwrap().as_deref(), Some("echo: one\necho: two"));
         assert_eq!(m.reply(&[row("a", "quiet", false)]).unwrap(), None);
     }
 }

@@ -27,11 +27,7 @@ pub fn create(name: &str) -> anyhow::Result<Box<dyn Provider>> {
 /// The text of a chat row's JSON content (`{"text": ...}`); non-JSON content is the text itself.
 pub fn row_text(row: &InboundRow) -> String {
     match serde_json::from_str::<serde_json::Value>(&row.content) {
-        Ok(v) => v
-            .get("text")
-            .and_then(|t| t.as_str())
-            .unwrap_or_default()
-            .to_string(),
+        Ok(v) => v.get("text").and_then(|t| t.as_str()).unwrap_or_default().to_string(),
         Err(_) => row.content.clone(),
     }
 }

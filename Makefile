@@ -1,0 +1,49 @@
+# pincer — `make run` builds everything and starts the host; `make test` runs every test suite.
+
+CARGO       ?= cargo
+TARGET      := x86_64-unknown-linux-gnu
+AGENT_BIN   := target/$(TARGET)/release/pincer-agent
+HOST_BIN    := target/release/pincer
+# A static runner for the FROM-scratch agent image (see README.md).
+AGENT_FLAGS := -C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"
+# Two cores: keep parallelism modest so docker and the tests keep some CPU.
+TEST_THREADS ?= 2
+
+.PHONY: run test bench image agent host check deps clean
+
+run: host image
+	$(HOST_BIN) run
+
+host:
+	$(CARGO) build --release --bin pincer
+
+agent:
+	RUSTFLAGS='$(AGENT_FLAGS)' $(CARGO) build --release --target $(TARGET) --bin pincer-agent --no-default-features
+
+# Builds the agent image; unchanged inputs are not rebuilt.
+image: agent host image-deps
+	$(HOST_BIN) image build --agent $(AGENT_BIN)
+
+image-deps:
+	@scripts/ensure-packages.sh busybox-static bash-static
+
+# Test prerequisites (idempotent): packages for the image and the browser tests, selenium.
+deps: image-deps
+	@scripts/ensure-packages.sh chromium chromium-driver
+	@scripts/ensure-selenium.sh
+
+test: deps image
+	$(CARGO) build --bin pincer
+	$(CARGO) test --lib -- --test-threads=$(TEST_THREADS)
+	$(CARGO) test --test it -- --test-threads=$(TEST_THREADS)
+	python3 tests/browser/test_webchat.py
+
+bench: image
+	$(CARGO) bench --bench bench
+
+check:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
