@@ -217,6 +217,7 @@ mod tests {
             "pincer-abc-assistant-1",
             "--label",
             "pincer.install=abc",
+            "--init",
             "--user",
             "1000:1000",
             "--cap-drop",
