@@ -1,0 +1,956 @@
+// pincer webchat: one page, one WebSocket (/ws), no dependencies.
+//
+// The protocol is described in CONTRACT.md §4. In short: the server greets with `ready` (user,
+// rooms), the page `join`s the open room (with `after_seq` after a reconnect, so exactly the
+// missed messages come back), `send`s with a client-chosen `client_id` (idempotent, so a resend
+// is never stored twice) and receives `ack`, `message`, `history`, `stream`/`tool`/`stream_end`,
+// `typing`, `rooms` and `error` frames.
+'use strict';
+
+(() => {
+  const RECONNECT_MIN_MS = 1000;
+  const RECONNECT_MAX_MS = 30000;
+  const TYPING_REFRESH_MS = 3000; // at most one "typing: true" per this interval
+  const TYPING_IDLE_MS = 5000; // "typing: false" after this long without input
+  const TYPING_EXPIRE_MS = 8000; // someone else's typing state, unless refreshed
+  const THINKING_EXPIRE_MS = 120000; // give up on a reply that never comes
+  const AT_BOTTOM_PX = 48;
+  const GROUP_GAP_MS = 5 * 60 * 1000; // consecutive messages within this gap are grouped
+  const STORE_ROOM = 'pincer.room';
+  const STORE_BANNER = 'pincer.mockBannerDismissed';
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    app: $('app'),
+    scrim: $('scrim'),
+    menuToggle: $('menu-toggle'),
+    rooms: $('rooms'),
+    roomsEmpty: $('rooms-empty'),
+    whoami: $('whoami'),
+    newAgent: $('new-agent'),
+    roomTitle: $('room-title'),
+    roomSubtitle: $('room-subtitle'),
+    conn: $('conn-state'),
+    connLabel: $('conn-label'),
+    reconnectNow: $('reconnect-now'),
+    banner: $('mock-banner'),
+    bannerClose: $('mock-banner-close'),
+    messages: $('messages'),
+    empty: $('empty'),
+    emptyTitle: $('empty-title'),
+    emptyHint: $('empty-hint'),
+    newPill: $('new-pill'),
+    activity: $('activity'),
+    form: $('composer-form'),
+    composer: $('composer'),
+    send: $('send'),
+    stop: $('stop'),
+    dialog: $('agent-dialog'),
+    agentForm: $('agent-form'),
+    agentName: $('agent-name'),
+    agentInstructions: $('agent-instructions'),
+    agentError: $('agent-error'),
+    agentCancel: $('agent-cancel'),
+    agentCreate: $('agent-create'),
+    toasts: $('toasts'),
+  };
+
+  const state = {
+    ws: null,
+    ready: false, // `ready` received on the current socket
+    retryMs: RECONNECT_MIN_MS,
+    retryTimer: 0,
+    user: null,
+    rooms: [], // as listed by the server
+    roomData: new Map(), // room id -> RoomState
+    joined: new Set(), // rooms joined on the current socket
+    current: null, // open room id
+    wantRoom: null, // room to open once it is listed (after creating an agent)
+    typing: { room: null, active: false, lastSent: 0, idleTimer: 0 },
+    refusalShown: false, // the server's reason for refusing the socket was shown
+  };
+
+  /** Everything the page knows about one room. */
+  function roomState(id) {
+    let r = state.roomData.get(id);
+    if (!r) {
+      r = {
+        id,
+        messages: new Map(), // id -> Message
+        maxSeq: 0,
+        loaded: false, // some history has arrived
+        pending: new Map(), // client_id -> {text, failed, error}
+        streams: new Map(), // stream_id -> {agent, text, tools: [{name, summary, done}], ended}
+        thinking: false, // a reply is expected (client-side guess)
+        thinkingTimer: 0,
+        typers: new Map(), // user id -> {name, timer}
+        unread: 0,
+        draft: '',
+      };
+      state.roomData.set(id, r);
+    }
+    return r;
+  }
+
+  // ---------------------------------------------------------------- connection
+
+  function wsUrl() {
+    return `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/ws`;
+  }
+
+  function connect() {
+    clearTimeout(state.retryTimer);
+    state.retryTimer = 0;
+    if (state.ws) return;
+    setConn(state.user ? 'reconnecting' : 'connecting');
+    let ws;
+    try {
+      ws = new WebSocket(wsUrl());
+    } catch {
+      scheduleReconnect();
+      return;
+    }
+    state.ws = ws;
+    ws.addEventListener('message', (ev) => {
+      let frame;
+      try {
+        frame = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      onFrame(frame);
+    });
+    ws.addEventListener('close', () => {
+      if (state.ws !== ws) return;
+      if (!state.ready) explainRefusal();
+      state.ws = null;
+      state.ready = false;
+      state.joined.clear();
+      state.typing.active = false;
+      // Streams cannot resume on a new socket; their final messages arrive through catch-up.
+      for (const r of state.roomData.values()) r.streams.clear();
+      if (state.current) renderRoom();
+      scheduleReconnect();
+    });
+  }
+
+  function scheduleReconnect() {
+    setConn('reconnecting');
+    clearTimeout(state.retryTimer);
+    state.retryTimer = setTimeout(connect, state.retryMs);
+    state.retryMs = Math.min(state.retryMs * 2, RECONNECT_MAX_MS);
+  }
+
+  /** A socket closed before `ready`: if the server refuses us, say why (once). */
+  async function explainRefusal() {
+    if (state.refusalShown) return;
+    try {
+      const res = await fetch('/api/auth/check');
+      if (res.status !== 401 && res.status !== 403) return;
+      const data = await res.json().catch(() => ({}));
+      state.refusalShown = true;
+      toast(data.error || `pincer refused the connection (${res.status}).`);
+    } catch {
+      // The host is down: reconnecting is all there is to do.
+    }
+  }
+
+  /** Skips the remaining backoff (button, network back, tab shown again). */
+  function reconnectNow() {
+    if (state.ws) return;
+    state.retryMs = RECONNECT_MIN_MS;
+    connect();
+  }
+
+  function isOpen() {
+    return state.ready && state.ws && state.ws.readyState === WebSocket.OPEN;
+  }
+
+  function sendFrame(frame) {
+    if (!isOpen()) return false;
+    state.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  function setConn(s) {
+    ui.conn.dataset.state = s;
+    ui.connLabel.textContent = { connecting: 'Connecting…', connected: 'Connected', reconnecting: 'Reconnecting…' }[s];
+    ui.reconnectNow.hidden = s !== 'reconnecting';
+    const online = s === 'connected';
+    ui.composer.disabled = !online || !state.current;
+    ui.composer.placeholder = online ? 'Message' : 'Waiting for the connection…';
+    updateSendButton();
+  }
+
+  // ---------------------------------------------------------------- frames
+
+  function onFrame(f) {
+    switch (f.type) {
+      case 'ready': return onReady(f);
+      case 'rooms': return setRooms(f.rooms || []);
+      case 'history': return onHistory(f);
+      case 'message': return onMessage(f);
+      case 'ack': return onAck(f);
+      case 'error': return onError(f);
+      case 'stream': return onStream(f);
+      case 'tool': return onTool(f);
+      case 'stream_end': return onStreamEnd(f);
+      case 'typing': return onTyping(f);
+      default: return undefined; // newer server, older page: ignore what we do not know
+    }
+  }
+
+  function onReady(f) {
+    state.ready = true;
+    state.retryMs = RECONNECT_MIN_MS;
+    state.user = f.user || null;
+    ui.newAgent.hidden = !(state.user && state.user.owner);
+    ui.whoami.textContent = state.user ? `Signed in as ${state.user.displayName}` : '';
+    ui.banner.hidden = f.modelConfigured !== false || sessionStorage.getItem(STORE_BANNER) === '1';
+    setConn('connected');
+    setRooms(f.rooms || []);
+    // Messages still waiting for an ack were maybe never received: send them again (same client_id).
+    for (const r of state.roomData.values()) {
+      for (const [clientId, p] of r.pending) {
+        if (!p.failed) sendFrame({ type: 'send', room_id: r.id, client_id: clientId, text: p.text });
+      }
+    }
+  }
+
+  function onHistory(f) {
+    const r = roomState(f.room_id);
+    // Catching up after a reconnect brings news (unread counts, replies); the first load does not.
+    const catchUp = r.loaded;
+    r.loaded = true;
+    addMessages(r, f.messages || [], catchUp);
+  }
+
+  function onMessage(f) {
+    if (!f.message) return;
+    const r = roomState(f.room_id || f.message.room_id);
+    if (f.stream_id) dropStream(r, f.stream_id);
+    addMessages(r, [f.message], true);
+  }
+
+  function onAck(f) {
+    const m = f.message;
+    if (!m) return;
+    addMessages(roomState(m.room_id), [m], true);
+  }
+
+  function onError(f) {
+    if (f.client_id) {
+      for (const r of state.roomData.values()) {
+        const p = r.pending.get(f.client_id);
+        if (!p) continue;
+        p.failed = true;
+        p.error = f.message || 'not sent';
+        if (r.id === state.current) replacePendingEl(f.client_id, p);
+        return;
+      }
+    }
+    toast(f.message || `Error: ${f.code}`);
+  }
+
+  function onStream(f) {
+    const r = roomState(f.room_id);
+    const s = streamFor(r, f.stream_id, f.agent);
+    s.text += f.delta || '';
+    setThinking(r, false);
+    if (r.id === state.current) updateStreamEl(f.stream_id, s);
+  }
+
+  function onTool(f) {
+    const r = roomState(f.room_id);
+    const s = streamFor(r, f.stream_id, null);
+    if (f.state === 'end') {
+      const running = [...s.tools].reverse().find((t) => t.name === f.name && !t.done);
+      if (running) {
+        running.done = true;
+        if (f.summary) running.summary = f.summary;
+      } else {
+        s.tools.push({ name: f.name, summary: f.summary || '', done: true });
+      }
+    } else {
+      s.tools.push({ name: f.name, summary: f.summary || '', done: false });
+    }
+    setThinking(r, false);
+    if (r.id === state.current) updateStreamEl(f.stream_id, s);
+  }
+
+  function onStreamEnd(f) {
+    const r = roomState(f.room_id);
+    const s = r.streams.get(f.stream_id);
+    if (!s) return;
+    s.ended = true;
+    for (const t of s.tools) t.done = true;
+    if (r.id === state.current) updateStreamEl(f.stream_id, s);
+  }
+
+  function streamFor(r, id, agent) {
+    let s = r.streams.get(id);
+    if (!s) {
+      s = { agent: agent || agentName(r.id), text: '', tools: [], ended: false };
+      r.streams.set(id, s);
+    }
+    return s;
+  }
+
+  function dropStream(r, id) {
+    if (!r.streams.delete(id)) return;
+    if (r.id === state.current) {
+      const el = ui.messages.querySelector(`[data-stream-id="${CSS.escape(id)}"]`);
+      if (el) el.remove();
+      updateActivity();
+    }
+  }
+
+  function onTyping(f) {
+    const who = f.user;
+    if (!who || (state.user && who.id === state.user.id)) return;
+    const r = roomState(f.room_id);
+    const old = r.typers.get(who.id);
+    if (old) clearTimeout(old.timer);
+    if (f.is_typing) {
+      const timer = setTimeout(() => {
+        r.typers.delete(who.id);
+        if (r.id === state.current) updateActivity();
+      }, TYPING_EXPIRE_MS);
+      r.typers.set(who.id, { name: who.displayName || 'Someone', timer });
+    } else {
+      r.typers.delete(who.id);
+    }
+    if (r.id === state.current) updateActivity();
+  }
+
+  // ---------------------------------------------------------------- rooms
+
+  /** A new room list: keeps the open room if it is still listed, else opens the remembered one. */
+  function setRooms(rooms) {
+    state.rooms = rooms;
+    let next = state.current;
+    if (state.wantRoom && rooms.some((x) => x.id === state.wantRoom)) {
+      next = state.wantRoom;
+      state.wantRoom = null;
+    } else if (!rooms.some((x) => x.id === next)) {
+      const saved = localStorage.getItem(STORE_ROOM);
+      const pick = rooms.find((x) => x.id === saved) || rooms[0];
+      next = pick ? pick.id : null;
+    }
+    if (next !== state.current) {
+      selectRoom(next);
+      return;
+    }
+    renderRoomList();
+    renderRoomHeader();
+    updateEmpty();
+    joinRoom(next); // after a reconnect: catch up on the open room
+  }
+
+  function renderRoomList() {
+    ui.rooms.replaceChildren(...state.rooms.map((room) => {
+      const li = document.createElement('li');
+      li.dataset.roomId = room.id;
+      const btn = document.createElement('button');
+      btn.type = 'button';
+      btn.className = 'room';
+      const active = room.id === state.current;
+      li.classList.toggle('active', active);
+      if (active) btn.setAttribute('aria-current', 'true');
+      const first = (room.agents || [])[0];
+      const avatar = el('span', `avatar hue-${hue(first ? first.name : room.name)}`, initials(room.name));
+      avatar.setAttribute('aria-hidden', 'true');
+      const text = el('span', 'room-text');
+      text.append(el('span', 'room-name', room.name));
+      const agents = (room.agents || []).map((a) => a.name).join(', ');
+      if (agents && agents !== room.name) text.append(el('span', 'room-agents', agents));
+      btn.append(avatar, text);
+      const unread = roomState(room.id).unread;
+      if (unread && !active) {
+        const badge = el('span', 'badge', unread > 99 ? '99+' : String(unread));
+        badge.setAttribute('aria-label', `${unread} unread`);
+        btn.append(badge);
+      }
+      btn.addEventListener('click', () => {
+        selectRoom(room.id);
+        closeDrawer();
+      });
+      li.append(btn);
+      return li;
+    }));
+    ui.roomsEmpty.hidden = state.rooms.length > 0;
+  }
+
+  function renderRoomHeader() {
+    const room = state.rooms.find((x) => x.id === state.current);
+    ui.roomTitle.textContent = room ? room.name : 'pincer';
+    const agents = room ? (room.agents || []).map((a) => a.name).join(', ') : '';
+    ui.roomSubtitle.textContent = agents && agents !== room.name ? `with ${agents}` : '';
+  }
+
+  function agentName(roomId) {
+    const room = state.rooms.find((x) => x.id === roomId);
+    return (room && room.agents && room.agents[0] && room.agents[0].name) || 'Agent';
+  }
+
+  function selectRoom(id) {
+    if (id === state.current) {
+      joinRoom(id);
+      return;
+    }
+    stopTyping();
+    if (state.current) roomState(state.current).draft = ui.composer.value;
+    state.current = id;
+    if (id) localStorage.setItem(STORE_ROOM, id);
+    const r = id ? roomState(id) : null;
+    if (r) r.unread = 0;
+    ui.composer.value = r ? r.draft : '';
+    autoGrow();
+    setConn(ui.conn.dataset.state);
+    renderRoomList();
+    renderRoomHeader();
+    renderRoom();
+    if (id) joinRoom(id);
+  }
+
+  /** Joins a room on the current socket once; with `after_seq` when history is already here. */
+  function joinRoom(id) {
+    if (!id || !isOpen() || state.joined.has(id)) return;
+    const r = roomState(id);
+    const frame = { type: 'join', room_id: id };
+    if (r.loaded) frame.after_seq = r.maxSeq;
+    if (sendFrame(frame)) state.joined.add(id);
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  /**
+   * Stores messages (de-duplicated by id) and shows those of the open room in seq order.
+   * `live`: news (a live event or a catch-up), as opposed to the first load of a room's history.
+   */
+  function addMessages(r, messages, live) {
+    const isCurrent = r.id === state.current;
+    const stick = isCurrent && atBottom();
+    let fresh = 0;
+    let mine = false;
+    for (const m of messages) {
+      if (!m || !m.id || r.messages.has(m.id)) continue;
+      r.messages.set(m.id, m);
+      r.maxSeq = Math.max(r.maxSeq, m.seq);
+      const own = isOwn(m);
+      // The stored copy of a message this page sent replaces its pending bubble.
+      if (m.client_id && r.pending.delete(m.client_id) && isCurrent) {
+        const p = ui.messages.querySelector(`[data-client-id="${CSS.escape(m.client_id)}"]`);
+        if (p) p.remove();
+        mine = true;
+      }
+      if (live && m.sender_type !== 'user') setThinking(r, false);
+      if (live && own && m.sender_type === 'user') setThinking(r, true);
+      if (isCurrent) {
+        insertMessageEl(messageEl(m));
+        if (live && !own) fresh++;
+      } else if (live && !own) {
+        r.unread++;
+      }
+    }
+    if (!isCurrent) {
+      if (live) renderRoomList();
+      return;
+    }
+    updateEmpty();
+    if (stick || mine) {
+      scrollToBottom();
+    } else if (fresh) {
+      ui.newPill.hidden = false;
+    }
+    if (fresh && document.hidden) document.title = `• ${document.title.replace(/^• /, '')}`;
+  }
+
+  function isOwn(m) {
+    return m.sender_type === 'user' && !!state.user && m.sender_id === state.user.id;
+  }
+
+  /** Re-renders the open room from what the page knows. */
+  function renderRoom() {
+    ui.messages.replaceChildren();
+    ui.newPill.hidden = true;
+    const r = state.current ? roomState(state.current) : null;
+    if (r) {
+      const sorted = [...r.messages.values()].sort((a, b) => a.seq - b.seq);
+      for (const m of sorted) insertMessageEl(messageEl(m));
+      for (const [id, s] of r.streams) updateStreamEl(id, s);
+      for (const [clientId, p] of r.pending) ui.messages.append(pendingEl(clientId, p));
+      ui.messages.querySelectorAll('.msg').forEach(decorate);
+    }
+    updateEmpty();
+    updateActivity();
+    scrollToBottom();
+  }
+
+  /** The placeholder shown while the open room's message list is empty. */
+  function updateEmpty() {
+    const r = state.current ? roomState(state.current) : null;
+    let title = 'No messages yet — say hello';
+    let hint = r ? `Messages here go to ${agentName(r.id)}.` : '';
+    if (!state.user) {
+      title = 'Connecting…';
+    } else if (!r) {
+      title = 'No rooms yet';
+      hint = state.user.owner ? 'Create an agent to start a conversation.' : '';
+    } else if (!r.loaded) {
+      title = 'Loading…';
+      hint = '';
+    }
+    ui.emptyTitle.textContent = title;
+    ui.emptyHint.textContent = hint;
+    ui.empty.hidden = ui.messages.childElementCount > 0;
+  }
+
+  /**
+   * Puts a stored message at its place by seq. Live elements (streams, pending sends) have no
+   * seq and stay at the end.
+   */
+  function insertMessageEl(node) {
+    const seq = Number(node.dataset.seq);
+    let before = null;
+    for (let n = ui.messages.lastElementChild; n; n = n.previousElementSibling) {
+      if (n.dataset.seq === undefined || Number(n.dataset.seq) > seq) before = n;
+      else break;
+    }
+    ui.messages.insertBefore(node, before);
+    decorate(node);
+    if (node.nextElementSibling) decorate(node.nextElementSibling);
+  }
+
+  /** Day separators and grouping of consecutive messages from the same sender. */
+  function decorate(node) {
+    const prev = node.previousElementSibling;
+    const t = Number(node.dataset.time) || Date.now();
+    const pt = prev ? Number(prev.dataset.time) || Date.now() : 0;
+    if (!prev || dayKey(t) !== dayKey(pt)) node.dataset.day = dayLabel(t);
+    else delete node.dataset.day;
+    const continued = !!prev && !node.dataset.day && node.dataset.senderType !== 'system'
+      && prev.dataset.sender === node.dataset.sender && t - pt < GROUP_GAP_MS;
+    node.classList.toggle('continued', continued);
+  }
+
+  function messageEl(m) {
+    const own = isOwn(m);
+    const kind = m.sender_type === 'system' ? 'system' : own ? 'own' : m.sender_type === 'user' ? 'other' : 'agent';
+    const node = el('article', `msg msg-${kind}`);
+    node.dataset.id = m.id;
+    node.dataset.seq = String(m.seq);
+    node.dataset.senderType = m.sender_type;
+    // Agents are known by name (all a stream knows of them), people by id.
+    const key = kind === 'agent' ? m.sender : m.sender_id || m.sender;
+    node.dataset.sender = `${m.sender_type}:${key}`;
+    node.dataset.time = String(m.created_at);
+    if (kind === 'agent' || kind === 'other') node.append(senderEl(m.sender, key));
+    const bubble = el('div', 'bubble');
+    const body = el('div', 'body');
+    body.innerHTML = m.html || ''; // rendered and sanitised (ammonia) by the server
+    for (const a of body.querySelectorAll('a[href]')) {
+      a.target = '_blank';
+      a.rel = 'noopener noreferrer nofollow';
+    }
+    bubble.append(body);
+    const files = filesEl(m.files);
+    if (files) bubble.append(files);
+    bubble.append(timeEl(m.created_at));
+    node.append(bubble);
+    return node;
+  }
+
+  function senderEl(name, key) {
+    const s = el('div', 'sender');
+    const avatar = el('span', `avatar avatar-sm hue-${hue(key)}`, initials(name));
+    avatar.setAttribute('aria-hidden', 'true');
+    s.append(avatar, el('span', 'sender-name', name));
+    return s;
+  }
+
+  function timeEl(ms) {
+    const d = new Date(ms);
+    const t = el('time', 'stamp', d.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' }));
+    t.dateTime = d.toISOString();
+    t.title = d.toLocaleString([], { dateStyle: 'full', timeStyle: 'medium' });
+    return t;
+  }
+
+  function filesEl(files) {
+    if (!Array.isArray(files) || !files.length) return null;
+    const box = el('div', 'files');
+    for (const f of files) {
+      // Only same-origin paths: the server hands out /api/files/... URLs.
+      if (!f || typeof f.url !== 'string' || !f.url.startsWith('/') || f.url.startsWith('//')) continue;
+      const a = el('a', 'file');
+      a.href = f.url;
+      a.target = '_blank';
+      a.rel = 'noopener';
+      if (String(f.mime || '').startsWith('image/')) {
+        const img = document.createElement('img');
+        img.src = f.url;
+        img.alt = f.name || 'image';
+        img.loading = 'lazy';
+        a.classList.add('file-image');
+        a.append(img);
+      } else {
+        a.append(el('span', 'file-name', f.name || 'file'), el('span', 'file-size', formatSize(f.size)));
+      }
+      box.append(a);
+    }
+    return box;
+  }
+
+  // ---------------------------------------------------------------- sending
+
+  function sendCurrent() {
+    const text = ui.composer.value;
+    if (!text.trim() || !state.current || !isOpen()) return;
+    const r = roomState(state.current);
+    const clientId = newClientId();
+    const p = { text, failed: false, error: '' };
+    r.pending.set(clientId, p);
+    ui.messages.append(pendingEl(clientId, p));
+    decorate(ui.messages.lastElementChild);
+    updateEmpty();
+    scrollToBottom();
+    ui.composer.value = '';
+    r.draft = '';
+    autoGrow();
+    stopTyping();
+    sendFrame({ type: 'send', room_id: r.id, client_id: clientId, text });
+  }
+
+  function retry(roomId, clientId) {
+    const r = roomState(roomId);
+    const p = r.pending.get(clientId);
+    if (!p) return;
+    p.failed = false;
+    p.error = '';
+    if (roomId === state.current) replacePendingEl(clientId, p);
+    sendFrame({ type: 'send', room_id: roomId, client_id: clientId, text: p.text });
+  }
+
+  function pendingEl(clientId, p) {
+    const node = el('article', `msg msg-own ${p.failed ? 'failed' : 'pending'}`);
+    node.dataset.clientId = clientId;
+    node.dataset.senderType = 'user';
+    node.dataset.sender = `user:${state.user ? state.user.id : ''}`;
+    node.dataset.time = String(Date.now());
+    const bubble = el('div', 'bubble');
+    bubble.append(el('div', 'body body-plain', p.text));
+    bubble.append(el('span', 'stamp', p.failed ? 'Not sent' : 'Sending…'));
+    node.append(bubble);
+    if (p.failed) {
+      const note = el('div', 'send-error');
+      note.append(el('span', '', p.error));
+      const btn = el('button', 'link-btn retry', 'Retry');
+      btn.type = 'button';
+      const roomId = state.current;
+      btn.addEventListener('click', () => retry(roomId, clientId));
+      note.append(btn);
+      node.append(note);
+    }
+    return node;
+  }
+
+  function replacePendingEl(clientId, p) {
+    const old = ui.messages.querySelector(`[data-client-id="${CSS.escape(clientId)}"]`);
+    if (!old) return;
+    const fresh = pendingEl(clientId, p);
+    old.replaceWith(fresh);
+    decorate(fresh);
+  }
+
+  /** A UUID; `crypto.randomUUID` exists only in secure contexts (HTTPS or localhost). */
+  function newClientId() {
+    if (crypto.randomUUID) return crypto.randomUUID();
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+
+  // ---------------------------------------------------------------- streams, thinking, typing
+
+  function updateStreamEl(id, s) {
+    const stick = atBottom();
+    let node = ui.messages.querySelector(`[data-stream-id="${CSS.escape(id)}"]`);
+    if (!node) {
+      node = el('article', 'msg msg-agent streaming');
+      node.dataset.streamId = id;
+      node.dataset.senderType = 'agent';
+      node.dataset.sender = `agent:${s.agent}`;
+      node.dataset.time = String(Date.now());
+      node.append(senderEl(s.agent, s.agent));
+      const bubble = el('div', 'bubble');
+      bubble.append(el('div', 'tools'), el('div', 'body body-plain'));
+      node.append(bubble);
+      // Before any pending sends, after everything stored.
+      const firstPending = ui.messages.querySelector('[data-client-id]');
+      ui.messages.insertBefore(node, firstPending);
+      decorate(node);
+      updateEmpty();
+    }
+    node.classList.toggle('finished', s.ended);
+    node.setAttribute('aria-busy', s.ended ? 'false' : 'true');
+    node.querySelector('.body').textContent = s.text;
+    node.querySelector('.tools').replaceChildren(...s.tools.map((t) => {
+      const chip = el('span', `tool ${t.done ? 'tool-done' : 'tool-running'}`);
+      chip.append(el('span', 'tool-name', t.name));
+      if (t.summary) chip.append(el('span', 'tool-summary', t.summary));
+      chip.title = t.summary ? `${t.name}: ${t.summary}` : t.name;
+      return chip;
+    }));
+    if (stick) scrollToBottom();
+    updateActivity();
+  }
+
+  function setThinking(r, on) {
+    clearTimeout(r.thinkingTimer);
+    r.thinking = on;
+    if (on) {
+      r.thinkingTimer = setTimeout(() => setThinking(r, false), THINKING_EXPIRE_MS);
+    }
+    if (r.id === state.current) updateActivity();
+  }
+
+  /** The line above the composer: who is thinking or typing; and the Stop button. */
+  function updateActivity() {
+    const r = state.current ? roomState(state.current) : null;
+    const live = !!r && [...r.streams.values()].some((s) => !s.ended);
+    const thinking = !!r && r.thinking && !live;
+    const typers = r ? [...r.typers.values()].map((t) => t.name) : [];
+    ui.activity.replaceChildren();
+    if (thinking) {
+      ui.activity.append(el('span', 'dots'), el('span', '', `${agentName(r.id)} is thinking…`));
+    } else if (typers.length) {
+      const who = typers.length === 1 ? `${typers[0]} is` : typers.length === 2 ? `${typers[0]} and ${typers[1]} are` : 'Several people are';
+      ui.activity.append(el('span', 'dots'), el('span', '', `${who} typing…`));
+    }
+    ui.activity.classList.toggle('visible', ui.activity.childElementCount > 0);
+    ui.stop.hidden = !(live || thinking);
+  }
+
+  function onComposerInput() {
+    autoGrow();
+    updateSendButton();
+    const t = state.typing;
+    if (!state.current || !isOpen()) return;
+    if (!ui.composer.value.trim()) {
+      stopTyping();
+      return;
+    }
+    const now = Date.now();
+    if (!t.active || now - t.lastSent >= TYPING_REFRESH_MS) {
+      sendFrame({ type: 'typing', room_id: state.current, is_typing: true });
+      t.active = true;
+      t.room = state.current;
+      t.lastSent = now;
+    }
+    clearTimeout(t.idleTimer);
+    t.idleTimer = setTimeout(stopTyping, TYPING_IDLE_MS);
+  }
+
+  function stopTyping() {
+    const t = state.typing;
+    clearTimeout(t.idleTimer);
+    if (t.active && t.room) sendFrame({ type: 'typing', room_id: t.room, is_typing: false });
+    t.active = false;
+  }
+
+  // ---------------------------------------------------------------- composer and scrolling
+
+  function autoGrow() {
+    // CSSOM assignments are allowed by the CSP (only style attributes in markup are not).
+    const c = ui.composer;
+    c.style.height = 'auto';
+    const borders = c.offsetHeight - c.clientHeight;
+    c.style.height = `${Math.min(c.scrollHeight + borders, 240)}px`;
+  }
+
+  function updateSendButton() {
+    ui.send.disabled = !isOpen() || !state.current || !ui.composer.value.trim();
+  }
+
+  function atBottom() {
+    const m = ui.messages;
+    return m.scrollHeight - m.scrollTop - m.clientHeight < AT_BOTTOM_PX;
+  }
+
+  function scrollToBottom(smooth) {
+    ui.messages.scrollTo({ top: ui.messages.scrollHeight, behavior: smooth ? 'smooth' : 'auto' });
+    ui.newPill.hidden = true;
+  }
+
+  // ---------------------------------------------------------------- new agent
+
+  function openAgentDialog() {
+    ui.agentForm.reset();
+    ui.agentError.hidden = true;
+    ui.agentCreate.disabled = false;
+    ui.dialog.showModal();
+    ui.agentName.focus();
+  }
+
+  async function createAgent(ev) {
+    ev.preventDefault();
+    ui.agentError.hidden = true;
+    ui.agentCreate.disabled = true;
+    const body = { name: ui.agentName.value, withRoom: true };
+    const instructions = ui.agentInstructions.value.trim();
+    if (instructions) body.instructions = instructions;
+    try {
+      const res = await fetch('/api/agents', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-Webchat-CSRF': '1' },
+        body: JSON.stringify(body),
+      });
+      const data = await res.json().catch(() => ({}));
+      if (!res.ok) throw new Error(data.error || `The server answered ${res.status}.`);
+      ui.dialog.close();
+      if (data.roomId) {
+        openNewRoom(data.roomId).catch(() => toast('The agent was created; reload to see its room.'));
+      }
+    } catch (e) {
+      ui.agentError.textContent = e instanceof TypeError ? 'Could not reach pincer; try again.' : e.message;
+      ui.agentError.hidden = false;
+    } finally {
+      ui.agentCreate.disabled = false;
+    }
+  }
+
+  /** Opens a just-created room; the `rooms` frame usually lists it already, else ask for the list. */
+  async function openNewRoom(id) {
+    if (state.rooms.some((x) => x.id === id)) {
+      selectRoom(id);
+      return;
+    }
+    state.wantRoom = id;
+    const res = await fetch('/api/rooms');
+    if (res.ok && state.wantRoom === id) setRooms(await res.json());
+  }
+
+  // ---------------------------------------------------------------- small helpers
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function initials(name) {
+    const words = String(name || '').trim().split(/\s+/).slice(0, 2);
+    return words.map((w) => [...w][0] || '').join('').toUpperCase() || '?';
+  }
+
+  /** One of eight avatar colours, stable for a key. */
+  function hue(key) {
+    let h = 0;
+    for (const c of String(key)) h = (h * 31 + c.codePointAt(0)) >>> 0;
+    return h % 8;
+  }
+
+  function dayKey(ms) {
+    const d = new Date(ms);
+    return `${d.getFullYear()}-${d.getMonth()}-${d.getDate()}`;
+  }
+
+  function dayLabel(ms) {
+    const d = new Date(ms);
+    const today = new Date();
+    const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+    if (dayKey(ms) === dayKey(today.getTime())) return 'Today';
+    if (dayKey(ms) === dayKey(yesterday.getTime())) return 'Yesterday';
+    const opts = { weekday: 'long', month: 'long', day: 'numeric' };
+    if (d.getFullYear() !== today.getFullYear()) opts.year = 'numeric';
+    return d.toLocaleDateString([], opts);
+  }
+
+  function formatSize(n) {
+    if (typeof n !== 'number') return '';
+    if (n < 1024) return `${n} B`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+    return `${(n / 1024 / 1024).toFixed(1)} MB`;
+  }
+
+  function toast(text) {
+    const t = el('div', 'toast');
+    t.setAttribute('role', 'alert');
+    t.append(el('span', '', text));
+    const close = el('button', 'icon-btn', '×');
+    close.type = 'button';
+    close.setAttribute('aria-label', 'Dismiss');
+    close.addEventListener('click', () => t.remove());
+    t.append(close);
+    ui.toasts.append(t);
+    setTimeout(() => t.remove(), 6000);
+  }
+
+  function openDrawer() {
+    ui.app.classList.add('drawer-open');
+    ui.scrim.hidden = false;
+    ui.menuToggle.setAttribute('aria-expanded', 'true');
+    const active = ui.rooms.querySelector('[aria-current]') || ui.rooms.querySelector('button');
+    if (active) active.focus();
+  }
+
+  function closeDrawer() {
+    if (!ui.app.classList.contains('drawer-open')) return;
+    ui.app.classList.remove('drawer-open');
+    ui.scrim.hidden = true;
+    ui.menuToggle.setAttribute('aria-expanded', 'false');
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  ui.form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    sendCurrent();
+  });
+  ui.composer.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      sendCurrent();
+    }
+  });
+  ui.composer.addEventListener('input', onComposerInput);
+  ui.stop.addEventListener('click', () => {
+    if (state.current) sendFrame({ type: 'stop', room_id: state.current });
+  });
+  ui.messages.addEventListener('scroll', () => {
+    if (atBottom()) ui.newPill.hidden = true;
+  });
+  ui.newPill.addEventListener('click', () => scrollToBottom(true));
+  ui.reconnectNow.addEventListener('click', reconnectNow);
+  ui.bannerClose.addEventListener('click', () => {
+    ui.banner.hidden = true;
+    sessionStorage.setItem(STORE_BANNER, '1');
+  });
+  ui.menuToggle.addEventListener('click', () => {
+    if (ui.app.classList.contains('drawer-open')) closeDrawer();
+    else openDrawer();
+  });
+  ui.scrim.addEventListener('click', closeDrawer);
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape') closeDrawer();
+  });
+  ui.newAgent.addEventListener('click', () => {
+    closeDrawer();
+    openAgentDialog();
+  });
+  ui.agentCancel.addEventListener('click', () => ui.dialog.close());
+  ui.agentForm.addEventListener('submit', createAgent);
+  window.addEventListener('online', reconnectNow);
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden) return;
+    document.title = document.title.replace(/^• /, '');
+    reconnectNow();
+  });
+
+  updateEmpty();
+  connect();
+})();

@@ -78,8 +78,9 @@ pub enum Wake {
     Signalled,
     /// A container was started.
     Started,
-    /// Nothing started now; the sweep tries again later (backoff, capacity, shutdown).
-    Deferred(&'static str),
+    /// Nothing started now (backoff, capacity, shutdown); the sweep tries again, at `retry_at`
+    /// (epoch ms) when that is known.
+    Deferred { why: &'static str, retry_at: Option<i64> },
 }
 
 struct Slot {
@@ -91,7 +92,8 @@ struct Slot {
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
     failures: u32,
-    not_before: Instant,
+    /// Epoch ms.
+    not_before: i64,
 }
 
 #[derive(Default)]
@@ -130,15 +132,19 @@ impl Containers {
             return Ok(Wake::Signalled);
         }
         if state.stopping {
-            return Ok(Wake::Deferred("host is shutting down"));
+            return Ok(Wake::Deferred { why: "host is shutting down", retry_at: None });
         }
         if let Some(b) = state.backoff.get(&session.id)
-            && Instant::now() < b.not_before
+            && now_ms() < b.not_before
         {
-            return Ok(Wake::Deferred("backing off after container failures"));
+            return Ok(Wake::Deferred {
+                why: "backing off after container failures",
+                retry_at: Some(b.not_before),
+            });
         }
         if state.running.len() >= self.cfg.max_containers {
-            return Ok(Wake::Deferred("at PINCER_MAX_CONTAINERS"));
+            // Retried when a container exits.
+            return Ok(Wake::Deferred { why: "at PINCER_MAX_CONTAINERS", retry_at: None });
         }
         let (child, name, listener) = self.start(conn, session)?;
         state
@@ -294,10 +300,8 @@ impl Containers {
     pub fn record_failure(&self, session_id: &str) -> u32 {
         let mut state = self.lock();
         let failures = state.backoff.get(session_id).map_or(0, |b| b.failures) + 1;
-        let delay = Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300));
-        state
-            .backoff
-            .insert(session_id.to_string(), Backoff { failures, not_before: Instant::now() + delay });
+        let delay_ms = (1000i64 << failures.min(8)).min(300_000);
+        state.backoff.insert(session_id.to_string(), Backoff { failures, not_before: now_ms() + delay_ms });
         failures
     }
 

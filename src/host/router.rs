@@ -139,7 +139,7 @@ impl Router {
         // queue bookkeeping commits (routing again after a crash here is a no-op).
         for session in &to_wake {
             match self.containers.wake(&self.central, session) {
-                Ok(Wake::Deferred(why)) => {
+                Ok(Wake::Deferred { why, .. }) => {
                     log::info!("session {}: container start deferred: {why}", session.id);
                     self.sweep.check(&session.id);
                 }

@@ -148,6 +148,7 @@ pub fn run(mut s: Sweep, mut poll: Poll, handle: SweepHandle) -> anyhow::Result<
             let mut inbox = handle.inbox.lock().unwrap_or_else(|e| e.into_inner());
             (std::mem::take(&mut inbox.exits), std::mem::take(&mut inbox.check), inbox.stop)
         };
+        let exited = !exits.is_empty();
         for report in exits {
             if let Err(e) = s.on_exit(&report, now_ms(), stop) {
                 log::error!("after the exit of {}: {e:#}", report.container);
@@ -157,15 +158,23 @@ pub fn run(mut s: Sweep, mut poll: Poll, handle: SweepHandle) -> anyhow::Result<
             log::info!("sweep stopped");
             return Ok(());
         }
+        let mut soonest = None;
         for session_id in check {
             if let Ok(Some(session)) = central::session(&s.central, &session_id) {
-                let _ = s.check_session(&session, now_ms());
+                match s.check_session(&session, now_ms()) {
+                    Ok(t) => soonest = earliest(soonest, t),
+                    Err(e) => log::error!("sweep: session {session_id}: {e:#}"),
+                }
             }
         }
-        if Instant::now() >= next_pass {
-            let soonest = s.pass(now_ms());
-            let until_due = soonest.map(|t| Duration::from_millis((t - now_ms()).max(0) as u64 + 5));
-            next_pass = Instant::now() + until_due.unwrap_or(SWEEP_INTERVAL).min(SWEEP_INTERVAL);
+        // An exit frees a slot and may end a backoff: look at every session then, too.
+        if exited || Instant::now() >= next_pass {
+            soonest = earliest(soonest, s.pass(now_ms()));
+            next_pass = Instant::now() + SWEEP_INTERVAL;
+        }
+        if let Some(t) = soonest {
+            let until = Duration::from_millis((t - now_ms()).max(0) as u64 + 5);
+            next_pass = next_pass.min(Instant::now() + until);
         }
     }
 }
@@ -198,7 +207,7 @@ impl Sweep {
         if !dir.inbound().exists() {
             return Ok(None);
         }
-        let inb = dir.open_inbound()?;
+        let mut inb = dir.open_inbound()?;
         let out = if dir.outbound().exists() {
             Some(db::open_readonly(&dir.outbound(), Kind::Outbound)?)
         } else {
@@ -206,8 +215,11 @@ impl Sweep {
         };
         if let Some(out) = &out {
             let acks = outbound::finished_acks_since(out, 0)?;
-            inbound::apply_acks(&inb, &acks)?;
+            if !acks.is_empty() {
+                db::write_tx(&mut inb, |tx| Ok(inbound::apply_acks(tx, &acks)?))?;
+            }
         }
+        let mut soonest = inbound::next_due_at(&inb, now)?;
         if self.containers.is_running(&session.id) {
             if let Some(out) = &out {
                 let heartbeat = mtime_ms(&dir.heartbeat());
@@ -225,11 +237,14 @@ impl Sweep {
             }
         } else if inbound::due_count(&inb, now)? > 0 {
             match self.containers.wake(&self.central, session)? {
-                Wake::Deferred(why) => log::debug!("session {}: start deferred: {why}", session.id),
+                Wake::Deferred { why, retry_at } => {
+                    log::debug!("session {}: start deferred: {why}", session.id);
+                    soonest = earliest(soonest, retry_at);
+                }
                 Wake::Started | Wake::Signalled => {}
             }
         }
-        Ok(inbound::next_due_at(&inb, now)?)
+        Ok(soonest)
     }
 
     fn on_exit(&mut self, r: &ExitReport, now: i64, stopping: bool) -> anyhow::Result<()> {
@@ -336,6 +351,13 @@ impl Sweep {
         {
             log::error!("posting a notice: {e:#}");
         }
+    }
+}
+
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -79,7 +79,7 @@ pub fn is_loopback_host(host: &str) -> bool {
 fn local_user_name() -> String {
     #[allow(clippy::disallowed_methods)]
     let user = std::env::var("USER").ok().filter(|u| !u.is_empty() && u.len() <= 64);
-    user.unwrap_or_else(|| "you".into())
+    user.unwrap_or_else(|| "local user".into())
 }
 
 /// Compares secrets in time independent of where they differ.

@@ -1,1 +1,202 @@
-fn main() {}
+//! `make bench`: starts the real `pincer` host with the mock provider in a temp dir and measures
+//! the first reply of a fresh agent (container start included), warm round trips over the
+//! WebSocket, the host's memory and the agent container's memory. Every number is printed next
+//! to a baseline measured in the same run (CONTRACT.md §6), so the overhead over the physical
+//! limit can be read off: `name value unit  (baseline name value unit, xRATIO)`.
+
+mod baseline;
+mod docker;
+mod host;
+mod net;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use serde_json::{Value, json};
+
+use crate::host::Host;
+use crate::net::{Ws, http_json};
+
+/// Warm round trips, echo round trips and SQLite commits measured.
+const SAMPLES: usize = 200;
+/// `docker run` of a trivial command, repeated for the median.
+const DOCKER_RUNS: usize = 5;
+const HOST_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first reply includes the container start.
+const COLD_TIMEOUT: Duration = Duration::from_secs(60);
+const WARM_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench failed: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let image = image_name(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::Builder::new().prefix("pincer-bench-").tempdir()?;
+    println!(
+        "# pincer bench  date {}  kernel {}  image {image}",
+        shell("date", &["-Iseconds"]),
+        shell("uname", &["-r"])
+    );
+
+    let echo = baseline::ws_echo(SAMPLES).context("WebSocket echo baseline")?;
+    let docker_true =
+        (0..DOCKER_RUNS).map(|_| docker::run_true(&image)).collect::<anyhow::Result<Vec<_>>>()?;
+
+    // Containers of this install are named `pincer-<install>-<folder>-<ms>`; the guard removes
+    // any the host leaves behind (it is declared first, so it is dropped after the host).
+    std::fs::create_dir_all(tmp.path().join("data"))?;
+    let install = pincer::host::containers::RunnerConfig::install_id(&tmp.path().join("data"));
+    let leftovers = Leftovers(format!("pincer-{install}-"));
+    let mut host = Host::start(tmp.path(), &image, HOST_READY_TIMEOUT)?;
+    let rss_idle = host.rss_mb()?;
+    let sqlite = baseline::sqlite_commits(&host.data_dir.join("bench-baseline.db"), SAMPLES)?;
+
+    let port = host.port;
+    let (status, created) =
+        http_json(port, "POST", "/api/agents", Some(&json!({ "name": "Bench", "withRoom": true })))?;
+    ensure!(status == 201, "POST /api/agents answered {status}: {created}");
+    let room = created["roomId"].as_str().context("no roomId in the POST /api/agents answer")?.to_string();
+
+    let mut ws = Ws::connect(port, "/ws")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    ws.wait_for(deadline, "the ready frame", |v| v["type"] == "ready")?;
+    ws.send_json(&json!({ "type": "join", "room_id": room }))?;
+    ws.wait_for(deadline, "the history frame", |v| v["type"] == "history" && v["room_id"] == room.as_str())?;
+
+    let cold = round_trip(&mut ws, &room, 0, COLD_TIMEOUT)?;
+    let warm = (1..=SAMPLES)
+        .map(|i| round_trip(&mut ws, &room, i, WARM_TIMEOUT))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let containers = docker::containers(&leftovers.0)?;
+    ensure!(!containers.is_empty(), "no agent container named {}* after the warm run", leftovers.0);
+    let mem = docker::mem_mb(&containers)?;
+    let rss_after = host.rss_mb()?;
+    let (log_lines, warnings) = host.warnings();
+    let stop_took = host.stop()?;
+
+    let ms = |d: &[Duration], p: usize| percentile(d, p).as_secs_f64() * 1e3;
+    let (echo50, echo99, sql50, sql99) = (ms(&echo, 50), ms(&echo, 99), ms(&sqlite, 50), ms(&sqlite, 99));
+    report(
+        "cold_first_reply",
+        cold.as_secs_f64() * 1e3,
+        "ms",
+        &[("docker_run_true", ms(&docker_true, 50), "ms")],
+    );
+    report(
+        "warm_round_trip_p50",
+        ms(&warm, 50),
+        "ms",
+        &[("ws_echo_loopback_p50", echo50, "ms"), ("sqlite_commit_delete", sql50, "ms")],
+    );
+    report(
+        "warm_round_trip_p99",
+        ms(&warm, 99),
+        "ms",
+        &[("ws_echo_loopback_p99", echo99, "ms"), ("sqlite_commit_delete_p99", sql99, "ms")],
+    );
+    println!("host_rss_idle {} MB  (target < 20 MB)", num(rss_idle));
+    println!(
+        "host_rss_after {} MB  (after {} round trips; idle {} MB)",
+        num(rss_after),
+        SAMPLES + 1,
+        num(rss_idle)
+    );
+    let names: Vec<&str> = mem.iter().map(|(n, _)| n.as_str()).collect();
+    let total: f64 = mem.iter().map(|(_, m)| m).sum();
+    println!("agent_container_mem {} MB  ({})", num(total), names.join(", "));
+
+    eprintln!("bench: host stopped {:.0} ms after SIGTERM", stop_took.as_secs_f64() * 1e3);
+    eprintln!("bench: host logged {log_lines} lines at info, {} at WARN/ERROR", warnings.len());
+    for w in &warnings {
+        eprintln!("bench: host logged: {w}");
+    }
+    let left = docker::containers(&leftovers.0)?;
+    if !left.is_empty() {
+        eprintln!("bench: containers left after the host stopped (removing them): {}", left.join(", "));
+    }
+    Ok(())
+}
+
+/// Sends message `n` to `room` and waits for the mock agent's `echo: <text>`; the time between.
+fn round_trip(ws: &mut Ws, room: &str, n: usize, timeout: Duration) -> anyhow::Result<Duration> {
+    let text = format!("bench message {n}");
+    let expected = format!("echo: {text}");
+    let client_id = format!("bench-{}-{n}", std::process::id());
+    let started = Instant::now();
+    ws.send_json(&json!({ "type": "send", "room_id": room, "client_id": client_id, "text": text }))?;
+    ws.wait_for(started + timeout, &format!("the agent's reply to {text:?}"), |v: &Value| {
+        v["type"] == "message"
+            && v["room_id"] == room
+            && v["message"]["sender_type"] == "agent"
+            && v["message"]["text"].as_str().is_some_and(|t| t.lines().any(|l| l == expected))
+    })?;
+    Ok(started.elapsed())
+}
+
+/// `pincer-agent-<first 8 hex of sha1(canonical project root)>:latest`, as the host derives it.
+fn image_name(root: &str) -> String {
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.into());
+    let hex = sha1_smol::Sha1::from(root.as_os_str().as_encoded_bytes()).digest().to_string();
+    format!("pincer-agent-{}:latest", &hex[..8])
+}
+
+/// Nearest-rank percentile.
+fn percentile(samples: &[Duration], p: usize) -> Duration {
+    let mut s = samples.to_vec();
+    s.sort();
+    s[(s.len() * p).div_ceil(100).clamp(1, s.len()) - 1]
+}
+
+/// One metric line with its baselines and the ratio to each.
+fn report(name: &str, value: f64, unit: &str, baselines: &[(&str, f64, &str)]) {
+    let base: Vec<String> = baselines
+        .iter()
+        .map(|(b, v, u)| {
+            let ratio = value / v;
+            let ratio = if ratio >= 10.0 { format!("{ratio:.0}") } else { format!("{ratio:.1}") };
+            format!("{b} {} {u}, x{ratio}", num(*v))
+        })
+        .collect();
+    println!("{name} {} {unit}  (baseline {})", num(value), base.join("; "));
+}
+
+/// Three significant digits or so.
+fn num(v: f64) -> String {
+    match v.abs() {
+        a if a >= 100.0 => format!("{v:.0}"),
+        a if a >= 10.0 => format!("{v:.1}"),
+        a if a >= 1.0 => format!("{v:.2}"),
+        _ => format!("{v:.3}"),
+    }
+}
+
+fn shell(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|e| format!("<{cmd}: {e}>"))
+}
+
+/// Removes the bench install's containers when dropped (after the host, even on a panic).
+struct Leftovers(String);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        match docker::containers(&self.0) {
+            Ok(names) if !names.is_empty() => {
+                if let Err(e) = docker::remove(&names) {
+                    eprintln!("bench: removing leftover containers: {e:#}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("bench: listing leftover containers: {e:#}"),
+        }
+    }
+}

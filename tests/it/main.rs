@@ -1,1 +1,13 @@
+//! Integration tests: the real `pincer` binary, real agent containers, real SQLite files.
+//!
+//! Needs the agent image (`make image`; `make test` builds it first) and a docker engine.
 
+#![allow(clippy::disallowed_methods, reason = "tests start processes and read the environment directly")]
+#![allow(unreachable_pub, reason = "helpers are shared between test modules of one binary")]
+
+mod api;
+mod chat;
+mod cli;
+mod containers;
+mod restart;
+mod support;

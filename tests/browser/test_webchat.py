@@ -1,0 +1,722 @@
+#!/usr/bin/env python3
+"""Real-browser test of the webchat page (www/) against a real host with real agent containers.
+
+Starts `pincer run` (PINCER_BIN, else target/debug/pincer) on a fresh data dir and a free port,
+drives headless Chromium through the page and checks what a person would see: rooms, the mock
+banner, sending and echo replies, inert hostile input, markdown, history after a reload, live
+and missed messages (catch-up with `after_seq` across a host restart), failed sends with retry,
+creating an agent and the phone layout. Streaming, tool chips, thinking and others typing, which
+the mock provider never produces, are checked with frames handed to the page's socket. The
+WebSocket frames the page sends are read from Chromium's performance log.
+
+Exit 0 when every step passed; otherwise the failing step, the browser console and the host's
+log tail are printed and the exit status is 1.
+
+Waits are WebDriverWait on observable conditions with bounded timeouts; nothing sleeps.
+"""
+
+import collections
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.request
+import uuid
+from pathlib import Path
+
+os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager go online for drivers
+
+from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST_BIN = Path(os.environ.get("PINCER_BIN") or ROOT / "target" / "debug" / "pincer").absolute()
+ROOM = "assistant"  # the first-run agent's room
+
+HOST_START_S = 30  # until the host logs "webchat listening"
+UI_S = 10  # page reactions
+FIRST_REPLY_S = 45  # the first reply starts an agent container
+REPLY_S = 20
+RECONNECT_S = 45  # the page's backoff may have grown to 16 s while the host was down
+
+# What the page's script leaves in the console that must never appear.
+CONSOLE_FORBIDDEN = re.compile(r"Content Security Policy|Refused to|Uncaught", re.I)
+
+# Installed before the page's own script: remembers the sockets the page opens, so the test can
+# hand it frames the server would send in situations the mock provider never creates (streaming).
+SOCKET_SPY = """
+window.__sockets = [];
+window.WebSocket = class extends WebSocket {
+  constructor(...args) { super(...args); window.__sockets.push(this); }
+};
+"""
+
+# No proxy for loopback requests, whatever the environment says.
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class Failure(Exception):
+    """A check failed; the message says what was expected and what was seen."""
+
+
+def check(cond, what):
+    if not cond:
+        raise Failure(what)
+
+
+# ---------------------------------------------------------------------------------------- host
+
+
+def default_image():
+    """The agent image `make image` builds: named after the project root (config.rs)."""
+    return f"pincer-agent-{hashlib.sha1(str(ROOT.resolve()).encode()).hexdigest()[:8]}:latest"
+
+
+class Host:
+    """One `pincer run` process; its stderr is collected by a thread into `log` (shared)."""
+
+    def __init__(self, tmp, log, port=0):
+        self.tmp = tmp
+        self.log = log
+        self.port = port
+        self.proc = None
+
+    def start(self):
+        # Run in the temp dir so no .env of the developer's applies, and drop inherited model
+        # settings: the page must see the mock provider.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("ANTHROPIC_", "OPENAI_", "PINCER_", "WEBCHAT_"))
+        }
+        env.update(
+            PINCER_DATA_DIR=str(self.tmp / "data"),
+            PINCER_GROUPS_DIR=str(self.tmp / "groups"),
+            PINCER_IMAGE=os.environ.get("PINCER_IMAGE") or default_image(),
+            WEBCHAT_PORT=str(self.port),
+        )
+        if os.environ.get("PINCER_DOCKER"):
+            env["PINCER_DOCKER"] = os.environ["PINCER_DOCKER"]
+        self.proc = subprocess.Popen(
+            [str(HOST_BIN), "run"],
+            cwd=self.tmp,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
+        listening = threading.Event()
+        threading.Thread(target=self._read, args=(listening,), daemon=True).start()
+        if not listening.wait(HOST_START_S) or self.proc.poll() is not None:
+            self.stop()
+            raise Failure(f"the host did not log 'webchat listening' within {HOST_START_S} s, or exited")
+        return self
+
+    def _read(self, listening):
+        pid = self.proc.pid
+        for line in self.proc.stderr:
+            self.log.append(f"[host {pid}] {line.rstrip()}")
+            m = re.search(r"webchat listening on https?://\S+?:(\d+)/", line)
+            if m and not listening.is_set():
+                self.port = int(m.group(1))
+                listening.set()
+        listening.set()  # end of output: the host is gone
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.log.append("[test] the host ignored SIGTERM for 20 s; killed")
+                self.proc.kill()
+                self.proc.wait()
+
+
+def post(port, text):
+    """Posts a message to the Assistant room over HTTP, as another client would."""
+    res = api(port, "POST", f"/api/rooms/{ROOM}/messages", {"text": text, "client_id": f"t-{uuid.uuid4()}"})
+    check(res.get("ok") is True, f"POST /api/rooms/{ROOM}/messages answered {res}")
+
+
+def api(port, method, path, body=None):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-Webchat-CSRF": "1"},
+    )
+    with HTTP.open(req, timeout=10) as resp:
+        return json.load(resp)
+
+
+# ------------------------------------------------------------------------------------- browser
+
+
+def start_browser(profile_dir):
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-proxy-server",
+        "--window-size=1280,900",
+        f"--user-data-dir={profile_dir}",
+    ):
+        options.add_argument(flag)
+    # The performance log carries the WebSocket frames; the browser log the console.
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": SOCKET_SPY})
+    return driver
+
+
+class Page:
+    """The chat page in the browser, with the reads and waits the steps need."""
+
+    def __init__(self, driver, port):
+        self.d = driver
+        self.port = port
+        self.console = []  # every console entry seen so far
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/"
+
+    def wait(self, cond, what, timeout=UI_S):
+        """Waits for `cond(driver)` to be truthy; a Failure naming `what` on timeout."""
+        try:
+            return WebDriverWait(self.d, timeout, poll_frequency=0.1).until(cond)
+        except TimeoutException:
+            raise Failure(f"timed out after {timeout} s waiting for {what}") from None
+
+    def find(self, css):
+        return self.d.find_element(By.CSS_SELECTOR, css)
+
+    def find_all(self, css):
+        return self.d.find_elements(By.CSS_SELECTOR, css)
+
+    def js(self, script, *args):
+        return self.d.execute_script(script, *args)
+
+    def messages(self):
+        """The message list as shown: one dict per element of #messages, in DOM order."""
+        return self.js(
+            """
+            return [...document.querySelectorAll('#messages > .msg')].map((m) => ({
+              id: m.dataset.id || null,
+              seq: m.dataset.seq === undefined ? null : Number(m.dataset.seq),
+              type: m.dataset.senderType,
+              sender: (m.querySelector('.sender-name') || {}).textContent || null,
+              text: m.querySelector('.body').innerText.trim(),
+              pending: m.classList.contains('pending'),
+              failed: m.classList.contains('failed'),
+            }));
+            """
+        )
+
+    def stored(self):
+        return [m for m in self.messages() if m["id"]]
+
+    def wait_message(self, sender_type, text, timeout=REPLY_S):
+        """Waits until a stored message of that type and text is shown; returns it."""
+
+        def found(_):
+            return next((m for m in self.stored() if m["type"] == sender_type and m["text"] == text), None)
+
+        return self.wait(found, f"a stored {sender_type} message {text!r}", timeout)
+
+    def conn_state(self):
+        return self.find("#conn-state").get_attribute("data-state")
+
+    def wait_connected(self, timeout=UI_S):
+        self.wait(lambda _: self.conn_state() == "connected", "the connection state 'connected'", timeout)
+
+    def send(self, text):
+        box = self.find("#composer")
+        self.wait(lambda _: box.is_enabled(), "the composer to be enabled")
+        box.send_keys(text + Keys.ENTER)
+
+    def chat(self, text, shown=None, reply_timeout=REPLY_S):
+        """Sends `text`, waits for the stored user message and the agent's echo; `shown` is
+        the text as rendered (markdown), if it differs."""
+        shown = shown or text
+        self.send(text)
+        self.wait_message("user", shown)
+        return self.wait_message("agent", f"echo: {shown}", reply_timeout)
+
+    def inject(self, frame):
+        """Delivers `frame` to the page as if its socket had received it from the server."""
+        self.js(
+            "window.__sockets.at(-1).dispatchEvent(new MessageEvent('message', {data: arguments[0]}))",
+            json.dumps(frame),
+        )
+
+    def ws_frames(self):
+        """WebSocket frames since the last call, from the performance log: [(sent|received, obj)]."""
+        out = []
+        for entry in self.d.get_log("performance"):
+            msg = json.loads(entry["message"])["message"]
+            direction = {"Network.webSocketFrameSent": "sent", "Network.webSocketFrameReceived": "received"}
+            if msg["method"] in direction:
+                payload = msg["params"]["response"]["payloadData"]
+                try:
+                    out.append((direction[msg["method"]], json.loads(payload)))
+                except ValueError:
+                    pass  # not JSON: not ours to check
+        return out
+
+    def read_console(self):
+        self.console.extend(self.d.get_log("browser"))
+
+
+def check_history_sane(msgs):
+    """Stored messages: unique ids, strictly increasing seq (so sorted, no duplicates)."""
+    ids = [m["id"] for m in msgs]
+    seqs = [m["seq"] for m in msgs]
+    check(len(ids) == len(set(ids)), f"duplicate message ids on the page: {ids}")
+    check(all(a < b for a, b in zip(seqs, seqs[1:])), f"messages not in increasing seq order: {seqs}")
+
+
+# --------------------------------------------------------------------------------------- steps
+
+
+def step_loads(ctx):
+    p = ctx.page
+    p.d.get(p.url)
+    check(p.d.title == "pincer", f"title is {p.d.title!r}, expected 'pincer'")
+    check(
+        p.find("link[rel=icon]").get_attribute("href") == p.url + "icon.svg",
+        "the page links /icon.svg as its icon",
+    )
+    p.wait_connected()
+    room = p.wait(lambda _: p.find_all(f'#rooms [data-room-id="{ROOM}"]'), "the Assistant room listed")[0]
+    check("Assistant" in room.text, f"room item text is {room.text!r}")
+    check("active" in room.get_attribute("class"), "the Assistant room is the selected one")
+    check(p.find("#room-title").text == "Assistant", f"room title is {p.find('#room-title').text!r}")
+    banner = p.find("#mock-banner")
+    p.wait(lambda _: banner.is_displayed(), "the mock-provider banner")
+    check("No model configured" in banner.text, f"banner text is {banner.text!r}")
+    p.wait(lambda _: p.find("#empty").is_displayed(), "the empty state")
+    check(p.find("#empty").text.startswith("No messages yet"), f"empty state says {p.find('#empty').text!r}")
+
+
+def step_echo(ctx):
+    p = ctx.page
+    p.ws_frames()
+    text = "hello from the browser"
+    p.send(text)
+    # Shown at once, then replaced by the stored copy when the server acknowledges it.
+    p.wait(lambda _: [m for m in p.messages() if m["type"] == "user" and m["text"] == text], "the message")
+    check(p.find("#composer").get_attribute("value") == "", "the composer is cleared after sending")
+    p.wait_message("user", text)
+    reply = p.wait_message("agent", f"echo: {text}", FIRST_REPLY_S)
+    check(reply["sender"] == "Assistant", f"the reply's sender is {reply['sender']!r}")
+    check(not p.find("#empty").is_displayed(), "the empty state is gone once there are messages")
+    check(not any(m["pending"] or m["failed"] for m in p.messages()), "no pending or failed bubbles remain")
+    # Others see the typing: it starts with the first keystroke and ends with the send.
+    sent = [f for d, f in p.ws_frames() if d == "sent"]
+    typing = {"type": "typing", "room_id": ROOM, "is_typing": True}
+    send = next((i for i, f in enumerate(sent) if f.get("type") == "send"), None)
+    check(send is not None and sent[send]["text"] == text, f"a send frame with the text; sent {sent}")
+    check(typing in sent[:send], f"typing: true before the send; sent {sent}")
+    check(dict(typing, is_typing=False) in sent, f"typing: false once sent; sent {sent}")
+
+
+def step_markdown(ctx):
+    p = ctx.page
+    box = p.find("#composer")
+    shown = len(p.messages())
+    # Shift+Enter is a new line, not a send.
+    box.send_keys("**bold** and")
+    ActionChains(p.d).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
+    box.send_keys("`code`")
+    value = box.get_attribute("value")
+    check(value == "**bold** and\n`code`", f"composer holds {value!r}")
+    check(len(p.messages()) == shown, "Shift+Enter did not send")
+    box.send_keys(Keys.ENTER)
+    p.wait_message("user", "bold and code")
+    reply = p.wait_message("agent", "echo: bold and code")
+    strong = p.js(
+        "return [...document.querySelectorAll(`#messages [data-id='${arguments[0]}'] .body strong`)]"
+        ".map((e) => e.textContent)",
+        reply["id"],
+    )
+    check(strong == ["bold"], f"expected one <strong>bold</strong> in the reply, found {strong}")
+
+
+def step_xss(ctx):
+    p = ctx.page
+    p.chat('<img src=x onerror="window.__xss=1">')
+    p.chat("[x](javascript:window.__xss=2)", shown="x")
+    # Click every link there is: a javascript: URL that slipped through would run now.
+    for a in p.d.find_elements(By.CSS_SELECTOR, "#messages .body a"):
+        a.click()
+    found = p.js(
+        """
+        const all = [...document.querySelectorAll('#messages *')];
+        return {
+          images: all.filter((e) => e.matches('.body img')).length,
+          jsLinks: all.filter((e) => /^\\s*javascript:/i.test(e.getAttribute('href') || '')).length,
+          handlers: all.filter((e) => [...e.attributes].some((a) => a.name.startsWith('on'))).length,
+          xss: window.__xss === undefined ? null : String(window.__xss),
+        };
+        """
+    )
+    inert = {"images": 0, "jsLinks": 0, "handlers": 0, "xss": None}
+    check(found == inert, f"hostile input was not inert: {found}")
+    check(
+        any(m["text"] == '<img src=x onerror="window.__xss=1">' for m in p.stored()),
+        "the raw HTML is shown as text",
+    )
+
+
+def step_reload(ctx):
+    p = ctx.page
+    before = [(m["id"], m["seq"], m["type"], m["text"]) for m in p.stored()]
+    check(len(before) == 8, f"expected 4 messages and 4 replies before the reload, saw {len(before)}")
+    p.d.refresh()
+    p.wait_connected()
+    p.wait(
+        lambda _: [(m["id"], m["seq"], m["type"], m["text"]) for m in p.stored()] == before,
+        "the same history, in order, after the reload",
+    )
+    check_history_sane(p.stored())
+    check([m["type"] for m in p.stored()] == ["user", "agent"] * 4, "user messages and replies alternate")
+
+
+def step_live_post(ctx):
+    p = ctx.page
+    # Reading older messages in a short window: news must not yank the view down.
+    p.d.set_window_size(1280, 520)
+    list_js = "const m = document.getElementById('messages');"
+    p.wait(
+        lambda _: p.js(list_js + "m.scrollTop = 0; return m.scrollHeight > m.clientHeight"),
+        "the message list to overflow a short window",
+    )
+    text = "posted over HTTP while the page is open"
+    post(ctx.host.port, text)
+    p.wait_message("user", text)
+    p.wait_message("agent", f"echo: {text}")
+    check_history_sane(p.stored())
+    pill = p.find("#new-pill")
+    check(pill.is_displayed(), "a 'new messages' pill while scrolled up")
+    check(p.js(list_js + "return m.scrollTop") == 0, "the view stayed where it was")
+    pill.click()
+    at_bottom = list_js + "return m.scrollHeight - m.scrollTop - m.clientHeight < 2"
+    p.wait(lambda _: p.js(at_bottom) and not pill.is_displayed(), "the pill to scroll to the newest message")
+    p.d.set_window_size(1280, 900)
+
+
+def step_catch_up(ctx):
+    """The host stops; meanwhile a message and its reply are stored; the page, back on the
+    restarted host, re-joins with after_seq = the highest seq it had and gets exactly those."""
+    p = ctx.page
+    p.ws_frames()  # start from here
+    last_seq = p.stored()[-1]["seq"]
+    port = ctx.host.port
+    ctx.host.stop()
+    p.wait(lambda _: p.conn_state() == "reconnecting", "the connection state 'reconnecting'")
+    check(not p.find("#composer").is_enabled(), "the composer is disabled while disconnected")
+    check(p.find("#reconnect-now").is_displayed(), "a 'Retry now' button while disconnected")
+
+    # Another client writes while the page is away: a host on another port, same data.
+    text = "sent while the page was away"
+    side = Host(ctx.tmp, ctx.log).start()
+    try:
+        post(side.port, text)
+
+        def replied(_):
+            new = api(side.port, "GET", f"/api/rooms/{ROOM}/messages?after={last_seq}")["messages"]
+            return new if any(m["text"] == f"echo: {text}" for m in new) else None
+
+        missed = p.wait(replied, "the side host to store the reply", FIRST_REPLY_S)
+    finally:
+        side.stop()
+    check(p.conn_state() != "connected", "the page stayed disconnected while the host was down")
+
+    ctx.host = Host(ctx.tmp, ctx.log, port).start()
+    p.wait_connected(RECONNECT_S)
+    p.wait_message("user", text)
+    p.wait_message("agent", f"echo: {text}")
+
+    frames = p.ws_frames()
+    joins = [f for d, f in frames if d == "sent" and f.get("type") == "join"]
+    check(joins == [{"type": "join", "room_id": ROOM, "after_seq": last_seq}], f"re-join frames: {joins}")
+    histories = [f for d, f in frames if d == "received" and f.get("type") == "history"]
+    check(len(histories) == 1, f"expected one history frame after the re-join, got {len(histories)}")
+    got = [m["id"] for m in histories[0]["messages"]]
+    want = [m["id"] for m in missed]
+    check(got == want, f"catch-up brought {got}, the missed messages are {want}")
+    shown = p.stored()
+    check_history_sane(shown)
+    all_stored = api(ctx.host.port, "GET", f"/api/rooms/{ROOM}/messages?after=0")["messages"]
+    check([m["id"] for m in shown] == [m["id"] for m in all_stored], "the page shows the stored history")
+
+
+def step_failed_send(ctx):
+    p = ctx.page
+    p.ws_frames()
+    # Longer than the server's 64 KiB limit: refused, with the client_id, so the bubble fails.
+    p.js(
+        "const c = document.getElementById('composer');"
+        "c.value = 'x'.repeat(70000); c.dispatchEvent(new Event('input'));"
+    )
+    p.find("#composer").send_keys(Keys.ENTER)
+    failed = p.wait(lambda _: p.find_all("#messages .msg.failed"), "a failed bubble")[0]
+    error = failed.find_element(By.CSS_SELECTOR, ".send-error").text
+    check("limit" in error, f"failure shown as {error!r}")
+    check(failed.get_attribute("data-id") is None, "a failed message has no stored id")
+    failed.find_element(By.CSS_SELECTOR, ".retry").click()
+    sends = []
+
+    def both_sent(_):
+        sends.extend(f for d, f in p.ws_frames() if d == "sent" and f.get("type") == "send")
+        return len(sends) >= 2
+
+    p.wait(both_sent, "the original send and its retry")
+    check(sends[0]["client_id"] == sends[1]["client_id"], "the retry reuses the client_id")
+    p.wait(lambda _: p.find_all("#messages .msg.failed"), "the retried bubble to fail again")
+
+
+def step_new_agent(ctx):
+    p = ctx.page
+    p.find("#new-agent").click()
+    dialog = p.find("#agent-dialog")
+    p.wait(lambda _: dialog.is_displayed(), "the new-agent dialog")
+    # The server's refusal is shown as it is.
+    p.find("#agent-name").send_keys("   ")
+    p.find("#agent-create").click()
+    error = p.find("#agent-error")
+    p.wait(lambda _: error.is_displayed(), "the server's error in the dialog")
+    check("name is empty" in error.text, f"dialog error says {error.text!r}")
+
+    name = p.find("#agent-name")
+    name.clear()
+    name.send_keys("Helper")
+    p.find("#agent-instructions").send_keys("Help with anything.")
+    p.find("#agent-create").click()
+    p.wait(lambda _: not dialog.is_displayed(), "the dialog to close")
+    active = p.wait(
+        lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, "#rooms li.active") if "Helper" in e.text],
+        "the Helper room to be listed and selected",
+    )[0]
+    room_id = active.get_attribute("data-room-id")
+    check(room_id and room_id != ROOM, f"the new room id is {room_id!r}")
+    check(p.find("#room-title").text == "Helper", f"room title is {p.find('#room-title').text!r}")
+    check(p.find_all(f'#rooms [data-room-id="{ROOM}"]'), "the Assistant room is still listed")
+    p.wait(lambda _: p.find("#empty").is_displayed(), "the empty state of the new room")
+    reply = p.chat("hi helper", reply_timeout=FIRST_REPLY_S)
+    check(reply["sender"] == "Helper", f"the reply's sender is {reply['sender']!r}")
+    check([m["type"] for m in p.stored()] == ["user", "agent"], "the new room shows only its own messages")
+
+    # The selected room is remembered.
+    p.d.refresh()
+    p.wait_connected()
+    p.wait(lambda _: p.find("#room-title").text == "Helper", "Helper to be open again after a reload")
+    p.wait_message("agent", "echo: hi helper")
+
+
+def step_phone(ctx):
+    p = ctx.page
+    p.d.set_window_size(390, 844)
+    toggle = p.find("#menu-toggle")
+    rooms = p.find("#rooms")
+    p.wait(lambda _: toggle.is_displayed(), "the room-list toggle on a narrow screen")
+    p.wait(lambda _: not rooms.is_displayed(), "the room list to be tucked away on a narrow screen")
+    toggle.click()
+    p.wait(lambda _: rooms.is_displayed(), "the room drawer to open")
+    p.wait(
+        lambda d: d.execute_script("return !arguments[0].getAnimations().length", p.find("#sidebar")),
+        "the drawer animation to finish",
+    )
+    p.find(f'#rooms [data-room-id="{ROOM}"] button').click()
+    p.wait(lambda _: p.find("#room-title").text == "Assistant", "the Assistant room to open")
+    p.wait(lambda _: not rooms.is_displayed(), "the drawer to close")
+    p.wait_message("agent", "echo: hello from the browser")
+    width = p.js("return document.documentElement.scrollWidth")
+    check(width <= 390, f"the page is {width}px wide on a 390px screen (horizontal scrolling)")
+
+
+def step_live_activity(ctx):
+    """Thinking, a streamed reply with a tool and Stop, and someone typing: frames injected."""
+    p = ctx.page
+    p.d.set_window_size(1280, 900)
+    p.ws_frames()
+    me = api(ctx.host.port, "GET", "/api/auth/check")["userId"]
+    seq = p.stored()[-1]["seq"]
+    activity, stop = p.find("#activity"), p.find("#stop")
+
+    def activity_text(_=None):
+        return activity.get_attribute("textContent") if "visible" in activity.get_attribute("class") else ""
+
+    def message(seq, sender_type, sender_id, text):
+        return {
+            "type": "message",
+            "room_id": ROOM,
+            "message": {
+                "id": f"msg-injected-{seq}",
+                "seq": seq,
+                "room_id": ROOM,
+                "sender": "someone",
+                "sender_id": sender_id,
+                "sender_type": sender_type,
+                "text": text,
+                "html": f"<p>{text}</p>",
+                "files": [],
+                "created_at": int(time.time() * 1000),
+            },
+        }
+
+    # The user's own message (say, from another tab) arrives: the agent is thinking.
+    p.inject(message(seq + 1, "user", me, "think about it"))
+    p.wait(lambda _: activity_text() == "Assistant is thinking…", "the thinking indicator")
+    check(stop.is_displayed(), "Stop is offered while the agent is thinking")
+
+    sid = "stream-injected"
+    ev = {"room_id": ROOM, "stream_id": sid}
+    p.inject(dict(ev, type="stream", agent="Assistant", delta="Hello <b>"))
+    p.inject(dict(ev, type="tool", name="web_search", state="start", summary="pincer docs"))
+    p.inject(dict(ev, type="stream", agent="Assistant", delta="world</b>"))
+    live = p.wait(lambda _: p.find_all(f'#messages [data-stream-id="{sid}"]'), "the live bubble")[0]
+    body = live.find_element(By.CSS_SELECTOR, ".body")
+    check(body.text == "Hello <b>world</b>", f"streamed text shown as {body.text!r}")
+    check(not body.find_elements(By.CSS_SELECTOR, "b"), "streamed text is plain text, not markup")
+    chip = f'#messages [data-stream-id="{sid}"] .tool'
+    chips = [(c.get_attribute("class"), c.text) for c in p.find_all(chip)]
+    check(chips == [("tool tool-running", "web_search\npincer docs")], f"tool chips {chips}")
+    check(activity_text() == "", f"no thinking indicator once the reply streams (saw {activity_text()!r})")
+    check(stop.is_displayed(), "Stop is offered while a reply streams")
+    stop.click()
+    stops = []
+
+    def stop_sent(_):
+        stops.extend(f for d, f in p.ws_frames() if d == "sent" and f.get("type") == "stop")
+        return stops
+
+    p.wait(stop_sent, "a stop frame")
+    check(stops == [{"type": "stop", "room_id": ROOM}], f"stop frames: {stops}")
+
+    p.inject(dict(ev, type="tool", name="web_search", state="end", summary="3 results"))
+    p.wait(lambda _: p.find_all(chip + ".tool-done"), "the tool chip to show the tool finished")
+    p.inject(dict(ev, type="stream_end"))
+    p.wait(lambda _: "finished" in live.get_attribute("class"), "the live bubble to be marked finished")
+    p.wait(lambda _: not stop.is_displayed(), "Stop to go away when the stream ended")
+    final = dict(message(seq + 2, "agent", "ag-x", "Hello world"), stream_id=sid)
+    p.inject(final)
+    p.wait(lambda _: not p.find_all("[data-stream-id]"), "the final message to replace the live bubble")
+    check(p.stored()[-1]["id"] == final["message"]["id"], "the final message is shown last")
+
+    typing = {"type": "typing", "room_id": ROOM, "user": {"id": "webchat:alice", "displayName": "Alice"}}
+    p.inject(dict(typing, is_typing=True))
+    p.wait(lambda _: activity_text() == "Alice is typing…", "Alice's typing indicator")
+    p.inject(dict(typing, is_typing=False))
+    p.wait(lambda _: activity_text() == "", "Alice's typing indicator to go away")
+
+
+def step_console_clean(ctx):
+    ctx.page.read_console()
+    bad = [e["message"] for e in ctx.page.console if CONSOLE_FORBIDDEN.search(e["message"])]
+    check(not bad, "console errors (CSP violations or exceptions):\n  " + "\n  ".join(bad))
+
+
+STEPS = [
+    ("page loads: room, mock banner, connected", step_loads),
+    ("send with Enter, echo reply from the container", step_echo),
+    ("markdown renders", step_markdown),
+    ("hostile input is inert", step_xss),
+    ("reload shows the history once, in order", step_reload),
+    ("message posted over HTTP appears live", step_live_post),
+    ("catch-up with after_seq across a host restart", step_catch_up),
+    ("refused send: failed bubble, retry with the same client_id", step_failed_send),
+    ("new agent from the form", step_new_agent),
+    ("phone width: room drawer", step_phone),
+    ("thinking, streaming with tools and Stop, typing", step_live_activity),
+    ("no CSP violations or script errors", step_console_clean),
+]
+
+
+class Ctx:
+    def __init__(self, tmp, log, host, page):
+        self.tmp = tmp
+        self.log = log
+        self.host = host
+        self.page = page
+
+
+def main():
+    if not HOST_BIN.is_file():
+        print(f"FAIL: no host binary at {HOST_BIN}: run `cargo build --bin pincer` or set PINCER_BIN")
+        return 1
+    tmp = Path(tempfile.mkdtemp(prefix="pincer-browser-"))
+    log = collections.deque(maxlen=400)
+    host = driver = ctx = None
+    failed = None
+    console = []
+    started = time.monotonic()
+    try:
+        host = Host(tmp, log).start()
+        driver = start_browser(tmp / "profile")
+        ctx = Ctx(tmp, log, host, Page(driver, host.port))
+        for name, step in STEPS:
+            t0 = time.monotonic()
+            try:
+                step(ctx)
+            except Exception as e:  # noqa: BLE001 - every failure is reported the same way
+                failed = (name, e)
+                break
+            print(f"ok    {name} ({time.monotonic() - t0:.1f} s)", flush=True)
+    except Exception as e:  # noqa: BLE001 - set-up failures too
+        failed = ("set-up", e)
+    finally:
+        if failed and ctx:
+            try:
+                ctx.page.read_console()
+                console = [f"{e['level']} {e['message']}" for e in ctx.page.console]
+            except Exception:  # noqa: BLE001 - the browser may be gone
+                console = ["(console unavailable)"]
+        if driver:
+            driver.quit()
+        for h in {id(x): x for x in (host, ctx and ctx.host) if x}.values():
+            h.stop()
+
+    if failed:
+        name, e = failed
+        print(f"FAIL  {name}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+        if not isinstance(e, Failure):
+            print("".join(traceback.format_exception(e)[:-1]).rstrip())
+        if ctx:
+            print("---- browser console ----")
+            print("\n".join(console[-40:]) or "(empty)")
+        print("---- host log (tail) ----")
+        print("\n".join(list(log)[-60:]))
+        print(f"---- data kept in {tmp}")
+        return 1
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"all {len(STEPS)} browser checks passed in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
