@@ -10,8 +10,10 @@
 
 pub mod config;
 pub mod link;
+pub mod model;
 pub mod poll;
 pub mod provider;
+pub mod tools;
 
 pub use config::AgentConfig;
 

@@ -25,7 +25,11 @@ pub fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
         log::info!("dropped {stale} claims left by a previous container");
     }
     let link = Link::connect(&cfg.link_socket())?;
-    let mut provider = provider::create(&cfg.provider)?;
+    let mut provider = provider::create(&provider::ProviderConfig {
+        name: cfg.provider.clone(),
+        model: cfg.model.clone(),
+        proxy: cfg.workspace.join("model.sock"),
+    })?;
     log::info!(
         "agent {} ({}) ready, session {}, provider {}",
         cfg.agent_name,
@@ -84,8 +88,16 @@ pub fn poll_once(
     let ids: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
     db::write_tx(out, |tx| Ok(outbound::set_ack(tx, &ids, "processing", now_ms())?))?;
 
-    let (status, reply) = match provider.reply(&batch) {
-        Ok(reply) => ("completed", reply),
+    let texts: Vec<String> = batch
+        .iter()
+        .filter(|r| r.trigger && r.kind == "chat")
+        .map(|r| format!("<message id=\"{}\">{}</message>", r.seq, provider::mock::row_text_escaped(r)))
+        .collect();
+    let msgs = [crate::agent::model::Message::user_text(texts.join("\n"))];
+    let req = crate::agent::model::Request { model: "", system: "", messages: &msgs, tools: &[], max_tokens: 1024 };
+    let cancel = crate::agent::model::Cancel::default();
+    let (status, reply) = match provider.call(&req, &mut |_| {}, &cancel) {
+        Ok(resp) => ("completed", Some(resp.message.text())),
         Err(e) => {
             log::error!("provider {} failed: {e:#}", provider.name());
             ("failed", Some(format!("model error: {e:#}")))

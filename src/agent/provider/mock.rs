@@ -1,10 +1,11 @@
 //! The `mock` provider: deterministic, no network. The default while no model is configured, so a
-//! fresh install answers at once, and the provider every test can rely on.
+//! fresh install answers at once, and a provider every test can rely on.
 //!
-//! Reply: `echo: <text>` for the triggering chat messages of the batch, one line each.
+//! It answers the newest user text: every `<message …>…</message>` in it becomes a line
+//! `echo: <text>` (the prompt's XML is unescaped), or the whole text when there are none.
 
-use super::{Provider, row_text};
-use crate::db::inbound::InboundRow;
+use super::Provider;
+use crate::agent::model::{Block, Cancel, Message, ModelError, Request, Response, Role, Stop, StreamEvent};
 
 pub struct Mock;
 
@@ -13,40 +14,89 @@ impl Provider for Mock {
         "mock"
     }
 
-    fn reply(&mut self, batch: &[InboundRow]) -> anyhow::Result<Option<String>> {
-        let lines: Vec<String> = batch
+    fn call(&mut self, req: &Request<'_>, on_event: &mut dyn FnMut(StreamEvent), cancel: &Cancel) -> Result<Response, ModelError> {
+        if cancel.is_cancelled() {
+            return Err(ModelError::Cancelled);
+        }
+        let prompt = req
+            .messages
             .iter()
-            .filter(|r| r.trigger && r.kind == "chat")
-            .map(|r| format!("echo: {}", row_text(r)))
-            .collect();
-        Ok((!lines.is_empty()).then(|| lines.join("\n")))
+            .rev()
+            .find(|m| m.role == Role::User && m.content.iter().any(|b| matches!(b, Block::Text { .. })))
+            .map(Message::text)
+            .unwrap_or_default();
+        let texts = message_texts(&prompt);
+        let reply = if texts.is_empty() {
+            format!("echo: {}", prompt.trim())
+        } else {
+            texts.iter().map(|t| format!("echo: {t}")).collect::<Vec<_>>().join("\n")
+        };
+        on_event(StreamEvent::TextDelta(reply.clone()));
+        Ok(Response { message: Message::assistant_text(reply), stop: Stop::EndTurn, usage: None })
     }
+}
+
+/// The texts inside `<message …>…</message>` elements, unescaped, without quoted-message or
+/// attachment decoration.
+fn message_texts(prompt: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = prompt;
+    while let Some(start) = rest.find("<message ") {
+        let after = &rest[start..];
+        let Some(open_end) = after.find('>') else { break };
+        let body_and_more = &after[open_end + 1..];
+        let Some(close) = body_and_more.find("</message>") else { break };
+        let mut body = &body_and_more[..close];
+        if let Some(q) = body.find("</quoted_message>") {
+            body = &body[q + "</quoted_message>".len()..];
+        }
+        out.push(unescape(body.trim()));
+        rest = &body_and_more[close + "</message>".len()..];
+    }
+    out
+}
+
+/// A chat row's text, XML-escaped (until the prompt formatter replaces this).
+pub fn row_text_escaped(row: &crate::db::inbound::InboundRow) -> String {
+    let text = serde_json::from_str::<serde_json::Value>(&row.content)
+        .ok()
+        .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_string))
+        .unwrap_or_default();
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&amp;", "&")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn row(id: &str, text: &str, trigger: bool) -> InboundRow {
-        InboundRow {
-            id: id.into(),
-            seq: 2,
-            kind: "chat".into(),
-            timestamp: 0,
-            trigger,
-            channel_type: Some("webchat".into()),
-            platform_id: Some("r".into()),
-            thread_id: None,
-            content: serde_json::json!({ "text": text }).to_string(),
-        }
+    fn call(prompt: &str) -> String {
+        let msgs = [Message::user_text(prompt)];
+        let req = Request { model: "m", system: "", messages: &msgs, tools: &[], max_tokens: 10 };
+        let mut streamed = String::new();
+        let resp = Mock
+            .call(
+                &req,
+                &mut |e| {
+                    if let StreamEvent::TextDelta(t) = e {
+                        streamed.push_str(&t)
+                    }
+                },
+                &Cancel::default(),
+            )
+            .unwrap();
+        assert_eq!(streamed, resp.message.text(), "streams what it answers");
+        resp.message.text()
     }
 
     #[test]
-    fn echoes_triggering_messages() {
-        let mut m = Mock;
-        assert_eq!(m.reply(&[row("a", "hello", true)]).unwrap().as_deref(), Some("echo: hello"));
-        let batch = [row("a", "context", false), row("b", "one", true), row("c", "two", true)];
-        assert_eq!(m.reply(&batch).unwrap().as_deref(), Some("echo: one\necho: two"));
-        assert_eq!(m.reply(&[row("a", "quiet", false)]).unwrap(), None);
+    fn echoes_each_message_of_the_prompt() {
+        let prompt = "<context timezone=\"UTC\" />\n<messages>\n<message id=\"2\" from=\"room\" sender=\"Ann\">a &lt;b&gt; &amp; c</message>\n\
+                      <message id=\"4\" sender=\"Bo\"><quoted_message from=\"x\">old</quoted_message>\nnew</message>\n</messages>";
+        assert_eq!(call(prompt), "echo: a <b> & c\necho: new");
+        assert_eq!(call("plain text"), "echo: plain text");
     }
 }
