@@ -22,4 +22,6 @@ pub mod host;
 #[cfg(feature = "host")]
 pub mod process;
 #[cfg(feature = "host")]
+pub mod testing;
+#[cfg(feature = "host")]
 pub mod webchat;

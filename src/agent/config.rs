@@ -25,6 +25,21 @@ pub struct AgentConfig {
     pub safety_poll: Duration,
     pub tz: String,
     pub log_level: log::LevelFilter,
+    /// Context budget in tokens; older exchanges are trimmed to stay under it.
+    pub context_tokens: usize,
+    /// Output limit of one model call.
+    pub max_tokens: u32,
+    /// MCP servers approved for the agent (JSON object; see `agent::mcp`).
+    pub mcp_servers: Option<String>,
+}
+
+/// Context budget when none is configured: generous for hosted models, modest for local servers.
+pub fn default_context_tokens(provider: &str) -> usize {
+    match provider {
+        "anthropic" => 150_000,
+        "openai" => 24_000,
+        _ => 100_000,
+    }
 }
 
 impl AgentConfig {
@@ -40,12 +55,20 @@ impl AgentConfig {
                 },
             }
         };
+        let provider = get("PINCER_PROVIDER").unwrap_or_else(|| "mock".into());
         Ok(AgentConfig {
+            context_tokens: num(
+                "PINCER_CONTEXT_TOKENS",
+                default_context_tokens(&provider) as u64,
+                10_000_000,
+            )? as usize,
+            max_tokens: num("PINCER_MAX_TOKENS", 8192, 1_000_000)? as u32,
+            mcp_servers: get("PINCER_MCP_SERVERS"),
             workspace: PathBuf::from(get("PINCER_WORKSPACE").unwrap_or_else(|| "/workspace".into())),
             session_id: get("PINCER_SESSION_ID").context("PINCER_SESSION_ID is not set")?,
             agent_id: get("PINCER_AGENT_ID").context("PINCER_AGENT_ID is not set")?,
             agent_name: get("PINCER_AGENT_NAME").unwrap_or_else(|| "Agent".into()),
-            provider: get("PINCER_PROVIDER").unwrap_or_else(|| "mock".into()),
+            provider,
             model: get("PINCER_MODEL"),
             max_messages: num("PINCER_MAX_MESSAGES", MAX_MESSAGES_DEFAULT as u64, 200)? as i64,
             idle_exit: Duration::from_secs(num("PINCER_IDLE_EXIT_S", 1800, 7 * 86_400)?),
@@ -75,6 +98,16 @@ impl AgentConfig {
 
     pub fn agent_dir(&self) -> PathBuf {
         self.workspace.join("agent")
+    }
+
+    pub fn model_socket(&self) -> PathBuf {
+        self.workspace.join("model.sock")
+    }
+
+    /// The agent's instructions (`AGENT.md` in its folder), read fresh for every turn so edits
+    /// apply at once.
+    pub fn instructions(&self) -> String {
+        std::fs::read_to_string(self.agent_dir().join("AGENT.md")).unwrap_or_default()
     }
 }
 

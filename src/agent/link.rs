@@ -7,13 +7,13 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 
+use super::model::Cancel;
 use crate::link::{LineBuf, ToAgent, ToHost, encode};
 
 /// What the poll loop waits for.
@@ -53,8 +53,8 @@ impl LinkWriter {
 
 pub struct Link {
     pub writer: LinkWriter,
-    /// Set when the host asks to stop the running turn; the turn checks it and clears it.
-    pub cancel: Arc<AtomicBool>,
+    /// Triggered when the host asks to stop the running turn; the turn resets it when it starts.
+    pub cancel: Cancel,
     events: Receiver<Event>,
 }
 
@@ -77,7 +77,7 @@ impl Link {
         };
         let reader = stream.try_clone()?;
         let (tx, rx) = mpsc::sync_channel(64);
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = Cancel::default();
         let flag = cancel.clone();
         std::thread::Builder::new().name("link-reader".into()).spawn(move || read_loop(reader, tx, &flag))?;
         Ok(Link { writer: LinkWriter { stream: Arc::new(Mutex::new(Some(stream))) }, cancel, events: rx })
@@ -98,7 +98,7 @@ impl Link {
     }
 }
 
-fn read_loop(mut stream: UnixStream, tx: mpsc::SyncSender<Event>, cancel: &AtomicBool) {
+fn read_loop(mut stream: UnixStream, tx: mpsc::SyncSender<Event>, cancel: &Cancel) {
     let mut lines = LineBuf::default();
     let mut buf = [0u8; 4096];
     loop {
@@ -121,7 +121,7 @@ fn read_loop(mut stream: UnixStream, tx: mpsc::SyncSender<Event>, cancel: &Atomi
                 Ok(ToAgent::Wake) => Event::Wake,
                 Ok(ToAgent::Stop) => {
                     // The flag is what a running turn checks; the event only wakes an idle loop.
-                    cancel.store(true, Ordering::SeqCst);
+                    cancel.cancel();
                     Event::Stop
                 }
                 Err(e) => {

@@ -9,11 +9,17 @@
 //! moves the root so tests can run the runner outside a container.
 
 pub mod config;
+pub mod history;
 pub mod link;
+pub mod mcp;
 pub mod model;
+pub mod outbox;
+pub mod output;
 pub mod poll;
+pub mod prompt;
 pub mod provider;
 pub mod tools;
+pub mod turn;
 
 pub use config::AgentConfig;
 

@@ -163,10 +163,12 @@ pub struct Cancel {
     inner: Arc<CancelInner>,
 }
 
+type Hook = Box<dyn Fn() + Send>;
+
 #[derive(Default)]
 struct CancelInner {
     flag: AtomicBool,
-    hooks: Mutex<Vec<(u64, Box<dyn Fn() + Send>)>>,
+    hooks: Mutex<Vec<(u64, Hook)>>,
     next: std::sync::atomic::AtomicU64,
 }
 
@@ -223,12 +225,20 @@ mod tests {
                 role: Role::Assistant,
                 content: vec![
                     Block::Text { text: "let me look".into() },
-                    Block::ToolUse { id: "t1".into(), name: "read_file".into(), input: serde_json::json!({"path": "a"}) },
+                    Block::ToolUse {
+                        id: "t1".into(),
+                        name: "read_file".into(),
+                        input: serde_json::json!({"path": "a"}),
+                    },
                 ],
             },
             Message {
                 role: Role::User,
-                content: vec![Block::ToolResult { tool_use_id: "t1".into(), content: "x".into(), is_error: false }],
+                content: vec![Block::ToolResult {
+                    tool_use_id: "t1".into(),
+                    content: "x".into(),
+                    is_error: false,
+                }],
             },
         ];
         let json = serde_json::to_string(&conv).unwrap();

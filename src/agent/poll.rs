@@ -1,5 +1,4 @@
-//! The poll loop: wait for a wake (or the safety poll), read pending rows, claim them, reply,
-//! acknowledge, tell the host.
+//! The poll loop: wait for a wake (or the safety poll), read pending rows, claim them, run a turn.
 //!
 //! Claims make processing at-most-once per container: a row is `processing` in `outbound.db`
 //! before the model sees it and `completed` (or `failed`) in the same transaction that writes the
@@ -7,42 +6,43 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
-
 use super::config::{AgentConfig, touch};
-use super::link::{Event, Link, LinkWriter};
-use super::provider::{self, Provider};
-use crate::db::inbound::{self, InboundRow};
-use crate::db::outbound::{self, NewOutbound};
-use crate::db::{self, Connection, Kind};
-use crate::ids::{new_id, now_ms};
-use crate::link::ToHost;
+use super::link::{Event, Link};
+use super::mcp;
+use super::provider::{self, ProviderConfig};
+use super::tools::{self, Tool};
+use super::turn::{self, Runner};
+use crate::db::{self, Kind, inbound, outbound};
+use crate::ids::now_ms;
 
 pub fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
-    let mut out = db::open(&cfg.outbound_db(), Kind::Outbound)?;
+    let out = db::open(&cfg.outbound_db(), Kind::Outbound)?;
     let stale = outbound::delete_processing_claims(&out)?;
     if stale > 0 {
         log::info!("dropped {stale} claims left by a previous container");
     }
     let link = Link::connect(&cfg.link_socket())?;
-    let mut provider = provider::create(&provider::ProviderConfig {
+    let provider = provider::create(&ProviderConfig {
         name: cfg.provider.clone(),
         model: cfg.model.clone(),
-        proxy: cfg.workspace.join("model.sock"),
+        proxy: cfg.model_socket(),
     })?;
+    let tools = all_tools(cfg);
     log::info!(
-        "agent {} ({}) ready, session {}, provider {}",
+        "agent {} ({}) ready, session {}, provider {}, {} tools",
         cfg.agent_name,
         cfg.agent_id,
         cfg.session_id,
-        provider.name()
+        provider.name(),
+        tools.len()
     );
+    let mut runner = Runner::new(cfg.clone(), out, provider, tools, link.writer.clone(), link.cancel.clone());
 
     let mut first_poll = true;
     let mut last_work = Instant::now();
     loop {
         touch(&cfg.heartbeat());
-        let worked = poll_once(cfg, &mut out, provider.as_mut(), &link.writer, first_poll)?;
+        let worked = poll_once(&mut runner, first_poll)?;
         first_poll = false;
         if worked {
             last_work = Instant::now();
@@ -68,80 +68,38 @@ pub fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     }
 }
 
-/// One poll: returns true if a batch was processed.
-pub fn poll_once(
-    cfg: &AgentConfig,
-    out: &mut Connection,
-    provider: &mut dyn Provider,
-    link: &LinkWriter,
-    first_poll: bool,
-) -> anyhow::Result<bool> {
-    // A fresh read-only connection per poll: nothing cached survives the other side's writes.
+/// The runner's tools: files/shell/web, messaging, host requests, and approved MCP servers.
+fn all_tools(cfg: &AgentConfig) -> Vec<Box<dyn Tool>> {
+    let mut tools = tools::builtin();
+    tools.extend(tools::messaging::tools());
+    tools.extend(tools::tasks::tools());
+    if let Some(json) = &cfg.mcp_servers {
+        match mcp::parse_config(json) {
+            Ok(configs) => {
+                let (mcp_tools, errors) = mcp::start_all(&configs);
+                for e in errors {
+                    log::warn!("MCP: {e}");
+                }
+                tools.extend(mcp_tools);
+            }
+            Err(e) => log::warn!("PINCER_MCP_SERVERS is invalid: {e}"),
+        }
+    }
+    tools
+}
 
-    let view = db::open_agent_view(&cfg.inbound_db(), &cfg.outbound_db())?;
-    let batch = inbound::pending(&view, now_ms(), first_poll, cfg.max_messages)?;
-    if !batch.iter().any(|r| r.trigger) {
+/// One poll: returns true if a batch was processed.
+pub fn poll_once(r: &mut Runner, first_poll: bool) -> anyhow::Result<bool> {
+    // A fresh read-only connection per poll: nothing cached survives the other side's writes.
+    let view = db::open_agent_view(&r.cfg.inbound_db(), &r.cfg.outbound_db())?;
+    let batch = inbound::pending(&view, now_ms(), first_poll, r.cfg.max_messages)?;
+    drop(view);
+    if !batch.iter().any(|row| row.trigger) {
         // Context-only rows stay pending and ride along with the next triggering one.
         return Ok(false);
     }
-
-    let ids: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
-    db::write_tx(out, |tx| Ok(outbound::set_ack(tx, &ids, "processing", now_ms())?))?;
-
-    let texts: Vec<String> = batch
-        .iter()
-        .filter(|r| r.trigger && r.kind == "chat")
-        .map(|r| format!("<message id=\"{}\">{}</message>", r.seq, provider::mock::row_text_escaped(r)))
-        .collect();
-    let msgs = [crate::agent::model::Message::user_text(texts.join("\n"))];
-    let req = crate::agent::model::Request { model: "", system: "", messages: &msgs, tools: &[], max_tokens: 1024 };
-    let cancel = crate::agent::model::Cancel::default();
-    let (status, reply) = match provider.call(&req, &mut |_| {}, &cancel) {
-        Ok(resp) => ("completed", Some(resp.message.text())),
-        Err(e) => {
-            log::error!("provider {} failed: {e:#}", provider.name());
-            ("failed", Some(format!("model error: {e:#}")))
-        }
-    };
-    let max_in = inbound::max_seq(&view)?;
-    db::write_tx(out, |tx| {
-        if let Some(text) = &reply {
-            write_reply(tx, &batch, text, max_in)?;
-        }
-        outbound::set_ack(tx, &ids, status, now_ms())?;
-        Ok(())
-    })
-    .context("writing the reply")?;
-
-    touch(&cfg.heartbeat());
-    link.send(&ToHost::Out);
+    let ids: Vec<&str> = batch.iter().map(|row| row.id.as_str()).collect();
+    db::write_tx(&mut r.out, |tx| Ok(outbound::set_ack(tx, &ids, "processing", now_ms())?))?;
+    turn::run(r, batch)?;
     Ok(true)
-}
-
-/// Writes a chat reply addressed to where the batch came from.
-fn write_reply(
-    tx: &Connection,
-    batch: &[InboundRow],
-    text: &str,
-    max_in: Option<i64>,
-) -> anyhow::Result<i64> {
-    let first = &batch[0];
-    let content = serde_json::json!({ "text": text }).to_string();
-    let id = new_id("msg");
-    let seq = outbound::insert(
-        tx,
-        &NewOutbound {
-            id: &id,
-            kind: "chat",
-            in_reply_to: Some(&first.id),
-            timestamp: now_ms(),
-            deliver_after: None,
-            channel_type: first.channel_type.as_deref(),
-            platform_id: first.platform_id.as_deref(),
-            thread_id: first.thread_id.as_deref(),
-            content: &content,
-        },
-        max_in,
-    )?;
-    Ok(seq)
 }

@@ -18,6 +18,9 @@ pub struct Agent {
     pub provider: Option<String>,
     pub model: Option<String>,
     pub max_messages_per_prompt: Option<i64>,
+    /// Approved MCP servers (JSON object).
+    #[serde(skip)]
+    pub mcp_servers: String,
     pub created_at: i64,
 }
 
@@ -30,6 +33,7 @@ impl Agent {
             provider: r.get("provider")?,
             model: r.get("model")?,
             max_messages_per_prompt: r.get("max_messages_per_prompt")?,
+            mcp_servers: r.get("mcp_servers")?,
             created_at: r.get("created_at")?,
         })
     }
@@ -113,14 +117,22 @@ pub struct RoomMessage {
     pub created_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// A question card (`{"type": "ask_question", "question_id", "title", "question", "options"}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<serde_json::Value>,
+    /// `[{"emoji", "by", "by_type"}]`.
+    pub reactions: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<i64>,
 }
 
-const MESSAGE_COLUMNS: &str =
-    "id, seq, room_id, sender, sender_id, sender_type, text, html, files, created_at, client_id";
+const MESSAGE_COLUMNS: &str = "id, seq, room_id, sender, sender_id, sender_type, text, html, files, created_at, client_id, card, reactions, edited_at";
 
 impl RoomMessage {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<RoomMessage> {
         let files: String = r.get("files")?;
+        let card: Option<String> = r.get("card")?;
+        let reactions: String = r.get("reactions")?;
         Ok(RoomMessage {
             id: r.get("id")?,
             seq: r.get("seq")?,
@@ -133,6 +145,9 @@ impl RoomMessage {
             files: serde_json::from_str(&files).unwrap_or_else(|_| serde_json::json!([])),
             created_at: r.get("created_at")?,
             client_id: r.get("client_id")?,
+            card: card.and_then(|c| serde_json::from_str(&c).ok()),
+            reactions: serde_json::from_str(&reactions).unwrap_or_else(|_| serde_json::json!([])),
+            edited_at: r.get("edited_at")?,
         })
     }
 }
@@ -149,6 +164,7 @@ pub struct NewMessage<'a> {
     pub files: &'a serde_json::Value,
     pub client_id: Option<&'a str>,
     pub source_id: Option<&'a str>,
+    pub card: Option<&'a serde_json::Value>,
     /// Only user messages are routed to agents; others are stored as already routed.
     pub needs_routing: bool,
     pub now: i64,
@@ -520,8 +536,8 @@ pub fn insert_message(conn: &Connection, m: &NewMessage<'_>) -> rusqlite::Result
     let routed_at = if m.needs_routing { None } else { Some(m.now) };
     let mut stmt = conn.prepare_cached(
         "INSERT INTO room_messages (id, room_id, seq, sender, sender_id, sender_type, text, html, files,
-                                    client_id, source_id, routed_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                    client_id, source_id, routed_at, created_at, card)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
     stmt.execute(params![
         id,
@@ -536,7 +552,8 @@ pub fn insert_message(conn: &Connection, m: &NewMessage<'_>) -> rusqlite::Result
         m.client_id,
         m.source_id,
         routed_at,
-        m.now
+        m.now,
+        m.card.map(|c| c.to_string())
     ])?;
     let stored = RoomMessage {
         id,
@@ -550,6 +567,9 @@ pub fn insert_message(conn: &Connection, m: &NewMessage<'_>) -> rusqlite::Result
         files: m.files.clone(),
         created_at: m.now,
         client_id: m.client_id.map(str::to_string),
+        card: m.card.cloned(),
+        reactions: serde_json::json!([]),
+        edited_at: None,
     };
     Ok((stored, true))
 }
@@ -571,6 +591,38 @@ fn existing_message(conn: &Connection, m: &NewMessage<'_>) -> rusqlite::Result<O
         return stmt.query_row([source_id], RoomMessage::from_row).optional();
     }
     Ok(None)
+}
+
+/// A stored message by id.
+pub fn message(conn: &Connection, id: &str) -> rusqlite::Result<Option<RoomMessage>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE id = ?1"))?;
+    stmt.query_row([id], RoomMessage::from_row).optional()
+}
+
+/// The message stored for an agent's outbound row.
+pub fn message_by_source(conn: &Connection, source_id: &str) -> rusqlite::Result<Option<RoomMessage>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE source_id = ?1"))?;
+    stmt.query_row([source_id], RoomMessage::from_row).optional()
+}
+
+/// Replaces a message's text (an agent editing its own message).
+pub fn edit_message(conn: &Connection, id: &str, text: &str, html: &str, now: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE room_messages SET text = ?2, html = ?3, edited_at = ?4 WHERE id = ?1",
+        params![id, text, html, now],
+    )?;
+    Ok(())
+}
+
+/// Replaces a message's reactions (JSON array).
+pub fn set_reactions(conn: &Connection, id: &str, reactions: &serde_json::Value) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE room_messages SET reactions = ?2 WHERE id = ?1",
+        params![id, reactions.to_string()],
+    )?;
+    Ok(())
 }
 
 /// Messages of a room with `seq > after_seq`, ascending, at most `limit`.

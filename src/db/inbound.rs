@@ -258,6 +258,41 @@ pub fn pending(
     Ok(rows)
 }
 
+/// A scheduled task: the newest row of each series of `kind = 'task'`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRow {
+    pub series_id: String,
+    pub status: String,
+    pub process_after: Option<i64>,
+    pub recurrence: Option<String>,
+    pub content: String,
+}
+
+/// The session's tasks, soonest first.
+pub fn tasks(conn: &Connection) -> rusqlite::Result<Vec<TaskRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT COALESCE(series_id, id), status, process_after, recurrence, content FROM messages_in m
+         WHERE kind = 'task' AND seq = (SELECT MAX(seq) FROM messages_in s
+                                        WHERE COALESCE(s.series_id, s.id) = COALESCE(m.series_id, m.id))
+         ORDER BY process_after IS NULL, process_after, seq",
+    )?;
+    stmt.query_map([], |r| {
+        Ok(TaskRow {
+            series_id: r.get(0)?,
+            status: r.get(1)?,
+            process_after: r.get(2)?,
+            recurrence: r.get(3)?,
+            content: r.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+/// The id of the row with this seq.
+pub fn id_by_seq(conn: &Connection, seq: i64) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT id FROM messages_in WHERE seq = ?1", [seq], |r| r.get(0)).optional()
+}
+
 pub fn max_seq(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.query_row("SELECT MAX(seq) FROM messages_in", [], |r| r.get(0))
 }

@@ -13,7 +13,10 @@ use super::Kind;
 /// `(file name, SQL)` in order; the index + 1 is the schema version after applying it.
 pub type Migration = (&'static str, &'static str);
 
-pub const CENTRAL: &[Migration] = &[("0001_init.sql", include_str!("../../sql/central/0001_init.sql"))];
+pub const CENTRAL: &[Migration] = &[
+    ("0001_init.sql", include_str!("../../sql/central/0001_init.sql")),
+    ("0002_message_extras.sql", include_str!("../../sql/central/0002_message_extras.sql")),
+];
 pub const INBOUND: &[Migration] = &[("0001_init.sql", include_str!("../../sql/inbound/0001_init.sql"))];
 pub const OUTBOUND: &[Migration] = &[("0001_init.sql", include_str!("../../sql/outbound/0001_init.sql"))];
 

@@ -149,6 +149,11 @@ pub fn rows_after(conn: &Connection, after_seq: i64, limit: i64) -> rusqlite::Re
     .collect()
 }
 
+/// The id of the row with this seq.
+pub fn id_by_seq(conn: &Connection, seq: i64) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT id FROM messages_out WHERE seq = ?1", [seq], |r| r.get(0)).optional()
+}
+
 /// Finished claims changed at or after `since` (epoch ms): `(message id, status)`.
 pub fn finished_acks_since(conn: &Connection, since: i64) -> rusqlite::Result<Vec<(String, String)>> {
     let mut stmt = conn.prepare_cached(

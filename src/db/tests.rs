@@ -146,6 +146,7 @@ fn user_msg<'a>(text: &'a str, client_id: Option<&'a str>, files: &'a serde_json
         files,
         client_id,
         source_id: None,
+        card: None,
         needs_routing: true,
         now: 10,
     }

@@ -88,6 +88,7 @@ pub fn create(
             provider: None,
             model: None,
             max_messages_per_prompt: None,
+            mcp_servers: "{}".into(),
             created_at: now,
         };
         central::insert_agent(tx, &agent)?;

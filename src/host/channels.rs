@@ -6,21 +6,35 @@
 //! when the adapter stored or sent it.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use serde_json::Value;
 
 use crate::db::central::{Agent, Room};
 use crate::link::ToolState;
 
-/// One agent message for a room.
+/// One thing an agent sends to a room.
 #[derive(Debug, Clone)]
 pub struct Outgoing<'a> {
     pub room: &'a Room,
     pub agent: &'a Agent,
     /// `<session>/<outbound id>`: stable across retries, so an adapter can store it exactly once.
     pub source_id: &'a str,
-    pub text: &'a str,
     /// The stream whose deltas this final message completes, if it was streamed.
     pub stream_id: Option<&'a str>,
+    pub body: Body<'a>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Body<'a> {
+    /// A message: text, files the agent staged (host paths), an optional question card;
+    /// `notice` when it reports a problem (shown as a notice, not as the agent speaking).
+    Message { text: &'a str, files: &'a [PathBuf], card: Option<&'a Value>, notice: bool },
+    /// New text for a message the agent sent before (`target`: the adapter's message id).
+    Edit { target: &'a str, text: &'a str },
+    /// A reaction to a message in the room (`target`: the adapter's message id).
+    Reaction { target: &'a str, emoji: &'a str },
 }
 
 /// Why a delivery did not happen.

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::delivery::DeliveryHandle;
+use super::proxy::{self, ProxyHandle};
 use super::sessions::{self, SessionDir};
 use super::sweep::{ExitReport, SweepHandle};
 use crate::db::Connection;
@@ -50,6 +51,9 @@ pub struct RunnerConfig {
     pub user: String,
     pub tz: String,
     pub default_provider: String,
+    /// Model names configured for each protocol (`ANTHROPIC_MODEL`, `OPENAI_MODEL`).
+    pub anthropic_model: Option<String>,
+    pub openai_model: Option<String>,
     pub idle_exit_s: u64,
     pub max_containers: usize,
     pub log_level: String,
@@ -109,11 +113,24 @@ pub struct Containers {
     changed: Condvar,
     delivery: DeliveryHandle,
     sweep: SweepHandle,
+    proxy: ProxyHandle,
 }
 
 impl Containers {
-    pub fn new(cfg: RunnerConfig, delivery: DeliveryHandle, sweep: SweepHandle) -> Containers {
-        Containers { cfg, state: Mutex::new(State::default()), changed: Condvar::new(), delivery, sweep }
+    pub fn new(
+        cfg: RunnerConfig,
+        delivery: DeliveryHandle,
+        sweep: SweepHandle,
+        proxy: ProxyHandle,
+    ) -> Containers {
+        Containers {
+            cfg,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            delivery,
+            sweep,
+            proxy,
+        }
     }
 
     pub fn config(&self) -> &RunnerConfig {
@@ -146,13 +163,14 @@ impl Containers {
             // Retried when a container exits.
             return Ok(Wake::Deferred { why: "at PINCER_MAX_CONTAINERS", retry_at: None });
         }
-        let (child, name, listener) = self.start(conn, session)?;
+        let (child, name, listener, model_listener) = self.start(conn, session)?;
         state
             .running
             .insert(session.id.clone(), Slot { name: name.clone(), link: None, stop_requested: false });
         drop(state);
         central::set_container_status(conn, &session.id, "running", now_ms())?;
         self.delivery.listen(&session.id, listener);
+        self.proxy.listen(&session.id, model_listener);
         let me = Arc::clone(self);
         let session_id = session.id.clone();
         let agent_id = session.agent_id.clone();
@@ -165,7 +183,11 @@ impl Containers {
     }
 
     /// Prepares the session directory and runs `docker run`.
-    fn start(&self, conn: &Connection, session: &Session) -> anyhow::Result<(Child, String, UnixListener)> {
+    fn start(
+        &self,
+        conn: &Connection,
+        session: &Session,
+    ) -> anyhow::Result<(Child, String, UnixListener, UnixListener)> {
         let agent =
             central::agent(conn, &session.agent_id)?.context("the session's agent no longer exists")?;
         let dir = SessionDir::new(&self.cfg.data_dir, &agent.id, &session.id);
@@ -175,12 +197,19 @@ impl Containers {
         std::fs::create_dir_all(&group).with_context(|| format!("creating {}", group.display()))?;
         // A stale heartbeat would make a fresh container look stuck.
         let _ = std::fs::remove_file(dir.heartbeat());
-        let listener = bind_link(dir.path())
+        let listener = bind_socket(dir.path(), SOCKET_NAME)
             .with_context(|| format!("binding the link socket in {}", dir.path().display()))?;
+        let model_listener = proxy::bind(dir.path())
+            .with_context(|| format!("binding the model proxy socket in {}", dir.path().display()))?;
 
         let folder: String = agent.folder.chars().take(40).collect();
         let name = format!("pincer-{}-{folder}-{}", self.cfg.install, now_ms());
         let provider = agent.provider.clone().unwrap_or_else(|| self.cfg.default_provider.clone());
+        let model = agent.model.clone().or_else(|| match provider.as_str() {
+            "anthropic" => self.cfg.anthropic_model.clone(),
+            "openai" => self.cfg.openai_model.clone(),
+            _ => None,
+        });
         let mut env = vec![
             ("TZ".to_string(), self.cfg.tz.clone()),
             ("HOME".to_string(), "/workspace/agent".to_string()),
@@ -191,8 +220,11 @@ impl Containers {
             ("PINCER_IDLE_EXIT_S".to_string(), self.cfg.idle_exit_s.to_string()),
             ("PINCER_LOG".to_string(), self.cfg.log_level.clone()),
         ];
-        if let Some(model) = &agent.model {
-            env.push(("PINCER_MODEL".to_string(), model.clone()));
+        if let Some(model) = model {
+            env.push(("PINCER_MODEL".to_string(), model));
+        }
+        if agent.mcp_servers.trim() != "{}" && !agent.mcp_servers.trim().is_empty() {
+            env.push(("PINCER_MCP_SERVERS".to_string(), agent.mcp_servers.clone()));
         }
         if let Some(n) = agent.max_messages_per_prompt {
             env.push(("PINCER_MAX_MESSAGES".to_string(), n.to_string()));
@@ -218,7 +250,7 @@ impl Containers {
         let args = docker::run_args(&spec)?;
         let child = self.cfg.docker.spawn_run(&args)?;
         log::info!("started container {name} for session {} (agent {})", session.id, agent.name);
-        Ok((child, name, listener))
+        Ok((child, name, listener, model_listener))
     }
 
     /// Runs on the watcher thread until the container exits.
@@ -251,6 +283,7 @@ impl Containers {
         };
         log::info!("container {name} exited ({code:?}) after {:?}", started.elapsed());
         self.delivery.close(&session_id);
+        self.proxy.close(&session_id);
         self.sweep.container_exited(ExitReport {
             session_id,
             agent_id,
@@ -388,10 +421,10 @@ fn signal(slot: &mut Slot, frame: &ToAgent) -> bool {
     }
 }
 
-/// Binds `<dir>/link.sock`. A Unix socket path is limited to 107 bytes, so a long data directory
-/// is reached through `/proc/self/fd/<dir fd>/` instead of its full path.
-pub fn bind_link(dir: &Path) -> std::io::Result<UnixListener> {
-    let sock = dir.join(SOCKET_NAME);
+/// Binds `<dir>/<name>`, replacing a stale socket file. A Unix socket path is limited to 107
+/// bytes, so a long data directory is reached through `/proc/self/fd/<dir fd>/` instead.
+pub fn bind_socket(dir: &Path, name: &str) -> std::io::Result<UnixListener> {
+    let sock = dir.join(name);
     match std::fs::remove_file(&sock) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -401,7 +434,7 @@ pub fn bind_link(dir: &Path) -> std::io::Result<UnixListener> {
         UnixListener::bind(&sock)?
     } else {
         let d = File::open(dir)?;
-        UnixListener::bind(format!("/proc/self/fd/{}/{SOCKET_NAME}", d.as_raw_fd()))?
+        UnixListener::bind(format!("/proc/self/fd/{}/{name}", d.as_raw_fd()))?
     };
     listener.set_nonblocking(true)?;
     Ok(listener)
@@ -417,7 +450,7 @@ mod tests {
         let long = tmp.path().join("a".repeat(60)).join("b".repeat(60));
         std::fs::create_dir_all(&long).unwrap();
         for dir in [tmp.path(), long.as_path()] {
-            let listener = bind_link(dir).unwrap();
+            let listener = bind_socket(dir, SOCKET_NAME).unwrap();
             assert!(dir.join(SOCKET_NAME).exists());
             // Connect the way a container does: from inside the directory, with a short path.
             let short = std::env::temp_dir().join(format!("pincer-test-{}", crate::ids::random_hex::<4>()));
@@ -432,7 +465,7 @@ mod tests {
             std::fs::remove_file(short).unwrap();
             // Binding again replaces the stale socket file.
             drop(listener);
-            bind_link(dir).unwrap();
+            bind_socket(dir, SOCKET_NAME).unwrap();
         }
     }
 }

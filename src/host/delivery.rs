@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::channels::{Activity, Channels, DeliverError, Outgoing};
+use super::channels::{Activity, Body, Channels, DeliverError, Outgoing};
 use super::containers::Containers;
 use super::kick::{self, Kick, WAKE};
 use super::sessions::SessionDir;
@@ -405,7 +405,8 @@ impl Loop {
         let mut inb = dir.open_inbound()?;
         let mut cursor = self.cursors.remove(session_id).unwrap_or_default();
         let mut writes = Vec::new();
-        let delivered = self.deliver_rows(&session, &agent, &out, &inb, &mut cursor, &mut writes, now);
+        let pass = Pass { session: &session, agent: &agent, dir: &dir, out: &out, inb: &inb };
+        let delivered = self.deliver_rows(&pass, &mut cursor, &mut writes, now);
         let acks = outbound::finished_acks_since(&out, cursor.ack_since)?;
         let recorded = db::write_tx(&mut inb, |tx| {
             for w in &writes {
@@ -435,13 +436,9 @@ impl Loop {
         delivered.and(recorded)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn deliver_rows(
         &mut self,
-        session: &Session,
-        agent: &Agent,
-        out: &Connection,
-        inb: &Connection,
+        pass: &Pass<'_>,
         cursor: &mut Cursor,
         writes: &mut Vec<Write>,
         now: i64,
@@ -452,10 +449,10 @@ impl Loop {
         let mut scan = cursor.seq;
         let mut held = false;
         loop {
-            let rows = outbound::rows_after(out, scan, BATCH_MAX)?;
+            let rows = outbound::rows_after(pass.out, scan, BATCH_MAX)?;
             for row in &rows {
                 scan = row.seq;
-                let done = if inbound::has_outcome(inb, &row.id)? {
+                let done = if inbound::has_outcome(pass.inb, &row.id)? {
                     cursor.retries.remove(&row.id);
                     true
                 } else if row.deliver_after.is_some_and(|t| t > now)
@@ -463,7 +460,7 @@ impl Loop {
                 {
                     false
                 } else {
-                    self.deliver_one(session, agent, row, cursor, writes, now);
+                    self.deliver_one(pass, row, cursor, writes, now);
                     !cursor.retries.contains_key(&row.id)
                 };
                 held |= !done;
@@ -479,25 +476,29 @@ impl Loop {
 
     fn deliver_one(
         &mut self,
-        session: &Session,
-        agent: &Agent,
+        pass: &Pass<'_>,
         row: &OutboundRow,
         cursor: &mut Cursor,
         writes: &mut Vec<Write>,
         now: i64,
     ) {
-        match self.route(session, agent, row) {
+        match self.route(pass, row) {
             Ok(platform_id) => {
                 cursor.retries.remove(&row.id);
                 writes.push(Write::delivered(&row.id, platform_id));
+                // Staged files were copied by the adapter; the copy in the session is done with.
+                let staged = pass.dir.path().join("outbox").join(&row.id);
+                if staged.is_dir() {
+                    let _ = std::fs::remove_dir_all(staged);
+                }
             }
             Err(DeliverError::Retry(reason)) => {
                 let attempts = cursor.retries.get(&row.id).map_or(0, |(n, _)| *n) + 1;
                 if attempts >= ATTEMPTS_MAX {
                     cursor.retries.remove(&row.id);
                     writes.push(self.fail(
-                        session,
-                        agent,
+                        pass.session,
+                        pass.agent,
                         row,
                         &format!("{reason} (after {attempts} attempts)"),
                     ));
@@ -508,13 +509,14 @@ impl Loop {
             }
             Err(DeliverError::Permanent(reason)) => {
                 cursor.retries.remove(&row.id);
-                writes.push(self.fail(session, agent, row, &reason));
+                writes.push(self.fail(pass.session, pass.agent, row, &reason));
             }
         }
     }
 
     /// Re-validates the destination and hands the row to its channel.
-    fn route(&self, session: &Session, agent: &Agent, row: &OutboundRow) -> Result<String, DeliverError> {
+    fn route(&self, pass: &Pass<'_>, row: &OutboundRow) -> Result<String, DeliverError> {
+        let (session, agent) = (pass.session, pass.agent);
         let perm = |s: String| Err(DeliverError::Permanent(s));
         let retry = |e: rusqlite::Error| DeliverError::Retry(format!("database: {e}"));
         let content: serde_json::Value = match serde_json::from_str(&row.content) {
@@ -524,9 +526,6 @@ impl Loop {
         if row.kind == "system" {
             let action = content.get("action").and_then(|a| a.as_str()).unwrap_or("?");
             return perm(format!("the action {action:?} is not supported by this host"));
-        }
-        if let Some(op) = content.get("operation").and_then(|o| o.as_str()) {
-            return perm(format!("the operation {op:?} is not supported by this host"));
         }
         let (Some(channel_type), Some(platform_id)) =
             (row.channel_type.as_deref(), row.platform_id.as_deref())
@@ -550,13 +549,68 @@ impl Loop {
         };
         let text = content.get("text").and_then(|t| t.as_str()).unwrap_or_default();
         let source_id = format!("{}/{}", session.id, row.id);
-        adapter.deliver(&Outgoing {
-            room: &room,
-            agent,
-            source_id: &source_id,
-            text,
-            stream_id: content.get("stream_id").and_then(|s| s.as_str()),
-        })
+        let stream_id = content.get("stream_id").and_then(|s| s.as_str());
+        let target;
+        let files;
+        let body = match content.get("operation").and_then(|o| o.as_str()) {
+            Some(op @ ("edit" | "reaction")) => {
+                let seq = content.get("message_seq").and_then(|s| s.as_i64()).unwrap_or(0);
+                target = match self.target(pass, seq, &room.id, op == "edit").map_err(retry)? {
+                    Ok(id) => id,
+                    Err(why) => return perm(why),
+                };
+                if op == "edit" {
+                    Body::Edit { target: &target, text }
+                } else {
+                    Body::Reaction {
+                        target: &target,
+                        emoji: content.get("emoji").and_then(|e| e.as_str()).unwrap_or(""),
+                    }
+                }
+            }
+            Some(op) => return perm(format!("the operation {op:?} is not supported by this host")),
+            None => {
+                files = match staged_files(pass.dir, &row.id, &content) {
+                    Ok(f) => f,
+                    Err(why) => return perm(why),
+                };
+                let card = (content.get("type").and_then(|t| t.as_str()) == Some("ask_question"))
+                    .then_some(&content);
+                let notice = content.get("error").and_then(|e| e.as_bool()).unwrap_or(false);
+                Body::Message { text, files: &files, card, notice }
+            }
+        };
+        adapter.deliver(&Outgoing { room: &room, agent, source_id: &source_id, stream_id, body })
+    }
+
+    /// The room message an agent-visible `seq` refers to: an odd seq is one of the agent's own
+    /// messages, an even one a message it received. `own_only` refuses the latter (edits).
+    fn target(
+        &self,
+        pass: &Pass<'_>,
+        seq: i64,
+        room_id: &str,
+        own_only: bool,
+    ) -> rusqlite::Result<Result<String, String>> {
+        let unknown = || Ok(Err(format!("message {seq} is not one this agent can refer to in this room")));
+        let message = if seq % 2 == 1 {
+            let Some(out_id) = outbound::id_by_seq(pass.out, seq)? else { return unknown() };
+            central::message_by_source(&self.d.central, &format!("{}/{out_id}", pass.session.id))?
+        } else {
+            if own_only {
+                return Ok(Err(format!(
+                    "message {seq} is not yours; an agent can only edit its own messages"
+                )));
+            }
+            let Some(in_id) = inbound::id_by_seq(pass.inb, seq)? else { return unknown() };
+            // Inbound ids are `<room message id>:<agent id>`.
+            let Some((msg_id, _)) = in_id.rsplit_once(':') else { return unknown() };
+            central::message(&self.d.central, msg_id)?
+        };
+        match message {
+            Some(m) if m.room_id == room_id => Ok(Ok(m.id)),
+            _ => unknown(),
+        }
     }
 
     /// A failed row: the outcome to record, a context note for the agent, and a notice the user
@@ -590,6 +644,40 @@ impl Loop {
             }),
         }
     }
+}
+
+/// What one delivery pass of a session works with.
+struct Pass<'a> {
+    session: &'a Session,
+    agent: &'a Agent,
+    dir: &'a SessionDir,
+    out: &'a Connection,
+    inb: &'a Connection,
+}
+
+/// Largest number of files in one message.
+pub const FILES_MAX: usize = 10;
+
+/// The files an outbound row refers to, staged by the agent in `outbox/<row id>/`: plain names
+/// only, regular files only (no links).
+fn staged_files(dir: &SessionDir, row_id: &str, content: &serde_json::Value) -> Result<Vec<PathBuf>, String> {
+    let Some(names) = content.get("files").and_then(|f| f.as_array()) else { return Ok(Vec::new()) };
+    if names.len() > FILES_MAX {
+        return Err(format!("a message may carry at most {FILES_MAX} files"));
+    }
+    let base = dir.path().join("outbox").join(row_id);
+    let mut out = Vec::new();
+    for n in names {
+        let Some(name) = n.as_str().filter(|n| crate::webchat::files::safe_name(n)) else {
+            return Err(format!("the file name {n} is not allowed"));
+        };
+        let path = base.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => out.push(path),
+            _ => return Err(format!("the file {name:?} the agent sent is missing")),
+        }
+    }
+    Ok(out)
 }
 
 /// An `inbound.db` write of a delivery pass.

@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod image;
 pub mod kick;
 pub mod lock;
+pub mod proxy;
 pub mod router;
 pub mod sessions;
 pub mod sweep;
@@ -83,6 +84,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let delivery = DeliveryHandle::new(&delivery_poll)?;
     let sweep_poll = Poll::new()?;
     let sweep = SweepHandle::new(&sweep_poll)?;
+    let proxy_poll = Poll::new()?;
+    let proxy_handle = proxy::ProxyHandle::new(&proxy_poll)?;
 
     let runner = RunnerConfig {
         docker: docker.clone(),
@@ -93,17 +96,26 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         user: RunnerConfig::owner_of(&cfg.data_dir)?,
         tz: cfg.tz.clone(),
         default_provider: cfg.provider.as_str().to_string(),
+        anthropic_model: cfg.anthropic.model.clone(),
+        openai_model: cfg.openai.model.clone(),
         idle_exit_s: cfg.container_idle_s,
         max_containers: cfg.max_containers,
         log_level: cfg.log_level.to_string().to_lowercase(),
         extra_env: Vec::new(),
     };
-    let containers = Arc::new(Containers::new(runner, delivery.clone(), sweep.clone()));
+    let containers = Arc::new(Containers::new(runner, delivery.clone(), sweep.clone(), proxy_handle.clone()));
+    let model_proxy = Arc::new(proxy::Proxy::new(proxy::ProxyConfig::from_config(&cfg)));
+    let ph = proxy_handle.clone();
+    let proxy_thread = spawn("model-proxy", move || proxy::run(model_proxy, proxy_poll, ph))?;
 
     let store = Arc::new(webchat::store::Store::new(&central_db(&cfg)));
     let hub = Arc::new(webchat::hub::Hub::default());
     let mut channels = Channels::default();
-    channels.register(Arc::new(webchat::adapter::WebchatChannel { store: store.clone(), hub: hub.clone() }));
+    channels.register(Arc::new(webchat::adapter::WebchatChannel {
+        store: store.clone(),
+        hub: hub.clone(),
+        uploads: cfg.data_dir.join("webchat").join("uploads"),
+    }));
 
     let mut threads: Vec<(&str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
     let d = delivery::Delivery {
@@ -168,6 +180,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     }
     sweep.stop();
     join("sweep", sweep_thread);
+    proxy_handle.stop();
+    join("model-proxy", proxy_thread);
     if let Some(w) = web {
         w.shutdown();
     }

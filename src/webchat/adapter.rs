@@ -1,6 +1,7 @@
 //! The webchat as a channel adapter: agent replies and notices are stored as room messages and
 //! broadcast; streaming activity is broadcast only (ephemeral).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -9,12 +10,19 @@ use super::hub::Hub;
 use super::message_event;
 use super::store::Store;
 use crate::db::central::Room;
-use crate::host::channels::{Activity, Channel, DeliverError, Outgoing};
+use crate::host::channels::{Activity, Body, Channel, DeliverError, Outgoing};
 use crate::link::ToolState;
 
 pub struct WebchatChannel {
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
+    /// `data/webchat/uploads`.
+    pub uploads: PathBuf,
+}
+
+/// `{"type":"update","room_id","message":Message}`: a stored message changed (edit, reaction).
+pub fn update_event(m: &crate::db::central::RoomMessage) -> String {
+    json!({ "type": "update", "room_id": m.room_id, "message": m }).to_string()
 }
 
 impl Channel for WebchatChannel {
@@ -23,14 +31,56 @@ impl Channel for WebchatChannel {
     }
 
     fn deliver(&self, msg: &Outgoing<'_>) -> Result<String, DeliverError> {
-        let (stored, created) = self
-            .store
-            .agent_message(msg.room, &msg.agent.id, &msg.agent.name, msg.text, msg.source_id)
-            .map_err(|e| DeliverError::Retry(format!("storing the message: {e:#}")))?;
-        if created {
-            self.hub.broadcast(&msg.room.id, &message_event(&stored, msg.stream_id), None);
+        let retry = |what: &str, e: anyhow::Error| DeliverError::Retry(format!("{what}: {e:#}"));
+        match &msg.body {
+            Body::Message { text, files, card, notice } => {
+                // Stored names carry a tag derived from the source id, so a retry overwrites the
+                // same files instead of adding copies.
+                let tag = &sha1_smol::Sha1::from(msg.source_id).digest().to_string()[..10];
+                let mut entries = Vec::new();
+                for f in files.iter() {
+                    entries.push(
+                        super::files::store(&self.uploads, &msg.room.id, tag, f)
+                            .map_err(|e| retry("storing a file", e))?,
+                    );
+                }
+                let files = serde_json::Value::Array(entries);
+                let (stored, created) = self
+                    .store
+                    .agent_message(
+                        msg.room,
+                        &msg.agent.id,
+                        &msg.agent.name,
+                        text,
+                        msg.source_id,
+                        &files,
+                        *card,
+                        *notice,
+                    )
+                    .map_err(|e| retry("storing the message", e))?;
+                if created {
+                    self.hub.broadcast(&msg.room.id, &message_event(&stored, msg.stream_id), None);
+                }
+                Ok(stored.id)
+            }
+            Body::Edit { target, text } => {
+                let updated = self.store.edit(target, text).map_err(|e| retry("editing the message", e))?;
+                let m = updated
+                    .ok_or_else(|| DeliverError::Permanent(format!("message {target} no longer exists")))?;
+                self.hub.broadcast(&msg.room.id, &update_event(&m), None);
+                Ok(m.id)
+            }
+            Body::Reaction { target, emoji } => {
+                let updated = self
+                    .store
+                    .react(target, emoji, &msg.agent.name, "agent")
+                    .map_err(|e| retry("adding the reaction", e))?;
+                let m = updated
+                    .ok_or_else(|| DeliverError::Permanent(format!("message {target} no longer exists")))?;
+                self.hub.broadcast(&msg.room.id, &update_event(&m), None);
+                Ok(m.id)
+            }
         }
-        Ok(stored.id)
     }
 
     fn notice(&self, room: &Room, text: &str) -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::Ctx;
 use super::assets;
 use super::auth::Peer;
+use super::files;
 use crate::db::central::{self, RoomMessage};
 use crate::host::agents;
 use crate::ids::now_ms;
@@ -52,6 +53,8 @@ pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Served from this file instead of `body` (streamed, not read into memory).
+    pub file: Option<std::path::PathBuf>,
 }
 
 impl Resp {
@@ -63,6 +66,7 @@ impl Resp {
                 ("Cache-Control".into(), "no-store".into()),
             ],
             body: serde_json::to_vec(value).expect("JSON values serialise"),
+            file: None,
         }
     }
 
@@ -141,6 +145,7 @@ fn route(ctx: &Ctx, req: &Req) -> ApiResult {
         )),
         ("GET", ["rooms", room, "messages"]) => room_messages(ctx, &user, room, req),
         ("POST", ["rooms", room, "messages"]) => post_message(ctx, &user, room, req),
+        ("GET", ["files", room, name]) => file(ctx, &user, room, name),
         (_, ["auth", "check"] | ["agents"] | ["rooms"] | ["rooms", _, "messages"]) => {
             Err(ApiError(405, format!("{method} is not allowed on {}", req.path)))
         }
@@ -173,10 +178,10 @@ fn asset(req: &Req, path: &str) -> Resp {
         ));
     }
     if req.header("if-none-match") == Some(etag) {
-        return Resp { status: 304, headers, body: Vec::new() };
+        return Resp { status: 304, headers, body: Vec::new(), file: None };
     }
     let body = if req.method == "HEAD" { Vec::new() } else { asset.body.to_vec() };
-    Resp { status: 200, headers, body }
+    Resp { status: 200, headers, body, file: None }
 }
 
 fn auth_check(ctx: &Ctx, user: &User) -> Resp {
@@ -293,6 +298,32 @@ fn post_message(ctx: &Ctx, user: &User, room_id: &str, req: &Req) -> ApiResult {
     let body: PostMessage = parse_body(req, r#"{"text": string, "client_id": string}"#)?;
     let (message, _) = ctx.send(user, &room, &body.text, body.client_id.as_deref())?;
     Ok(Resp::json(200, &json!({ "ok": true, "message": message })))
+}
+
+/// A file of a room, with headers that keep hostile content inert.
+fn file(ctx: &Ctx, user: &User, room_id: &str, name: &str) -> ApiResult {
+    let room = ctx.room_for(user, room_id)?;
+    if !files::safe_name(name) {
+        return Err(ApiError(404, "no such file".into()));
+    }
+    let path = files::room_dir(&ctx.uploads, &room.id).join(name);
+    let meta = std::fs::symlink_metadata(&path)
+        .map_err(|_| ApiError(404, format!("no file {name:?} in this room")))?;
+    if !meta.is_file() {
+        return Err(ApiError(404, format!("no file {name:?} in this room")));
+    }
+    let (mime, inline) = files::mime_of(name);
+    let disposition = if inline { "inline" } else { "attachment" };
+    let headers = vec![
+        ("Content-Type".to_string(), mime.to_string()),
+        ("Content-Disposition".to_string(), format!("{disposition}; filename=\"{}\"", files::sanitize(name))),
+        (
+            "Content-Security-Policy".to_string(),
+            "sandbox; default-src 'none'; img-src 'self'; media-src 'self'".to_string(),
+        ),
+        ("Cache-Control".to_string(), "private, max-age=86400".to_string()),
+    ];
+    Ok(Resp { status: 200, headers, body: Vec::new(), file: Some(path) })
 }
 
 /// Checks a message's text.

@@ -119,20 +119,40 @@ fn read_request(
 }
 
 fn respond(rq: tiny_http::Request, resp: Resp) {
+    if let Some(path) = &resp.file {
+        match std::fs::File::open(path) {
+            Ok(f) => {
+                let mut out = tiny_http::Response::from_file(f).with_status_code(resp.status);
+                add_headers(&mut out, &resp.headers);
+                if let Err(e) = rq.respond(out) {
+                    log::debug!("writing a file response: {e}");
+                }
+            }
+            Err(e) => {
+                log::warn!("opening {}: {e}", path.display());
+                respond(rq, Resp::error(404, "no such file"));
+            }
+        }
+        return;
+    }
     let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
+    add_headers(&mut out, &resp.headers);
+    if let Err(e) = rq.respond(out) {
+        log::debug!("writing a response: {e}");
+    }
+}
+
+fn add_headers<R: Read>(out: &mut tiny_http::Response<R>, headers: &[(String, String)]) {
     let security = [
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
         ("X-Frame-Options", "DENY"),
     ];
-    let all = resp.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(security);
+    let all = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(security);
     for (k, v) in all {
         if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
             out.add_header(h);
         }
-    }
-    if let Err(e) = rq.respond(out) {
-        log::debug!("writing a response: {e}");
     }
 }
 

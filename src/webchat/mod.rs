@@ -11,6 +11,7 @@ pub mod adapter;
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod files;
 pub mod front;
 pub mod http;
 pub mod hub;
@@ -46,6 +47,8 @@ pub struct Ctx {
     pub containers: Arc<Containers>,
     /// Internal relay port → the public peer it stands for.
     pub peers: Mutex<HashMap<u16, Peer>>,
+    /// Where room files are stored (`data/webchat/uploads`).
+    pub uploads: std::path::PathBuf,
     /// Users already registered in the DB by this process.
     known_users: Mutex<HashSet<String>>,
     pub started: Instant,
@@ -60,6 +63,7 @@ impl Ctx {
         containers: Arc<Containers>,
     ) -> Ctx {
         Ctx {
+            uploads: cfg.data_dir.join("webchat").join("uploads"),
             cfg,
             store,
             hub,

@@ -15,6 +15,8 @@ use crate::ids::now_ms;
 
 /// Idle connections kept in the pool.
 const POOL_IDLE_MAX: usize = 8;
+/// Reactions kept on one message.
+pub const REACTIONS_MAX: usize = 50;
 
 pub struct Store {
     path: PathBuf,
@@ -82,6 +84,12 @@ impl Store {
         Ok(Pooled { store: self, conn: Some(conn) })
     }
 
+    /// Inserts a message (rendering its HTML) in its own transaction.
+    fn insert(&self, m: NewMessage<'_>) -> anyhow::Result<(RoomMessage, bool)> {
+        let mut conn = self.conn()?;
+        db::write_tx(&mut conn, |tx| Ok(central::insert_message(tx, &m)?))
+    }
+
     /// Stores a user's message (idempotent by `client_id`), queued for the router.
     pub fn user_message(
         &self,
@@ -93,28 +101,25 @@ impl Store {
     ) -> anyhow::Result<(RoomMessage, bool)> {
         let html = markdown_to_html(text);
         let files = serde_json::json!([]);
-        let mut conn = self.conn()?;
-        db::write_tx(&mut conn, |tx| {
-            Ok(central::insert_message(
-                tx,
-                &NewMessage {
-                    room_id: &room.id,
-                    sender: display_name,
-                    sender_id: Some(user_id),
-                    sender_type: "user",
-                    text,
-                    html: &html,
-                    files: &files,
-                    client_id,
-                    source_id: None,
-                    needs_routing: true,
-                    now: now_ms(),
-                },
-            )?)
+        self.insert(NewMessage {
+            room_id: &room.id,
+            sender: display_name,
+            sender_id: Some(user_id),
+            sender_type: "user",
+            text,
+            html: &html,
+            files: &files,
+            client_id,
+            source_id: None,
+            card: None,
+            needs_routing: true,
+            now: now_ms(),
         })
     }
 
-    /// Stores an agent's message once per `source_id`.
+    /// Stores an agent's message once per `source_id`: text, files (already copied to
+    /// uploads), an optional card. `system` stores it as a notice (e.g. the agent's model failed).
+    #[allow(clippy::too_many_arguments)]
     pub fn agent_message(
         &self,
         room: &Room,
@@ -122,27 +127,24 @@ impl Store {
         agent_name: &str,
         text: &str,
         source_id: &str,
+        files: &serde_json::Value,
+        card: Option<&serde_json::Value>,
+        system: bool,
     ) -> anyhow::Result<(RoomMessage, bool)> {
         let html = markdown_to_html(text);
-        let files = serde_json::json!([]);
-        let mut conn = self.conn()?;
-        db::write_tx(&mut conn, |tx| {
-            Ok(central::insert_message(
-                tx,
-                &NewMessage {
-                    room_id: &room.id,
-                    sender: agent_name,
-                    sender_id: Some(agent_id),
-                    sender_type: "agent",
-                    text,
-                    html: &html,
-                    files: &files,
-                    client_id: None,
-                    source_id: Some(source_id),
-                    needs_routing: false,
-                    now: now_ms(),
-                },
-            )?)
+        self.insert(NewMessage {
+            room_id: &room.id,
+            sender: agent_name,
+            sender_id: Some(agent_id),
+            sender_type: if system { "system" } else { "agent" },
+            text,
+            html: &html,
+            files,
+            client_id: None,
+            source_id: Some(source_id),
+            card,
+            needs_routing: false,
+            now: now_ms(),
         })
     }
 
@@ -150,26 +152,52 @@ impl Store {
     pub fn notice(&self, room: &Room, text: &str) -> anyhow::Result<RoomMessage> {
         let html = markdown_to_html(text);
         let files = serde_json::json!([]);
-        let mut conn = self.conn()?;
-        let (m, _) = db::write_tx(&mut conn, |tx| {
-            Ok(central::insert_message(
-                tx,
-                &NewMessage {
-                    room_id: &room.id,
-                    sender: "pincer",
-                    sender_id: None,
-                    sender_type: "system",
-                    text,
-                    html: &html,
-                    files: &files,
-                    client_id: None,
-                    source_id: None,
-                    needs_routing: false,
-                    now: now_ms(),
-                },
-            )?)
+        let (m, _) = self.insert(NewMessage {
+            room_id: &room.id,
+            sender: "pincer",
+            sender_id: None,
+            sender_type: "system",
+            text,
+            html: &html,
+            files: &files,
+            client_id: None,
+            source_id: None,
+            card: None,
+            needs_routing: false,
+            now: now_ms(),
         })?;
         Ok(m)
+    }
+
+    /// Replaces the text of a message; returns the updated message.
+    pub fn edit(&self, message_id: &str, text: &str) -> anyhow::Result<Option<RoomMessage>> {
+        let html = markdown_to_html(text);
+        let mut conn = self.conn()?;
+        db::write_tx(&mut conn, |tx| {
+            central::edit_message(tx, message_id, text, &html, now_ms())?;
+            Ok(central::message(tx, message_id)?)
+        })
+    }
+
+    /// Adds a reaction (once per emoji and reacting party); returns the updated message.
+    pub fn react(
+        &self,
+        message_id: &str,
+        emoji: &str,
+        by: &str,
+        by_type: &str,
+    ) -> anyhow::Result<Option<RoomMessage>> {
+        let mut conn = self.conn()?;
+        db::write_tx(&mut conn, |tx| {
+            let Some(m) = central::message(tx, message_id)? else { return Ok(None) };
+            let mut list = m.reactions.as_array().cloned().unwrap_or_default();
+            let entry = serde_json::json!({ "emoji": emoji, "by": by, "by_type": by_type });
+            if !list.contains(&entry) && list.len() < REACTIONS_MAX {
+                list.push(entry);
+            }
+            central::set_reactions(tx, message_id, &serde_json::Value::Array(list))?;
+            Ok(central::message(tx, message_id)?)
+        })
     }
 
     /// Webchat rooms the user may see, with their agents.

@@ -50,7 +50,9 @@ impl HttpResponse {
 
     /// `retry-after` in whole seconds, if the server sent one.
     pub fn retry_after_s(&self) -> Option<u64> {
-        self.header("retry-after").and_then(|v| v.trim().parse::<f64>().ok()).map(|s| s.ceil().max(0.0) as u64)
+        self.header("retry-after")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|s| s.ceil().max(0.0) as u64)
     }
 }
 
@@ -89,12 +91,18 @@ impl ProxyHttp {
             let _ = closer.shutdown(std::net::Shutdown::Both);
         });
         let body = serde_json::to_vec(body).expect("JSON values serialise");
-        let mut head = format!("POST {path} HTTP/1.1\r\nHost: pincer-proxy\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nHost: pincer-proxy\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("Connection: close\r\n\r\n");
-        stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body)).map_err(|e| transport("sending the request", e))?;
+        stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(&body))
+            .map_err(|e| transport("sending the request", e))?;
         let mut reader = BufReader::new(stream);
         let (status, headers) = read_head(&mut reader).map_err(|e| transport("reading the response", e))?;
         Ok(HttpResponse { status, headers, body: reader, _cancel_hook: hook })
@@ -122,7 +130,14 @@ fn read_head(r: &mut impl BufRead) -> std::io::Result<(u16, Vec<(String, String)
             break;
         }
         match status {
-            None => status = Some(l.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()).ok_or_else(|| bad("bad status line"))?),
+            None => {
+                status = Some(
+                    l.split(' ')
+                        .nth(1)
+                        .and_then(|s| s.parse::<u16>().ok())
+                        .ok_or_else(|| bad("bad status line"))?,
+                )
+            }
             Some(_) => {
                 if let Some((k, v)) = l.split_once(':') {
                     headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
@@ -154,7 +169,8 @@ mod tests {
                     break;
                 }
             }
-            let len: usize = req.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().trim().parse().unwrap();
+            let len: usize =
+                req.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().trim().parse().unwrap();
             let mut body = vec![0; len];
             r.read_exact(&mut body).unwrap();
             s.write_all(response).unwrap();
@@ -165,9 +181,18 @@ mod tests {
 
     #[test]
     fn posts_json_and_reads_status_headers_and_body() {
-        let (_d, path, t) = serve_once(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2.5\r\nConnection: close\r\n\r\n{\"error\":1}");
+        let (_d, path, t) = serve_once(
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2.5\r\nConnection: close\r\n\r\n{\"error\":1}",
+        );
         let http = ProxyHttp::new(path);
-        let resp = http.post_json("/openai/chat/completions", &[("X-Extra", "1")], &serde_json::json!({"a": 1}), &Cancel::default()).unwrap();
+        let resp = http
+            .post_json(
+                "/openai/chat/completions",
+                &[("X-Extra", "1")],
+                &serde_json::json!({"a": 1}),
+                &Cancel::default(),
+            )
+            .unwrap();
         assert_eq!(resp.status, 429);
         assert_eq!(resp.retry_after_s(), Some(3));
         assert_eq!(resp.error_text(), "{\"error\":1}");

@@ -14,7 +14,12 @@ impl Provider for Mock {
         "mock"
     }
 
-    fn call(&mut self, req: &Request<'_>, on_event: &mut dyn FnMut(StreamEvent), cancel: &Cancel) -> Result<Response, ModelError> {
+    fn call(
+        &mut self,
+        req: &Request<'_>,
+        on_event: &mut dyn FnMut(StreamEvent),
+        cancel: &Cancel,
+    ) -> Result<Response, ModelError> {
         if cancel.is_cancelled() {
             return Err(ModelError::Cancelled);
         }

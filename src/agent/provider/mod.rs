@@ -49,8 +49,8 @@ pub fn create(cfg: &ProviderConfig) -> anyhow::Result<Box<dyn Provider>> {
     let http = http::ProxyHttp::new(cfg.proxy.clone());
     match cfg.name.as_str() {
         "mock" => Ok(Box::new(mock::Mock)),
-        "anthropic" => Ok(Box::new(anthropic::Anthropic::new(http))),
-        "openai" => Ok(Box::new(openai::OpenAi::new(http))),
+        "anthropic" => Ok(Box::new(anthropic::Anthropic::new(http).model(cfg.model.clone()))),
+        "openai" => Ok(Box::new(openai::OpenAi::new(http).model(cfg.model.clone()))),
         other => bail!("unknown provider {other:?}: expected anthropic, openai or mock"),
     }
 }
@@ -131,7 +131,12 @@ mod tests {
         fn name(&self) -> &'static str {
             "scripted"
         }
-        fn call(&mut self, _: &Request<'_>, on_event: &mut dyn FnMut(StreamEvent), _: &Cancel) -> Result<Response, ModelError> {
+        fn call(
+            &mut self,
+            _: &Request<'_>,
+            on_event: &mut dyn FnMut(StreamEvent),
+            _: &Cancel,
+        ) -> Result<Response, ModelError> {
             if self.1.remove(0) {
                 on_event(StreamEvent::TextDelta("partial".into()));
             }
@@ -148,7 +153,10 @@ mod tests {
     }
 
     /// Runs with a pause that records the waits asked for instead of waiting.
-    fn run(script: Vec<Result<Response, ModelError>>, streams: Vec<bool>) -> (Result<Response, ModelError>, Vec<Duration>) {
+    fn run(
+        script: Vec<Result<Response, ModelError>>,
+        streams: Vec<bool>,
+    ) -> (Result<Response, ModelError>, Vec<Duration>) {
         let mut p = Scripted(script, streams);
         let req = Request { model: "m", system: "", messages: &[], tools: &[], max_tokens: 10 };
         let mut waits = Vec::new();
@@ -185,10 +193,14 @@ mod tests {
 
     #[test]
     fn retries_transient_failures_with_backoff() {
-        let (res, waits) = run(vec![status(429, Some(3)), status(529, None), Err(ModelError::Transport("reset".into())), ok()], vec![false; 4]);
+        let (res, waits) = run(
+            vec![status(429, Some(3)), status(529, None), Err(ModelError::Transport("reset".into())), ok()],
+            vec![false; 4],
+        );
         assert_eq!(res.unwrap().message.text(), "done");
         assert_eq!(waits, [Duration::from_secs(3), Duration::from_secs(2), Duration::from_secs(4)]);
-        let (res, waits) = run(vec![status(500, None); ATTEMPTS_MAX as usize], vec![false; ATTEMPTS_MAX as usize]);
+        let (res, waits) =
+            run(vec![status(500, None); ATTEMPTS_MAX as usize], vec![false; ATTEMPTS_MAX as usize]);
         assert!(matches!(res, Err(ModelError::Status { status: 500, .. })), "gives up after {ATTEMPTS_MAX}");
         assert_eq!(waits.len() as u32, ATTEMPTS_MAX - 1);
     }

@@ -30,7 +30,8 @@ impl<R: BufRead> SseReader<R> {
         let mut has_data = false;
         loop {
             self.line.clear();
-            let n = std::io::Read::take(&mut self.r, EVENT_BYTES_MAX as u64 + 1).read_until(b'\n', &mut self.line)?;
+            let n = std::io::Read::take(&mut self.r, EVENT_BYTES_MAX as u64 + 1)
+                .read_until(b'\n', &mut self.line)?;
             if n == 0 {
                 return Ok((has_data || ev.event.is_some()).then_some(ev));
             }
@@ -63,7 +64,10 @@ impl<R: BufRead> SseReader<R> {
                     ev.data.push_str(value);
                     has_data = true;
                     if ev.data.len() > EVENT_BYTES_MAX {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, "server-sent event too large"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "server-sent event too large",
+                        ));
                     }
                 }
                 _ => {}

@@ -6,11 +6,29 @@
 //! Tools that send messages or ask the host for something write rows to `outbound.db` through
 //! [`Actions`]; the host re-validates all of them.
 
+pub mod bash;
+pub mod fs;
+pub mod messaging;
+pub mod tasks;
+pub mod web;
+
 use std::path::PathBuf;
 
 use serde_json::Value;
 
 use super::model::{Cancel, ToolSpec};
+
+/// The built-in file, shell and web tools.
+pub fn builtin() -> Vec<Box<dyn Tool>> {
+    vec![
+        Box::new(fs::ReadFile),
+        Box::new(fs::WriteFile),
+        Box::new(fs::EditFile),
+        Box::new(fs::ListFiles),
+        Box::new(bash::Bash::new()),
+        Box::new(web::WebFetch::new()),
+    ]
+}
 
 /// What a tool call produced, as the model will read it.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +85,18 @@ pub trait Actions {
     fn act(&mut self, action: Action) -> Result<String, String>;
     /// Names of the destinations the agent may send to.
     fn destinations(&self) -> Vec<String>;
+    /// The session's scheduled tasks (one per series, newest row), as stored in `inbound.db`.
+    fn tasks(&self) -> Result<Vec<TaskInfo>, String>;
+}
+
+/// A scheduled task as `list_tasks` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskInfo {
+    pub series_id: String,
+    pub status: String,
+    pub process_after: Option<i64>,
+    pub recurrence: Option<String>,
+    pub prompt: String,
 }
 
 /// Everything a running tool may use.
@@ -95,7 +125,10 @@ pub trait Tool: Send + Sync {
 
 /// A required string argument, or an error output naming it.
 pub fn str_arg<'v>(input: &'v Value, name: &str) -> Result<&'v str, ToolOutput> {
-    input.get(name).and_then(Value::as_str).ok_or_else(|| ToolOutput::error(format!("missing string argument `{name}`")))
+    input
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ToolOutput::error(format!("missing string argument `{name}`")))
 }
 
 /// An optional string argument (absent or null is `None`; another type is an error).

@@ -1,0 +1,474 @@
+//! One turn: a batch of inbound rows in, the agent's replies out.
+//!
+//! The batch becomes a user message; the model is called (text streamed to the browser through
+//! the link, filtered like the final parse), tool calls are run and their results sent back,
+//! messages that arrive meanwhile are folded in, and the loop ends when the model ends its turn.
+//! Then everything the model wrote is parsed into deliveries and written to `outbound.db`
+//! together with the acknowledgements, in one transaction. A stop aborts the model call and the
+//! running tool at once and says so in the room; a model error becomes a visible notice.
+
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use super::config::{AgentConfig, touch};
+use super::history;
+use super::link::LinkWriter;
+use super::model::{Block, Cancel, Message, ModelError, Request, Role, Stop, StreamEvent, ToolSpec};
+use super::outbox::{self, Row, TurnActions};
+use super::output::{self, StreamFilter};
+use super::prompt::{self, Formatter};
+use super::provider::{self, Provider};
+use super::tools::{Roots, Tool, ToolCtx, ToolOutput, cap_middle};
+use crate::db::central::ResolvedDestination;
+use crate::db::inbound::{self, Address, InboundRow};
+use crate::db::{self, outbound};
+use crate::ids::{new_id, now_ms};
+use crate::link::{ToHost, ToolState};
+
+/// Model calls in one turn (tool rounds included).
+pub const CALLS_MAX: usize = 40;
+/// Times a reply cut off by the output limit is continued.
+pub const CONTINUATIONS_MAX: usize = 3;
+/// A tool result longer than this is cut (head and tail kept).
+pub const TOOL_RESULT_BYTES_MAX: usize = 100_000;
+/// The heartbeat is touched at most this often while streaming.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// What stays between turns.
+pub struct Runner {
+    pub cfg: AgentConfig,
+    pub out: Connection,
+    pub provider: Box<dyn Provider>,
+    pub tools: Vec<Box<dyn Tool>>,
+    pub specs: Vec<ToolSpec>,
+    pub link: LinkWriter,
+    pub cancel: Cancel,
+    /// Loaded from `outbound.db` on first use.
+    pub history: Option<Vec<Message>>,
+    pub roots: Roots,
+}
+
+impl Runner {
+    pub fn new(
+        cfg: AgentConfig,
+        out: Connection,
+        provider: Box<dyn Provider>,
+        tools: Vec<Box<dyn Tool>>,
+        link: LinkWriter,
+        cancel: Cancel,
+    ) -> Runner {
+        let specs = tools.iter().map(|t| t.spec()).collect();
+        let roots = Roots::new(cfg.workspace.clone());
+        Runner { cfg, out, provider, tools, specs, link, cancel, history: None, roots }
+    }
+}
+
+/// How the model part of a turn ended.
+enum End {
+    Done,
+    Stopped,
+    Failed(ModelError),
+}
+
+/// Runs one turn for `batch` (rows already claimed by the caller).
+pub fn run(r: &mut Runner, batch: Vec<InboundRow>) -> anyhow::Result<()> {
+    r.cancel.reset();
+    let view = db::open_agent_view(&r.cfg.inbound_db(), &r.cfg.outbound_db())?;
+    let dests = inbound::destinations(&view)?;
+    drop(view);
+    let first = &batch[0];
+    let origin = Address {
+        channel_type: first.channel_type.clone(),
+        platform_id: first.platform_id.clone(),
+        thread_id: first.thread_id.clone(),
+    };
+    let in_reply_to = first.id.clone();
+    let mut claimed: Vec<String> = batch.iter().map(|b| b.id.clone()).collect();
+
+    let (clears, rest): (Vec<InboundRow>, Vec<InboundRow>) = batch.into_iter().partition(is_clear);
+    if !clears.is_empty() {
+        history::clear(&r.out, r.provider.name())?;
+        r.history = Some(Vec::new());
+        log::info!("conversation cleared");
+    }
+    if rest.is_empty() {
+        let row = Row {
+            id: new_id("msg"),
+            kind: "chat",
+            to: origin.clone(),
+            in_reply_to: Some(in_reply_to),
+            content: json!({ "text": "Session cleared." }),
+        };
+        return finish(r, &[row], &claimed, "completed", None);
+    }
+
+    let provider_name = r.provider.name();
+    let history = r.history.get_or_insert_with(|| {
+        let mut h = history::load(&r.out, provider_name);
+        history::repair(&mut h);
+        h
+    });
+    let formatter = Formatter {
+        tz_name: &r.cfg.tz,
+        tz: prompt::zone(&r.cfg.tz),
+        destinations: &dests,
+        agent_id: &r.cfg.agent_id,
+    };
+    history.push(Message::user_text(formatter.batch(&rest)));
+
+    let origin_names: Vec<String> = dests
+        .iter()
+        .filter(|d| {
+            outbox::address_of(d).channel_type == origin.channel_type
+                && outbox::address_of(d).platform_id == origin.platform_id
+        })
+        .map(|d| d.name.clone())
+        .collect();
+    let is_origin = {
+        let names = origin_names.clone();
+        move |name: &str| names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    };
+    let stream = new_id("stream");
+    let streaming = origin.channel_type.is_some()
+        && origin.platform_id.is_some()
+        && origin.channel_type.as_deref() != Some("agent");
+    if streaming {
+        r.link.send(&ToHost::StreamStart {
+            stream: stream.clone(),
+            channel_type: origin.channel_type.clone().unwrap_or_default(),
+            platform_id: origin.platform_id.clone().unwrap_or_default(),
+        });
+    }
+    let tool_names: Vec<String> = r.specs.iter().map(|s| s.name.clone()).collect();
+    let system = prompt::system_prompt(&r.cfg.agent_name, &r.cfg.instructions(), &dests, &tool_names);
+    let mut filter = StreamFilter::new(is_origin.clone());
+    let mut turn_text = String::new();
+    let mut continuations = 0;
+    let mut end = End::Done;
+    let mut last_beat = Instant::now();
+    let model = r.cfg.model.clone().unwrap_or_default();
+
+    for _ in 0..CALLS_MAX {
+        history::trim(history, r.cfg.context_tokens);
+        let req = Request {
+            model: &model,
+            system: &system,
+            messages: history,
+            tools: &r.specs,
+            max_tokens: r.cfg.max_tokens,
+        };
+        let mut partial = String::new();
+        let mut first_delta = true;
+        let link = &r.link;
+        let heartbeat = r.cfg.heartbeat();
+        let sep_needed = !turn_text.is_empty();
+        let mut on_event = |ev: StreamEvent| {
+            let StreamEvent::TextDelta(t) = ev else { return };
+            partial.push_str(&t);
+            if last_beat.elapsed() >= HEARTBEAT_EVERY {
+                touch(&heartbeat);
+                last_beat = Instant::now();
+            }
+            let mut shown = filter.push(&t);
+            if first_delta && sep_needed && !shown.is_empty() {
+                shown.insert_str(0, "\n\n");
+            }
+            if !shown.is_empty() {
+                first_delta = false;
+                if streaming {
+                    link.send(&ToHost::Delta { stream: stream.clone(), text: shown });
+                }
+            }
+        };
+        let cancel = r.cancel.clone();
+        let mut pause = |attempt: u32, err: &ModelError, wait: Duration| {
+            if streaming {
+                link.send(&ToHost::Tool {
+                    stream: stream.clone(),
+                    name: "retry".into(),
+                    state: ToolState::Start,
+                    summary: format!("model unavailable ({err}); retry {attempt} in {}s", wait.as_secs()),
+                });
+            }
+            provider::pause_or_cancel(&cancel, wait)
+        };
+        let res =
+            provider::call_with_retries(r.provider.as_mut(), &req, &mut on_event, &mut pause, &r.cancel);
+        touch(&r.cfg.heartbeat());
+        let resp = match res {
+            Ok(resp) => resp,
+            Err(ModelError::Cancelled) => {
+                if !partial.trim().is_empty() {
+                    append_text(&mut turn_text, &partial);
+                    history.push(Message::assistant_text(format!("{partial}\n[stopped by the user]")));
+                }
+                end = End::Stopped;
+                break;
+            }
+            Err(e) => {
+                end = End::Failed(e);
+                break;
+            }
+        };
+        append_text(&mut turn_text, &resp.message.text());
+        let wants_tools = resp.message.tool_uses().next().is_some();
+        history.push(resp.message.clone());
+        if wants_tools {
+            let mut actions = TurnActions {
+                cfg: &r.cfg,
+                out: &r.out,
+                link: &r.link,
+                destinations: &dests,
+                origin: &origin,
+                in_reply_to: &in_reply_to,
+            };
+            let results = run_tools(
+                &resp.message,
+                &r.tools,
+                &r.roots,
+                &r.cancel,
+                &mut actions,
+                &r.cfg,
+                &r.out,
+                &r.link,
+                streaming.then_some(stream.as_str()),
+            );
+            let mut content = results;
+            let follow = follow_ups(&r.cfg, &r.out, &mut claimed)?;
+            if !follow.is_empty() {
+                content.push(Block::Text { text: formatter.batch(&follow) });
+            }
+            history.push(Message { role: Role::User, content });
+            if r.cancel.is_cancelled() {
+                end = End::Stopped;
+                break;
+            }
+            continue;
+        }
+        if resp.stop == Stop::MaxTokens && continuations < CONTINUATIONS_MAX {
+            continuations += 1;
+            history.push(Message::user_text(
+                "[Your reply was cut off by the output limit. Continue exactly where you stopped.]",
+            ));
+            continue;
+        }
+        let follow = follow_ups(&r.cfg, &r.out, &mut claimed)?;
+        if follow.is_empty() {
+            break;
+        }
+        history.push(Message::user_text(formatter.batch(&follow)));
+    }
+    let tail = filter.finish();
+    if streaming && !tail.is_empty() {
+        r.link.send(&ToHost::Delta { stream: stream.clone(), text: tail });
+    }
+
+    let rows =
+        deliveries(&turn_text, &end, &is_origin, &dests, &origin, &in_reply_to, &stream, r.provider.name());
+    let status = if matches!(end, End::Failed(_)) { "failed" } else { "completed" };
+    history::fit_storage(history);
+    let to_save = history.clone();
+    let res = finish(r, &rows, &claimed, status, Some(&to_save));
+    if streaming {
+        r.link.send(&ToHost::StreamEnd { stream });
+    }
+    res
+}
+
+fn is_clear(row: &InboundRow) -> bool {
+    row.kind == "chat"
+        && serde_json::from_str::<Value>(&row.content)
+            .ok()
+            .and_then(|c| c.get("text").and_then(Value::as_str).map(|t| t.trim_start().starts_with("/clear")))
+            .unwrap_or(false)
+}
+
+fn append_text(acc: &mut String, text: &str) {
+    if text.trim().is_empty() {
+        return;
+    }
+    if !acc.is_empty() {
+        acc.push_str("\n\n");
+    }
+    acc.push_str(text);
+}
+
+/// Writes the replies and the acknowledgements (and the conversation) in one transaction, then
+/// tells the host.
+fn finish(
+    r: &mut Runner,
+    rows: &[Row],
+    claimed: &[String],
+    status: &str,
+    history: Option<&[Message]>,
+) -> anyhow::Result<()> {
+    let provider = r.provider.name();
+    let ids: Vec<&str> = claimed.iter().map(String::as_str).collect();
+    db::write_tx(&mut r.out, |tx| {
+        outbox::write_rows(tx, &r.cfg, rows)?;
+        outbound::set_ack(tx, &ids, status, now_ms())?;
+        if let Some(h) = history {
+            history::save(tx, provider, h, now_ms())?;
+        }
+        Ok(())
+    })?;
+    touch(&r.cfg.heartbeat());
+    r.link.send(&ToHost::Out);
+    Ok(())
+}
+
+/// What to deliver: the parsed output, a stop note, or the error.
+#[allow(clippy::too_many_arguments)]
+fn deliveries(
+    text: &str,
+    end: &End,
+    is_origin: &dyn Fn(&str) -> bool,
+    dests: &[ResolvedDestination],
+    origin: &Address,
+    in_reply_to: &str,
+    stream: &str,
+    provider: &str,
+) -> Vec<Row> {
+    let row = |to: Address, content: Value| Row {
+        id: new_id("msg"),
+        kind: "chat",
+        to,
+        in_reply_to: Some(in_reply_to.to_string()),
+        content,
+    };
+    let mut reply = String::new();
+    let mut rows = Vec::new();
+    for part in output::parse(text, is_origin) {
+        match part.to.as_deref().map(|name| (name, outbox::find_destination(dests, name))) {
+            None => append_text(&mut reply, &part.text),
+            Some((_, Some(d))) => rows.push(row(outbox::address_of(d), json!({ "text": part.text }))),
+            Some((name, None)) => {
+                log::warn!("the model wrote to an unknown destination {name:?}; delivering it here");
+                append_text(&mut reply, &format!("*(for {name})*\n\n{}", part.text));
+            }
+        }
+    }
+    match end {
+        End::Stopped => append_text(&mut reply, "_(stopped)_"),
+        End::Failed(e) => {
+            let notice = format!("model error: {e}{}", hint(e, provider));
+            rows.push(row(origin.clone(), json!({ "text": notice, "error": true })));
+        }
+        End::Done => {}
+    }
+    if !reply.is_empty() {
+        rows.insert(0, row(origin.clone(), json!({ "text": reply, "stream_id": stream })));
+    }
+    rows
+}
+
+/// What to check, for the errors people can fix.
+fn hint(e: &ModelError, provider: &str) -> String {
+    let key = if provider == "anthropic" { "ANTHROPIC_API_KEY" } else { "OPENAI_API_KEY" };
+    let model = if provider == "anthropic" { "ANTHROPIC_MODEL" } else { "OPENAI_MODEL" };
+    match e {
+        ModelError::Status { status: 401 | 403, .. } => format!(" (check {key})"),
+        ModelError::Status { status: 404, .. } => format!(" (check {model} and the base URL)"),
+        _ => String::new(),
+    }
+}
+
+/// Claims inbound rows that arrived while the turn ran.
+fn follow_ups(
+    cfg: &AgentConfig,
+    out: &Connection,
+    claimed: &mut Vec<String>,
+) -> anyhow::Result<Vec<InboundRow>> {
+    let view = db::open_agent_view(&cfg.inbound_db(), &cfg.outbound_db())?;
+    let rows = inbound::pending(&view, now_ms(), false, cfg.max_messages)?;
+    if rows.is_empty() {
+        return Ok(rows);
+    }
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    outbound::set_ack(out, &ids, "processing", now_ms())?;
+    claimed.extend(rows.iter().map(|r| r.id.clone()));
+    log::debug!("folded {} new message(s) into the running turn", rows.len());
+    Ok(rows)
+}
+
+/// Runs the tool calls of an assistant message in order; returns their results.
+#[allow(clippy::too_many_arguments)]
+fn run_tools(
+    msg: &Message,
+    tools: &[Box<dyn Tool>],
+    roots: &Roots,
+    cancel: &Cancel,
+    actions: &mut TurnActions<'_>,
+    cfg: &AgentConfig,
+    out: &Connection,
+    link: &LinkWriter,
+    stream: Option<&str>,
+) -> Vec<Block> {
+    let mut results = Vec::new();
+    for (id, name, input) in msg.tool_uses() {
+        let output = if cancel.is_cancelled() {
+            ToolOutput::error("not run: stopped by the user")
+        } else {
+            match tools.iter().find(|t| t.spec().name == name) {
+                None => ToolOutput::error(format!("there is no tool named {name:?}")),
+                Some(_) if input.get("_invalid_json").is_some() => ToolOutput::error(
+                    "the arguments were not valid JSON; call the tool again with a JSON object",
+                ),
+                Some(tool) => {
+                    run_one(tool.as_ref(), name, input, roots, cancel, actions, cfg, out, link, stream)
+                }
+            }
+        };
+        results.push(Block::ToolResult {
+            tool_use_id: id.to_string(),
+            content: cap_middle(&output.content, TOOL_RESULT_BYTES_MAX),
+            is_error: output.is_error,
+        });
+    }
+    results
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    tool: &dyn Tool,
+    name: &str,
+    input: &Value,
+    roots: &Roots,
+    cancel: &Cancel,
+    actions: &mut TurnActions<'_>,
+    cfg: &AgentConfig,
+    out: &Connection,
+    link: &LinkWriter,
+    stream: Option<&str>,
+) -> ToolOutput {
+    let summary: String = tool.summary(input).chars().take(120).collect();
+    if let Some(s) = stream {
+        link.send(&ToHost::Tool {
+            stream: s.into(),
+            name: name.into(),
+            state: ToolState::Start,
+            summary: summary.clone(),
+        });
+    }
+    // The host's stuck detection waits at least as long as the tool says it may take.
+    if let Err(e) = outbound::set_current_tool(out, Some((name, tool.declared_timeout_ms(input))), now_ms()) {
+        log::warn!("recording the running tool: {e}");
+    }
+    touch(&cfg.heartbeat());
+    let started = Instant::now();
+    let output = tool.run(input, &mut ToolCtx { roots, cancel, actions, tz: &cfg.tz });
+    let _ = outbound::set_current_tool(out, None, now_ms());
+    touch(&cfg.heartbeat());
+    log::info!(
+        "tool {name} ({summary}) {} in {:?}",
+        if output.is_error { "failed" } else { "ok" },
+        started.elapsed()
+    );
+    if let Some(s) = stream {
+        let end = if output.is_error { format!("{summary} — failed") } else { summary };
+        link.send(&ToHost::Tool { stream: s.into(), name: name.into(), state: ToolState::End, summary: end });
+    }
+    output
+}
