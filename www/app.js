@@ -3,8 +3,11 @@
 // The protocol is described in CONTRACT.md §4. In short: the server greets with `ready` (user,
 // rooms), the page `join`s the open room (with `after_seq` after a reconnect, so exactly the
 // missed messages come back), `send`s with a client-chosen `client_id` (idempotent, so a resend
-// is never stored twice) and receives `ack`, `message`, `history`, `stream`/`tool`/`stream_end`,
-// `typing`, `rooms` and `error` frames.
+// is never stored twice) and receives `ack`, `message`, `update`, `history`,
+// `stream`/`tool`/`stream_end`, `typing`, `rooms` and `error` frames.
+//
+// Messages may carry files, reactions, an edit time and (from agents) a question card whose
+// buttons answer with an ordinary message; `update` re-renders a message that changed.
 'use strict';
 
 (() => {
@@ -14,6 +17,9 @@
   const TYPING_IDLE_MS = 5000; // "typing: false" after this long without input
   const TYPING_EXPIRE_MS = 8000; // someone else's typing state, unless refreshed
   const THINKING_EXPIRE_MS = 120000; // give up on a reply that never comes
+  // A finished stream whose final message never came (the turn failed after streaming) goes away.
+  const STREAM_LINGER_MS = 20000;
+  const CLOSED_STREAMS_MAX = 200; // remembered per room, so late frames cannot revive a bubble
   const AT_BOTTOM_PX = 48;
   const GROUP_GAP_MS = 5 * 60 * 1000; // consecutive messages within this gap are grouped
   const STORE_ROOM = 'pincer.room';
@@ -80,7 +86,10 @@
         maxSeq: 0,
         loaded: false, // some history has arrived
         pending: new Map(), // client_id -> {text, failed, error}
-        streams: new Map(), // stream_id -> {agent, text, tools: [{name, summary, done}], ended}
+        // stream_id -> {agent, text, tools: [{name, summary, done}], status, ended, lingerTimer}
+        streams: new Map(),
+        closedStreams: new Set(), // streams replaced by their final message (or given up)
+        answers: new Map(), // card message id -> option label clicked on this page
         thinking: false, // a reply is expected (client-side guess)
         thinkingTimer: 0,
         typers: new Map(), // user id -> {name, timer}
@@ -190,6 +199,7 @@
       case 'rooms': return setRooms(f.rooms || []);
       case 'history': return onHistory(f);
       case 'message': return onMessage(f);
+      case 'update': return onUpdate(f);
       case 'ack': return onAck(f);
       case 'error': return onError(f);
       case 'stream': return onStream(f);
@@ -232,6 +242,18 @@
     addMessages(r, [f.message], true);
   }
 
+  /** A stored message changed (edited, reacted to): re-render it where it is. */
+  function onUpdate(f) {
+    const m = f.message;
+    if (!m || !m.id) return;
+    const r = roomState(f.room_id || m.room_id);
+    if (!r.messages.has(m.id)) return; // not loaded here: it comes with the history when it is
+    r.messages.set(m.id, m);
+    if (r.id !== state.current) return;
+    const old = ui.messages.querySelector(`[data-id="${CSS.escape(m.id)}"]`);
+    if (old) replaceMessageEl(old, messageEl(m));
+  }
+
   function onAck(f) {
     const m = f.message;
     if (!m) return;
@@ -254,16 +276,23 @@
 
   function onStream(f) {
     const r = roomState(f.room_id);
+    if (r.closedStreams.has(f.stream_id)) return;
     const s = streamFor(r, f.stream_id, f.agent);
     s.text += f.delta || '';
+    s.status = '';
     setThinking(r, false);
     if (r.id === state.current) updateStreamEl(f.stream_id, s);
   }
 
   function onTool(f) {
     const r = roomState(f.room_id);
+    if (r.closedStreams.has(f.stream_id)) return;
     const s = streamFor(r, f.stream_id, null);
-    if (f.state === 'end') {
+    s.status = '';
+    if (f.name === 'retry') {
+      // Not a tool: the model is busy and the agent waits to try again.
+      if (f.state !== 'end') s.status = f.summary || 'retrying';
+    } else if (f.state === 'end') {
       const running = [...s.tools].reverse().find((t) => t.name === f.name && !t.done);
       if (running) {
         running.done = true;
@@ -283,21 +312,35 @@
     const s = r.streams.get(f.stream_id);
     if (!s) return;
     s.ended = true;
+    s.status = '';
     for (const t of s.tools) t.done = true;
+    // Without text there is nothing for a final message to replace; with text, the final
+    // message (stored after the stream ended) normally replaces it soon.
+    if (!s.text.trim()) {
+      dropStream(r, f.stream_id);
+      return;
+    }
+    s.lingerTimer = setTimeout(() => dropStream(r, f.stream_id), STREAM_LINGER_MS);
     if (r.id === state.current) updateStreamEl(f.stream_id, s);
   }
 
   function streamFor(r, id, agent) {
     let s = r.streams.get(id);
     if (!s) {
-      s = { agent: agent || agentName(r.id), text: '', tools: [], ended: false };
+      s = { agent: agent || agentName(r.id), text: '', tools: [], status: '', ended: false, lingerTimer: 0 };
       r.streams.set(id, s);
     }
     return s;
   }
 
+  /** The stream is over for good (its final message is here, or it never will be). */
   function dropStream(r, id) {
-    if (!r.streams.delete(id)) return;
+    r.closedStreams.add(id);
+    if (r.closedStreams.size > CLOSED_STREAMS_MAX) r.closedStreams.delete(r.closedStreams.values().next().value);
+    const s = r.streams.get(id);
+    if (!s) return;
+    clearTimeout(s.lingerTimer);
+    r.streams.delete(id);
     if (r.id === state.current) {
       const el = ui.messages.querySelector(`[data-stream-id="${CSS.escape(id)}"]`);
       if (el) el.remove();
@@ -433,10 +476,12 @@
     const stick = isCurrent && atBottom();
     let fresh = 0;
     let mine = false;
+    let fromUsers = false;
     for (const m of messages) {
       if (!m || !m.id || r.messages.has(m.id)) continue;
       r.messages.set(m.id, m);
       r.maxSeq = Math.max(r.maxSeq, m.seq);
+      if (m.sender_type === 'user') fromUsers = true;
       const own = isOwn(m);
       // The stored copy of a message this page sent replaces its pending bubble.
       if (m.client_id && r.pending.delete(m.client_id) && isCurrent) {
@@ -457,6 +502,7 @@
       if (live) renderRoomList();
       return;
     }
+    if (fromUsers) refreshCards(r); // a user message may answer an open question
     updateEmpty();
     if (stick || mine) {
       scrollToBottom();
@@ -522,6 +568,31 @@
     if (node.nextElementSibling) decorate(node.nextElementSibling);
   }
 
+  /**
+   * Swaps a message's element for a fresh rendering without moving what the reader is looking
+   * at: at the bottom the view stays at the bottom, otherwise the first message in view keeps
+   * its place on screen.
+   */
+  function replaceMessageEl(old, fresh) {
+    const box = ui.messages;
+    const stick = atBottom();
+    const top = box.getBoundingClientRect().top;
+    const anchor = [...box.children].find((n) => n !== old && n.getBoundingClientRect().bottom > top);
+    const before = anchor ? anchor.getBoundingClientRect().top : 0;
+    old.replaceWith(fresh);
+    decorate(fresh);
+    if (stick) scrollToBottom();
+    else if (anchor) box.scrollTop += anchor.getBoundingClientRect().top - before;
+  }
+
+  /** Re-renders the open room's question cards whose answer changed. */
+  function refreshCards(r) {
+    for (const node of ui.messages.querySelectorAll('.msg[data-card]')) {
+      const m = r.messages.get(node.dataset.id);
+      if (m && (cardAnswer(r, m) || '') !== node.dataset.answer) replaceMessageEl(node, messageEl(m));
+    }
+  }
+
   /** Day separators and grouping of consecutive messages from the same sender. */
   function decorate(node) {
     const prev = node.previousElementSibling;
@@ -547,18 +618,135 @@
     node.dataset.time = String(m.created_at);
     if (kind === 'agent' || kind === 'other') node.append(senderEl(m.sender, key));
     const bubble = el('div', 'bubble');
-    const body = el('div', 'body');
-    body.innerHTML = m.html || ''; // rendered and sanitised (ammonia) by the server
-    for (const a of body.querySelectorAll('a[href]')) {
-      a.target = '_blank';
-      a.rel = 'noopener noreferrer nofollow';
+    // A model that failed is reported by the agent as a notice: shown as an error.
+    const error = kind === 'system' && /^model error:/i.test(String(m.text || ''));
+    if (error) {
+      node.classList.add('msg-error');
+      bubble.append(errorIcon());
     }
-    bubble.append(body);
+    const card = kind === 'agent' ? validCard(m.card) : null;
+    if (card) {
+      const r = roomState(m.room_id);
+      const answer = cardAnswer(r, m);
+      node.dataset.card = card.question_id || '1';
+      node.dataset.answer = answer || '';
+      bubble.append(cardEl(r, m, card, answer));
+    } else {
+      const body = el('div', 'body');
+      body.innerHTML = m.html || ''; // rendered and sanitised (ammonia) by the server
+      for (const a of body.querySelectorAll('a[href]')) {
+        a.target = '_blank';
+        a.rel = 'noopener noreferrer nofollow';
+      }
+      bubble.append(body);
+    }
     const files = filesEl(m.files);
     if (files) bubble.append(files);
-    bubble.append(timeEl(m.created_at));
+    bubble.append(stampEl(m.created_at, m.edited_at));
     node.append(bubble);
+    const reactions = reactionsEl(m.reactions);
+    if (reactions) node.append(reactions);
     return node;
+  }
+
+  function errorIcon() {
+    const ns = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('class', 'notice-icon');
+    svg.setAttribute('aria-hidden', 'true');
+    for (const [tag, attrs] of [
+      ['circle', { cx: 12, cy: 12, r: 9 }],
+      ['path', { d: 'M12 7.5v5.5' }],
+      ['path', { d: 'M12 16.5h.01' }],
+    ]) {
+      const part = document.createElementNS(ns, tag);
+      for (const [k, v] of Object.entries(attrs)) part.setAttribute(k, String(v));
+      svg.append(part);
+    }
+    return svg;
+  }
+
+  /** The card of an agent's question, if it is one this page can show. */
+  function validCard(card) {
+    if (!card || card.type !== 'ask_question' || !Array.isArray(card.options)) return null;
+    const options = card.options.filter((o) => o && typeof o.label === 'string' && o.label.trim());
+    return options.length ? { ...card, options } : null;
+  }
+
+  /**
+   * The option chosen for a question card: clicked on this page, or else the first later user
+   * message in the room whose text is exactly one of the option labels.
+   */
+  function cardAnswer(r, m) {
+    const card = validCard(m.card);
+    if (!card) return null;
+    const clicked = r.answers.get(m.id);
+    if (clicked) return clicked;
+    const labels = new Set(card.options.map((o) => o.label.trim()));
+    let found = null;
+    for (const x of r.messages.values()) {
+      if (x.sender_type !== 'user' || x.seq <= m.seq || (found && x.seq >= found.seq)) continue;
+      if (labels.has(String(x.text || '').trim())) found = x;
+    }
+    return found ? String(found.text).trim() : null;
+  }
+
+  function cardEl(r, m, card, answer) {
+    // `.body` like any message's text, so the question reads (and copies) as the message.
+    const box = el('div', 'body card');
+    box.append(el('p', 'card-title', String(card.title || 'Question')));
+    if (card.question) box.append(el('p', 'card-question', String(card.question)));
+    const options = el('div', 'card-options');
+    options.setAttribute('role', 'group');
+    options.setAttribute('aria-label', String(card.question || card.title || 'Answers'));
+    for (const o of card.options) {
+      const label = o.label.trim();
+      const btn = el('button', 'card-option', label);
+      btn.type = 'button';
+      btn.disabled = !!answer;
+      btn.setAttribute('aria-pressed', String(answer === label));
+      if (answer === label) btn.classList.add('chosen');
+      btn.addEventListener('click', () => answerCard(r, m, label));
+      options.append(btn);
+    }
+    box.append(options);
+    if (answer) box.append(el('p', 'card-answered', `Answered: ${answer}`));
+    return box;
+  }
+
+  /** A click on a card's option: the label goes out as an ordinary message. */
+  function answerCard(r, m, label) {
+    if (cardAnswer(r, m)) return;
+    if (!sendText(r, label)) {
+      toast('Not connected — the answer was not sent. Try again once connected.');
+      return;
+    }
+    r.answers.set(m.id, label);
+    const node = ui.messages.querySelector(`[data-id="${CSS.escape(m.id)}"]`);
+    if (node && r.id === state.current) replaceMessageEl(node, messageEl(m));
+  }
+
+  /** Reaction chips: equal emoji grouped, with a count; the title says who. */
+  function reactionsEl(reactions) {
+    if (!Array.isArray(reactions) || !reactions.length) return null;
+    const groups = new Map(); // emoji -> [who]
+    for (const x of reactions) {
+      if (!x || typeof x.emoji !== 'string' || !x.emoji) continue;
+      if (!groups.has(x.emoji)) groups.set(x.emoji, []);
+      groups.get(x.emoji).push(String(x.by || 'someone'));
+    }
+    if (!groups.size) return null;
+    const box = el('div', 'reactions');
+    for (const [emoji, who] of groups) {
+      const chip = el('span', 'reaction');
+      chip.append(el('span', 'reaction-emoji', emoji));
+      if (who.length > 1) chip.append(el('span', 'reaction-count', String(who.length)));
+      chip.title = `${emoji} ${who.join(', ')}`;
+      chip.setAttribute('aria-label', `${emoji} by ${who.join(', ')}`);
+      box.append(chip);
+    }
+    return box;
   }
 
   function senderEl(name, key) {
@@ -569,12 +757,24 @@
     return s;
   }
 
-  function timeEl(ms) {
-    const d = new Date(ms);
-    const t = el('time', 'stamp', d.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' }));
+  /** The time line under a bubble: an "edited" label (when it was), then the time. */
+  function stampEl(createdMs, editedMs) {
+    const line = el('div', 'stamp');
+    if (typeof editedMs === 'number') {
+      const edited = el('span', 'edited', 'edited');
+      edited.title = `Edited ${fullDate(editedMs)}`;
+      line.append(edited);
+    }
+    const d = new Date(createdMs);
+    const t = el('time', '', d.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' }));
     t.dateTime = d.toISOString();
-    t.title = d.toLocaleString([], { dateStyle: 'full', timeStyle: 'medium' });
-    return t;
+    t.title = fullDate(createdMs);
+    line.append(t);
+    return line;
+  }
+
+  function fullDate(ms) {
+    return new Date(ms).toLocaleString([], { dateStyle: 'full', timeStyle: 'medium' });
   }
 
   function filesEl(files) {
@@ -587,6 +787,8 @@
       a.href = f.url;
       a.target = '_blank';
       a.rel = 'noopener';
+      const size = formatSize(f.size);
+      a.title = size ? `${f.name || 'file'} (${size})` : f.name || 'file';
       if (String(f.mime || '').startsWith('image/')) {
         const img = document.createElement('img');
         img.src = f.url;
@@ -595,7 +797,9 @@
         a.classList.add('file-image');
         a.append(img);
       } else {
-        a.append(el('span', 'file-name', f.name || 'file'), el('span', 'file-size', formatSize(f.size)));
+        a.classList.add('file-download');
+        a.download = f.name || '';
+        a.append(el('span', 'file-name', f.name || 'file'), el('span', 'file-size', size));
       }
       box.append(a);
     }
@@ -606,20 +810,27 @@
 
   function sendCurrent() {
     const text = ui.composer.value;
-    if (!text.trim() || !state.current || !isOpen()) return;
+    if (!text.trim() || !state.current || !sendText(roomState(state.current), text)) return;
     const r = roomState(state.current);
-    const clientId = newClientId();
-    const p = { text, failed: false, error: '' };
-    r.pending.set(clientId, p);
-    ui.messages.append(pendingEl(clientId, p));
-    decorate(ui.messages.lastElementChild);
-    updateEmpty();
-    scrollToBottom();
     ui.composer.value = '';
     r.draft = '';
     autoGrow();
     stopTyping();
-    sendFrame({ type: 'send', room_id: r.id, client_id: clientId, text });
+  }
+
+  /** Sends `text` to the room with a new client_id, shown at once as pending; false if offline. */
+  function sendText(r, text) {
+    if (!isOpen()) return false;
+    const clientId = newClientId();
+    const p = { text, failed: false, error: '' };
+    r.pending.set(clientId, p);
+    if (r.id === state.current) {
+      ui.messages.append(pendingEl(clientId, p));
+      decorate(ui.messages.lastElementChild);
+      updateEmpty();
+      scrollToBottom();
+    }
+    return sendFrame({ type: 'send', room_id: r.id, client_id: clientId, text });
   }
 
   function retry(roomId, clientId) {
@@ -686,7 +897,9 @@
       node.dataset.time = String(Date.now());
       node.append(senderEl(s.agent, s.agent));
       const bubble = el('div', 'bubble');
-      bubble.append(el('div', 'tools'), el('div', 'body body-plain'));
+      const status = el('div', 'stream-status');
+      status.setAttribute('role', 'status');
+      bubble.append(el('div', 'tools'), status, el('div', 'body body-plain'));
       node.append(bubble);
       // Before any pending sends, after everything stored.
       const firstPending = ui.messages.querySelector('[data-client-id]');
@@ -697,6 +910,12 @@
     node.classList.toggle('finished', s.ended);
     node.setAttribute('aria-busy', s.ended ? 'false' : 'true');
     node.querySelector('.body').textContent = s.text;
+    const status = node.querySelector('.stream-status');
+    status.replaceChildren();
+    if (s.status) {
+      status.append(el('span', 'dots'), el('span', '', 'Model busy, retrying…'));
+      status.title = s.status; // e.g. "model unavailable (429: …); retry 1 in 2s"
+    }
     node.querySelector('.tools').replaceChildren(...s.tools.map((t) => {
       const chip = el('span', `tool ${t.done ? 'tool-done' : 'tool-running'}`);
       chip.append(el('span', 'tool-name', t.name));

@@ -49,6 +49,11 @@ impl LinkWriter {
     pub fn detached() -> LinkWriter {
         LinkWriter { stream: Arc::new(Mutex::new(None)) }
     }
+
+    /// A writer on an already connected socket (tests read the other end).
+    pub fn on(stream: UnixStream) -> LinkWriter {
+        LinkWriter { stream: Arc::new(Mutex::new(Some(stream))) }
+    }
 }
 
 pub struct Link {

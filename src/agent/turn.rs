@@ -472,3 +472,326 @@ fn run_one(
     }
     output
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::link::LinkWriter;
+    use crate::agent::model::{Response, Usage};
+    use crate::db::central::ResolvedDestination;
+    use crate::db::inbound::NewInbound;
+    use crate::db::{self, Kind};
+    use std::sync::{Arc, Mutex};
+
+    type Step = Box<dyn FnMut(&Request<'_>) -> Result<Response, ModelError> + Send>;
+
+    /// A provider that plays steps and records every request's messages.
+    struct Scripted {
+        steps: Vec<Step>,
+        seen: Arc<Mutex<Vec<Vec<Message>>>>,
+    }
+
+    impl Provider for Scripted {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+        fn call(
+            &mut self,
+            req: &Request<'_>,
+            on_event: &mut dyn FnMut(StreamEvent),
+            _: &Cancel,
+        ) -> Result<Response, ModelError> {
+            self.seen.lock().unwrap().push(req.messages.to_vec());
+            assert!(!self.steps.is_empty(), "unexpected model call");
+            let res = (self.steps.remove(0))(req);
+            if let Ok(r) = &res {
+                on_event(StreamEvent::TextDelta(r.message.text()));
+            }
+            res
+        }
+    }
+
+    fn text(t: &str, stop: Stop) -> Result<Response, ModelError> {
+        Ok(Response { message: Message::assistant_text(t), stop, usage: Some(Usage::default()) })
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        runner: Runner,
+        seen: Arc<Mutex<Vec<Vec<Message>>>>,
+    }
+
+    /// A chat message from Ann in the home room, as the host stores it.
+    fn insert_chat(path: &std::path::Path, id: &str, text: &str) {
+        let inb = db::open(path, Kind::Inbound).unwrap();
+        let content = serde_json::json!({ "text": text, "sender": "Ann" }).to_string();
+        inbound::insert(
+            &inb,
+            &NewInbound {
+                id,
+                kind: "chat",
+                timestamp: 1,
+                trigger: true,
+                process_after: None,
+                channel_type: Some("webchat"),
+                platform_id: Some("home"),
+                thread_id: None,
+                content: &content,
+                on_wake: false,
+            },
+        )
+        .unwrap();
+    }
+
+    fn fixture(steps: Vec<Step>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().to_path_buf();
+        std::fs::create_dir_all(ws.join("agent")).unwrap();
+        let inb = db::open(&ws.join("inbound.db"), Kind::Inbound).unwrap();
+        inbound::write_destinations(
+            &inb,
+            &[
+                ResolvedDestination {
+                    name: "home".into(),
+                    display_name: "Home".into(),
+                    target_type: "channel".into(),
+                    channel_type: Some("webchat".into()),
+                    platform_id: Some("home".into()),
+                    agent_id: None,
+                },
+                ResolvedDestination {
+                    name: "news".into(),
+                    display_name: "News room".into(),
+                    target_type: "channel".into(),
+                    channel_type: Some("webchat".into()),
+                    platform_id: Some("news".into()),
+                    agent_id: None,
+                },
+            ],
+        )
+        .unwrap();
+        let out = db::open(&ws.join("outbound.db"), Kind::Outbound).unwrap();
+        let cfg = AgentConfig {
+            workspace: ws,
+            session_id: "s1".into(),
+            agent_id: "ag-1".into(),
+            agent_name: "Ada".into(),
+            provider: "scripted".into(),
+            model: None,
+            max_messages: 10,
+            idle_exit: Duration::from_secs(60),
+            safety_poll: Duration::from_secs(5),
+            tz: "UTC".into(),
+            log_level: log::LevelFilter::Off,
+            context_tokens: 100_000,
+            max_tokens: 1000,
+            mcp_servers: None,
+        };
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let provider = Box::new(Scripted { steps, seen: seen.clone() });
+        let mut tools = crate::agent::tools::builtin();
+        tools.extend(crate::agent::tools::messaging::tools());
+        let runner = Runner::new(cfg, out, provider, tools, LinkWriter::detached(), Cancel::default());
+        Fixture { _dir: dir, runner, seen }
+    }
+
+    /// Host side: store a message, then run the runner's poll once.
+    fn send(f: &mut Fixture, id: &str, text: &str) {
+        insert_chat(&f.runner.cfg.inbound_db(), id, text);
+        assert!(crate::agent::poll::poll_once(&mut f.runner, false).unwrap(), "a batch was processed");
+    }
+
+    /// `(platform_id, content)` of every outbound row.
+    fn outbound_rows(f: &Fixture) -> Vec<(String, Value)> {
+        outbound::rows_after(&f.runner.out, 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.platform_id.unwrap_or_default(), serde_json::from_str(&r.content).unwrap()))
+            .collect()
+    }
+
+    fn acks(f: &Fixture) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = outbound::finished_acks_since(&f.runner.out, 0).unwrap();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn plain_text_and_message_blocks_are_routed() {
+        let mut f = fixture(vec![Box::new(|_| {
+            text(
+                "<internal>plan</internal>Hi Ann. <message to=\"news\">Breaking!</message> Bye.",
+                Stop::EndTurn,
+            )
+        })]);
+        send(&mut f, "m1", "hello");
+        let rows = outbound_rows(&f);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0].0, "home");
+        assert_eq!(rows[0].1["text"], "Hi Ann.\n\nBye.");
+        assert!(rows[0].1["stream_id"].is_string());
+        assert_eq!(rows[1], ("news".to_string(), serde_json::json!({ "text": "Breaking!" })));
+        assert_eq!(acks(&f), vec![("m1".to_string(), "completed".to_string())]);
+        let prompt = f.seen.lock().unwrap()[0].last().unwrap().text();
+        assert!(prompt.contains("<message id=\"2\" from=\"home\" sender=\"Ann\""), "{prompt}");
+    }
+
+    #[test]
+    fn a_message_arriving_during_the_turn_joins_it() {
+        let inbound_path: Arc<Mutex<Option<std::path::PathBuf>>> = Arc::default();
+        let p = inbound_path.clone();
+        let mut f = fixture(vec![
+            Box::new(move |_| {
+                // The host stores a second message while the model is answering the first.
+                insert_chat(&p.lock().unwrap().clone().unwrap(), "m2", "and another thing");
+                text("First answer.", Stop::EndTurn)
+            }),
+            Box::new(|req| {
+                assert!(req.messages.last().unwrap().text().contains("and another thing"));
+                text("Second answer.", Stop::EndTurn)
+            }),
+        ]);
+        *inbound_path.lock().unwrap() = Some(f.runner.cfg.inbound_db());
+        send(&mut f, "m1", "first");
+        let rows = outbound_rows(&f);
+        assert_eq!(rows.len(), 1, "one reply for the whole turn: {rows:?}");
+        assert_eq!(rows[0].1["text"], "First answer.\n\nSecond answer.");
+        assert_eq!(acks(&f), vec![("m1".into(), "completed".into()), ("m2".into(), "completed".into())]);
+    }
+
+    #[test]
+    fn a_reply_cut_by_the_output_limit_is_continued() {
+        let mut f = fixture(vec![
+            Box::new(|_| text("Part one", Stop::MaxTokens)),
+            Box::new(|req| {
+                assert!(req.messages.last().unwrap().text().contains("Continue exactly where you stopped"));
+                text("and part two.", Stop::EndTurn)
+            }),
+        ]);
+        send(&mut f, "m1", "write a lot");
+        assert_eq!(outbound_rows(&f)[0].1["text"], "Part one\n\nand part two.");
+    }
+
+    #[test]
+    fn a_model_error_is_a_visible_notice_and_fails_the_message() {
+        let mut f = fixture(vec![Box::new(|_| {
+            Err(ModelError::Status { status: 401, message: "invalid x-api-key".into(), retry_after_s: None })
+        })]);
+        send(&mut f, "m1", "hello");
+        let rows = outbound_rows(&f);
+        assert_eq!(rows[0].1["text"], "model error: 401 — invalid x-api-key (check OPENAI_API_KEY)");
+        assert_eq!(rows[0].1["error"], true);
+        assert_eq!(acks(&f), vec![("m1".into(), "failed".into())]);
+    }
+
+    #[test]
+    fn tools_run_and_their_results_go_back_to_the_model() {
+        let mut f = fixture(vec![
+            Box::new(|_| {
+                Ok(Response {
+                    message: Message {
+                        role: Role::Assistant,
+                        content: vec![
+                            Block::Text { text: "Saving.".into() },
+                            Block::ToolUse {
+                                id: "t1".into(),
+                                name: "write_file".into(),
+                                input: serde_json::json!({"path": "a.txt", "content": "xyz"}),
+                            },
+                            Block::ToolUse {
+                                id: "t2".into(),
+                                name: "no_such_tool".into(),
+                                input: serde_json::json!({}),
+                            },
+                            Block::ToolUse {
+                                id: "t3".into(),
+                                name: "send_message".into(),
+                                input: serde_json::json!({"to": "news", "text": "FYI"}),
+                            },
+                        ],
+                    },
+                    stop: Stop::ToolUse,
+                    usage: None,
+                })
+            }),
+            Box::new(|req| {
+                let results = &req.messages.last().unwrap().content;
+                assert!(matches!(&results[0], Block::ToolResult { is_error: false, .. }), "{results:?}");
+                assert!(
+                    matches!(&results[1], Block::ToolResult { is_error: true, content, .. } if content.contains("no tool named"))
+                );
+                assert!(
+                    matches!(&results[2], Block::ToolResult { content, .. } if content.starts_with("Sent (message id 3)")),
+                    "{results:?}"
+                );
+                text("Saved.", Stop::EndTurn)
+            }),
+        ]);
+        send(&mut f, "m1", "save xyz");
+        assert_eq!(std::fs::read_to_string(f.runner.cfg.agent_dir().join("a.txt")).unwrap(), "xyz");
+        let rows = outbound_rows(&f);
+        assert_eq!(
+            rows[0],
+            ("news".to_string(), serde_json::json!({ "text": "FYI" })),
+            "sent during the turn"
+        );
+        assert_eq!(rows[1].1["text"], "Saving.\n\nSaved.");
+    }
+
+    #[test]
+    fn clear_forgets_the_conversation() {
+        let mut f = fixture(vec![
+            Box::new(|_| text("noted", Stop::EndTurn)),
+            Box::new(|req| {
+                assert_eq!(req.messages.len(), 1, "only the new message after /clear");
+                text("fresh", Stop::EndTurn)
+            }),
+        ]);
+        send(&mut f, "m1", "remember kiwi");
+        send(&mut f, "m2", "/clear");
+        assert_eq!(outbound_rows(&f).last().unwrap().1["text"], "Session cleared.");
+        assert!(history::load(&f.runner.out, "scripted").is_empty());
+        send(&mut f, "m3", "what word?");
+        assert_eq!(outbound_rows(&f).last().unwrap().1["text"], "fresh");
+    }
+
+    #[test]
+    fn a_stop_during_a_tool_ends_the_turn_and_keeps_the_history_consistent() {
+        let mut f = fixture(vec![Box::new(|_| {
+            Ok(Response {
+                message: Message {
+                    role: Role::Assistant,
+                    content: vec![Block::ToolUse {
+                        id: "t1".into(),
+                        name: "bash".into(),
+                        input: serde_json::json!({"command": "sleep 30"}),
+                    }],
+                },
+                stop: Stop::ToolUse,
+                usage: None,
+            })
+        })]);
+        // Read the runner's link: stop when it reports the tool started (as a browser would).
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        f.runner.link = LinkWriter::on(ours);
+        let cancel = f.runner.cancel.clone();
+        let watcher = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(theirs).lines() {
+                let frame: crate::link::ToHost = serde_json::from_str(&line.unwrap()).unwrap();
+                if let crate::link::ToHost::Tool { state: ToolState::Start, .. } = frame {
+                    cancel.cancel();
+                    return true;
+                }
+            }
+            false
+        });
+        send(&mut f, "m1", "run it");
+        f.runner.link = LinkWriter::detached();
+        assert!(watcher.join().unwrap(), "the tool started");
+        let rows = outbound_rows(&f);
+        assert_eq!(rows[0].1["text"], "_(stopped)_");
+        let h = f.runner.history.as_ref().unwrap();
+        assert!(matches!(&h.last().unwrap().content[0], Block::ToolResult { is_error: true, .. }), "{h:?}");
+    }
+}

@@ -7,6 +7,10 @@
 //! back unchanged except that the key, should an upstream ever echo it, is replaced by
 //! `[redacted]`. The socket is the credential: only that session's container can reach it, and
 //! no network port is opened for containers at all. Keys are never logged.
+//!
+//! A stop closes the runner's end at once; the proxy then drops the upstream connection (which
+//! makes the model stop generating) when the next bytes arrive from it — immediately in practice,
+//! as a model streams tokens continuously.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -381,8 +385,8 @@ pub fn redact(s: &str, secrets: &[String]) -> String {
     secrets.iter().fold(s.to_string(), |acc, k| acc.replace(k.as_str(), "[redacted]"))
 }
 
-/// Streaming redaction: holds back just enough bytes that a secret split across two reads is
-/// still caught.
+/// Streaming redaction: holds back only a tail that could be the start of a secret (so a secret
+/// split across two reads is still caught), never bytes that cannot be — a stream is not delayed.
 pub struct Redactor {
     secrets: Vec<Vec<u8>>,
     carry: Vec<u8>,
@@ -406,8 +410,13 @@ impl Redactor {
         for s in &self.secrets {
             data = replace_all(&data, s, b"[redacted]");
         }
-        let keep = self.secrets.iter().map(Vec::len).max().unwrap_or(1) - 1;
-        let split = data.len().saturating_sub(keep);
+        let keep = self
+            .secrets
+            .iter()
+            .flat_map(|s| (1..s.len()).rev().filter(|&k| data.ends_with(&s[..k])).take(1))
+            .max()
+            .unwrap_or(0);
+        let split = data.len() - keep;
         self.carry = data.split_off(split);
         data
     }
@@ -533,6 +542,11 @@ mod tests {
         assert_eq!(String::from_utf8(out).unwrap(), "error: invalid key [redacted] and again [redacted]!");
         let mut none = Redactor::new(vec![]);
         assert_eq!(none.push(b"as is"), b"as is");
+        // Nothing that cannot start a secret is held back: a streamed event passes at once.
+        let mut r = Redactor::new(vec!["sk-secret-123".into()]);
+        assert_eq!(r.push(b"data: {\"delta\": \"hi\"}\n\n"), b"data: {\"delta\": \"hi\"}\n\n");
+        assert_eq!(r.push(b"ends with sk-se"), b"ends with ");
+        assert_eq!(r.push(b"quel"), b"sk-sequel");
     }
 
     #[test]

@@ -1,13 +1,22 @@
 #!/usr/bin/env python3
 """Real-browser test of the webchat page (www/) against a real host with real agent containers.
 
-Starts `pincer run` (PINCER_BIN, else target/debug/pincer) on a fresh data dir and a free port,
-drives headless Chromium through the page and checks what a person would see: rooms, the mock
-banner, sending and echo replies, inert hostile input, markdown, history after a reload, live
-and missed messages (catch-up with `after_seq` across a host restart), failed sends with retry,
-creating an agent and the phone layout. Streaming, tool chips, thinking and others typing, which
-the mock provider never produces, are checked with frames handed to the page's socket. The
-WebSocket frames the page sends are read from Chromium's performance log.
+Two phases, each on its own `pincer run` (PINCER_BIN, else target/debug/pincer) with a fresh data
+dir and a free port, driven through headless Chromium, checking what a person would see.
+
+1. Mock provider: rooms, the mock banner, sending and echo replies, inert hostile input,
+   markdown, history after a reload, live and missed messages (catch-up with `after_seq` across a
+   host restart), failed sends with retry, creating an agent and the phone layout. Streaming,
+   tool chips, thinking and others typing, which the mock provider never produces, are checked
+   with frames handed to the page's socket.
+2. Scripted model: the host's `openai` provider pointed at fake_openai.py, a Chat Completions
+   server answering from a script, so a real agent streams (held open to watch it live), runs
+   tools (a file written and sent, a question card answered by a click, a reaction and an edit),
+   is stopped mid-stream, is told the model is busy, and reports a model error. The model is
+   reached through the host's credential proxy, which must add the API key; the key must never
+   reach the page.
+
+The WebSocket frames the page sends and receives are read from Chromium's performance log.
 
 Exit 0 when every step passed; otherwise the failing step, the browser console and the host's
 log tail are printed and the exit status is 1.
@@ -31,6 +40,9 @@ import traceback
 import urllib.request
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_openai import FakeOpenAI, Hold, error_reply, text_reply, tool_reply  # noqa: E402
 
 os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager go online for drivers
 
@@ -86,17 +98,19 @@ def default_image():
 
 
 class Host:
-    """One `pincer run` process; its stderr is collected by a thread into `log` (shared)."""
+    """One `pincer run` process; its stderr is collected by a thread into `log` (shared).
+    `env`: settings on top of the defaults (the model phase's provider)."""
 
-    def __init__(self, tmp, log, port=0):
+    def __init__(self, tmp, log, port=0, env=None):
         self.tmp = tmp
         self.log = log
         self.port = port
+        self.env = dict(env or {})
         self.proc = None
 
     def start(self):
         # Run in the temp dir so no .env of the developer's applies, and drop inherited model
-        # settings: the page must see the mock provider.
+        # settings: the page must see the mock provider, unless `env` configures one.
         env = {
             k: v
             for k, v in os.environ.items()
@@ -110,6 +124,7 @@ class Host:
         )
         if os.environ.get("PINCER_DOCKER"):
             env["PINCER_DOCKER"] = os.environ["PINCER_DOCKER"]
+        env.update(self.env)
         self.proc = subprocess.Popen(
             [str(HOST_BIN), "run"],
             cwd=self.tmp,
@@ -199,6 +214,7 @@ class Page:
         self.d = driver
         self.port = port
         self.console = []  # every console entry seen so far
+        self.frames = []  # every WebSocket frame seen so far, as ws_frames returns them
 
     @property
     def url(self):
@@ -285,6 +301,7 @@ class Page:
                     out.append((direction[msg["method"]], json.loads(payload)))
                 except ValueError:
                     pass  # not JSON: not ours to check
+        self.frames.extend(out)
         return out
 
     def read_console(self):
@@ -641,7 +658,7 @@ def step_console_clean(ctx):
     check(not bad, "console errors (CSP violations or exceptions):\n  " + "\n  ".join(bad))
 
 
-STEPS = [
+MOCK_STEPS = [
     ("page loads: room, mock banner, connected", step_loads),
     ("send with Enter, echo reply from the container", step_echo),
     ("markdown renders", step_markdown),
@@ -657,12 +674,494 @@ STEPS = [
 ]
 
 
+# ------------------------------------------------------------------ phase 2: a scripted model
+
+API_KEY = "sk-test-browser-key-123456"
+MODEL_NAME = "fake-model"
+# Tools the steps below make the agent call: the model must be offered them.
+AGENT_TOOLS = {"write_file", "send_file", "ask_user_question", "add_reaction", "edit_message"}
+FILE_TEXT = "hi from the agent"
+
+
+def model_env(fake):
+    return {
+        "PINCER_PROVIDER": "openai",
+        "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_MODEL": MODEL_NAME,
+        "OPENAI_API_KEY": API_KEY,
+    }
+
+
+def live_bubbles(p):
+    """The live (streaming) bubbles: their text, tool chips and status line."""
+    return p.js(
+        """
+        return [...document.querySelectorAll('#messages > [data-stream-id]')].map((m) => ({
+          text: m.querySelector('.body').textContent,
+          tools: [...m.querySelectorAll('.tool')].map((t) => ({
+            name: t.querySelector('.tool-name').textContent,
+            done: t.classList.contains('tool-done'),
+          })),
+          status: (m.querySelector('.stream-status') || {}).textContent || '',
+        }));
+        """
+    )
+
+
+def msg_el(p, seq):
+    """The stored message element with this room seq."""
+    return p.find(f'#messages > .msg[data-seq="{seq}"]')
+
+
+def wait_requests(ctx, n, what, timeout=REPLY_S):
+    """Waits until the fake model has received `n` requests in total; returns them all."""
+    return ctx.page.wait(lambda _: len(ctx.fake.requests) >= n and ctx.fake.snapshot(), what, timeout)
+
+
+def wait_outcome(ctx, index, outcome, timeout=REPLY_S):
+    """Waits until the fake model's request `index` reached `outcome` (holding, completed, ...)."""
+
+    def reached(_):
+        reqs = ctx.fake.snapshot()
+        return len(reqs) > index and reqs[index]["outcome"] == outcome
+
+    ctx.page.wait(reached, f"model request #{index + 1} to be {outcome}", timeout)
+
+
+def last_user_text(body):
+    """The text of the last `user` message of a Chat Completions request."""
+    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    content = users[-1].get("content") if users else ""
+    if isinstance(content, list):  # content parts
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content or ""
+
+
+def tool_result(body, call_id):
+    """The content of the `tool` message answering `call_id`, checked to follow the assistant
+    message that made the call."""
+    msgs = body.get("messages", [])
+    for i, m in enumerate(msgs):
+        if m.get("role") == "tool" and m.get("tool_call_id") == call_id:
+            calls = [c.get("id") for c in (msgs[i - 1].get("tool_calls") or [])] if i else []
+            for j in range(i - 1, -1, -1):  # results of parallel calls sit together
+                if msgs[j].get("role") != "tool":
+                    calls = [c.get("id") for c in (msgs[j].get("tool_calls") or [])]
+                    break
+            check(call_id in calls, f"the result of {call_id} does not follow the call: {msgs[max(0, i - 2) : i + 1]}")
+            return m.get("content") or ""
+    raise Failure(f"no tool result for {call_id} in the model request; its messages: {json.dumps(msgs)[-1500:]}")
+
+
+def ok_result(body, call_id):
+    content = tool_result(body, call_id)
+    check(not content.startswith("Error"), f"the tool call {call_id} failed: {content!r}")
+    return content
+
+
+def step_model_loads(ctx):
+    p = ctx.page
+    p.d.get(p.url)
+    p.wait_connected()
+    p.wait(lambda _: p.find_all(f'#rooms [data-room-id="{ROOM}"]'), "the Assistant room listed")
+    check(not p.find("#mock-banner").is_displayed(), "no mock-provider banner when a model is configured")
+    p.wait(lambda _: p.find("#empty").is_displayed(), "the empty state")
+    p.ws_frames()
+
+
+def step_model_streams(ctx):
+    """A reply whose second chunk is held: partial text live, then the final message once."""
+    p, fake = ctx.page, ctx.fake
+    n0 = len(fake.requests)
+    # Nothing at all follows the partial text while it is held (no keep-alives): the proxy and
+    # the agent must pass each chunk on as it comes, not when more bytes push it through.
+    hold = Hold(keepalive=False)
+    fake.push(text_reply("Hello", hold, " **world**", "!"))
+    p.send("hi model")
+    p.wait_message("user", "hi model")
+    p.wait(
+        lambda _: [b["text"] for b in live_bubbles(p)] == ["Hello"],
+        "a live bubble with the partial text 'Hello'",
+        FIRST_REPLY_S,
+    )
+    check(fake.snapshot()[n0]["outcome"] == "holding", "the partial text showed while the model held the stream")
+    check(not [m for m in p.stored() if m["type"] == "agent"], "no stored reply while the stream is held")
+    check(p.find("#stop").is_displayed(), "Stop is offered while the reply streams")
+    hold.release()
+    reply = p.wait_message("agent", "Hello world!")
+    p.wait(lambda _: not live_bubbles(p), "the live bubble to give way to the final message")
+    agents = [m for m in p.stored() if m["type"] == "agent"]
+    check(len(agents) == 1, f"the reply is shown exactly once; agent messages: {agents}")
+    strong = p.js(
+        "return [...document.querySelectorAll(`#messages [data-id='${arguments[0]}'] .body strong`)]"
+        ".map((e) => e.textContent)",
+        reply["id"],
+    )
+    check(strong == ["world"], f"the final message is rendered markdown; <strong>s: {strong}")
+    wait_outcome(ctx, n0, "completed")
+
+    req = fake.snapshot()[n0]
+    auth = req["headers"].get("authorization")
+    check(auth == f"Bearer {API_KEY}", f"the proxy forwarded Authorization {auth!r}")
+    body = req["body"]
+    check(body.get("model") == MODEL_NAME and body.get("stream") is True, f"request model/stream: {body.get('model')!r}, {body.get('stream')!r}")
+    offered = {t.get("function", {}).get("name") for t in body.get("tools", [])}
+    check(AGENT_TOOLS <= offered, f"tools offered to the model lack {sorted(AGENT_TOOLS - offered)}")
+    check("hi model" in last_user_text(body), f"the user's message is in the prompt: {last_user_text(body)!r}")
+
+
+def step_model_tools(ctx):
+    """write_file, then send_file, then text: chips while it runs, the file, the tool results."""
+    p, fake = ctx.page, ctx.fake
+    n0 = len(fake.requests)
+    hold = Hold()  # the final answer waits, so the chips of the finished tools can be seen
+    fake.push(
+        tool_reply(("call_write", "write_file", {"path": "notes/hello.txt", "content": FILE_TEXT})),
+        tool_reply(("call_send", "send_file", {"path": "notes/hello.txt"})),
+        text_reply(hold, "Saved and sent **notes/hello.txt**."),
+    )
+    p.send("save a note for me")
+    wait_outcome(ctx, n0 + 2, "holding")
+    p.wait(
+        lambda _: [b["tools"] for b in live_bubbles(p)]
+        == [[{"name": "write_file", "done": True}, {"name": "send_file", "done": True}]],
+        "tool chips for write_file and send_file, both finished",
+    )
+    files = p.wait(
+        lambda _: p.js(
+            """
+            return [...document.querySelectorAll('#messages > .msg[data-id] .files a.file')].map((a) => ({
+              id: a.closest('.msg').dataset.id,
+              seq: Number(a.closest('.msg').dataset.seq),
+              type: a.closest('.msg').dataset.senderType,
+              name: (a.querySelector('.file-name') || {}).textContent,
+              size: (a.querySelector('.file-size') || {}).textContent,
+              href: a.getAttribute('href'),
+              download: a.getAttribute('download'),
+            }));
+            """
+        ),
+        "a file chip",
+    )
+    check(len(files) == 1, f"one file shown: {files}")
+    f = files[0]
+    check(f["type"] == "agent" and f["name"] == "hello.txt", f"the file chip: {f}")
+    check(f["size"] == f"{len(FILE_TEXT)} B", f"the file chip shows the size {f['size']!r}")
+    check(f["download"] == "hello.txt", f"the chip downloads as hello.txt (download={f['download']!r})")
+    check(re.fullmatch(rf"/api/files/{ROOM}/[^/]+", f["href"] or ""), f"the file URL {f['href']!r}")
+    got = p.d.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        fetch(arguments[0]).then(async (r) => done({status: r.status, text: await r.text()}),
+                                 (e) => done({status: 0, text: String(e)}));
+        """,
+        f["href"],
+    )
+    check(got == {"status": 200, "text": FILE_TEXT}, f"downloading the file gave {got}")
+    ctx.file_msg = f  # the send_file message, edited later
+
+    hold.release()
+    p.wait_message("agent", "Saved and sent notes/hello.txt.")
+    p.wait(lambda _: not live_bubbles(p), "the live bubble (and its chips) to go")
+    reqs = fake.snapshot()
+    check(len(reqs) == n0 + 3, f"three model calls for the turn, saw {len(reqs) - n0}")
+    ok_result(reqs[n0 + 1]["body"], "call_write")
+    ok_result(reqs[n0 + 2]["body"], "call_write")
+    sent = ok_result(reqs[n0 + 2]["body"], "call_send")
+    m = re.search(r"message id (\d+)", sent)
+    check(m, f"send_file's result names the message id: {sent!r}")
+    ctx.file_msg["agent_id"] = int(m.group(1))
+
+
+def card_state(p):
+    """The question cards shown: title, question, buttons (label, pressed, disabled)."""
+    return p.js(
+        """
+        return [...document.querySelectorAll('#messages > .msg[data-card]')].map((m) => ({
+          seq: Number(m.dataset.seq),
+          title: m.querySelector('.card-title').textContent,
+          question: m.querySelector('.card-question').textContent,
+          buttons: [...m.querySelectorAll('button.card-option')].map((b) => ({
+            label: b.textContent,
+            chosen: b.classList.contains('chosen') && b.getAttribute('aria-pressed') === 'true',
+            disabled: b.disabled,
+          })),
+        }));
+        """
+    )
+
+
+def step_model_question(ctx):
+    """ask_user_question: a card with buttons; a click answers with an ordinary message."""
+    p, fake = ctx.page, ctx.fake
+    n0 = len(fake.requests)
+    fake.push(
+        tool_reply(("call_ask", "ask_user_question", {"question": "Tea or coffee?", "options": ["Tea", "Coffee"]})),
+        text_reply("Tell me when you have decided."),
+    )
+    p.send("what should I drink?")
+    p.wait_message("agent", "Tell me when you have decided.")
+    p.wait(lambda _: not live_bubbles(p), "the live bubble to go")
+    cards = card_state(p)
+    open_buttons = [{"label": "Tea", "chosen": False, "disabled": False}, {"label": "Coffee", "chosen": False, "disabled": False}]
+    check(len(cards) == 1, f"one question card: {cards}")
+    check(
+        cards[0]["question"] == "Tea or coffee?" and cards[0]["buttons"] == open_buttons,
+        f"the card shows the question and two open buttons: {cards[0]}",
+    )
+    ok_result(fake.snapshot()[n0 + 1]["body"], "call_ask")
+
+    fake.push(text_reply("Coffee it is."))
+    before = {f["client_id"] for d, f in p.frames + p.ws_frames() if d == "sent" and f.get("type") == "send"}
+    msg_el(p, cards[0]["seq"]).find_element(By.XPATH, ".//button[normalize-space()='Coffee']").click()
+    answered = [{"label": "Tea", "chosen": False, "disabled": True}, {"label": "Coffee", "chosen": True, "disabled": True}]
+    p.wait(lambda _: card_state(p)[0]["buttons"] == answered, "the card to show Coffee chosen, buttons disabled")
+    sends = []
+    p.wait(
+        lambda _: sends.extend(f for d, f in p.ws_frames() if d == "sent" and f.get("type") == "send") or sends,
+        "the answer's send frame",
+    )
+    check(
+        len(sends) == 1 and sends[0]["text"] == "Coffee" and sends[0]["room_id"] == ROOM,
+        f"the click sent one message 'Coffee': {sends}",
+    )
+    check(sends[0]["client_id"] not in before, "the answer has a new client_id")
+    p.wait_message("user", "Coffee")
+    p.wait_message("agent", "Coffee it is.")
+    reqs = fake.snapshot()
+    check(len(reqs) == n0 + 3, f"one more model call for the answer, saw {len(reqs) - n0 - 2}")
+    check("Coffee" in last_user_text(reqs[n0 + 2]["body"]), f"the model got the answer: {last_user_text(reqs[n0 + 2]['body'])!r}")
+
+    # After a reload the card knows its answer from the history.
+    p.d.refresh()
+    p.wait_connected()
+    p.wait_message("agent", "Coffee it is.")
+    p.wait(lambda _: [c["buttons"] for c in card_state(p)] == [answered], "the card still answered after a reload")
+
+
+def step_model_stop(ctx):
+    """Stop mid-stream: the partial reply stays, marked stopped; the model call is aborted."""
+    p, fake = ctx.page, ctx.fake
+    n0 = len(fake.requests)
+    fake.push(text_reply("Once upon a time", Hold(), " there was a model that never stopped."))
+    p.send("tell me a long story")
+    p.wait(lambda _: [b["text"] for b in live_bubbles(p)] == ["Once upon a time"], "the story to start streaming")
+    stop = p.find("#stop")
+    check(stop.is_displayed(), "Stop is offered while the reply streams")
+    stop.click()
+
+    def stopped(_):
+        return next((m for m in p.stored() if m["type"] == "agent" and m["text"].startswith("Once upon a time")), None)
+
+    reply = p.wait(stopped, "the stopped reply")
+    check(reply["text"].endswith("(stopped)"), f"the stopped reply reads {reply['text']!r}")
+    em = p.js(
+        "return [...document.querySelectorAll(`#messages [data-id='${arguments[0]}'] .body em`)].map((e) => e.textContent)",
+        reply["id"],
+    )
+    check(em == ["(stopped)"], f"'(stopped)' is rendered from _(stopped)_: <em>s {em}")
+    p.wait(lambda _: not live_bubbles(p), "the live bubble to go after the stop")
+    p.wait(lambda _: not stop.is_displayed(), "Stop to go away")
+    story = [m for m in p.stored() if "Once upon a time" in m["text"]]
+    check(len(story) == 1, f"the stopped reply is shown once: {story}")
+    wait_outcome(ctx, n0, "disconnected")
+    check(len(fake.requests) == n0 + 1, "no further model call after the stop")
+
+
+def step_model_busy(ctx):
+    """A 429 with Retry-After: the agent waits and retries; the page says so, not as a tool."""
+    p, fake = ctx.page, ctx.fake
+    n0 = len(fake.requests)
+    hold = Hold()
+    fake.push(
+        error_reply(429, "Rate limit reached for fake-model", "rate_limit_error", headers={"Retry-After": "1"}),
+        text_reply(hold, "Back again."),
+    )
+    p.send("are you busy?")
+    wait_outcome(ctx, n0 + 1, "holding")
+    p.wait(
+        lambda _: [(b["status"], b["tools"]) for b in live_bubbles(p)] == [("Model busy, retrying…", [])],
+        "a 'model busy, retrying' status line (and no tool chip)",
+    )
+    hold.release()
+    p.wait_message("agent", "Back again.")
+    p.wait(lambda _: not live_bubbles(p), "the live bubble to go")
+
+
+def step_model_error(ctx):
+    """A 401 from the model: an error-styled notice naming the setting to check."""
+    p, fake = ctx.page, ctx.fake
+    fake.push(error_reply(401, "Incorrect API key provided"))
+    p.send("are you there?")
+
+    def notice(_):
+        return next((m for m in p.stored() if m["type"] == "system" and "model error" in m["text"]), None)
+
+    n = p.wait(notice, "a model-error notice")
+    check("check OPENAI_API_KEY" in n["text"], f"the notice says what to check: {n['text']!r}")
+    check("Incorrect API key provided" in n["text"], f"the notice gives the model's reason: {n['text']!r}")
+    style = p.js(
+        """
+        const m = document.querySelector(`#messages [data-id='${arguments[0]}']`);
+        const b = getComputedStyle(m.querySelector('.bubble'));
+        const probe = document.createElement('span');
+        probe.style.color = 'var(--danger)';
+        m.append(probe);
+        const danger = getComputedStyle(probe).color;
+        probe.remove();
+        return {error: m.classList.contains('msg-error'), icon: !!m.querySelector('svg.notice-icon'),
+                color: b.color, danger, border: b.borderTopStyle};
+        """,
+        n["id"],
+    )
+    check(style["error"] and style["icon"], f"the notice is marked as an error, with an icon: {style}")
+    check(style["color"] == style["danger"] and style["border"] == "solid", f"the notice is in the error colour: {style}")
+    p.wait(lambda _: not live_bubbles(p), "no live bubble left behind")
+    p.wait(lambda _: not p.find("#stop").is_displayed(), "Stop to go away")
+
+
+def step_model_edit_react(ctx):
+    """add_reaction on the user's message and edit_message on the agent's file message."""
+    p, fake = ctx.page, ctx.fake
+    n0 = len(fake.requests)
+    text = "please react to this"
+    p.send(text)
+    user = p.wait_message("user", text)
+    # The agent refers to messages by the ids in its prompt (its own numbering, not the room's
+    # seq): take the one the model was given for this message.
+    reqs = wait_requests(ctx, n0 + 1, "the model request for the message")
+    prompt = last_user_text(reqs[n0]["body"])
+    m = re.search(r'<message id="(\d+)"[^>]*>' + re.escape(text) + "</message>", prompt)
+    check(m, f"the prompt gives the message an id: {prompt!r}")
+    user_agent_id = int(m.group(1))
+
+    # Read from higher up, with the edited message above the view: the update must not move
+    # what is on screen.
+    p.d.set_window_size(1280, 520)
+    anchor = p.js(
+        """
+        const box = document.getElementById('messages');
+        const edited = document.querySelector(`#messages [data-id='${arguments[0]}']`);
+        box.scrollTop += edited.getBoundingClientRect().bottom - box.getBoundingClientRect().top + 8;
+        const top = box.getBoundingClientRect().top;
+        const a = [...box.children].find((n) => n.getBoundingClientRect().top >= top);
+        return {id: a.dataset.id, top: a.getBoundingClientRect().top, scrolled: box.scrollTop > 0};
+        """,
+        ctx.file_msg["id"],
+    )
+    check(anchor["scrolled"], "the message list scrolled up to read")
+    new_text = "Here is **hello.txt**, as promised."
+    fake.push(
+        tool_reply(("call_react", "add_reaction", {"message_id": user_agent_id, "emoji": "👍"})),
+        tool_reply(("call_edit", "edit_message", {"message_id": ctx.file_msg["agent_id"], "text": new_text})),
+        text_reply("Reacted and edited."),
+    )
+
+    def edited(_):
+        return p.js(
+            """
+            const m = document.querySelector(`#messages [data-id='${arguments[0]}']`);
+            const e = m && m.querySelector('.edited');
+            return e && {text: m.querySelector('.body').innerText.trim(), title: e.title, label: e.textContent,
+                         files: m.querySelectorAll('.files a.file').length};
+            """,
+            ctx.file_msg["id"],
+        )
+
+    e = p.wait(edited, "the edited message with an 'edited' label")
+    check(e["text"] == "Here is hello.txt, as promised." and e["files"] == 1, f"the edited message: {e}")
+    check(e["label"] == "edited" and str(time.localtime().tm_year) in e["title"], f"the 'edited' label: {e}")
+    moved = p.js(
+        "return document.querySelector(`#messages [data-id='${arguments[0]}']`).getBoundingClientRect().top",
+        anchor["id"],
+    )
+    check(abs(moved - anchor["top"]) < 1.5, f"the message in view moved from {anchor['top']} to {moved} px")
+
+    def reactions(_):
+        return p.js(
+            """
+            return [...document.querySelectorAll(`#messages [data-id='${arguments[0]}'] .reactions .reaction`)]
+              .map((r) => ({text: r.textContent, title: r.title}));
+            """,
+            user["id"],
+        )
+
+    chips = p.wait(reactions, "a reaction chip on the user's message")
+    check(chips == [{"text": "👍", "title": "👍 Assistant"}], f"the reaction chips: {chips}")
+    check(msg_el(p, user["seq"]).get_attribute("data-id") == user["id"], "the reaction is on the user's message")
+    p.d.set_window_size(1280, 900)
+    p.wait_message("agent", "Reacted and edited.")
+    reqs = fake.snapshot()
+    ok_result(reqs[n0 + 1]["body"], "call_react")
+    ok_result(reqs[n0 + 2]["body"], "call_edit")
+
+    # Both are stored: a reload shows them.
+    p.d.refresh()
+    p.wait_connected()
+    p.wait(edited, "the 'edited' label after a reload")
+    p.wait(lambda _: reactions(_) == chips, "the reaction after a reload")
+
+
+def step_model_no_key(ctx):
+    """The proxy added the key to every model call; the container and the page never saw it."""
+    p, fake = ctx.page, ctx.fake
+    reqs = fake.snapshot()
+    check(reqs, "the fake model saw requests")
+    bad = [i for i, r in enumerate(reqs) if r["headers"].get("authorization") != f"Bearer {API_KEY}"]
+    check(not bad, f"model requests without the key's Authorization header: {bad}")
+    check(not [r for r in reqs if API_KEY in json.dumps(r["body"])], "the key appears in a request body")
+    p.ws_frames()
+    seen = p.js(
+        """
+        return document.documentElement.outerHTML + JSON.stringify({...localStorage}) +
+          JSON.stringify({...sessionStorage}) + document.cookie;
+        """
+    )
+    history = api(ctx.host.port, "GET", f"/api/rooms/{ROOM}/messages?after=0&limit=1000")
+    places = {
+        "the page": seen,
+        "the WebSocket frames": json.dumps(p.frames, ensure_ascii=False),
+        "the stored history": json.dumps(history, ensure_ascii=False),
+    }
+    leaks = [where for where, text in places.items() if API_KEY in text]
+    check(not leaks, f"the API key appears in {', '.join(leaks)}")
+    check(len(p.frames) > 20, f"the WebSocket frames were captured ({len(p.frames)})")
+
+
+MODEL_STEPS = [
+    ("model: page loads, no mock banner", step_model_loads),
+    ("model: streamed reply shown live, then once as markdown", step_model_streams),
+    ("model: write_file + send_file round trip, file download", step_model_tools),
+    ("model: question card answered by a click", step_model_question),
+    ("model: Stop mid-stream aborts the model call", step_model_stop),
+    ("model: busy model, retry status line", step_model_busy),
+    ("model: model error shown as an error notice", step_model_error),
+    ("model: reaction and edit re-render in place", step_model_edit_react),
+    ("model: the API key stays with the host", step_model_no_key),
+    ("model: no CSP violations or script errors", step_console_clean),
+]
+
+
 class Ctx:
     def __init__(self, tmp, log, host, page):
         self.tmp = tmp
         self.log = log
         self.host = host
         self.page = page
+        self.fake = None
+        self.file_msg = None  # the agent's file message (model phase)
+
+
+def run_steps(ctx, steps):
+    """Runs steps until one fails; returns (name, exception) of the failure, or None."""
+    for name, step in steps:
+        t0 = time.monotonic()
+        try:
+            step(ctx)
+        except Exception as e:  # noqa: BLE001 - every failure is reported the same way
+            return name, e
+        print(f"ok    {name} ({time.monotonic() - t0:.1f} s)", flush=True)
+    return None
 
 
 def main():
@@ -671,22 +1170,30 @@ def main():
         return 1
     tmp = Path(tempfile.mkdtemp(prefix="pincer-browser-"))
     log = collections.deque(maxlen=400)
-    host = driver = ctx = None
+    host = driver = ctx = fake = None
+    hosts = []
     failed = None
     console = []
     started = time.monotonic()
     try:
         host = Host(tmp, log).start()
+        hosts.append(host)
         driver = start_browser(tmp / "profile")
         ctx = Ctx(tmp, log, host, Page(driver, host.port))
-        for name, step in STEPS:
-            t0 = time.monotonic()
-            try:
-                step(ctx)
-            except Exception as e:  # noqa: BLE001 - every failure is reported the same way
-                failed = (name, e)
-                break
-            print(f"ok    {name} ({time.monotonic() - t0:.1f} s)", flush=True)
+        print("---- phase 1: mock provider", flush=True)
+        failed = run_steps(ctx, MOCK_STEPS)
+        if not failed:
+            # A second host on fresh data, its model a scripted fake behind the credential proxy.
+            hosts.append(ctx.host)
+            ctx.host.stop()
+            fake = ctx.fake = FakeOpenAI().start()
+            model_tmp = tmp / "model"
+            model_tmp.mkdir()
+            ctx.host = Host(model_tmp, log, env=model_env(fake)).start()
+            hosts.append(ctx.host)
+            ctx.page.port = ctx.host.port
+            print("---- phase 2: scripted model", flush=True)
+            failed = run_steps(ctx, MODEL_STEPS)
     except Exception as e:  # noqa: BLE001 - set-up failures too
         failed = ("set-up", e)
     finally:
@@ -698,8 +1205,10 @@ def main():
                 console = ["(console unavailable)"]
         if driver:
             driver.quit()
-        for h in {id(x): x for x in (host, ctx and ctx.host) if x}.values():
+        for h in {id(x): x for x in (*hosts, ctx and ctx.host) if x}.values():
             h.stop()
+        if fake:
+            fake.stop()
 
     if failed:
         name, e = failed
@@ -709,12 +1218,17 @@ def main():
         if ctx:
             print("---- browser console ----")
             print("\n".join(console[-40:]) or "(empty)")
+        if fake:
+            print("---- fake model requests ----")
+            for i, r in enumerate(fake.snapshot()):
+                print(f"#{i + 1} {r['outcome']}: {last_user_text(r['body'])[-200:]!r}")
         print("---- host log (tail) ----")
         print("\n".join(list(log)[-60:]))
         print(f"---- data kept in {tmp}")
         return 1
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"all {len(STEPS)} browser checks passed in {time.monotonic() - started:.0f} s")
+    total = len(MOCK_STEPS) + len(MODEL_STEPS)
+    print(f"all {total} browser checks passed in {time.monotonic() - started:.0f} s")
     return 0
 
 

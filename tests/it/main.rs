@@ -9,5 +9,6 @@ mod api;
 mod chat;
 mod cli;
 mod containers;
+mod models;
 mod restart;
 mod support;

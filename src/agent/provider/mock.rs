@@ -61,15 +61,6 @@ fn message_texts(prompt: &str) -> Vec<String> {
     out
 }
 
-/// A chat row's text, XML-escaped (until the prompt formatter replaces this).
-pub fn row_text_escaped(row: &crate::db::inbound::InboundRow) -> String {
-    let text = serde_json::from_str::<serde_json::Value>(&row.content)
-        .ok()
-        .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_string))
-        .unwrap_or_default();
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
 fn unescape(s: &str) -> String {
     s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&amp;", "&")
 }

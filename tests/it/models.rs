@@ -1,0 +1,427 @@
+//! Real agents: a real container talking to a scripted model (the fake speaks the providers'
+//! streaming wire formats) through the host's credential proxy. Streaming, tool rounds, stop,
+//! errors, continuation across a container restart, and the key never reaching the container.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+use pincer::testing::{FakeModel, Gate, Reply, anthropic, openai};
+
+const KEY: &str = "sk-test-secret-key-0123456789abcdef";
+
+fn openai_host(dirs: &Dirs, fake: &FakeModel) -> Host {
+    let base = format!("{}/v1", fake.url());
+    Host::start_with(
+        dirs,
+        &[
+            ("PINCER_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", &base),
+            ("OPENAI_MODEL", "fake-model"),
+            ("OPENAI_API_KEY", KEY),
+        ],
+    )
+}
+
+fn next_request(fake: &FakeModel) -> pincer::testing::Recorded {
+    fake.next_request(COLD).expect("the model was called")
+}
+
+/// The text of every `tool` message in a Chat Completions request.
+fn tool_results(req: &Value) -> Vec<String> {
+    req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The last user message of a Chat Completions request.
+fn last_user(req: &Value) -> String {
+    let msgs = req["messages"].as_array().unwrap();
+    msgs.iter().rev().find(|m| m["role"] == "user").map(|m| m["content"].to_string()).unwrap_or_default()
+}
+
+fn call(id: &str, name: &str, args: Value) -> (String, String, Vec<String>) {
+    let json = args.to_string();
+    // Split the arguments across chunks as real servers do.
+    let mid = json.len() / 2;
+    let mid = (mid..json.len()).find(|&i| json.is_char_boundary(i)).unwrap_or(json.len());
+    (id.into(), name.into(), vec![json[..mid].to_string(), json[mid..].to_string()])
+}
+
+fn tool_reply(calls: &[(String, String, Vec<String>)]) -> Reply {
+    let owned: Vec<(&str, &str, Vec<&str>)> = calls
+        .iter()
+        .map(|(i, n, f)| (i.as_str(), n.as_str(), f.iter().map(String::as_str).collect()))
+        .collect();
+    let refs: Vec<(&str, &str, &[&str])> = owned.iter().map(|(i, n, f)| (*i, *n, f.as_slice())).collect();
+    openai::tool_calls(&refs)
+}
+
+#[test]
+fn streaming_deltas_reach_the_browser_in_order_before_the_final_message() {
+    let fake = FakeModel::start();
+    fake.reply(openai::text(&["Hel", "lo, ", "**world**"], "stop"));
+    let dirs = Dirs::new();
+    let host = openai_host(&dirs, &fake);
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "greet me");
+
+    let mut deltas = String::new();
+    let mut stream_id = None;
+    let final_msg = loop {
+        let f = ws
+            .wait(|f| ["stream", "stream_end", "message"].contains(&f["type"].as_str().unwrap_or("")), COLD);
+        match f["type"].as_str().unwrap() {
+            "stream" => {
+                assert_eq!(f["agent"], "Assistant");
+                stream_id.get_or_insert(f["stream_id"].clone());
+                assert_eq!(Some(&f["stream_id"]), stream_id.as_ref());
+                deltas.push_str(f["delta"].as_str().unwrap());
+            }
+            "stream_end" => assert_eq!(Some(&f["stream_id"]), stream_id.as_ref()),
+            _ if f["message"]["sender_type"] == "agent" => break f,
+            _ => {}
+        }
+    };
+    assert_eq!(deltas, "Hello, **world**", "every delta, in order, before the final message");
+    assert_eq!(final_msg["message"]["text"], "Hello, **world**");
+    assert_eq!(final_msg["message"]["html"], "<p>Hello, <strong>world</strong></p>\n");
+    assert_eq!(
+        Some(&final_msg["stream_id"]),
+        stream_id.as_ref(),
+        "the final message replaces the streamed one"
+    );
+
+    let req = next_request(&fake);
+    assert_eq!(
+        req.header("authorization"),
+        Some(format!("Bearer {KEY}").as_str()),
+        "the proxy injects the key"
+    );
+    assert_eq!(req.body["model"], "fake-model");
+    assert_eq!(req.body["stream"], true);
+    assert!(req.body["messages"][0]["content"].as_str().unwrap().contains("# You are Assistant"));
+    let user = last_user(&req.body);
+    assert!(user.contains("<context timezone=\\\"UTC\\\" />") && user.contains("greet me"), "{user}");
+    assert!(req.body["tools"].as_array().is_some_and(|t| t.len() > 10), "tools are offered");
+}
+
+#[test]
+fn a_scripted_model_writes_a_file_reads_it_back_and_replies_with_it() {
+    let fake = FakeModel::start();
+    fake.reply(tool_reply(&[call(
+        "c1",
+        "write_file",
+        json!({"path": "notes/a.txt", "content": "file content 42"}),
+    )]));
+    fake.reply(tool_reply(&[call("c2", "read_file", json!({"path": "notes/a.txt"}))]));
+    fake.reply(openai::text(&["The file says: file content 42"], "stop"));
+    let dirs = Dirs::new();
+    let host = openai_host(&dirs, &fake);
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "write and read a note");
+
+    for (name, state) in
+        [("write_file", "start"), ("write_file", "end"), ("read_file", "start"), ("read_file", "end")]
+    {
+        let t = ws.wait(|f| f["type"] == "tool" && f["name"] == name && f["state"] == state, COLD);
+        assert!(t["summary"].as_str().unwrap().contains("notes/a.txt"), "{t}");
+    }
+    let reply = ws.agent_reply("assistant", "The file says", COLD);
+    assert_eq!(reply["text"], "The file says: file content 42");
+    assert_eq!(
+        std::fs::read_to_string(dirs.groups().join("assistant/notes/a.txt")).unwrap(),
+        "file content 42"
+    );
+
+    let _first = next_request(&fake);
+    let second = next_request(&fake);
+    assert!(
+        tool_results(&second.body)[0].contains("15"),
+        "write_file reported the bytes: {:?}",
+        tool_results(&second.body)
+    );
+    let third = next_request(&fake);
+    let read_back = tool_results(&third.body);
+    assert!(
+        read_back[1].contains("file content 42"),
+        "the real read_file result went back to the model: {read_back:?}"
+    );
+}
+
+#[test]
+fn the_key_never_reaches_the_container() {
+    let fake = FakeModel::start();
+    let probe = "env; echo ---; cat /proc/1/environ | tr '\\0' '\\n'; echo ---; ls -la /workspace; \
+                 grep -rl -- 'sk-test-secret' /workspace /etc /tmp 2>/dev/null; echo END";
+    fake.reply(tool_reply(&[call("c1", "bash", json!({"command": probe}))]));
+    fake.reply(openai::text(&["checked"], "stop"));
+    // An upstream that echoes the key in an error: the container must only ever see it redacted.
+    fake.reply(openai::error_status(
+        401,
+        &format!("Incorrect API key provided: {KEY}"),
+        "invalid_request_error",
+        None,
+        None,
+    ));
+    let dirs = Dirs::new();
+    let host = openai_host(&dirs, &fake);
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "inspect your environment");
+    ws.agent_reply("assistant", "checked", COLD);
+    let _ = next_request(&fake);
+    let second = next_request(&fake);
+    let seen = tool_results(&second.body).join("\n");
+    assert!(seen.contains("PINCER_SESSION_ID=") && seen.contains("END"), "the probe ran: {seen}");
+    assert!(!seen.contains("sk-test-secret"), "the key is visible inside the container:\n{seen}");
+    assert!(seen.contains("model.sock"), "{seen}");
+    assert_eq!(second.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+
+    ws.say("assistant", "again");
+    let notice = ws.notice("assistant", "model error: 401", COLD);
+    let text = notice["text"].as_str().unwrap();
+    assert!(text.contains("[redacted]") && !text.contains("sk-test-secret"), "{text}");
+    assert!(text.contains("check OPENAI_API_KEY"), "{text}");
+    assert!(!host.log_tail().contains("sk-test-secret"), "the key is in the host log");
+}
+
+#[test]
+fn stop_aborts_a_long_tool_call_and_says_so() {
+    let fake = FakeModel::start();
+    fake.reply(tool_reply(&[call(
+        "c1",
+        "bash",
+        json!({"command": "echo started; sleep 300", "timeout": 600}),
+    )]));
+    let dirs = Dirs::new();
+    let host = openai_host(&dirs, &fake);
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "run something long");
+    ws.wait(|f| f["type"] == "tool" && f["name"] == "bash" && f["state"] == "start", COLD);
+    ws.send(json!({ "type": "stop", "room_id": "assistant" }));
+    let end = ws.wait(|f| f["type"] == "tool" && f["name"] == "bash" && f["state"] == "end", WARM);
+    assert!(end["summary"].as_str().unwrap().contains("failed"), "{end}");
+    let stopped = ws.agent_reply("assistant", "(stopped)", WARM);
+    assert!(stopped["text"].as_str().unwrap().ends_with("_(stopped)_"), "{stopped}");
+    // The sleep is gone, the container lives on and answers the next message.
+    let container = containers_of(&dirs.install()).pop().expect("container still running");
+    let ps = docker(&["exec", &container, "ps"]);
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).contains("sleep 300"),
+        "{}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+    fake.reply(openai::text(&["still here"], "stop"));
+    ws.say("assistant", "are you there?");
+    ws.agent_reply("assistant", "still here", WARM);
+    assert_eq!(fake.pending_replies(), 0);
+}
+
+#[test]
+fn stop_aborts_a_streaming_model_call() {
+    let fake = FakeModel::start();
+    let (first_gate, second_gate) = (Gate::new(), Gate::new());
+    // Parts: role, "Once upon ", [hold 1], "a time", [hold 2], finish, done.
+    fake.reply(
+        openai::text(&["Once upon ", "a time"], "stop").hold_at(2, &first_gate).hold_at(4, &second_gate),
+    );
+    let dirs = Dirs::new();
+    let host = openai_host(&dirs, &fake);
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "tell me a long story");
+    let first = ws.wait(|f| f["type"] == "stream", COLD);
+    assert_eq!(first["delta"], "Once upon ");
+    assert!(fake.wait_holding(WARM));
+    ws.send(json!({ "type": "stop", "room_id": "assistant" }));
+    // The turn ends at once, with what was said so far...
+    let stopped = ws.agent_reply("assistant", "(stopped)", WARM);
+    assert_eq!(stopped["text"], "Once upon\n\n_(stopped)_");
+    // ...and the proxy drops the upstream connection as soon as the model sends anything more.
+    first_gate.open();
+    assert!(fake.wait_disconnect(WARM), "the upstream call was aborted");
+    second_gate.open();
+}
+
+#[test]
+fn model_errors_are_shown_in_the_room_not_swallowed() {
+    let fake = FakeModel::start();
+    fake.reply(Reply::json(
+        404,
+        r#"{"error": {"message": "model 'fake-model' not found", "type": "not_found_error"}}"#,
+    ));
+    let dirs = Dirs::new();
+    let host = openai_host(&dirs, &fake);
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "hello?");
+    let notice = ws.notice("assistant", "model error: 404", COLD);
+    let text = notice["text"].as_str().unwrap();
+    assert!(text.contains("not found") && text.contains("check OPENAI_MODEL"), "{text}");
+    assert_eq!(notice["sender"], "Assistant");
+}
+
+#[test]
+fn a_missing_model_configuration_is_explained() {
+    // openai chosen but no endpoint configured for the agent's protocol: the proxy says what to set.
+    let dirs = Dirs::new();
+    let host = Host::start_with(&dirs, &[("PINCER_PROVIDER", "anthropic")]);
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "hi");
+    let notice = ws.notice("assistant", "model error: 503", COLD);
+    assert!(notice["text"].as_str().unwrap().contains("ANTHROPIC_API_KEY"), "{notice}");
+}
+
+#[test]
+fn the_conversation_survives_a_container_restart() {
+    let fake = FakeModel::start();
+    fake.reply(openai::text(&["I will remember kiwi."], "stop"));
+    let dirs = Dirs::new();
+    let mut host = openai_host(&dirs, &fake);
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "remember the word kiwi");
+    ws.agent_reply("assistant", "kiwi", COLD);
+    let _ = next_request(&fake);
+    let container = containers_of(&dirs.install()).pop().unwrap();
+    assert!(docker(&["kill", &container]).status.success());
+    host.wait_for_line(|l| l.contains(&container) && l.contains("exited"), WARM).expect("exit noticed");
+
+    fake.reply(openai::text(&["You said kiwi."], "stop"));
+    ws.say("assistant", "what was the word?");
+    ws.agent_reply("assistant", "You said kiwi", COLD);
+    let req = next_request(&fake);
+    let msgs = req.body["messages"].as_array().unwrap();
+    let all: String = msgs.iter().map(|m| m["content"].to_string()).collect();
+    assert!(
+        all.contains("remember the word kiwi") && all.contains("I will remember kiwi."),
+        "history resumed: {all}"
+    );
+    assert_ne!(containers_of(&dirs.install()).pop().unwrap(), container, "a new container answered");
+
+    // /clear forgets it.
+    ws.say("assistant", "/clear");
+    ws.agent_reply("assistant", "Session cleared.", WARM);
+    fake.reply(openai::text(&["Which word?"], "stop"));
+    ws.say("assistant", "and now?");
+    ws.agent_reply("assistant", "Which word?", WARM);
+    let req = next_request(&fake);
+    let all: String =
+        req.body["messages"].as_array().unwrap().iter().map(|m| m["content"].to_string()).collect();
+    assert!(!all.contains("kiwi"), "cleared: {all}");
+}
+
+#[test]
+fn anthropic_protocol_end_to_end() {
+    let fake = FakeModel::start();
+    fake.reply(anthropic::text(&["Bon", "jour !"]));
+    let dirs = Dirs::new();
+    let host = Host::start_with(
+        &dirs,
+        &[
+            ("ANTHROPIC_API_KEY", KEY),
+            ("ANTHROPIC_BASE_URL", &fake.url()),
+            ("ANTHROPIC_MODEL", "claude-test"),
+        ],
+    );
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "salut");
+    let reply = ws.agent_reply("assistant", "Bonjour", COLD);
+    assert_eq!(reply["text"], "Bonjour !");
+    let req = next_request(&fake);
+    assert_eq!(req.header("x-api-key"), Some(KEY));
+    assert_eq!(req.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(req.body["model"], "claude-test");
+    assert!(req.body["system"].as_str().unwrap().contains("# You are Assistant"));
+}
+
+#[test]
+fn files_edits_reactions_and_question_cards_reach_the_room() {
+    let fake = FakeModel::start();
+    let dirs = Dirs::new();
+    let host = openai_host(&dirs, &fake);
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    fake.reply(tool_reply(&[
+        call("c1", "write_file", json!({"path": "out/report.txt", "content": "quarterly numbers"})),
+        call("c2", "send_file", json!({"path": "out/report.txt", "text": "Here is the report."})),
+        call("c3", "ask_user_question", json!({"question": "Tea or coffee?", "options": ["Tea", "Coffee"]})),
+    ]));
+    fake.reply(openai::text(&["Done."], "stop"));
+    ws.say("assistant", "send me the report");
+    let with_file = ws.agent_reply("assistant", "Here is the report.", COLD);
+    let file = &with_file["files"][0];
+    assert_eq!(file["name"], "report.txt");
+    assert_eq!(file["mime"], "text/plain; charset=utf-8");
+    assert_eq!(file["size"], 17);
+    let (status, headers, body) = http_raw(host.port, "GET", file["url"].as_str().unwrap(), None, &[]);
+    assert_eq!((status, body.as_slice()), (200, b"quarterly numbers".as_slice()));
+    let h = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert!(h("content-security-policy").starts_with("sandbox") && h("x-content-type-options") == "nosniff");
+    let card = ws.agent_reply("assistant", "Tea or coffee?", COLD);
+    assert_eq!(
+        card["card"]["options"],
+        json!([{"label": "Tea", "value": "Tea"}, {"label": "Coffee", "value": "Coffee"}])
+    );
+    ws.agent_reply("assistant", "Done.", COLD);
+    let _ = next_request(&fake);
+    // The model learnt the id of the message it sent from the tool result.
+    let results = tool_results(&next_request(&fake).body);
+    let sent_id: i64 =
+        results[1].trim_start_matches("Sent (message id ").trim_end_matches(").").parse().expect(&results[1]);
+
+    // The answer comes back as the user's next message: by the even-seq rule it is message 4
+    // (the first prompt was 2), which the prompt shows.
+    fake.reply(tool_reply(&[
+        call("c4", "add_reaction", json!({"message_id": 4, "emoji": "👍"})),
+        call("c5", "edit_message", json!({"message_id": sent_id, "text": "Here is the **final** report."})),
+    ]));
+    fake.reply(openai::text(&["Enjoy!"], "stop"));
+    ws.say("assistant", "Coffee");
+    let req = next_request(&fake);
+    assert!(last_user(&req.body).contains(r#"<message id=\"4\""#) && last_user(&req.body).contains("Coffee"));
+    let reacted = ws.wait(|f| f["type"] == "update" && f["message"]["text"] == "Coffee", COLD);
+    assert_eq!(
+        reacted["message"]["reactions"],
+        json!([{"emoji": "👍", "by": "Assistant", "by_type": "agent"}])
+    );
+    let edited = ws.wait(|f| f["type"] == "update" && f["message"]["id"] == with_file["id"], COLD);
+    assert_eq!(edited["message"]["text"], "Here is the **final** report.");
+    assert_eq!(edited["message"]["files"], with_file["files"], "files stay");
+    assert!(edited["message"]["edited_at"].is_i64());
+    ws.agent_reply("assistant", "Enjoy!", COLD);
+
+    // An agent may only edit its own messages.
+    fake.reply(tool_reply(&[call("c6", "edit_message", json!({"message_id": 4, "text": "tampered"}))]));
+    fake.reply(openai::text(&["tried"], "stop"));
+    ws.say("assistant", "edit my message");
+    ws.notice("assistant", "an agent can only edit its own messages", COLD);
+    let (_, all) = host.get("/api/rooms/assistant/messages");
+    assert!(!all["messages"].to_string().contains("tampered"));
+}
+
+#[test]
+fn retries_rate_limits_then_answers() {
+    let fake = FakeModel::start();
+    fake.reply(openai::error_status(429, "Rate limit reached", "rate_limit_error", None, Some(1)));
+    fake.reply(openai::text(&["after the wait"], "stop"));
+    let dirs = Dirs::new();
+    let host = openai_host(&dirs, &fake);
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "hi");
+    let retry = ws.wait(|f| f["type"] == "tool" && f["name"] == "retry", COLD);
+    assert!(retry["summary"].as_str().unwrap().contains("retry 1 in 1s"), "{retry}");
+    ws.agent_reply("assistant", "after the wait", Duration::from_secs(30));
+}
