@@ -22,6 +22,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("PINCER_LOG", "log level: error | warn | info | debug | trace (default info)"),
     ("PINCER_MAX_CONTAINERS", "agent containers running at once, 1-256 (default 16)"),
     ("PINCER_CONTAINER_IDLE_S", "an idle agent container exits after this many seconds (default 1800)"),
+    (
+        "PINCER_CONTEXT_TOKENS",
+        "context budget of the model in tokens; older turns are trimmed (default per provider)",
+    ),
+    ("PINCER_MAX_TOKENS", "output limit of one model call in tokens (default 8192)"),
     ("TZ", "IANA time zone for schedules and the agent's context (default: the host's zone)"),
     ("ANTHROPIC_API_KEY", "Anthropic API key"),
     ("ANTHROPIC_BASE_URL", "Anthropic-protocol endpoint (default https://api.anthropic.com)"),
@@ -132,6 +137,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     pub max_containers: usize,
     pub container_idle_s: u64,
+    pub context_tokens: Option<u64>,
+    pub max_tokens: Option<u64>,
     pub tz: String,
     pub anthropic: ModelEndpoint,
     pub openai: ModelEndpoint,
@@ -271,6 +278,12 @@ impl Config {
             },
             max_containers: parse_range(env, "PINCER_MAX_CONTAINERS", 16, 1, 256)? as usize,
             container_idle_s: parse_range(env, "PINCER_CONTAINER_IDLE_S", 1800, 10, 7 * 86_400)?,
+            context_tokens: get("PINCER_CONTEXT_TOKENS")
+                .map(|_| parse_range(env, "PINCER_CONTEXT_TOKENS", 0, 1000, 10_000_000))
+                .transpose()?,
+            max_tokens: get("PINCER_MAX_TOKENS")
+                .map(|_| parse_range(env, "PINCER_MAX_TOKENS", 0, 16, 1_000_000))
+                .transpose()?,
             tz,
             anthropic,
             openai,
@@ -529,6 +542,8 @@ mod tests {
             (vec![("TZ", "Mars/Olympus")], "TZ"),
             (vec![("OPENAI_BASE_URL", "localhost:8080")], "OPENAI_BASE_URL"),
             (vec![("PINCER_MAX_CONTAINERS", "0")], "PINCER_MAX_CONTAINERS"),
+            (vec![("PINCER_CONTEXT_TOKENS", "lots")], "PINCER_CONTEXT_TOKENS"),
+            (vec![("PINCER_MAX_TOKENS", "5")], "PINCER_MAX_TOKENS"),
             (vec![("WEBCHAT_TRUSTED_PROXY_IPS", "10.0.0.0/99")], "WEBCHAT_TRUSTED_PROXY_IPS"),
             (vec![("WEBCHAT_TLS_CERT", "c.pem")], "WEBCHAT_TLS"),
         ] {

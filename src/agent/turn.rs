@@ -192,7 +192,16 @@ pub fn run(r: &mut Runner, batch: Vec<InboundRow>) -> anyhow::Result<()> {
                     summary: format!("model unavailable ({err}); retry {attempt} in {}s", wait.as_secs()),
                 });
             }
-            provider::pause_or_cancel(&cancel, wait)
+            let stopped = provider::pause_or_cancel(&cancel, wait);
+            if streaming {
+                link.send(&ToHost::Tool {
+                    stream: stream.clone(),
+                    name: "retry".into(),
+                    state: ToolState::End,
+                    summary: String::new(),
+                });
+            }
+            stopped
         };
         let res =
             provider::call_with_retries(r.provider.as_mut(), &req, &mut on_event, &mut pause, &r.cancel);
@@ -208,6 +217,8 @@ pub fn run(r: &mut Runner, batch: Vec<InboundRow>) -> anyhow::Result<()> {
                 break;
             }
             Err(e) => {
+                // Text already shown stays in the reply; the error follows as a notice.
+                append_text(&mut turn_text, &partial);
                 end = End::Failed(e);
                 break;
             }

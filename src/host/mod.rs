@@ -101,7 +101,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         idle_exit_s: cfg.container_idle_s,
         max_containers: cfg.max_containers,
         log_level: cfg.log_level.to_string().to_lowercase(),
-        extra_env: Vec::new(),
+        extra_env: [("PINCER_CONTEXT_TOKENS", cfg.context_tokens), ("PINCER_MAX_TOKENS", cfg.max_tokens)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v.to_string())))
+            .collect(),
     };
     let containers = Arc::new(Containers::new(runner, delivery.clone(), sweep.clone(), proxy_handle.clone()));
     let model_proxy = Arc::new(proxy::Proxy::new(proxy::ProxyConfig::from_config(&cfg)));

@@ -24,7 +24,12 @@ pub(crate) struct Host {
 
 impl Host {
     /// Starts `pincer run` in `dir` and waits (up to `timeout`) for it to listen.
-    pub(crate) fn start(dir: &Path, image: &str, timeout: Duration) -> anyhow::Result<Host> {
+    pub(crate) fn start(
+        dir: &Path,
+        image: &str,
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> anyhow::Result<Host> {
         let data_dir = dir.join("data");
         // Created here so its canonical path (which the install id hashes) is known before the start.
         std::fs::create_dir_all(&data_dir)?;
@@ -44,6 +49,9 @@ impl Host {
             .env("PINCER_PROVIDER", "mock")
             .env("WEBCHAT_PORT", "0")
             .env("PINCER_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut child = cmd.spawn().context("starting the pincer host")?;
         let stderr = child.stderr.take().context("host stderr")?;
         let log = Arc::new(Mutex::new(Vec::new()));

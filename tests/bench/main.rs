@@ -1,6 +1,8 @@
 //! `make bench`: starts the real `pincer` host with the mock provider in a temp dir and measures
 //! the first reply of a fresh agent (container start included), warm round trips over the
-//! WebSocket, the host's memory and the agent container's memory. Every number is printed next
+//! WebSocket, the host's memory and the agent container's memory. A second host talks to a
+//! scripted model server (the OpenAI streaming format) to measure how long a model token takes
+//! to reach the browser, and how long a message takes to reach the model. Every number is printed next
 //! to a baseline measured in the same run (CONTRACT.md §6), so the overhead over the physical
 //! limit can be read off: `name value unit  (baseline name value unit, xRATIO)`.
 
@@ -52,7 +54,7 @@ fn run() -> anyhow::Result<()> {
     std::fs::create_dir_all(tmp.path().join("data"))?;
     let install = pincer::host::containers::RunnerConfig::install_id(&tmp.path().join("data"));
     let leftovers = Leftovers(format!("pincer-{install}-"));
-    let mut host = Host::start(tmp.path(), &image, HOST_READY_TIMEOUT)?;
+    let mut host = Host::start(tmp.path(), &image, &[], HOST_READY_TIMEOUT)?;
     let rss_idle = host.rss_mb()?;
     let sqlite = baseline::sqlite_commits(&host.data_dir.join("bench-baseline.db"), SAMPLES)?;
 
@@ -109,7 +111,32 @@ fn run() -> anyhow::Result<()> {
     );
     let names: Vec<&str> = mem.iter().map(|(n, _)| n.as_str()).collect();
     let total: f64 = mem.iter().map(|(_, m)| m).sum();
-    println!("agent_container_mem {} MB  ({})", num(total), names.join(", "));
+    println!(
+        "agent_container_mem {} MB  ({}: the runner and its init, idle after the warm run)",
+        num(total),
+        names.join(", ")
+    );
+
+    let stream_dir = tempfile::Builder::new().prefix("pincer-bench-model-").tempdir()?;
+    let streamed = stream_phase(stream_dir.path(), &image).context("model streaming phase")?;
+    report(
+        "first_token_to_browser_p50",
+        ms(&streamed.first_token, 50),
+        "ms",
+        &[("ws_echo_loopback_p50", echo50, "ms")],
+    );
+    report(
+        "first_token_to_browser_p99",
+        ms(&streamed.first_token, 99),
+        "ms",
+        &[("ws_echo_loopback_p99", echo99, "ms")],
+    );
+    report(
+        "send_to_model_request_p50",
+        ms(&streamed.to_model, 50),
+        "ms",
+        &[("sqlite_commit_delete", sql50, "ms")],
+    );
 
     eprintln!("bench: host stopped {:.0} ms after SIGTERM", stop_took.as_secs_f64() * 1e3);
     eprintln!("bench: host logged {log_lines} lines at info, {} at WARN/ERROR", warnings.len());
@@ -121,6 +148,61 @@ fn run() -> anyhow::Result<()> {
         eprintln!("bench: containers left after the host stopped (removing them): {}", left.join(", "));
     }
     Ok(())
+}
+
+/// Samples of the streaming phase.
+const STREAM_SAMPLES: usize = 50;
+
+struct Streamed {
+    /// The model writes its first token → the browser's socket has it.
+    first_token: Vec<Duration>,
+    /// The browser sends a message → the model receives the request.
+    to_model: Vec<Duration>,
+}
+
+/// A host whose agents use a scripted OpenAI-format model: each reply holds before its first
+/// token; the bench releases it and times the token's way to the WebSocket client.
+fn stream_phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Streamed> {
+    use pincer::testing::{FakeModel, Gate, openai};
+    let fake = FakeModel::start();
+    let base = format!("{}/v1", fake.url());
+    let env = [("PINCER_PROVIDER", "openai"), ("OPENAI_BASE_URL", base.as_str()), ("OPENAI_MODEL", "bench")];
+    std::fs::create_dir_all(dir.join("data"))?;
+    let install = pincer::host::containers::RunnerConfig::install_id(&dir.join("data"));
+    let _leftovers = Leftovers(format!("pincer-{install}-"));
+    let mut host = Host::start(dir, image, &env, HOST_READY_TIMEOUT)?;
+    let mut ws = Ws::connect(host.port, "/ws")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    ws.wait_for(deadline, "the ready frame", |v| v["type"] == "ready")?;
+    ws.send_json(&json!({ "type": "join", "room_id": "assistant" }))?;
+    ws.wait_for(deadline, "the history frame", |v| v["type"] == "history")?;
+    let mut out = Streamed { first_token: Vec::new(), to_model: Vec::new() };
+    // The first message starts the container; it is not measured.
+    for n in 0..=STREAM_SAMPLES {
+        let gate = Gate::new();
+        fake.reply(openai::text(&["token", " more"], "stop").hold_at(1, &gate));
+        let timeout = if n == 0 { COLD_TIMEOUT } else { WARM_TIMEOUT };
+        let sent = Instant::now();
+        ws.send_json(&json!({ "type": "send", "room_id": "assistant", "client_id": format!("s-{n}"), "text": format!("stream {n}") }))?;
+        fake.next_request(timeout).context("the model was not called")?;
+        let asked = sent.elapsed();
+        ensure!(fake.wait_holding(timeout), "the fake model did not reach its hold");
+        let released = Instant::now();
+        gate.open();
+        ws.wait_for(released + timeout, "the first streamed token", |v| {
+            v["type"] == "stream" && v["delta"] == "token"
+        })?;
+        let first = released.elapsed();
+        ws.wait_for(released + timeout, "the final message", |v| {
+            v["type"] == "message" && v["message"]["sender_type"] == "agent"
+        })?;
+        if n > 0 {
+            out.first_token.push(first);
+            out.to_model.push(asked);
+        }
+    }
+    host.stop()?;
+    Ok(out)
 }
 
 /// Sends message `n` to `room` and waits for the mock agent's `echo: <text>`; the time between.
