@@ -108,6 +108,11 @@ pub fn repair(messages: &mut Vec<Message>) {
 
 /// Caps the stored size by trimming harder if needed.
 pub fn fit_storage(messages: &mut Vec<Message>) {
+    // Serialising is the exact measure but costs a pass over everything: only do it when the
+    // estimate says it may be needed.
+    if messages.iter().map(estimate_tokens).sum::<usize>() * 4 < STORED_BYTES_MAX / 2 {
+        return;
+    }
     let mut budget = usize::MAX;
     while serde_json::to_string(messages).map_or(0, |s| s.len()) > STORED_BYTES_MAX {
         let total: usize = messages.iter().map(estimate_tokens).sum();

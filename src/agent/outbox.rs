@@ -39,9 +39,9 @@ fn max_in(cfg: &AgentConfig) -> anyhow::Result<Option<i64>> {
     Ok(inbound::max_seq(&view)?)
 }
 
-/// Writes rows in the caller's transaction; returns their seqs.
-pub fn write_rows(tx: &Connection, cfg: &AgentConfig, rows: &[Row]) -> anyhow::Result<Vec<i64>> {
-    let max_in = max_in(cfg)?;
+/// Writes rows in the caller's transaction; returns their seqs. `max_in` is the largest inbound
+/// seq as recently read (the odd seq goes after both tables).
+pub fn write_rows(tx: &Connection, rows: &[Row], max_in: Option<i64>) -> anyhow::Result<Vec<i64>> {
     let now = now_ms();
     let mut seqs = Vec::new();
     for r in rows {
@@ -102,7 +102,7 @@ impl TurnActions<'_> {
     fn write(&self, row: Row) -> Result<i64, String> {
         let res = (|| {
             let tx = self.out.unchecked_transaction()?;
-            let seq = write_rows(&tx, self.cfg, std::slice::from_ref(&row))?[0];
+            let seq = write_rows(&tx, std::slice::from_ref(&row), max_in(self.cfg)?)?[0];
             tx.commit()?;
             anyhow::Ok(seq)
         })();

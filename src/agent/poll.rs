@@ -93,13 +93,15 @@ pub fn poll_once(r: &mut Runner, first_poll: bool) -> anyhow::Result<bool> {
     // A fresh read-only connection per poll: nothing cached survives the other side's writes.
     let view = db::open_agent_view(&r.cfg.inbound_db(), &r.cfg.outbound_db())?;
     let batch = inbound::pending(&view, now_ms(), first_poll, r.cfg.max_messages)?;
-    drop(view);
     if !batch.iter().any(|row| row.trigger) {
         // Context-only rows stay pending and ride along with the next triggering one.
         return Ok(false);
     }
+    let dests = inbound::destinations(&view)?;
+    let max_in = inbound::max_seq(&view)?;
+    drop(view);
     let ids: Vec<&str> = batch.iter().map(|row| row.id.as_str()).collect();
     db::write_tx(&mut r.out, |tx| Ok(outbound::set_ack(tx, &ids, "processing", now_ms())?))?;
-    turn::run(r, batch)?;
+    turn::run(r, batch, dests, max_in)?;
     Ok(true)
 }

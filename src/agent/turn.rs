@@ -72,12 +72,16 @@ enum End {
     Failed(ModelError),
 }
 
-/// Runs one turn for `batch` (rows already claimed by the caller).
-pub fn run(r: &mut Runner, batch: Vec<InboundRow>) -> anyhow::Result<()> {
+/// Runs one turn for `batch` (rows already claimed by the caller, who read the destinations and
+/// the largest inbound seq in the same view).
+pub fn run(
+    r: &mut Runner,
+    batch: Vec<InboundRow>,
+    dests: Vec<ResolvedDestination>,
+    max_in: Option<i64>,
+) -> anyhow::Result<()> {
     r.cancel.reset();
-    let view = db::open_agent_view(&r.cfg.inbound_db(), &r.cfg.outbound_db())?;
-    let dests = inbound::destinations(&view)?;
-    drop(view);
+    let mut max_in = max_in;
     let first = &batch[0];
     let origin = Address {
         channel_type: first.channel_type.clone(),
@@ -101,7 +105,7 @@ pub fn run(r: &mut Runner, batch: Vec<InboundRow>) -> anyhow::Result<()> {
             in_reply_to: Some(in_reply_to),
             content: json!({ "text": "Session cleared." }),
         };
-        return finish(r, &[row], &claimed, "completed", None);
+        return finish(r, &[row], &claimed, "completed", false, max_in);
     }
 
     let provider_name = r.provider.name();
@@ -247,7 +251,7 @@ pub fn run(r: &mut Runner, batch: Vec<InboundRow>) -> anyhow::Result<()> {
                 streaming.then_some(stream.as_str()),
             );
             let mut content = results;
-            let follow = follow_ups(&r.cfg, &r.out, &mut claimed)?;
+            let follow = follow_ups(&r.cfg, &r.out, &mut claimed, &mut max_in)?;
             if !follow.is_empty() {
                 content.push(Block::Text { text: formatter.batch(&follow) });
             }
@@ -265,7 +269,7 @@ pub fn run(r: &mut Runner, batch: Vec<InboundRow>) -> anyhow::Result<()> {
             ));
             continue;
         }
-        let follow = follow_ups(&r.cfg, &r.out, &mut claimed)?;
+        let follow = follow_ups(&r.cfg, &r.out, &mut claimed, &mut max_in)?;
         if follow.is_empty() {
             break;
         }
@@ -280,8 +284,7 @@ pub fn run(r: &mut Runner, batch: Vec<InboundRow>) -> anyhow::Result<()> {
         deliveries(&turn_text, &end, &is_origin, &dests, &origin, &in_reply_to, &stream, r.provider.name());
     let status = if matches!(end, End::Failed(_)) { "failed" } else { "completed" };
     history::fit_storage(history);
-    let to_save = history.clone();
-    let res = finish(r, &rows, &claimed, status, Some(&to_save));
+    let res = finish(r, &rows, &claimed, status, true, max_in);
     if streaming {
         r.link.send(&ToHost::StreamEnd { stream });
     }
@@ -313,14 +316,15 @@ fn finish(
     rows: &[Row],
     claimed: &[String],
     status: &str,
-    history: Option<&[Message]>,
+    save_history: bool,
+    max_in: Option<i64>,
 ) -> anyhow::Result<()> {
     let provider = r.provider.name();
     let ids: Vec<&str> = claimed.iter().map(String::as_str).collect();
     db::write_tx(&mut r.out, |tx| {
-        outbox::write_rows(tx, &r.cfg, rows)?;
+        outbox::write_rows(tx, rows, max_in)?;
         outbound::set_ack(tx, &ids, status, now_ms())?;
-        if let Some(h) = history {
+        if let Some(h) = r.history.as_deref().filter(|_| save_history) {
             history::save(tx, provider, h, now_ms())?;
         }
         Ok(())
@@ -386,14 +390,16 @@ fn hint(e: &ModelError, provider: &str) -> String {
     }
 }
 
-/// Claims inbound rows that arrived while the turn ran.
+/// Claims inbound rows that arrived while the turn ran (and refreshes `max_in` from the same view).
 fn follow_ups(
     cfg: &AgentConfig,
     out: &Connection,
     claimed: &mut Vec<String>,
+    max_in: &mut Option<i64>,
 ) -> anyhow::Result<Vec<InboundRow>> {
     let view = db::open_agent_view(&cfg.inbound_db(), &cfg.outbound_db())?;
     let rows = inbound::pending(&view, now_ms(), false, cfg.max_messages)?;
+    *max_in = inbound::max_seq(&view)?;
     if rows.is_empty() {
         return Ok(rows);
     }

@@ -88,8 +88,17 @@ impl DeliveryHandle {
 }
 
 enum Entry {
-    Listener { session: String, listener: UnixListener },
-    Conn { session: String, stream: UnixStream, lines: LineBuf, streams: HashMap<String, Room> },
+    Listener {
+        session: String,
+        listener: UnixListener,
+    },
+    Conn {
+        session: String,
+        agent: String,
+        stream: UnixStream,
+        lines: LineBuf,
+        streams: HashMap<String, Room>,
+    },
 }
 
 #[derive(Default)]
@@ -274,7 +283,13 @@ impl Loop {
         }
         log::debug!("link up for session {session}");
         dirty.insert(session.clone());
-        self.register(Entry::Conn { session, stream, lines: LineBuf::default(), streams: HashMap::new() });
+        self.register(Entry::Conn {
+            agent: self.agent_name(&session),
+            session,
+            stream,
+            lines: LineBuf::default(),
+            streams: HashMap::new(),
+        });
     }
 
     fn read_conn(&mut self, token: Token, dirty: &mut HashSet<String>) {
@@ -341,7 +356,10 @@ impl Loop {
                 }
             }
             ToHost::Delta { stream, text } => {
-                let agent = self.agent_name(session_id);
+                let agent = match self.entries.get(&token) {
+                    Some(Entry::Conn { agent, .. }) => agent.clone(),
+                    _ => self.agent_name(session_id),
+                };
                 self.activity(
                     token,
                     &stream,

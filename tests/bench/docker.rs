@@ -64,3 +64,15 @@ pub(crate) fn remove(names: &[String]) -> anyhow::Result<()> {
     args.extend(names.iter().map(String::as_str));
     docker(&args).map(drop)
 }
+
+/// Resident memory (MB) of the `pincer-agent` process inside a container, from `docker top`.
+pub(crate) fn runner_rss_mb(name: &str) -> anyhow::Result<f64> {
+    // `docker top` runs ps on the host with these options; it needs the pid column.
+    let out = docker(&["top", name, "-o", "pid,rss,args"])?;
+    let line = out
+        .lines()
+        .find(|l| l.contains("pincer-agent") && !l.contains("docker-init"))
+        .ok_or_else(|| anyhow::anyhow!("no pincer-agent process in `docker top {name}`:\n{out}"))?;
+    let kb: f64 = line.split_whitespace().nth(1).unwrap_or("").parse()?;
+    Ok(kb / 1024.0)
+}

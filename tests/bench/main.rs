@@ -78,6 +78,7 @@ fn run() -> anyhow::Result<()> {
     let containers = docker::containers(&leftovers.0)?;
     ensure!(!containers.is_empty(), "no agent container named {}* after the warm run", leftovers.0);
     let mem = docker::mem_mb(&containers)?;
+    let runner_rss = docker::runner_rss_mb(&containers[0])?;
     let rss_after = host.rss_mb()?;
     let (log_lines, warnings) = host.warnings();
     let stop_took = host.stop()?;
@@ -111,6 +112,11 @@ fn run() -> anyhow::Result<()> {
     );
     let names: Vec<&str> = mem.iter().map(|(n, _)| n.as_str()).collect();
     let total: f64 = mem.iter().map(|(_, m)| m).sum();
+    println!(
+        "agent_runner_rss {} MB  (the pincer-agent process after {} turns)",
+        num(runner_rss),
+        SAMPLES + 1
+    );
     println!(
         "agent_container_mem {} MB  ({}: the runner and its init, idle after the warm run)",
         num(total),
