@@ -7,6 +7,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,6 +61,8 @@ pub struct Link {
     pub writer: LinkWriter,
     /// Triggered when the host asks to stop the running turn; the turn resets it when it starts.
     pub cancel: Cancel,
+    /// Set on every wake: new inbound rows may be waiting (the turn checks it before looking).
+    pub woken: Arc<AtomicBool>,
     events: Receiver<Event>,
 }
 
@@ -84,8 +87,17 @@ impl Link {
         let (tx, rx) = mpsc::sync_channel(64);
         let cancel = Cancel::default();
         let flag = cancel.clone();
-        std::thread::Builder::new().name("link-reader".into()).spawn(move || read_loop(reader, tx, &flag))?;
-        Ok(Link { writer: LinkWriter { stream: Arc::new(Mutex::new(Some(stream))) }, cancel, events: rx })
+        let woken = Arc::new(AtomicBool::new(false));
+        let woken_flag = woken.clone();
+        std::thread::Builder::new()
+            .name("link-reader".into())
+            .spawn(move || read_loop(reader, tx, &flag, &woken_flag))?;
+        Ok(Link {
+            writer: LinkWriter { stream: Arc::new(Mutex::new(Some(stream))) },
+            cancel,
+            woken,
+            events: rx,
+        })
     }
 
     /// Waits up to `timeout` for an event; `None` on timeout.
@@ -103,7 +115,7 @@ impl Link {
     }
 }
 
-fn read_loop(mut stream: UnixStream, tx: mpsc::SyncSender<Event>, cancel: &Cancel) {
+fn read_loop(mut stream: UnixStream, tx: mpsc::SyncSender<Event>, cancel: &Cancel, woken: &AtomicBool) {
     let mut lines = LineBuf::default();
     let mut buf = [0u8; 4096];
     loop {
@@ -123,7 +135,10 @@ fn read_loop(mut stream: UnixStream, tx: mpsc::SyncSender<Event>, cancel: &Cance
                 }
             };
             let event = match serde_json::from_slice::<ToAgent>(&line) {
-                Ok(ToAgent::Wake) => Event::Wake,
+                Ok(ToAgent::Wake) => {
+                    woken.store(true, Ordering::SeqCst);
+                    Event::Wake
+                }
                 Ok(ToAgent::Stop) => {
                     // The flag is what a running turn checks; the event only wakes an idle loop.
                     cancel.cancel();

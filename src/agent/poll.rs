@@ -37,6 +37,7 @@ pub fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
         tools.len()
     );
     let mut runner = Runner::new(cfg.clone(), out, provider, tools, link.writer.clone(), link.cancel.clone());
+    runner.woken = link.woken.clone();
 
     let mut first_poll = true;
     let mut last_work = Instant::now();
@@ -90,6 +91,8 @@ fn all_tools(cfg: &AgentConfig) -> Vec<Box<dyn Tool>> {
 
 /// One poll: returns true if a batch was processed.
 pub fn poll_once(r: &mut Runner, first_poll: bool) -> anyhow::Result<bool> {
+    // Wakes from now on may mean rows this read does not see yet.
+    r.woken.store(false, std::sync::atomic::Ordering::SeqCst);
     // A fresh read-only connection per poll: nothing cached survives the other side's writes.
     let view = db::open_agent_view(&r.cfg.inbound_db(), &r.cfg.outbound_db())?;
     let batch = inbound::pending(&view, now_ms(), first_poll, r.cfg.max_messages)?;

@@ -7,6 +7,8 @@
 //! together with the acknowledgements, in one transaction. A stop aborts the model call and the
 //! running tool at once and says so in the room; a model error becomes a visible notice.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -45,6 +47,9 @@ pub struct Runner {
     pub specs: Vec<ToolSpec>,
     pub link: LinkWriter,
     pub cancel: Cancel,
+    /// Set by the link on every wake; new rows only exist if it was set (a missed wake is caught by
+    /// the next poll instead).
+    pub woken: Arc<AtomicBool>,
     /// Loaded from `outbound.db` on first use.
     pub history: Option<Vec<Message>>,
     pub roots: Roots,
@@ -61,7 +66,7 @@ impl Runner {
     ) -> Runner {
         let specs = tools.iter().map(|t| t.spec()).collect();
         let roots = Roots::new(cfg.workspace.clone());
-        Runner { cfg, out, provider, tools, specs, link, cancel, history: None, roots }
+        Runner { cfg, out, provider, tools, specs, link, cancel, woken: Arc::default(), history: None, roots }
     }
 }
 
@@ -196,16 +201,7 @@ pub fn run(
                     summary: format!("model unavailable ({err}); retry {attempt} in {}s", wait.as_secs()),
                 });
             }
-            let stopped = provider::pause_or_cancel(&cancel, wait);
-            if streaming {
-                link.send(&ToHost::Tool {
-                    stream: stream.clone(),
-                    name: "retry".into(),
-                    state: ToolState::End,
-                    summary: String::new(),
-                });
-            }
-            stopped
+            provider::pause_or_cancel(&cancel, wait)
         };
         let res =
             provider::call_with_retries(r.provider.as_mut(), &req, &mut on_event, &mut pause, &r.cancel);
@@ -251,7 +247,7 @@ pub fn run(
                 streaming.then_some(stream.as_str()),
             );
             let mut content = results;
-            let follow = follow_ups(&r.cfg, &r.out, &mut claimed, &mut max_in)?;
+            let follow = follow_ups(&r.cfg, &r.out, &r.woken, &mut claimed, &mut max_in)?;
             if !follow.is_empty() {
                 content.push(Block::Text { text: formatter.batch(&follow) });
             }
@@ -269,7 +265,7 @@ pub fn run(
             ));
             continue;
         }
-        let follow = follow_ups(&r.cfg, &r.out, &mut claimed, &mut max_in)?;
+        let follow = follow_ups(&r.cfg, &r.out, &r.woken, &mut claimed, &mut max_in)?;
         if follow.is_empty() {
             break;
         }
@@ -394,9 +390,13 @@ fn hint(e: &ModelError, provider: &str) -> String {
 fn follow_ups(
     cfg: &AgentConfig,
     out: &Connection,
+    woken: &AtomicBool,
     claimed: &mut Vec<String>,
     max_in: &mut Option<i64>,
 ) -> anyhow::Result<Vec<InboundRow>> {
+    if !woken.swap(false, Ordering::SeqCst) {
+        return Ok(Vec::new());
+    }
     let view = db::open_agent_view(&cfg.inbound_db(), &cfg.outbound_db())?;
     let rows = inbound::pending(&view, now_ms(), false, cfg.max_messages)?;
     *max_in = inbound::max_seq(&view)?;
@@ -657,10 +657,15 @@ mod tests {
     fn a_message_arriving_during_the_turn_joins_it() {
         let inbound_path: Arc<Mutex<Option<std::path::PathBuf>>> = Arc::default();
         let p = inbound_path.clone();
+        let woken = Arc::new(AtomicBool::new(false));
+        let flag = woken.clone();
         let mut f = fixture(vec![
             Box::new(move |_| {
-                // The host stores a second message while the model is answering the first.
+                let woken = &flag;
+                // The host stores a second message while the model is answering the first, and
+                // wakes the runner.
                 insert_chat(&p.lock().unwrap().clone().unwrap(), "m2", "and another thing");
+                woken.store(true, Ordering::SeqCst);
                 text("First answer.", Stop::EndTurn)
             }),
             Box::new(|req| {
@@ -669,6 +674,7 @@ mod tests {
             }),
         ]);
         *inbound_path.lock().unwrap() = Some(f.runner.cfg.inbound_db());
+        f.runner.woken = woken;
         send(&mut f, "m1", "first");
         let rows = outbound_rows(&f);
         assert_eq!(rows.len(), 1, "one reply for the whole turn: {rows:?}");
