@@ -147,13 +147,6 @@ impl Docker {
         Ok(ids.len())
     }
 
-    /// Names of running containers carrying `key=value`.
-    pub fn running_labelled(&self, key: &str, value: &str) -> anyhow::Result<Vec<String>> {
-        let filter = format!("label={key}={value}");
-        let out = self.run(&["ps", "--filter", &filter, "--format", "{{.Names}}"], QUICK_TIMEOUT)?;
-        Ok(out.stdout.split_whitespace().map(str::to_string).collect())
-    }
-
     /// `docker stop -t <grace>`: SIGTERM, then SIGKILL after the grace period.
     pub fn stop(&self, name: &str, grace: Duration) -> anyhow::Result<()> {
         if !valid_name(name) {

@@ -30,8 +30,6 @@ use serde_json::{Value, json};
 use super::model::{Cancel, ToolSpec};
 use super::tools::{Tool, ToolCtx, ToolOutput, cap_middle};
 
-/// The environment variable the host passes the approved servers in.
-pub const ENV_VAR: &str = "PINCER_MCP_SERVERS";
 /// The protocol revision this client speaks.
 pub const PROTOCOL_VERSION: &str = "2025-06-18";
 
@@ -137,19 +135,6 @@ impl Default for ClientOptions {
     }
 }
 
-/// Starts the servers configured in [`ENV_VAR`] (none if it is unset): see [`start_all`]. A
-/// configuration error is returned as the only startup error.
-pub fn start_from_env() -> (Vec<Box<dyn Tool>>, Vec<String>) {
-    let raw = std::env::var(ENV_VAR).unwrap_or_default();
-    match parse_config(&raw) {
-        Ok(configs) => start_all(&configs),
-        Err(e) => {
-            log::warn!("{e}");
-            (Vec::new(), vec![e])
-        }
-    }
-}
-
 /// Starts every server in parallel and returns their tools plus one error line per server that
 /// could not be started (those are skipped). Takes at most about the initialize timeout (30 s).
 pub fn start_all(configs: &BTreeMap<String, McpServerConfig>) -> (Vec<Box<dyn Tool>>, Vec<String>) {
@@ -240,16 +225,6 @@ pub struct McpTool {
 }
 
 impl McpTool {
-    /// The server's name in the configuration.
-    pub fn server_name(&self) -> &str {
-        &self.server.name
-    }
-
-    /// The tool's own name on its server.
-    pub fn remote_name(&self) -> &str {
-        &self.tool
-    }
-
     /// Calls the tool; what [`Tool::run`] does with the turn's cancel signal.
     pub fn call(&self, input: &Value, cancel: &Cancel) -> ToolOutput {
         let arguments = match input {

@@ -235,17 +235,14 @@ pub fn run(
                 origin: &origin,
                 in_reply_to: &in_reply_to,
             };
-            let results = run_tools(
-                &resp.message,
-                &r.tools,
-                &r.roots,
-                &r.cancel,
-                &mut actions,
-                &r.cfg,
-                &r.out,
-                &r.link,
-                streaming.then_some(stream.as_str()),
-            );
+            let results = ToolRound {
+                tools: &r.tools,
+                roots: &r.roots,
+                cancel: &r.cancel,
+                actions: &mut actions,
+                stream: streaming.then_some(stream.as_str()),
+            }
+            .run(&resp.message);
             let mut content = results;
             let follow = follow_ups(&r.cfg, &r.out, &r.woken, &mut claimed, &mut max_in)?;
             if !follow.is_empty() {
@@ -410,84 +407,73 @@ fn follow_ups(
     Ok(rows)
 }
 
-/// Runs the tool calls of an assistant message in order; returns their results.
-#[allow(clippy::too_many_arguments)]
-fn run_tools(
-    msg: &Message,
-    tools: &[Box<dyn Tool>],
-    roots: &Roots,
-    cancel: &Cancel,
-    actions: &mut TurnActions<'_>,
-    cfg: &AgentConfig,
-    out: &Connection,
-    link: &LinkWriter,
-    stream: Option<&str>,
-) -> Vec<Block> {
-    let mut results = Vec::new();
-    for (id, name, input) in msg.tool_uses() {
-        let output = if cancel.is_cancelled() {
-            ToolOutput::error("not run: stopped by the user")
-        } else {
-            match tools.iter().find(|t| t.spec().name == name) {
-                None => ToolOutput::error(format!("there is no tool named {name:?}")),
-                Some(_) if input.get("_invalid_json").is_some() => ToolOutput::error(
-                    "the arguments were not valid JSON; call the tool again with a JSON object",
-                ),
-                Some(tool) => {
-                    run_one(tool.as_ref(), name, input, roots, cancel, actions, cfg, out, link, stream)
-                }
-            }
-        };
-        results.push(Block::ToolResult {
-            tool_use_id: id.to_string(),
-            content: cap_middle(&output.content, TOOL_RESULT_BYTES_MAX),
-            is_error: output.is_error,
-        });
-    }
-    results
+/// One round of tool calls: everything a tool needs besides its arguments. The session's
+/// files, link and configuration come with the actions.
+struct ToolRound<'a, 'b> {
+    tools: &'a [Box<dyn Tool>],
+    roots: &'a Roots,
+    cancel: &'a Cancel,
+    actions: &'a mut TurnActions<'b>,
+    /// The stream tool events are reported on, if the turn is streamed.
+    stream: Option<&'a str>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_one(
-    tool: &dyn Tool,
-    name: &str,
-    input: &Value,
-    roots: &Roots,
-    cancel: &Cancel,
-    actions: &mut TurnActions<'_>,
-    cfg: &AgentConfig,
-    out: &Connection,
-    link: &LinkWriter,
-    stream: Option<&str>,
-) -> ToolOutput {
-    let summary: String = tool.summary(input).chars().take(120).collect();
-    if let Some(s) = stream {
-        link.send(&ToHost::Tool {
-            stream: s.into(),
-            name: name.into(),
-            state: ToolState::Start,
-            summary: summary.clone(),
-        });
+impl ToolRound<'_, '_> {
+    /// Runs the tool calls of an assistant message in order; returns their results.
+    fn run(&mut self, msg: &Message) -> Vec<Block> {
+        let mut results = Vec::new();
+        for (id, name, input) in msg.tool_uses() {
+            let output = if self.cancel.is_cancelled() {
+                ToolOutput::error("not run: stopped by the user")
+            } else {
+                match self.tools.iter().find(|t| t.spec().name == name) {
+                    None => ToolOutput::error(format!("there is no tool named {name:?}")),
+                    Some(_) if input.get("_invalid_json").is_some() => ToolOutput::error(
+                        "the arguments were not valid JSON; call the tool again with a JSON object",
+                    ),
+                    Some(tool) => self.run_one(tool.as_ref(), name, input),
+                }
+            };
+            results.push(Block::ToolResult {
+                tool_use_id: id.to_string(),
+                content: cap_middle(&output.content, TOOL_RESULT_BYTES_MAX),
+                is_error: output.is_error,
+            });
+        }
+        results
     }
-    // The host's stuck detection waits at least as long as the tool says it may take.
-    if let Err(e) = outbound::set_current_tool(out, Some((name, tool.declared_timeout_ms(input))), now_ms()) {
-        log::warn!("recording the running tool: {e}");
+
+    fn run_one(&mut self, tool: &dyn Tool, name: &str, input: &Value) -> ToolOutput {
+        let (cfg, out, link) = (self.actions.cfg, self.actions.out, self.actions.link);
+        let summary: String = tool.summary(input).chars().take(120).collect();
+        let report = |state: ToolState, summary: String| {
+            if let Some(s) = self.stream {
+                link.send(&ToHost::Tool { stream: s.into(), name: name.into(), state, summary });
+            }
+        };
+        report(ToolState::Start, summary.clone());
+        // The host's stuck detection waits at least as long as the tool says it may take.
+        if let Err(e) =
+            outbound::set_current_tool(out, Some((name, tool.declared_timeout_ms(input))), now_ms())
+        {
+            log::warn!("recording the running tool: {e}");
+        }
+        touch(&cfg.heartbeat());
+        let started = Instant::now();
+        let output = tool.run(
+            input,
+            &mut ToolCtx { roots: self.roots, cancel: self.cancel, actions: self.actions, tz: &cfg.tz },
+        );
+        let _ = outbound::set_current_tool(out, None, now_ms());
+        touch(&cfg.heartbeat());
+        log::info!(
+            "tool {name} ({summary}) {} in {:?}",
+            if output.is_error { "failed" } else { "ok" },
+            started.elapsed()
+        );
+        report(ToolState::End, if output.is_error { format!("{summary} — failed") } else { summary });
+        output
     }
-    touch(&cfg.heartbeat());
-    let started = Instant::now();
-    let output = tool.run(input, &mut ToolCtx { roots, cancel, actions, tz: &cfg.tz });
-    let _ = outbound::set_current_tool(out, None, now_ms());
-    touch(&cfg.heartbeat());
-    log::info!(
-        "tool {name} ({summary}) {} in {:?}",
-        if output.is_error { "failed" } else { "ok" },
-        started.elapsed()
-    );
-    if let Some(s) = stream {
-        let end = if output.is_error { format!("{summary} — failed") } else { summary };
-        link.send(&ToHost::Tool { stream: s.into(), name: name.into(), state: ToolState::End, summary: end });
-    }
-    output
 }
 
 #[cfg(test)]

@@ -180,19 +180,6 @@ pub fn backup_into(conn: &Connection, dest: &std::path::Path) -> anyhow::Result<
 // ---------------------------------------------------------------------------------------------
 // Settings
 
-pub fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()
-}
-
-pub fn set_setting(conn: &Connection, key: &str, value: &str, now: i64) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        params![key, value, now],
-    )?;
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------------
 // Agents
 

@@ -66,11 +66,6 @@ impl DeliveryHandle {
         res
     }
 
-    /// The session's outbound.db may have new rows.
-    pub fn session_changed(&self, session_id: &str) {
-        self.with(|i| i.dirty.insert(session_id.to_string()));
-    }
-
     /// Serve the link socket of a container that is starting.
     pub fn listen(&self, session_id: &str, listener: StdUnixListener) {
         self.with(|i| i.cmds.push(LinkCmd::Listen(session_id.to_string(), listener)));

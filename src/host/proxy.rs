@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -521,11 +521,6 @@ fn spawn_call(proxy: &Arc<Proxy>, session: &str, stream: mio::net::UnixStream) {
 /// Binds `<dir>/model.sock` (through `/proc/self/fd` when the path is too long for a socket).
 pub fn bind(dir: &Path) -> std::io::Result<StdUnixListener> {
     super::containers::bind_socket(dir, SOCKET_NAME)
-}
-
-/// The path of a session's proxy socket.
-pub fn socket_path(dir: &Path) -> PathBuf {
-    dir.join(SOCKET_NAME)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use mio::{Events, Poll};
 
@@ -364,11 +364,6 @@ fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 fn mtime_ms(path: &std::path::Path) -> Option<i64> {
     let t = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
     Some(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64)
-}
-
-/// Milliseconds since the epoch of a `SystemTime` (for tests building heartbeats).
-pub fn system_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
 }
 
 #[cfg(test)]

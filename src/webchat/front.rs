@@ -11,9 +11,9 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -25,14 +25,18 @@ pub const HEAD_BYTES_MAX: usize = 16 * 1024;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const CONNECTIONS_MAX: usize = 512;
+/// How long shutdown waits for connection threads after closing their sockets.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 const LISTENER: Token = Token(1);
 const STOP: Token = Token(0);
 
-/// Open client sockets, so shutdown can close them.
+/// Open client sockets, so shutdown can close them and wait for their threads.
 #[derive(Default)]
 struct Live {
     sockets: Mutex<HashMap<u64, TcpStream>>,
+    /// Signalled (with `sockets` locked) whenever a connection thread ends.
+    ended: Condvar,
     next: AtomicU64,
     count: AtomicUsize,
 }
@@ -72,9 +76,17 @@ impl Front {
         for s in self.live.sockets.lock().unwrap_or_else(|e| e.into_inner()).values() {
             let _ = s.shutdown(Shutdown::Both);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.live.count.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+        let sockets = self.live.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        let (_sockets, waited) = self
+            .live
+            .ended
+            .wait_timeout_while(sockets, JOIN_TIMEOUT, |_| self.live.count.load(Ordering::SeqCst) > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        if waited.timed_out() {
+            log::warn!(
+                "{} webchat connection(s) still open at shutdown",
+                self.live.count.load(Ordering::SeqCst)
+            );
         }
     }
 }
@@ -132,8 +144,10 @@ fn accept_loop(
                 if let Err(e) = connection(&ctx, stream, peer, internal_port) {
                     log::debug!("connection from {addr}: {e:#}");
                 }
-                live.sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                let mut sockets = live.sockets.lock().unwrap_or_else(|e| e.into_inner());
+                sockets.remove(&id);
                 live.count.fetch_sub(1, Ordering::SeqCst);
+                live.ended.notify_all();
             });
             if let Err(e) = spawned {
                 log::error!("cannot start a connection thread: {e}");

@@ -114,19 +114,24 @@ impl Host {
         if child.try_wait()?.is_none() {
             Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
         }
-        loop {
-            if let Some(status) = child.try_wait()? {
+        // Wait for the exit on a thread; kill the host (by pid) if it outlives the deadline.
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(STOP_TIMEOUT) {
+            Ok(status) => {
+                let status = status?;
                 if !status.success() {
                     bail!("host exited with {status}; its log:\n{}", self.log_text());
                 }
-                return Ok(started.elapsed());
+                Ok(started.elapsed())
             }
-            if started.elapsed() > STOP_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
                 bail!("host still running {STOP_TIMEOUT:?} after SIGTERM: killed");
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
