@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 /// File name of the socket inside the session directory.
 pub const SOCKET_NAME: &str = "link.sock";
 
-/// A frame longer than this is a protocol error and closes the link.
+/// A frame longer than this is a protocol error: it is skipped (the link stays up).
 pub const FRAME_BYTES_MAX: usize = 256 * 1024;
+/// Text of one `delta` frame; longer model output is sent as several frames.
+pub const DELTA_BYTES_MAX: usize = 16 * 1024;
 
 /// Container → host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,10 +58,30 @@ pub fn encode<T: Serialize>(frame: &T) -> Vec<u8> {
     line
 }
 
+/// Splits model text into pieces of at most [`DELTA_BYTES_MAX`] bytes, on character boundaries.
+pub fn delta_pieces(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len().min(DELTA_BYTES_MAX);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
+}
+
 /// Splits a byte stream into frames. Feed it what the socket gave; take complete lines out.
+/// A line over [`FRAME_BYTES_MAX`] is reported once and skipped, never buffered whole.
 #[derive(Debug, Default)]
 pub struct LineBuf {
     buf: Vec<u8>,
+    /// Dropping the rest of an overlong line.
+    skipping: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -70,17 +92,41 @@ impl LineBuf {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The next complete line without its newline, or `None` when more bytes are needed.
+    /// The next complete line without its newline, `None` when more bytes are needed, or
+    /// `FrameTooLong` once for a line over the limit (the reader goes on after it).
     pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, FrameTooLong> {
-        match self.buf.iter().position(|&b| b == b'\n') {
-            Some(pos) if pos > FRAME_BYTES_MAX => Err(FrameTooLong),
-            Some(pos) => {
-                let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
-                line.pop();
-                Ok(Some(line))
+        loop {
+            let newline = self.buf.iter().position(|&b| b == b'\n');
+            if self.skipping {
+                match newline {
+                    Some(pos) => {
+                        self.buf.drain(..=pos);
+                        self.skipping = false;
+                        continue;
+                    }
+                    None => {
+                        self.buf.clear();
+                        return Ok(None);
+                    }
+                }
             }
-            None if self.buf.len() > FRAME_BYTES_MAX => Err(FrameTooLong),
-            None => Ok(None),
+            return match newline {
+                Some(pos) if pos > FRAME_BYTES_MAX => {
+                    self.buf.drain(..=pos);
+                    Err(FrameTooLong)
+                }
+                Some(pos) => {
+                    let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
+                    line.pop();
+                    Ok(Some(line))
+                }
+                None if self.buf.len() > FRAME_BYTES_MAX => {
+                    self.buf.clear();
+                    self.skipping = true;
+                    Err(FrameTooLong)
+                }
+                None => Ok(None),
+            };
         }
     }
 }
@@ -122,9 +168,28 @@ mod tests {
     }
 
     #[test]
-    fn overlong_frames_are_refused() {
+    fn overlong_frames_are_skipped_and_reading_goes_on() {
         let mut lb = LineBuf::default();
         lb.push(&vec![b'x'; FRAME_BYTES_MAX + 1]);
         assert_eq!(lb.next_line(), Err(FrameTooLong));
+        assert!(lb.buf.is_empty(), "the overlong line is not kept");
+        lb.push(&vec![b'x'; 1000]);
+        assert_eq!(lb.next_line(), Ok(None), "still skipping the same line");
+        lb.push(b"x\n{\"t\":\"out\"}\n");
+        assert_eq!(lb.next_line(), Ok(Some(b"{\"t\":\"out\"}".to_vec())));
+        // An overlong line that arrives whole is skipped too.
+        lb.push(&[vec![b'y'; FRAME_BYTES_MAX + 5], b"\nnext\n".to_vec()].concat());
+        assert_eq!(lb.next_line(), Err(FrameTooLong));
+        assert_eq!(lb.next_line(), Ok(Some(b"next".to_vec())));
+    }
+
+    #[test]
+    fn deltas_are_split_on_character_boundaries() {
+        let text = "é".repeat(DELTA_BYTES_MAX);
+        let pieces: Vec<&str> = delta_pieces(&text).collect();
+        assert!(pieces.len() > 1);
+        assert!(pieces.iter().all(|p| p.len() <= DELTA_BYTES_MAX && !p.is_empty()));
+        assert_eq!(pieces.concat(), text);
+        assert_eq!(delta_pieces("").count(), 0);
     }
 }

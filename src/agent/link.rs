@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::model::Cancel;
-use crate::link::{LineBuf, ToAgent, ToHost, encode};
+use crate::link::{DELTA_BYTES_MAX, LineBuf, ToAgent, ToHost, delta_pieces, encode};
 
 /// What the poll loop waits for.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +28,9 @@ pub enum Event {
 
 /// How long the runner waits for the host's socket to appear at start-up.
 const CONNECT_ATTEMPTS_MAX: u32 = 50;
+/// A host that takes no bytes for this long is treated as gone (the link is dropped, the turn
+/// goes on: its reply is durable in `outbound.db`).
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct LinkWriter {
@@ -35,13 +38,22 @@ pub struct LinkWriter {
 }
 
 impl LinkWriter {
-    /// Sends a frame; a broken link is logged, never fatal (the DBs are the durable path).
+    /// Sends a frame; a broken or stalled link is logged and dropped, never fatal (the DBs are
+    /// the durable path). Long model text goes out as several `delta` frames.
     pub fn send(&self, frame: &ToHost) {
+        if let ToHost::Delta { stream, text } = frame
+            && text.len() > DELTA_BYTES_MAX
+        {
+            for piece in delta_pieces(text) {
+                self.send(&ToHost::Delta { stream: stream.clone(), text: piece.to_string() });
+            }
+            return;
+        }
         let mut guard = self.stream.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(stream) = guard.as_mut()
             && let Err(e) = stream.write_all(&encode(frame))
         {
-            log::warn!("link write failed: {e}");
+            log::warn!("link write failed: {e}; going on without the link");
             *guard = None;
         }
     }
@@ -83,6 +95,7 @@ impl Link {
                 }
             }
         };
+        stream.set_write_timeout(Some(WRITE_STALL_TIMEOUT))?;
         let reader = stream.try_clone()?;
         let (tx, rx) = mpsc::sync_channel(64);
         let cancel = Cancel::default();
@@ -129,9 +142,8 @@ fn read_loop(mut stream: UnixStream, tx: mpsc::SyncSender<Event>, cancel: &Cance
                 Ok(Some(line)) => line,
                 Ok(None) => break,
                 Err(_) => {
-                    log::error!("link frame too long; closing");
-                    let _ = tx.send(Event::Closed);
-                    return;
+                    log::error!("skipping a link frame over the size limit");
+                    continue;
                 }
             };
             let event = match serde_json::from_slice::<ToAgent>(&line) {

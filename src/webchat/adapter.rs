@@ -13,6 +13,11 @@ use crate::db::central::Room;
 use crate::host::channels::{Activity, Body, Channel, DeliverError, Outgoing};
 use crate::link::ToolState;
 
+/// Longest reply stored as message text; a longer one is attached as a file.
+pub const TEXT_SHOWN_BYTES_MAX: usize = 128 * 1024;
+/// How much of an attached long reply the message shows.
+pub const LONG_REPLY_PREVIEW_BYTES: usize = 8 * 1024;
+
 pub struct WebchatChannel {
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
@@ -44,6 +49,32 @@ impl Channel for WebchatChannel {
                             .map_err(|e| retry("storing a file", e))?,
                     );
                 }
+                // A reply too long to show as one message is attached whole, with its start shown.
+                let shown;
+                let text: &str = if text.len() > TEXT_SHOWN_BYTES_MAX {
+                    entries.push(
+                        super::files::store_bytes(
+                            &self.uploads,
+                            &msg.room.id,
+                            tag,
+                            "reply.md",
+                            text.as_bytes(),
+                        )
+                        .map_err(|e| retry("storing a long reply", e))?,
+                    );
+                    let mut end = LONG_REPLY_PREVIEW_BYTES;
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    shown = format!(
+                        "{}\n\n…\n\n_(The whole reply, {} KiB, is attached as reply.md.)_",
+                        &text[..end],
+                        text.len() / 1024
+                    );
+                    &shown
+                } else {
+                    text
+                };
                 let files = serde_json::Value::Array(entries);
                 let (stored, created) = self
                     .store

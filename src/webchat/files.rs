@@ -62,6 +62,28 @@ pub fn room_dir(uploads: &Path, room_id: &str) -> PathBuf {
     uploads.join(sanitize(room_id))
 }
 
+/// Writes `bytes` into the room as `<tag>-<name>` and returns its `files` entry (idempotent per
+/// tag, like [`store`]).
+pub fn store_bytes(
+    uploads: &Path,
+    room_id: &str,
+    tag: &str,
+    name: &str,
+    bytes: &[u8],
+) -> anyhow::Result<Value> {
+    let stored = format!("{tag}-{}", sanitize(name));
+    let dir = room_dir(uploads, room_id);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(&stored), bytes)?;
+    let (mime, _) = mime_of(&stored);
+    Ok(json!({
+        "name": name,
+        "url": format!("/api/files/{}/{stored}", sanitize(room_id)),
+        "mime": mime,
+        "size": bytes.len(),
+    }))
+}
+
 /// Copies an agent's staged file into the room under a name unique to the message (`tag`), and
 /// returns its `files` entry. Copying again with the same tag overwrites (retries are idempotent).
 pub fn store(uploads: &Path, room_id: &str, tag: &str, src: &Path) -> anyhow::Result<Value> {
