@@ -38,6 +38,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("WEBCHAT_HOST", "bind address (default 127.0.0.1)"),
     ("WEBCHAT_PORT", "port, 0 picks a free one (default 3100)"),
     ("WEBCHAT_TOKEN", "bearer token, at least 24 characters"),
+    ("WEBCHAT_SEND_RATE", "messages one user may send per minute, 1-100000 (default 120; bursts of 30 pass)"),
     ("WEBCHAT_TAILSCALE", "true: identify users with tailscale whois"),
     ("WEBCHAT_TRUSTED_PROXY_IPS", "comma list of IPs/CIDRs, or auto"),
     ("WEBCHAT_TRUSTED_PROXY_HEADER", "identity header from the trusted proxy (default x-forwarded-user)"),
@@ -115,7 +116,12 @@ pub struct WebchatConfig {
     pub vapid_public_key: Option<String>,
     pub vapid_private_key: Option<Secret>,
     pub vapid_subject: Option<String>,
+    /// Messages one user may send per minute (a burst of [`SEND_BURST`] passes at once).
+    pub send_per_min: u64,
 }
+
+/// Messages a user may send at once before `WEBCHAT_SEND_RATE` applies.
+pub const SEND_BURST: u64 = 30;
 
 impl WebchatConfig {
     /// True when some explicit authentication method is configured; then loopback requests no
@@ -237,6 +243,7 @@ impl Config {
             vapid_public_key: get("WEBCHAT_VAPID_PUBLIC_KEY").map(str::to_string),
             vapid_private_key: get("WEBCHAT_VAPID_PRIVATE_KEY").map(|s| Secret(s.to_string())),
             vapid_subject: get("WEBCHAT_VAPID_SUBJECT").map(str::to_string),
+            send_per_min: parse_range(env, "WEBCHAT_SEND_RATE", 120, 1, 100_000)?,
         };
         if webchat.tls_cert.is_some() != webchat.tls_key.is_some() {
             bail!("invalid WEBCHAT_TLS_CERT/WEBCHAT_TLS_KEY: set both (PEM certificate and key) or neither");

@@ -7,10 +7,13 @@
 
 pub mod agent;
 pub mod db;
+pub mod http1;
 pub mod ids;
 pub mod link;
 pub mod logger;
 
+#[cfg(feature = "host")]
+pub mod alloc;
 #[cfg(feature = "host")]
 pub mod cli;
 #[cfg(feature = "host")]

@@ -39,6 +39,8 @@ use crate::agent::provider::http::ProxyHttp;
 
 /// Largest request the fake accepts (head plus body).
 const REQUEST_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Largest request head the fake accepts.
+const HEAD_BYTES_MAX: usize = 64 * 1024;
 
 /// A piece of a reply body.
 #[derive(Clone)]
@@ -416,7 +418,7 @@ fn write_reply(
     wake_rx: &Receiver<Wake>,
     sh: &Shared,
 ) -> bool {
-    let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
+    let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, crate::http1::reason(reply.status));
     for (k, v) in &reply.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -449,100 +451,33 @@ fn write_reply(
     true
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        408 => "Request Timeout",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        529 => "Site Overloaded",
-        _ => "Status",
-    }
-}
-
 /// Reads one request (answering `Expect: 100-continue` on `w`).
 fn read_request(r: &mut impl BufRead, w: &mut impl Write) -> std::io::Result<Recorded> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let mut line = String::new();
-    let mut first = None;
-    let mut headers = Vec::new();
-    let mut total = 0;
-    loop {
-        line.clear();
-        let n = r.read_line(&mut line)?;
-        if n == 0 {
-            return Err(bad("connection closed in the request head"));
-        }
-        total += n;
-        if total > REQUEST_BYTES_MAX {
-            return Err(bad("request too large"));
-        }
-        let l = line.trim_end_matches(['\r', '\n']);
-        if l.is_empty() {
-            if first.is_none() {
-                continue;
-            }
-            break;
-        }
-        if first.is_none() {
-            first = Some(l.to_string());
-        } else if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let first = first.unwrap_or_default();
-    let mut words = first.split(' ');
-    let method = words.next().unwrap_or_default().to_string();
-    let path = words.next().unwrap_or_default().to_string();
-    let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
-    if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+    use crate::http1::{self, Framing};
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let head = http1::read_head(r, HEAD_BYTES_MAX).map_err(|e| bad(e.to_string()))?;
+    let line = http1::parse_request_line(&head.start).map_err(|e| bad(e.to_string()))?;
+    if head.field("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
         w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
     let mut body = Vec::new();
-    if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-        loop {
-            line.clear();
-            r.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| bad("bad chunk size"))?;
-            if size == 0 {
-                // Trailers up to the blank line.
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line)? == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            if body.len() + size > REQUEST_BYTES_MAX {
-                return Err(bad("request too large"));
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            r.read_exact(&mut body[start..])?;
-            line.clear();
-            r.read_line(&mut line)?;
+    match http1::request_framing(&head).map_err(|e| bad(e.to_string()))? {
+        Framing::None => {}
+        Framing::Length(n) if n > REQUEST_BYTES_MAX as u64 => return Err(bad("request too large".into())),
+        Framing::Length(n) => {
+            body.resize(n as usize, 0);
+            r.read_exact(&mut body)?;
         }
-    } else if let Some(len) = header("content-length") {
-        let len: usize = len.parse().map_err(|_| bad("bad content-length"))?;
-        if len > REQUEST_BYTES_MAX {
-            return Err(bad("request too large"));
+        Framing::Chunked => {
+            http1::Chunked::new(r).take(REQUEST_BYTES_MAX as u64 + 1).read_to_end(&mut body)?;
+            if body.len() > REQUEST_BYTES_MAX {
+                return Err(bad("request too large".into()));
+            }
         }
-        body.resize(len, 0);
-        r.read_exact(&mut body)?;
     }
     let raw_body = String::from_utf8_lossy(&body).into_owned();
     let body = serde_json::from_str(&raw_body).unwrap_or(Value::Null);
-    Ok(Recorded { method, path, headers, body, raw_body })
+    Ok(Recorded { method: line.method, path: line.target, headers: head.fields, body, raw_body })
 }
 
 /// A JSON string literal.

@@ -487,6 +487,17 @@ pub fn bootstrap_owner(conn: &Connection, user_id: &str, now: i64) -> rusqlite::
     Ok(n == 1)
 }
 
+/// Makes `user_id` an owner (another owner may exist); true if it was not one before.
+pub fn grant_owner(conn: &Connection, user_id: &str, now: i64) -> rusqlite::Result<bool> {
+    let n = conn.execute(
+        "INSERT INTO user_roles (user_id, role, agent_id, granted_by, granted_at)
+         SELECT ?1, 'owner', NULL, NULL, ?2
+         WHERE NOT EXISTS (SELECT 1 FROM user_roles WHERE user_id = ?1 AND role = 'owner' AND agent_id IS NULL)",
+        params![user_id, now],
+    )?;
+    Ok(n == 1)
+}
+
 pub fn is_owner(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
     let mut stmt = conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = ?1 AND role = 'owner' AND agent_id IS NULL)",
@@ -561,16 +572,24 @@ pub fn insert_message(conn: &Connection, m: &NewMessage<'_>) -> rusqlite::Result
     Ok((stored, true))
 }
 
+/// The message a sender stored in a room under a client-chosen id.
+pub fn message_by_client_id(
+    conn: &Connection,
+    room_id: &str,
+    sender_id: Option<&str>,
+    client_id: &str,
+) -> rusqlite::Result<Option<RoomMessage>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE room_id = ?1 AND sender_id IS ?2 AND client_id = ?3"
+    ))?;
+    stmt.query_row(params![room_id, sender_id, client_id], RoomMessage::from_row).optional()
+}
+
 fn existing_message(conn: &Connection, m: &NewMessage<'_>) -> rusqlite::Result<Option<RoomMessage>> {
-    if let Some(client_id) = m.client_id {
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE room_id = ?1 AND sender_id IS ?2 AND client_id = ?3"
-        ))?;
-        if let Some(found) =
-            stmt.query_row(params![m.room_id, m.sender_id, client_id], RoomMessage::from_row).optional()?
-        {
-            return Ok(Some(found));
-        }
+    if let Some(client_id) = m.client_id
+        && let Some(found) = message_by_client_id(conn, m.room_id, m.sender_id, client_id)?
+    {
+        return Ok(Some(found));
     }
     if let Some(source_id) = m.source_id {
         let mut stmt = conn

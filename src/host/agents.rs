@@ -30,7 +30,9 @@ pub struct Created {
     pub room: Option<Room>,
 }
 
-/// Checks a display name: 1..=64 characters, no control characters, not only spaces.
+/// Checks a display name: 1..=64 characters, not only spaces, and nothing that makes it look
+/// like another name: no control characters, no bidirectional overrides or isolates, no
+/// zero-width or otherwise invisible characters.
 pub fn validate_name(what: &str, name: &str) -> anyhow::Result<String> {
     let name = name.trim();
     if name.is_empty() {
@@ -42,7 +44,31 @@ pub fn validate_name(what: &str, name: &str) -> anyhow::Result<String> {
     if name.chars().any(char::is_control) {
         bail!("{what} name contains control characters (newlines, tabs...); use plain text");
     }
+    if let Some(c) = name.chars().find(|&c| is_hidden(c)) {
+        bail!(
+            "{what} name contains U+{:04X}, an invisible or text-direction character that can make one name look like another; use plain text",
+            c as u32
+        );
+    }
     Ok(name.to_string())
+}
+
+/// Characters that change how text around them is shown without being visible themselves:
+/// bidirectional controls, zero-width and joiner characters, invisible fillers, tags, and the
+/// other format characters (Unicode category Cf), plus line and paragraph separators.
+pub fn is_hidden(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
+        | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFFB | 0x0600..=0x0605 | 0x06DD | 0x070F | 0x08E2
+        | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
+        | 0xE0000..=0xE0FFF)
+}
+
+/// Names compare case-insensitively and with runs of spaces as one.
+pub fn same_name(a: &str, b: &str) -> bool {
+    let fold = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    fold(a) == fold(b)
 }
 
 /// `base`, or `base-2`, `base-3`... whichever `taken` says is free.
@@ -78,6 +104,9 @@ pub fn create(
     }
     let mut made_dir: Option<PathBuf> = None;
     let res = db::write_tx(conn, |tx| {
+        if let Some(other) = central::agents(tx)?.into_iter().find(|a| same_name(&a.name, &name)) {
+            bail!("an agent named {:?} already exists; choose another name", other.name);
+        }
         let folder = unique_slug(&normalize_name(&name), |f| {
             Ok(central::folder_taken(tx, f)? || groups_dir.join(f).exists())
         })?;
@@ -171,8 +200,11 @@ mod tests {
         let dests = central::resolved_destinations(&conn, &c.agent.id).unwrap();
         assert_eq!(dests.len(), 1);
         assert_eq!(dests[0].platform_id.as_deref(), Some("research-helper"));
-        // Same name again: new folder and room with a suffix.
-        let c2 = create(&mut conn, &groups, "Research Helper", None, true, 6).unwrap();
+        // The same name in another case or spacing is taken...
+        let err = create(&mut conn, &groups, "research  HELPER", None, true, 6).unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        // ...a different name with the same folder gets a suffix.
+        let c2 = create(&mut conn, &groups, "Research-Helper", None, true, 6).unwrap();
         assert_eq!(c2.agent.folder, "research-helper-2");
         assert_eq!(c2.room.unwrap().id, "research-helper-2");
     }
@@ -181,7 +213,15 @@ mod tests {
     fn bad_names_are_refused_and_leave_nothing() {
         let (dir, mut conn) = setup();
         let groups = dir.path().join("groups");
-        for name in ["", "   ", "a\nb", &"x".repeat(65)] {
+        let spoofs = [
+            "Ass\u{200B}istant",
+            "\u{202E}tnatsissA",
+            "Assistant\u{2066}",
+            "A\u{FEFF}b",
+            "\u{3164}",
+            "a\u{E0041}",
+        ];
+        for name in ["", "   ", "a\nb", &"x".repeat(65)].into_iter().chain(spoofs) {
             assert!(create(&mut conn, &groups, name, None, true, 1).is_err(), "{name:?}");
         }
         let big = "x".repeat(INSTRUCTIONS_BYTES_MAX + 1);

@@ -13,7 +13,7 @@
 //! as a model streams tokens continuously.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::kick::{self, Kick, WAKE};
 use crate::config::{Config, Secret};
+use crate::http1;
 
 /// File name of the proxy socket in a session directory.
 pub const SOCKET_NAME: &str = "model.sock";
@@ -315,51 +316,26 @@ struct ProxyRequest {
 fn read_request(conn: &mut UnixStream) -> Result<ProxyRequest, (u16, String)> {
     let bad = |m: String| (400, m);
     let mut r = BufReader::new(conn.try_clone().map_err(|e| bad(e.to_string()))?);
-    let mut line = String::new();
-    let mut head_bytes = 0;
-    let mut first: Option<(String, String)> = None;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        let n = r.read_line(&mut line).map_err(|e| bad(format!("reading the request: {e}")))?;
-        if n == 0 {
-            return Err(bad("connection closed mid-request".into()));
+    let head = match http1::read_head(&mut r, HEAD_BYTES_MAX) {
+        Ok(h) => h,
+        Err(http1::Error::HeadTooLarge) => return Err((431, "request head too large".into())),
+        Err(e) => return Err(bad(format!("reading the request: {e}"))),
+    };
+    let line = http1::parse_request_line(&head.start).map_err(|e| bad(e.to_string()))?;
+    let len = match http1::request_framing(&head).map_err(|e| bad(e.to_string()))? {
+        http1::Framing::None if head.field("content-length").is_none() => {
+            return Err((411, "Content-Length is required".to_string()));
         }
-        head_bytes += n;
-        if head_bytes > HEAD_BYTES_MAX {
-            return Err((431, "request head too large".into()));
-        }
-        let l = line.trim_end_matches(['\r', '\n']);
-        if l.is_empty() {
-            break;
-        }
-        match &first {
-            None => {
-                let mut parts = l.split(' ');
-                let (Some(m), Some(p)) = (parts.next(), parts.next()) else {
-                    return Err(bad("malformed request line".into()));
-                };
-                first = Some((m.to_string(), p.to_string()));
-            }
-            Some(_) => {
-                if let Some((k, v)) = l.split_once(':') {
-                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-                }
-            }
-        }
-    }
-    let (method, path) = first.ok_or_else(|| bad("empty request".into()))?;
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .ok_or((411, "Content-Length is required".to_string()))?;
-    if len > REQUEST_BYTES_MAX {
+        http1::Framing::None => 0,
+        http1::Framing::Length(n) => n,
+        http1::Framing::Chunked => return Err((411, "send the request with a Content-Length".to_string())),
+    };
+    if len > REQUEST_BYTES_MAX as u64 {
         return Err((413, format!("request body of {len} bytes exceeds {REQUEST_BYTES_MAX}")));
     }
-    let mut body = vec![0u8; len];
+    let mut body = vec![0u8; len as usize];
     r.read_exact(&mut body).map_err(|e| bad(format!("reading the request body: {e}")))?;
-    Ok(ProxyRequest { method, path, headers, body })
+    Ok(ProxyRequest { method: line.method, path: line.target, headers: head.fields, body })
 }
 
 /// An error answer in the shape both model APIs use: `{"error": {"type", "message"}}`.

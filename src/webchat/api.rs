@@ -1,9 +1,10 @@
-//! The HTTP API as plain functions: [`handle`] maps a [`Req`] to a [`Resp`] with no sockets
-//! involved (the tiny_http adapter in `http.rs` converts both ways).
+//! The HTTP API as plain functions: [`admit`] decides from the head alone whether a request may
+//! go on (and how large a body it may bring), [`handle`] maps the whole [`Req`] to a [`Resp`].
+//! No sockets are involved; `http.rs` converts both ways.
 //!
 //! Static files and `/health` are public; everything under `/api/` needs an identity, and every
-//! state-changing method there needs the `X-Webchat-CSRF: 1` header. Errors are
-//! `{"error": "<what was wrong and how to fix it>"}` with a 4xx/5xx status.
+//! state-changing method there needs the `X-Webchat-CSRF: 1` header, both checked before any body
+//! is read. Errors are `{"error": "<what was wrong and how to fix it>"}` with a 4xx/5xx status.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -111,30 +112,61 @@ pub struct User {
     pub owner: bool,
 }
 
-pub fn handle(ctx: &Ctx, req: &Req) -> Resp {
-    match route(ctx, req) {
+/// A request that may go on: who is asking, and the largest body it may bring.
+#[derive(Debug)]
+pub struct Admitted {
+    pub user: Option<User>,
+    pub body_max: usize,
+}
+
+fn is_api(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+/// Decides from the head alone: the route exists for the method, the CSRF header is there, the
+/// caller is known. The body is read only after this.
+pub fn admit(ctx: &Ctx, req: &Req) -> Result<Admitted, Resp> {
+    let method = req.method.as_str();
+    if !is_api(&req.path) {
+        return match method {
+            "GET" | "HEAD" => Ok(Admitted { user: None, body_max: 0 }),
+            _ => Err(Resp::error(404, &format!("no route for {method} {}", req.path))),
+        };
+    }
+    let changes = matches!(method, "POST" | "PUT" | "PATCH" | "DELETE");
+    if changes && req.header("x-webchat-csrf") != Some("1") {
+        return Err(Resp::error(
+            403,
+            "missing header X-Webchat-CSRF: 1 (required on every state-changing request)",
+        ));
+    }
+    let user = ctx
+        .authenticate(&req.peer, &|h| req.header(h).map(str::to_string), &[])
+        .map_err(|ApiError(status, msg)| Resp::error(status, &msg))?;
+    Ok(Admitted { user: Some(user), body_max: if changes { JSON_BODY_BYTES_MAX } else { 0 } })
+}
+
+/// Answers an admitted request.
+pub fn handle(ctx: &Ctx, req: &Req, user: Option<User>) -> Resp {
+    match route(ctx, req, user) {
         Ok(resp) => resp,
         Err(ApiError(status, msg)) => Resp::error(status, &msg),
     }
 }
 
-fn route(ctx: &Ctx, req: &Req) -> ApiResult {
+fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
     let method = req.method.as_str();
     let segs: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
-    if segs.first() != Some(&"api") {
+    if !is_api(&req.path) {
         return match (method, req.path.as_str()) {
             ("GET", "/health") => Ok(health(ctx)),
             ("GET" | "HEAD", path) => Ok(asset(req, path)),
             _ => Err(ApiError(404, format!("no route for {method} {}", req.path))),
         };
     }
-    if matches!(method, "POST" | "PUT" | "PATCH" | "DELETE") && req.header("x-webchat-csrf") != Some("1") {
-        return Err(ApiError(
-            403,
-            "missing header X-Webchat-CSRF: 1 (required on every state-changing request)".into(),
-        ));
-    }
-    let user = ctx.authenticate(&req.peer, &|h| req.header(h).map(str::to_string), &[])?;
+    let Some(user) = user else {
+        return Err(ApiError(401, "not authenticated".into()));
+    };
     match (method, &segs[1..]) {
         ("GET", ["auth", "check"]) => Ok(auth_check(ctx, &user)),
         ("GET", ["agents"]) => list_agents(ctx, &user),
@@ -296,8 +328,16 @@ struct PostMessage {
 fn post_message(ctx: &Ctx, user: &User, room_id: &str, req: &Req) -> ApiResult {
     let room = ctx.room_for(user, room_id)?;
     let body: PostMessage = parse_body(req, r#"{"text": string, "client_id": string}"#)?;
-    let (message, _) = ctx.send(user, &room, &body.text, body.client_id.as_deref())?;
-    Ok(Resp::json(200, &json!({ "ok": true, "message": message })))
+    match ctx.send(user, &room, &body.text, body.client_id.as_deref()) {
+        Ok((message, _)) => Ok(Resp::json(200, &json!({ "ok": true, "message": message }))),
+        Err(super::SendRefusal::Refused(e)) => Err(e),
+        Err(super::SendRefusal::Limited(wait)) => {
+            let secs = wait.as_secs() + 1;
+            let mut resp = Resp::error(429, &format!("too many messages; retry in {secs} s"));
+            resp.headers.push(("Retry-After".into(), secs.to_string()));
+            Ok(resp)
+        }
+    }
 }
 
 /// A file of a room, with headers that keep hostile content inert.

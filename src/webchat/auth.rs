@@ -20,6 +20,9 @@ pub struct Identity {
     pub user_id: String,
     pub display_name: String,
     pub source: &'static str,
+    /// Proves control of the install itself (the configured token, or the machine's own
+    /// loopback): always an owner.
+    pub operator: bool,
 }
 
 /// Resolves the identity of a request. `header` looks up a request header (case-insensitive);
@@ -31,8 +34,7 @@ pub fn identify(
     protocols: &[String],
 ) -> Option<Identity> {
     if let Some(token) = &cfg.token {
-        let from_header =
-            header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
+        let from_header = header("authorization").and_then(|v| bearer_token(&v).map(str::to_string));
         let from_protocol = protocols.iter().find_map(|p| p.strip_prefix("bearer.").map(str::to_string));
         let offered = from_header.or(from_protocol);
         if offered.is_some_and(|t| constant_time_eq(t.as_bytes(), token.expose().as_bytes())) {
@@ -40,6 +42,7 @@ pub fn identify(
                 user_id: "webchat:owner".into(),
                 display_name: "operator".into(),
                 source: "bearer",
+                operator: true,
             });
         }
     }
@@ -51,9 +54,17 @@ pub fn identify(
             user_id: "webchat:local-owner".into(),
             display_name: local_user_name(),
             source: "loopback",
+            operator: true,
         });
     }
     None
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110 §11.1).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 pub fn is_loopback(ip: IpAddr) -> bool {
@@ -139,6 +150,13 @@ mod tests {
         let none = headers(&[]);
         let protos = vec!["bearer.abcdefghijklmnopqrstuvwxyz".to_string()];
         assert!(identify(&c, &peer("10.0.0.2"), &none, &protos).is_some());
+        for scheme in ["bearer", "BEARER", "Bearer\t "] {
+            let v = format!("{scheme} abcdefghijklmnopqrstuvwxyz");
+            let h = move |n: &str| (n == "authorization").then(|| v.clone());
+            assert!(identify(&c, &peer("10.0.0.2"), &h, &[]).is_some(), "{scheme:?}");
+        }
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
     }
 
     #[test]

@@ -1,44 +1,136 @@
-//! The public listener. Each connection gets a thread that reads the first request head and
-//! either keeps the socket as a WebSocket (`GET /ws` with `Upgrade: websocket`) or relays the
-//! connection, bytes unchanged, to the internal tiny_http server.
+//! The public listener: accepts connections, holds the connection limits, and gives each
+//! accepted connection a thread that speaks HTTP/1.1 ([`super::http`]) and, after an upgrade,
+//! WebSocket ([`super::ws`]).
 //!
-//! Limits: request heads up to [`HEAD_BYTES_MAX`] within [`HEAD_TIMEOUT`], at most
-//! [`CONNECTIONS_MAX`] connections at once, idle keep-alive connections closed after
-//! [`IDLE_TIMEOUT`].
+//! pincer serves HTTP itself rather than through a library server because a WebSocket must be
+//! pushable at any time (its thread polls the socket's fd together with a waker), because the
+//! request head has to be parsed and authenticated before any body is read, and because TLS is
+//! terminated here for both. Limits: [`CONNECTIONS_MAX`] in total and
+//! [`CONNECTIONS_PER_ADDRESS_MAX`] per client address (an IPv6 client counts per /64), except
+//! for configured trusted proxies, which carry many clients.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::Ctx;
 use super::auth::Peer;
+use super::transport::Acceptor;
 
-pub const HEAD_BYTES_MAX: usize = 16 * 1024;
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-pub const CONNECTIONS_MAX: usize = 512;
+/// Open connections at once, all addresses together.
+pub const CONNECTIONS_MAX: usize = 1024;
+/// Open connections from one client address (or one IPv6 /64).
+pub const CONNECTIONS_PER_ADDRESS_MAX: usize = 64;
+/// Stack of a connection thread (HTTP requests and WebSockets run on it).
+pub const THREAD_STACK_BYTES: usize = 512 * 1024;
+/// When the last connection of a burst at least this large ends, free memory is handed back...
+pub const TRIM_AFTER_CONNECTIONS: usize = 16;
+/// ...this long after, once the connection threads have exited and freed their stacks.
+pub const TRIM_DELAY: Duration = Duration::from_secs(1);
 /// How long shutdown waits for connection threads after closing their sockets.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 const LISTENER: Token = Token(1);
-const STOP: Token = Token(0);
+const WAKE: Token = Token(0);
 
-/// Open client sockets, so shutdown can close them and wait for their threads.
+/// Who is connected: sockets (so shutdown can close them) and counts per address.
 #[derive(Default)]
 struct Live {
-    sockets: Mutex<HashMap<u64, TcpStream>>,
-    /// Signalled (with `sockets` locked) whenever a connection thread ends.
+    state: Mutex<LiveState>,
+    /// Signalled whenever a connection ends.
     ended: Condvar,
     next: AtomicU64,
-    count: AtomicUsize,
+    /// Wakes the acceptor (to stop, or for a due memory trim).
+    waker: std::sync::OnceLock<Arc<Waker>>,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct LiveState {
+    sockets: HashMap<u64, TcpStream>,
+    per_address: HashMap<IpAddr, usize>,
+    /// Highest number of connections since memory was last given back.
+    peak: usize,
+    /// A burst ended: give memory back at this time (the acceptor does it).
+    trim_at: Option<(Instant, usize)>,
+}
+
+impl Live {
+    fn lock(&self) -> MutexGuard<'_, LiveState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Ends a connection's accounting when its thread ends, however it ends.
+struct Slot {
+    live: Arc<Live>,
+    id: u64,
+    key: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut st = self.live.lock();
+        st.sockets.remove(&self.id);
+        if let Some(n) = st.per_address.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                st.per_address.remove(&self.key);
+            }
+        }
+        let burst = if st.sockets.is_empty() { std::mem::take(&mut st.peak) } else { 0 };
+        if burst >= TRIM_AFTER_CONNECTIONS {
+            st.trim_at = Some((Instant::now() + TRIM_DELAY, burst));
+        }
+        drop(st);
+        self.live.ended.notify_all();
+        if burst >= TRIM_AFTER_CONNECTIONS
+            && let Some(w) = self.live.waker.get()
+        {
+            let _ = w.wake();
+        }
+    }
+}
+
+/// The key a connection is counted under: the address, with IPv4-mapped IPv6 as IPv4 and other
+/// IPv6 addresses by their /64 (one household or host usually owns a whole /64).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, PartialEq)]
+pub enum Refusal {
+    Total,
+    PerAddress,
+}
+
+/// Decides whether one more connection fits, given how many are open in total and from its
+/// address.
+fn admit(total: usize, from_address: usize, exempt: bool) -> Result<(), Refusal> {
+    if total >= CONNECTIONS_MAX {
+        return Err(Refusal::Total);
+    }
+    if !exempt && from_address >= CONNECTIONS_PER_ADDRESS_MAX {
+        return Err(Refusal::PerAddress);
+    }
+    Ok(())
 }
 
 pub struct Front {
@@ -47,23 +139,25 @@ pub struct Front {
     live: Arc<Live>,
 }
 
-pub fn start(ctx: Arc<Ctx>, listener: TcpListener, internal_port: u16) -> anyhow::Result<Front> {
+pub fn start(ctx: Arc<Ctx>, listener: TcpListener, tls: Acceptor) -> anyhow::Result<Front> {
     listener.set_nonblocking(true)?;
     let mut listener = mio::net::TcpListener::from_std(listener);
     let poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-    let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let live = Arc::new(Live::default());
+    let _ = live.waker.set(waker.clone());
     let live2 = live.clone();
     let acceptor = std::thread::Builder::new()
         .name("webchat-accept".into())
-        .spawn(move || accept_loop(poll, listener, ctx, internal_port, live2))
+        .spawn(move || accept_loop(poll, listener, ctx, tls, live2))
         .context("starting the webchat acceptor")?;
     Ok(Front { waker, acceptor: Some(acceptor), live })
 }
 
 impl Front {
     pub fn stop_accepting(&mut self) {
+        self.live.stopping.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
         if let Some(t) = self.acceptor.take() {
             let _ = t.join();
@@ -73,20 +167,17 @@ impl Front {
     /// Closes every client socket and waits (bounded) for their threads to finish.
     pub fn join(&mut self) {
         self.stop_accepting();
-        for s in self.live.sockets.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        let st = self.live.lock();
+        for s in st.sockets.values() {
             let _ = s.shutdown(Shutdown::Both);
         }
-        let sockets = self.live.sockets.lock().unwrap_or_else(|e| e.into_inner());
-        let (_sockets, waited) = self
+        let (st, waited) = self
             .live
             .ended
-            .wait_timeout_while(sockets, JOIN_TIMEOUT, |_| self.live.count.load(Ordering::SeqCst) > 0)
+            .wait_timeout_while(st, JOIN_TIMEOUT, |st| !st.sockets.is_empty())
             .unwrap_or_else(|e| e.into_inner());
         if waited.timed_out() {
-            log::warn!(
-                "{} webchat connection(s) still open at shutdown",
-                self.live.count.load(Ordering::SeqCst)
-            );
+            log::warn!("{} webchat connection(s) still open at shutdown", st.sockets.len());
         }
     }
 }
@@ -95,65 +186,121 @@ fn accept_loop(
     mut poll: Poll,
     listener: mio::net::TcpListener,
     ctx: Arc<Ctx>,
-    internal_port: u16,
+    tls: Acceptor,
     live: Arc<Live>,
 ) {
     let mut events = Events::with_capacity(16);
+    let mut last_refusal_log = Instant::now() - Duration::from_secs(60);
     loop {
-        if let Err(e) = crate::host::kick::poll(&mut poll, &mut events, None) {
+        let trim_at = live.lock().trim_at;
+        let timeout = trim_at.map(|(at, _)| at.saturating_duration_since(Instant::now()));
+        if let Err(e) = crate::host::kick::poll(&mut poll, &mut events, timeout) {
             log::error!("webchat acceptor: {e}");
             return;
         }
-        for ev in events.iter() {
-            if ev.token() == STOP {
-                return;
-            }
+        if live.stopping.load(Ordering::SeqCst) {
+            return;
         }
+        trim_if_due(&live);
         loop {
             let (stream, addr) = match listener.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
+                    // EMFILE and the like: the next readiness event tries again.
                     log::warn!("accept: {e}");
                     break;
                 }
             };
-            // Back to a blocking std socket: each connection has its own thread.
-            let stream: TcpStream = match into_std_blocking(stream) {
+            let stream = match into_std_blocking(stream) {
                 Ok(s) => s,
                 Err(e) => {
-                    log::warn!("accepted socket: {e}");
+                    log::debug!("accepted socket: {e}");
                     continue;
                 }
             };
-            if live.count.load(Ordering::SeqCst) >= CONNECTIONS_MAX {
-                let _ = (&stream).write_all(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-                continue;
-            }
-            let id = live.next.fetch_add(1, Ordering::SeqCst);
-            if let Ok(clone) = stream.try_clone() {
-                live.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(id, clone);
-            }
-            live.count.fetch_add(1, Ordering::SeqCst);
-            let ctx = ctx.clone();
-            let live = live.clone();
-            let spawned = std::thread::Builder::new().name("webchat-conn".into()).spawn(move || {
-                let peer = Peer { addr, tls: false };
-                if let Err(e) = connection(&ctx, stream, peer, internal_port) {
-                    log::debug!("connection from {addr}: {e:#}");
+            let key = address_key(addr.ip());
+            let exempt = ctx.is_trusted_proxy(addr.ip());
+            let slot = {
+                let mut st = live.lock();
+                let from_address = st.per_address.get(&key).copied().unwrap_or(0);
+                match admit(st.sockets.len(), from_address, exempt) {
+                    Ok(()) => {
+                        let id = live.next.fetch_add(1, Ordering::SeqCst);
+                        if let Ok(clone) = stream.try_clone() {
+                            st.sockets.insert(id, clone);
+                        }
+                        *st.per_address.entry(key).or_insert(0) += 1;
+                        st.peak = st.peak.max(st.sockets.len());
+                        Ok(Slot { live: live.clone(), id, key })
+                    }
+                    Err(why) => Err(why),
                 }
-                let mut sockets = live.sockets.lock().unwrap_or_else(|e| e.into_inner());
-                sockets.remove(&id);
-                live.count.fetch_sub(1, Ordering::SeqCst);
-                live.ended.notify_all();
-            });
+            };
+            let slot = match slot {
+                Ok(s) => s,
+                Err(why) => {
+                    refuse(&stream, &why);
+                    if last_refusal_log.elapsed() >= Duration::from_secs(10) {
+                        last_refusal_log = Instant::now();
+                        log::warn!("refusing connections from {key}: {why:?} limit reached");
+                    }
+                    continue;
+                }
+            };
+            let ctx = ctx.clone();
+            let tls = tls.clone();
+            let spawned = std::thread::Builder::new()
+                .name("webchat-conn".into())
+                .stack_size(THREAD_STACK_BYTES)
+                .spawn(move || {
+                    let _slot = slot;
+                    connection(&ctx, &tls, stream, addr);
+                });
             if let Err(e) = spawned {
                 log::error!("cannot start a connection thread: {e}");
             }
         }
     }
+}
+
+/// Hands free memory back once a burst of connections has ended and their threads are gone.
+fn trim_if_due(live: &Live) {
+    let due = {
+        let mut st = live.lock();
+        match st.trim_at {
+            Some((at, burst)) if Instant::now() >= at => {
+                st.trim_at = None;
+                st.sockets.is_empty().then_some(burst)
+            }
+            _ => None,
+        }
+    };
+    if let Some(burst) = due {
+        crate::alloc::release_free_memory();
+        log::info!("a burst of {burst} connections ended; free memory returned to the system");
+    }
+}
+
+/// Answers a refused connection without reading it (the socket is fresh, so this tiny write
+/// does not block) and closes it.
+fn refuse(stream: &TcpStream, why: &Refusal) {
+    let (status, text) = match why {
+        Refusal::Total => {
+            ("503 Service Unavailable", "the server is at its connection limit; try again shortly")
+        }
+        Refusal::PerAddress => {
+            ("429 Too Many Requests", "too many connections from your address; close some and retry")
+        }
+    };
+    let body = format!("{{\"error\":\"{text}\"}}");
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.set_nonblocking(true);
+    let _ = (&*stream).write_all(resp.as_bytes());
+    let _ = stream.shutdown(Shutdown::Both);
 }
 
 fn into_std_blocking(stream: mio::net::TcpStream) -> io::Result<TcpStream> {
@@ -163,144 +310,18 @@ fn into_std_blocking(stream: mio::net::TcpStream) -> io::Result<TcpStream> {
     Ok(std_stream)
 }
 
-/// A parsed request head: just what routing the connection needs.
-#[derive(Debug, PartialEq)]
-pub struct Head {
-    pub method: String,
-    pub path: String,
-    pub upgrade_websocket: bool,
-}
-
-/// Reads until the end of the first request head. Returns the bytes read (head plus anything
-/// after it) and the parsed head.
-pub fn read_head<R: Read>(r: &mut R) -> io::Result<(Vec<u8>, Head)> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
-            let head = parse_head(&buf[..end])
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed request head"))?;
-            return Ok((buf, head));
+fn connection(ctx: &Arc<Ctx>, tls: &Acceptor, stream: TcpStream, addr: SocketAddr) {
+    let accepted = Instant::now();
+    let transport = match tls.accept(stream, accepted) {
+        Ok(t) => t,
+        Err(e) => {
+            log::debug!("TLS handshake with {addr}: {e:#}");
+            return;
         }
-        if buf.len() > HEAD_BYTES_MAX {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "request head too large"));
-        }
-        let n = r.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a request"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn parse_head(bytes: &[u8]) -> Option<Head> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let mut lines = text.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let method = first.next()?.to_string();
-    let target = first.next()?;
-    if !first.next()?.starts_with("HTTP/1.") {
-        return None;
-    }
-    let mut upgrade_websocket = false;
-    for line in lines {
-        let (k, v) = line.split_once(':')?;
-        if k.trim().eq_ignore_ascii_case("upgrade") && v.trim().eq_ignore_ascii_case("websocket") {
-            upgrade_websocket = true;
-        }
-    }
-    let path = target.split('?').next().unwrap_or("").to_string();
-    Some(Head { method, path, upgrade_websocket })
-}
-
-fn connection(ctx: &Arc<Ctx>, mut stream: TcpStream, peer: Peer, internal_port: u16) -> anyhow::Result<()> {
-    stream.set_read_timeout(Some(HEAD_TIMEOUT))?;
-    let (buf, head) = match read_head(&mut stream) {
-        Ok(x) => x,
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-            let _ = stream
-                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            return Err(e.into());
-        }
-        Err(e) => return Err(e.into()),
     };
-    if head.method == "GET" && head.path == "/ws" && head.upgrade_websocket {
-        return super::ws::serve(ctx, Prefixed::new(buf, stream), peer);
-    }
-    relay(ctx, stream, &buf, peer, internal_port)
-}
-
-/// Relays the connection to tiny_http, recording which peer its internal port stands for.
-fn relay(ctx: &Ctx, client: TcpStream, first: &[u8], peer: Peer, internal_port: u16) -> anyhow::Result<()> {
-    let mut upstream =
-        TcpStream::connect(("127.0.0.1", internal_port)).context("connecting to the internal HTTP server")?;
-    upstream.set_nodelay(true)?;
-    let local_port = upstream.local_addr()?.port();
-    ctx.peers.lock().unwrap_or_else(|e| e.into_inner()).insert(local_port, peer);
-    let res = (|| -> anyhow::Result<()> {
-        upstream.write_all(first)?;
-        client.set_read_timeout(Some(IDLE_TIMEOUT))?;
-        let mut down_from = upstream.try_clone()?;
-        let mut down_to = client.try_clone()?;
-        let down = std::thread::Builder::new().name("webchat-relay".into()).spawn(move || {
-            let _ = io::copy(&mut down_from, &mut down_to);
-            let _ = down_to.shutdown(Shutdown::Write);
-        })?;
-        let mut up_from = client.try_clone()?;
-        let _ = io::copy(&mut up_from, &mut upstream);
-        let _ = upstream.shutdown(Shutdown::Write);
-        let _ = down.join();
-        Ok(())
-    })();
-    ctx.peers.lock().unwrap_or_else(|e| e.into_inner()).remove(&local_port);
-    res
-}
-
-/// A stream that first yields bytes already read from it.
-pub struct Prefixed<S> {
-    prefix: Vec<u8>,
-    pos: usize,
-    pub inner: S,
-}
-
-impl<S> Prefixed<S> {
-    pub fn new(prefix: Vec<u8>, inner: S) -> Prefixed<S> {
-        Prefixed { prefix, pos: 0, inner }
-    }
-}
-
-impl<S: Read> Read for Prefixed<S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos < self.prefix.len() {
-            let n = buf.len().min(self.prefix.len() - self.pos);
-            buf[..n].copy_from_slice(&self.prefix[self.pos..self.pos + n]);
-            self.pos += n;
-            if self.pos == self.prefix.len() {
-                self.prefix = Vec::new();
-                self.pos = 0;
-            }
-            return Ok(n);
-        }
-        self.inner.read(buf)
-    }
-}
-
-impl<S: Write> Write for Prefixed<S> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<S: AsRawFd> AsRawFd for Prefixed<S> {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
+    let peer = Peer { addr, tls: transport.is_tls() };
+    if let Err(e) = super::http::serve(ctx, transport, peer, accepted) {
+        log::debug!("connection from {addr}: {e:#}");
     }
 }
 
@@ -309,25 +330,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_heads() {
-        let raw =
-            b"GET /ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\nEXTRA";
-        let (buf, head) = read_head(&mut &raw[..]).unwrap();
-        assert_eq!(head, Head { method: "GET".into(), path: "/ws".into(), upgrade_websocket: true });
-        assert_eq!(buf, raw.to_vec(), "bytes after the head are kept");
-        let (_, plain) = read_head(&mut &b"POST /api/x HTTP/1.1\r\nHost: a\r\n\r\n"[..]).unwrap();
-        assert!(!plain.upgrade_websocket);
-        assert!(read_head(&mut &b"garbage\r\n\r\n"[..]).is_err());
-        let huge = [b"GET / HTTP/1.1\r\nX: ".to_vec(), vec![b'a'; HEAD_BYTES_MAX + 10]].concat();
-        assert!(read_head(&mut &huge[..]).is_err());
-        assert!(read_head(&mut &b"GET / HTTP/1.1\r\n"[..]).is_err(), "EOF mid-head");
+    fn addresses_are_counted_by_host_or_ipv6_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(address_key(ip("10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(address_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(address_key(ip("2001:db8:1:2:aaaa::1")), address_key(ip("2001:db8:1:2:bbbb::9")));
+        assert_ne!(address_key(ip("2001:db8:1:2::1")), address_key(ip("2001:db8:1:3::1")));
     }
 
     #[test]
-    fn prefixed_replays_then_reads_on() {
-        let mut p = Prefixed::new(b"abc".to_vec(), &b"def"[..]);
-        let mut out = String::new();
-        p.read_to_string(&mut out).unwrap();
-        assert_eq!(out, "abcdef");
+    fn admission_holds_both_limits() {
+        let per = CONNECTIONS_PER_ADDRESS_MAX;
+        assert_eq!(admit(10, per - 1, false), Ok(()));
+        assert_eq!(admit(10, per, false), Err(Refusal::PerAddress));
+        assert_eq!(admit(10, per, true), Ok(()), "a trusted proxy carries many clients");
+        assert_eq!(admit(CONNECTIONS_MAX, 0, false), Err(Refusal::Total));
+        assert_eq!(admit(CONNECTIONS_MAX, 0, true), Err(Refusal::Total));
     }
 }

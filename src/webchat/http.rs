@@ -1,107 +1,257 @@
-//! The tiny_http side: a server on an internal loopback port whose worker threads turn relayed
-//! requests into [`Req`]s for the API and its [`Resp`]s back into responses.
+//! HTTP/1.1 on one client connection: read a head within a deadline, admit the request (route,
+//! CSRF, identity) before reading any body, read the body at a minimum rate, answer through the
+//! plain-function API ([`super::api`]), and keep the connection for the next request.
 //!
-//! Connections that did not come through the front relay have no recorded peer and are refused,
-//! so the internal port grants nothing by itself.
+//! `GET /ws` with a WebSocket upgrade leaves this loop for [`super::ws`]. Any other `Upgrade`
+//! (`h2c`, say) is ignored and the request answered normally. The limits hold on every request
+//! of a kept-alive connection, not only its first: [`HEAD_BYTES_MAX`] within [`HEAD_TIMEOUT`],
+//! a body no larger than the route allows sent at [`BODY_BYTES_PER_S_MIN`] after
+//! [`BODY_GRACE`], and [`KEEPALIVE_IDLE`] between requests. A request whose body was not read
+//! (refused, too large, malformed) closes the connection, so no unread bytes can be taken for
+//! the next request.
 
-use std::io::Read;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Instant;
-
-use anyhow::Context;
+use std::time::{Duration, Instant};
 
 use super::Ctx;
 use super::api::{self, Req, Resp};
+use super::auth::Peer;
+use super::transport::Transport;
+use crate::http1::{self, Framing, Head};
 
-/// Threads answering HTTP requests.
-pub const WORKERS: usize = 4;
+/// Largest request head (request line and header fields).
+pub const HEAD_BYTES_MAX: usize = 16 * 1024;
+/// Time to receive a whole request head, from its first byte (or from accept).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A kept-alive connection with no new request for this long is closed.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// A body may start this slowly...
+pub const BODY_GRACE: Duration = Duration::from_secs(10);
+/// ...and must then arrive at least this fast on average.
+pub const BODY_BYTES_PER_S_MIN: u64 = 16 * 1024;
+/// A client that takes no bytes of a response for this long is dropped.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// After refusing a request whose body was not read, the server reads and drops up to this
+/// many bytes before closing, so the client sees the answer instead of a connection reset.
+pub const LINGER_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// ...for at most this long.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes read from the socket at once.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 
-pub struct HttpServer {
-    pub port: u16,
-    server: Arc<tiny_http::Server>,
-    workers: Vec<JoinHandle<()>>,
+/// What happens to the connection after a request.
+enum Next {
+    KeepAlive,
+    Close,
 }
 
-pub fn start(ctx: Arc<Ctx>) -> anyhow::Result<HttpServer> {
-    let server = tiny_http::Server::http("127.0.0.1:0")
-        .map_err(|e| anyhow::anyhow!("starting the internal HTTP server: {e}"))?;
-    let port = server.server_addr().to_ip().context("internal HTTP server has no IP address")?.port();
-    let server = Arc::new(server);
-    let mut workers = Vec::new();
-    for i in 0..WORKERS {
-        let server = server.clone();
-        let ctx = ctx.clone();
-        workers.push(
-            std::thread::Builder::new()
-                .name(format!("http-{i}"))
-                .spawn(move || {
-                    while let Ok(rq) = server.recv() {
-                        serve(&ctx, rq);
-                    }
-                })
-                .context("starting an HTTP worker")?,
+/// Serves requests on one connection until it closes, fails a limit, or becomes a WebSocket.
+pub fn serve(ctx: &Arc<Ctx>, transport: Transport, peer: Peer, accepted: Instant) -> anyhow::Result<()> {
+    transport.tcp().set_write_timeout(Some(WRITE_STALL_TIMEOUT))?;
+    let mut conn = BufReader::with_capacity(READ_BUFFER_BYTES, transport);
+    let mut head_deadline = accepted + HEAD_TIMEOUT;
+    loop {
+        conn.get_mut().set_deadline(Some(head_deadline));
+        let head = match http1::read_head(&mut conn, HEAD_BYTES_MAX) {
+            Ok(h) => h,
+            Err(http1::Error::Closed) => return Ok(()),
+            Err(e) => {
+                let (status, msg) = head_error(&e);
+                if status != 0 {
+                    let _ = write_response(conn.get_mut(), &Resp::error(status, &msg), false, true);
+                }
+                anyhow::bail!("request head: {e}");
+            }
+        };
+        let started = Instant::now();
+        let (next, status, what) = match request(ctx, conn, head, peer) {
+            Handled::Answered { conn: c, next, status, what } => {
+                conn = c;
+                (next, status, what)
+            }
+            Handled::Upgraded => return Ok(()),
+            Handled::Failed(e) => return Err(e),
+        };
+        log::debug!("{what} {status} {:?}", started.elapsed());
+        if let Next::Close = next {
+            return Ok(());
+        }
+        // Idle until the next request's first byte, then the head deadline runs again.
+        conn.get_mut().set_deadline(Some(Instant::now() + KEEPALIVE_IDLE));
+        match conn.fill_buf() {
+            Ok([]) => return Ok(()),
+            Ok(_) => head_deadline = Instant::now() + HEAD_TIMEOUT,
+            Err(e) if is_timeout(&e) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The status (0: none, just close) and message for a head that could not be read.
+fn head_error(e: &http1::Error) -> (u16, String) {
+    match e {
+        e if e.is_timeout() => (408, format!("the request head did not arrive within {HEAD_TIMEOUT:?}")),
+        http1::Error::HeadTooLarge => (
+            431,
+            format!(
+                "the request head is larger than {HEAD_BYTES_MAX} bytes or has more than {} fields",
+                http1::FIELDS_MAX
+            ),
+        ),
+        http1::Error::Malformed(m) => (400, format!("malformed request: {m}")),
+        http1::Error::Unsupported(m) => (505, (*m).to_string()),
+        http1::Error::Closed | http1::Error::Io(_) => (0, String::new()),
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+enum Handled {
+    Answered { conn: BufReader<Transport>, next: Next, status: u16, what: String },
+    Upgraded,
+    Failed(anyhow::Error),
+}
+
+/// Handles one request whose head has been read.
+fn request(ctx: &Arc<Ctx>, mut conn: BufReader<Transport>, head: Head, peer: Peer) -> Handled {
+    let answer = |mut conn: BufReader<Transport>, resp: Resp, what: String, close: bool, head_only: bool| {
+        let status = resp.status;
+        match write_response(conn.get_mut(), &resp, head_only, close) {
+            Ok(()) => {
+                if close {
+                    linger(&mut conn);
+                }
+                Handled::Answered {
+                    conn,
+                    next: if close { Next::Close } else { Next::KeepAlive },
+                    status,
+                    what,
+                }
+            }
+            Err(e) => Handled::Failed(anyhow::anyhow!("writing the response: {e}")),
+        }
+    };
+    let line = match http1::parse_request_line(&head.start) {
+        Ok(l) => l,
+        Err(e) => {
+            let (status, msg) = head_error(&e);
+            return answer(conn, Resp::error(status.max(400), &msg), "?".into(), true, false);
+        }
+    };
+    let what = format!("{} {}", line.method, line.target.split('?').next().unwrap_or(""));
+    if line.minor == 1 && head.field("host").is_none() {
+        return answer(conn, Resp::error(400, "an HTTP/1.1 request needs a Host header"), what, true, false);
+    }
+    if head.fields.iter().filter(|(k, _)| k == "host").count() > 1 {
+        return answer(conn, Resp::error(400, "more than one Host header"), what, true, false);
+    }
+    let framing = match http1::request_framing(&head) {
+        Ok(f) => f,
+        Err(e) => {
+            let status = if matches!(e, http1::Error::Unsupported(_)) { 501 } else { 400 };
+            return answer(conn, Resp::error(status, &e.to_string()), what, true, false);
+        }
+    };
+    let Some((path, query)) = split_target(&line.target) else {
+        return answer(
+            conn,
+            Resp::error(400, "the request path is not valid percent-encoded UTF-8"),
+            what,
+            true,
+            false,
         );
-    }
-    Ok(HttpServer { port, server, workers })
-}
-
-impl HttpServer {
-    pub fn stop(&mut self) {
-        for _ in 0..self.workers.len() {
-            self.server.unblock();
-        }
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-    }
-}
-
-fn serve(ctx: &Ctx, mut rq: tiny_http::Request) {
-    let started = Instant::now();
-    let peer = rq
-        .remote_addr()
-        .and_then(|a| ctx.peers.lock().unwrap_or_else(|e| e.into_inner()).get(&a.port()).copied());
-    let method = rq.method().as_str().to_string();
-    let url = rq.url().to_string();
-    let resp = match peer {
-        None => Resp::error(403, "connect through the public webchat port"),
-        Some(peer) => match read_request(&mut rq, &method, &url, peer) {
-            Ok(req) => catch_unwind(AssertUnwindSafe(|| api::handle(ctx, &req))).unwrap_or_else(|_| {
-                log::error!("panic while handling {method} {url}");
-                Resp::error(500, "internal error; the host log has the details")
-            }),
-            Err(resp) => resp,
-        },
     };
-    let status = resp.status;
-    respond(rq, resp);
-    let path = url.split('?').next().unwrap_or("");
-    log::debug!("{method} {path} {status} {:?}", started.elapsed());
+    let wants_close = if line.minor == 0 {
+        !head.has_token("connection", "keep-alive")
+    } else {
+        head.has_token("connection", "close")
+    };
+    if path == "/ws" {
+        let leftover = conn.buffer().to_vec();
+        let transport = conn.into_inner();
+        return match super::ws::upgrade(ctx, transport, leftover, &head, &line, framing, peer) {
+            Ok(()) => Handled::Upgraded,
+            Err(e) => Handled::Failed(e),
+        };
+    }
+    let mut req =
+        Req { method: line.method.clone(), path, query, headers: head.fields, body: Vec::new(), peer };
+    let head_only = req.method == "HEAD";
+    let admitted = match api::admit(ctx, &req) {
+        Ok(a) => a,
+        // The body (if any) stays unread: the connection cannot be reused.
+        Err(resp) => return answer(conn, resp, what, wants_close || framing != Framing::None, head_only),
+    };
+    if let Framing::Length(n) = framing
+        && n > admitted.body_max as u64
+    {
+        let resp = too_large(admitted.body_max);
+        return answer(conn, resp, what, true, head_only);
+    }
+    if framing != Framing::None
+        && req.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        && let Err(e) = conn.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+    {
+        return Handled::Failed(e.into());
+    }
+    match read_body(&mut conn, framing, admitted.body_max) {
+        Ok(body) => req.body = body,
+        Err(BodyError::TooLarge) => return answer(conn, too_large(admitted.body_max), what, true, head_only),
+        Err(BodyError::Timeout) => {
+            let msg = format!(
+                "the request body arrived too slowly (at least {BODY_BYTES_PER_S_MIN} bytes/s after {BODY_GRACE:?})"
+            );
+            return answer(conn, Resp::error(408, &msg), what, true, head_only);
+        }
+        Err(BodyError::Malformed(m)) => {
+            return answer(
+                conn,
+                Resp::error(400, &format!("malformed request body: {m}")),
+                what,
+                true,
+                head_only,
+            );
+        }
+        Err(BodyError::Io(e)) => return Handled::Failed(e.into()),
+    }
+    conn.get_mut().set_deadline(None);
+    let resp =
+        catch_unwind(AssertUnwindSafe(|| api::handle(ctx, &req, admitted.user))).unwrap_or_else(|_| {
+            log::error!("panic while handling {what}");
+            Resp::error(500, "internal error; the host log has the details")
+        });
+    answer(conn, resp, what, wants_close, head_only)
 }
 
-fn read_request(
-    rq: &mut tiny_http::Request,
-    method: &str,
-    url: &str,
-    peer: super::auth::Peer,
-) -> Result<Req, Resp> {
-    let limit = api::JSON_BODY_BYTES_MAX;
-    if rq.body_length().is_some_and(|n| n > limit) {
-        return Err(Resp::error(413, &format!("request body is larger than {limit} bytes")));
+/// Half-closes, then drops what the client still sends (bounded in bytes and time), so a client
+/// busy sending a refused body reads the answer rather than a reset.
+fn linger(conn: &mut BufReader<Transport>) {
+    let _ = conn.get_ref().tcp().shutdown(std::net::Shutdown::Write);
+    conn.get_mut().set_deadline(Some(Instant::now() + LINGER_TIMEOUT));
+    let _ = io::copy(&mut conn.take(LINGER_BYTES_MAX), &mut io::sink());
+}
+
+fn too_large(max: usize) -> Resp {
+    if max == 0 {
+        Resp::error(413, "this request takes no body")
+    } else {
+        Resp::error(413, &format!("request body is larger than {max} bytes"))
     }
-    let mut body = Vec::new();
-    if let Err(e) = rq.as_reader().take(limit as u64 + 1).read_to_end(&mut body) {
-        return Err(Resp::error(400, &format!("reading the request body: {e}")));
-    }
-    if body.len() > limit {
-        return Err(Resp::error(413, &format!("request body is larger than {limit} bytes")));
-    }
-    let (path, query) = url.split_once('?').unwrap_or((url, ""));
-    let Some(path) = percent_decode(path) else {
-        return Err(Resp::error(400, "the request path is not valid percent-encoded UTF-8"));
+}
+
+/// Splits a request target into a decoded path and query pairs. The absolute form
+/// (`http://host/path`) is accepted as RFC 9112 §3.2.2 asks.
+fn split_target(target: &str) -> Option<(String, Vec<(String, String)>)> {
+    let target = match target.strip_prefix("http://").or_else(|| target.strip_prefix("https://")) {
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => target,
     };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let path = percent_decode(path)?;
     let query = query
         .split('&')
         .filter(|kv| !kv.is_empty())
@@ -110,50 +260,128 @@ fn read_request(
             Some((percent_decode(&k.replace('+', " "))?, percent_decode(&v.replace('+', " "))?))
         })
         .collect();
-    let headers = rq
-        .headers()
-        .iter()
-        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
-        .collect();
-    Ok(Req { method: method.to_string(), path, query, headers, body, peer })
+    Some((path, query))
 }
 
-fn respond(rq: tiny_http::Request, resp: Resp) {
-    if let Some(path) = &resp.file {
-        match std::fs::File::open(path) {
-            Ok(f) => {
-                let mut out = tiny_http::Response::from_file(f).with_status_code(resp.status);
-                add_headers(&mut out, &resp.headers);
-                if let Err(e) = rq.respond(out) {
-                    log::debug!("writing a file response: {e}");
+#[derive(Debug)]
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Malformed(String),
+    Io(io::Error),
+}
+
+/// Reads a request body of at most `max` bytes, at [`BODY_BYTES_PER_S_MIN`] after [`BODY_GRACE`].
+fn read_body(conn: &mut BufReader<Transport>, framing: Framing, max: usize) -> Result<Vec<u8>, BodyError> {
+    let start = Instant::now();
+    let mut body = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let classify = |e: io::Error| {
+        if is_timeout(&e) {
+            BodyError::Timeout
+        } else if e.kind() == io::ErrorKind::InvalidData {
+            BodyError::Malformed(e.to_string())
+        } else if e.kind() == io::ErrorKind::UnexpectedEof {
+            BodyError::Malformed("the connection closed before the body ended".into())
+        } else {
+            BodyError::Io(e)
+        }
+    };
+    let pace = |conn: &mut BufReader<Transport>, received: usize| {
+        let allowed = BODY_GRACE + Duration::from_millis(received as u64 * 1000 / BODY_BYTES_PER_S_MIN);
+        conn.get_mut().set_deadline(Some(start + allowed));
+    };
+    match framing {
+        Framing::None => {}
+        Framing::Length(n) => {
+            let n = n as usize;
+            body.reserve(n.min(max));
+            while body.len() < n {
+                pace(conn, body.len());
+                let want = (n - body.len()).min(buf.len());
+                match conn.read(&mut buf[..want]) {
+                    Ok(0) => return Err(classify(io::ErrorKind::UnexpectedEof.into())),
+                    Ok(k) => body.extend_from_slice(&buf[..k]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(classify(e)),
                 }
             }
-            Err(e) => {
-                log::warn!("opening {}: {e}", path.display());
-                respond(rq, Resp::error(404, "no such file"));
+        }
+        Framing::Chunked => {
+            let mut chunked = http1::Chunked::new(&mut *conn);
+            loop {
+                // The pace deadline is set on the transport under the decoder.
+                let allowed =
+                    BODY_GRACE + Duration::from_millis(body.len() as u64 * 1000 / BODY_BYTES_PER_S_MIN);
+                set_deadline_under(&mut chunked, start + allowed);
+                match chunked.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => {
+                        if body.len() + k > max {
+                            return Err(BodyError::TooLarge);
+                        }
+                        body.extend_from_slice(&buf[..k]);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(classify(e)),
+                }
             }
         }
-        return;
     }
-    let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
-    add_headers(&mut out, &resp.headers);
-    if let Err(e) = rq.respond(out) {
-        log::debug!("writing a response: {e}");
-    }
+    Ok(body)
 }
 
-fn add_headers<R: Read>(out: &mut tiny_http::Response<R>, headers: &[(String, String)]) {
-    let security = [
-        ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "no-referrer"),
-        ("X-Frame-Options", "DENY"),
-    ];
-    let all = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(security);
-    for (k, v) in all {
-        if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
-            out.add_header(h);
+fn set_deadline_under(chunked: &mut http1::Chunked<&mut BufReader<Transport>>, deadline: Instant) {
+    chunked.inner_mut().get_mut().set_deadline(Some(deadline));
+}
+
+/// Headers every response carries.
+const SECURITY_HEADERS: &[(&str, &str)] =
+    &[("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY")];
+
+/// Writes a response: the head, then the body (or the file, streamed).
+pub fn write_response(w: &mut Transport, resp: &Resp, head_only: bool, close: bool) -> io::Result<()> {
+    let file = match &resp.file {
+        Some(path) => match std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f))) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                log::warn!("opening {}: {e}", path.display());
+                return write_response(w, &Resp::error(404, "no such file"), head_only, close);
+            }
+        },
+        None => None,
+    };
+    let len = file.as_ref().map_or(resp.body.len() as u64, |(n, _)| *n);
+    let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, http1::reason(resp.status));
+    for (k, v) in
+        resp.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(SECURITY_HEADERS.iter().copied())
+    {
+        if k.bytes().all(|b| b.is_ascii_graphic()) && !v.contains(['\r', '\n']) {
+            head.push_str(k);
+            head.push_str(": ");
+            head.push_str(v);
+            head.push_str("\r\n");
         }
     }
+    let no_body = resp.status == 304 || resp.status == 204 || (100..200).contains(&resp.status);
+    if !no_body {
+        head.push_str(&format!("Content-Length: {len}\r\n"));
+    }
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    if head_only || no_body {
+        w.write_all(head.as_bytes())?;
+    } else if let Some((_, mut f)) = file {
+        w.write_all(head.as_bytes())?;
+        io::copy(&mut f, w)?;
+    } else {
+        let mut all = head.into_bytes();
+        all.extend_from_slice(&resp.body);
+        w.write_all(&all)?;
+    }
+    w.flush()
 }
 
 /// Decodes `%XX` escapes; `None` for bad escapes or invalid UTF-8.
@@ -185,5 +413,18 @@ mod tests {
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%ff"), None);
         assert_eq!(percent_decode("%4"), None);
+    }
+
+    #[test]
+    fn splits_targets_in_origin_and_absolute_form() {
+        let (p, q) = split_target("/api/x?a=1&b=two+words&c").unwrap();
+        assert_eq!(p, "/api/x");
+        assert_eq!(
+            q,
+            [("a".into(), "1".into()), ("b".into(), "two words".into()), ("c".into(), String::new())]
+        );
+        assert_eq!(split_target("http://h:1/health?x=1").unwrap().0, "/health");
+        assert_eq!(split_target("https://h").unwrap().0, "/");
+        assert!(split_target("/%zz").is_none());
     }
 }

@@ -1,51 +1,102 @@
 //! Fan-out of live events to WebSocket clients.
 //!
-//! Each connected socket registers an [`Outbox`]: a bounded queue plus the mio waker of its
-//! connection thread. Broadcasting serialises an event once and pushes it to every client that
-//! joined the room. A client that cannot keep up overflows its queue and is disconnected; it
-//! resumes with `after_seq` and loses nothing durable (only ephemeral deltas).
+//! Each connected socket registers an [`Outbox`]: a queue bounded in frames and in bytes plus the
+//! mio waker of its connection thread. Broadcasting serialises an event once and pushes it to
+//! every client that joined the room. A client that cannot keep up overflows its queue and is
+//! disconnected (the queue is freed at once); it resumes with `after_seq` and loses nothing
+//! durable (only ephemeral deltas). The connection thread takes frames out only while the
+//! socket keeps up, so what is queued here is what is really unsent.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Frames queued for one client before it counts as too slow.
 pub const OUTBOX_FRAMES_MAX: usize = 2048;
+/// Bytes queued for one client before it counts as too slow.
+pub const OUTBOX_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Why an outbox was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The client did not take its events fast enough.
+    TooSlow,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Arc<str>>,
+    bytes: usize,
+}
 
 pub struct Outbox {
-    queue: Mutex<VecDeque<Arc<str>>>,
+    queue: Mutex<Queue>,
     waker: mio::Waker,
-    overflowed: AtomicBool,
+    /// 0 open, 1 too slow, 2 shutdown.
+    closed: AtomicU8,
 }
 
 impl Outbox {
     pub fn new(waker: mio::Waker) -> Outbox {
-        Outbox { queue: Mutex::new(VecDeque::new()), waker, overflowed: AtomicBool::new(false) }
+        Outbox { queue: Mutex::new(Queue::default()), waker, closed: AtomicU8::new(0) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn push(&self, frame: Arc<str>) {
+        if self.closed().is_some() {
+            return;
+        }
         {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if q.len() >= OUTBOX_FRAMES_MAX {
-                self.overflowed.store(true, Ordering::SeqCst);
+            let mut q = self.lock();
+            if q.frames.len() >= OUTBOX_FRAMES_MAX || q.bytes + frame.len() > OUTBOX_BYTES_MAX {
+                *q = Queue::default();
+                self.closed.store(1, Ordering::SeqCst);
             } else {
-                q.push_back(frame);
+                q.bytes += frame.len();
+                q.frames.push_back(frame);
             }
         }
         let _ = self.waker.wake();
     }
 
-    pub fn take(&self) -> VecDeque<Arc<str>> {
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Takes queued frames, up to about `bytes_max` (always at least one if any is queued).
+    pub fn take(&self, bytes_max: usize) -> Vec<Arc<str>> {
+        let mut q = self.lock();
+        let mut out = Vec::new();
+        let mut taken = 0;
+        while let Some(f) = q.frames.front() {
+            if !out.is_empty() && taken + f.len() > bytes_max {
+                break;
+            }
+            taken += f.len();
+            let f = q.frames.pop_front().expect("front exists");
+            out.push(f);
+        }
+        q.bytes -= taken;
+        out
     }
 
-    pub fn overflowed(&self) -> bool {
-        self.overflowed.load(Ordering::SeqCst)
+    /// Bytes waiting in the queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    pub fn closed(&self) -> Option<Closed> {
+        match self.closed.load(Ordering::SeqCst) {
+            0 => None,
+            1 => Some(Closed::TooSlow),
+            _ => Some(Closed::Shutdown),
+        }
     }
 
     /// Asks the connection thread to close (shutdown).
     pub fn close(&self) {
-        self.overflowed.store(true, Ordering::SeqCst);
+        self.closed.store(2, Ordering::SeqCst);
         let _ = self.waker.wake();
     }
 }
@@ -97,10 +148,6 @@ impl Hub {
         if let Some(c) = self.lock().get(&id) {
             c.outbox.push(Arc::from(frame));
         }
-    }
-
-    pub fn clients(&self) -> usize {
-        self.lock().len()
     }
 
     /// Users with an open socket (for "rooms changed" pushes).

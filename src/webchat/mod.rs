@@ -1,11 +1,10 @@
 //! The webchat channel: the PWA's HTTP API and WebSocket on one public port.
 //!
-//! Shape (see ARCHITECTURE.md): [`front`] owns the public listener. It reads each connection's
-//! first request head; `/ws` upgrades stay with it and become a WebSocket connection thread
-//! ([`ws`]) that can push at any time, everything else is relayed to a tiny_http server on an
-//! internal loopback port ([`http`]) whose workers run the plain-function API ([`api`]). The relay
-//! records which public peer each internal connection stands for, so authentication sees the real
-//! client address. [`adapter`] is the channel adapter delivery uses; [`hub`] fans events out.
+//! Shape (see ARCHITECTURE.md): [`front`] owns the public listener and its connection limits;
+//! each connection's thread speaks HTTP/1.1 ([`http`], over the shared [`crate::http1`] framing)
+//! and answers through the plain-function API ([`api`]), or after an upgrade becomes a WebSocket
+//! ([`ws`]) that can be pushed to at any time. [`adapter`] is the channel adapter delivery uses;
+//! [`hub`] fans events out.
 
 pub mod adapter;
 pub mod api;
@@ -15,14 +14,16 @@ pub mod files;
 pub mod front;
 pub mod http;
 pub mod hub;
+pub mod rate;
 pub mod render;
 pub mod store;
+pub mod transport;
 pub mod ws;
 
-use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, TcpListener};
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::json;
@@ -45,8 +46,8 @@ pub struct Ctx {
     pub hub: Arc<Hub>,
     pub router: Kick,
     pub containers: Arc<Containers>,
-    /// Internal relay port → the public peer it stands for.
-    pub peers: Mutex<HashMap<u16, Peer>>,
+    /// Messages per user (`WEBCHAT_SEND_RATE`).
+    sends: rate::Limiter<String>,
     /// Where room files are stored (`data/webchat/uploads`).
     pub uploads: std::path::PathBuf,
     /// Users already registered in the DB by this process.
@@ -62,14 +63,19 @@ impl Ctx {
         router: Kick,
         containers: Arc<Containers>,
     ) -> Ctx {
+        let per_min = cfg.webchat.send_per_min as f64;
+        let sends = rate::Limiter::new(rate::Rate {
+            per_s: per_min / 60.0,
+            burst: (crate::config::SEND_BURST as f64).max(per_min / 60.0),
+        });
         Ctx {
             uploads: cfg.data_dir.join("webchat").join("uploads"),
+            sends,
             cfg,
             store,
             hub,
             router,
             containers,
-            peers: Mutex::new(HashMap::new()),
             known_users: Mutex::new(HashSet::new()),
             started: Instant::now(),
         }
@@ -95,8 +101,16 @@ impl Ctx {
         if fresh {
             let now = now_ms();
             central::upsert_user(&conn, &id.user_id, "webchat", &id.display_name, now)?;
-            if central::bootstrap_owner(&conn, &id.user_id, now)? {
-                log::info!("{} ({}) is the owner of this install", id.user_id, id.display_name);
+            // Whoever holds WEBCHAT_TOKEN or sits at the machine itself controls the install:
+            // such an identity is always an owner, so configuring a method never locks the
+            // operator out. Any other first identity becomes owner only on a fresh install.
+            let granted = if id.operator {
+                central::grant_owner(&conn, &id.user_id, now)?
+            } else {
+                central::bootstrap_owner(&conn, &id.user_id, now)?
+            };
+            if granted {
+                log::info!("{} ({}) is an owner of this install", id.user_id, id.display_name);
             }
         }
         let owner = central::is_owner(&conn, &id.user_id)?;
@@ -110,18 +124,28 @@ impl Ctx {
             .ok_or_else(|| ApiError(404, format!("no room {room_id:?} (or you have no access to it)")))
     }
 
-    /// Stores a user's message, broadcasts it and wakes the router. Idempotent by `client_id`.
+    /// True for a configured trusted proxy's address (it carries many clients).
+    pub fn is_trusted_proxy(&self, _ip: IpAddr) -> bool {
+        false
+    }
+
+    /// Stores a user's message, broadcasts it and wakes the router. Idempotent by `client_id`
+    /// (a repeated send is not counted against the user's rate).
     pub fn send(
         &self,
         user: &User,
         room: &Room,
         text: &str,
         client_id: Option<&str>,
-    ) -> Result<(RoomMessage, bool), ApiError> {
+    ) -> Result<(RoomMessage, bool), SendRefusal> {
         api::validate_text(text)?;
         if let Some(id) = client_id {
             api::validate_client_id(id)?;
+            if let Some(m) = self.store.message_by_client_id(&room.id, &user.id, id)? {
+                return Ok((m, false));
+            }
         }
+        self.sends.take(&user.id, Instant::now()).map_err(SendRefusal::Limited)?;
         let (message, created) =
             self.store.user_message(room, &user.id, &user.display_name, text, client_id)?;
         if created {
@@ -156,6 +180,20 @@ impl Ctx {
     }
 }
 
+/// Why a message was not stored.
+#[derive(Debug)]
+pub enum SendRefusal {
+    /// Over the user's send rate; retry after this long.
+    Limited(Duration),
+    Refused(ApiError),
+}
+
+impl<E: Into<ApiError>> From<E> for SendRefusal {
+    fn from(e: E) -> SendRefusal {
+        SendRefusal::Refused(e.into())
+    }
+}
+
 /// `{"type":"message","room_id",...,"message":Message}`.
 pub fn message_event(m: &RoomMessage, stream_id: Option<&str>) -> String {
     let mut ev = json!({ "type": "message", "room_id": m.room_id, "message": m });
@@ -169,7 +207,6 @@ pub fn message_event(m: &RoomMessage, stream_id: Option<&str>) -> String {
 pub struct Webchat {
     pub addr: SocketAddr,
     front: front::Front,
-    http: http::HttpServer,
     ctx: Arc<Ctx>,
 }
 
@@ -188,9 +225,8 @@ impl Webchat {
             format!("cannot listen on {bind}: is another pincer (or something else) using the port? Set WEBCHAT_PORT to change it")
         })?;
         let addr = listener.local_addr()?;
-        let http = http::start(ctx.clone())?;
-        let front = front::start(ctx.clone(), listener, http.port)?;
-        Ok(Webchat { addr, front, http, ctx })
+        let front = front::start(ctx.clone(), listener, transport::Acceptor::plain())?;
+        Ok(Webchat { addr, front, ctx })
     }
 
     /// Stops accepting connections (the first step of a graceful shutdown).
@@ -202,7 +238,6 @@ impl Webchat {
     pub fn shutdown(mut self) {
         self.front.stop_accepting();
         self.ctx.hub.close_all();
-        self.http.stop();
         self.front.join();
     }
 }

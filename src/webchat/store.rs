@@ -90,6 +90,17 @@ impl Store {
         db::write_tx(&mut conn, |tx| Ok(central::insert_message(tx, &m)?))
     }
 
+    /// The message this user already stored in the room under `client_id`, if any.
+    pub fn message_by_client_id(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        client_id: &str,
+    ) -> anyhow::Result<Option<RoomMessage>> {
+        let conn = self.conn()?;
+        Ok(central::message_by_client_id(&conn, room_id, Some(user_id), client_id)?)
+    }
+
     /// Stores a user's message (idempotent by `client_id`), queued for the router.
     pub fn user_message(
         &self,

@@ -1,12 +1,21 @@
 //! One WebSocket connection (CONTRACT.md §4), on its own thread.
 //!
-//! The handshake checks the path, the `Origin` (same origin only) and the caller's identity.
-//! Then the socket is non-blocking in a mio loop with a waker: frames from the browser are read
-//! as they come, events queued in the connection's [`Outbox`] by other threads are written at
-//! once, and a ping goes out when the line is quiet (a peer silent for two intervals is dropped).
+//! [`upgrade`] checks the handshake (400 for a malformed one, 426 for a missing upgrade or an
+//! unsupported version), the `Origin` (same origin only) and the caller's identity, then answers
+//! 101 itself. The socket then runs non-blocking in a mio loop with a waker: frames from the
+//! browser are read as they come, and events queued in the connection's [`Outbox`] by other
+//! threads are written while the socket keeps up.
+//!
+//! Back-pressure: frames leave the outbox only when what was written before has been taken by
+//! the socket, so unsent data is bounded by the outbox limits plus [`WRITE_BATCH_BYTES`]; replies
+//! to this client's own requests (history above all) wait for the socket to drain past
+//! [`UNSENT_BYTES_MAX`], up to [`DRAIN_TIMEOUT`]. A client over either bound is disconnected
+//! with a close reason and resumes with `after_seq`. Frames from the client are rate limited per
+//! socket ([`FRAME_RATE`]) and sends per user (`WEBCHAT_SEND_RATE`), answered with a
+//! `rate_limited` error naming when to retry.
 
 use std::collections::HashSet;
-use std::net::TcpStream;
+use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,16 +25,19 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tungstenite::protocol::WebSocketConfig;
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use super::Ctx;
-use super::api::{ApiError, User};
+use super::api::{ApiError, Resp, User};
 use super::auth::Peer;
-use super::front::Prefixed;
-use super::hub::Outbox;
+use super::hub::{Closed, Outbox};
+use super::rate::{Bucket, Rate};
+use super::transport::Transport;
 use crate::db::central;
+use crate::http1::{Framing, Head, RequestLine};
 
 /// Largest frame or message from a client.
 pub const MESSAGE_BYTES_MAX: usize = 1024 * 1024;
@@ -33,58 +45,123 @@ pub const MESSAGE_BYTES_MAX: usize = 1024 * 1024;
 pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 /// Messages in `history` on a join without `after_seq`.
 pub const HISTORY_DEFAULT: i64 = 50;
-/// Messages per `history` frame when catching up with `after_seq`.
-pub const HISTORY_CHUNK: i64 = 500;
+/// Messages read from the DB per query when catching up with `after_seq`.
+pub const HISTORY_PAGE: i64 = 500;
+/// A `history` frame holds messages up to about this many bytes of JSON.
+pub const HISTORY_FRAME_BYTES_MAX: usize = 256 * 1024;
 /// Rooms one socket may join.
 pub const ROOMS_JOINED_MAX: usize = 256;
+/// Bytes taken from the outbox at once, written only after the previous batch left.
+pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// Bytes written but not yet taken by the socket before a direct reply waits for the client.
+pub const UNSENT_BYTES_MAX: usize = 1024 * 1024;
+/// A client that takes nothing for this long while a reply waits is disconnected.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Frames one socket may send: a burst, then a steady rate.
+pub const FRAME_RATE: Rate = Rate { per_s: 20.0, burst: 100.0 };
+/// Frames over the rate before the socket is closed.
+pub const RATE_STRIKES_MAX: u32 = 200;
+/// The socket's own read buffer.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 const WAKE: Token = Token(0);
 const SOCK: Token = Token(1);
 
-type Ws = WebSocket<Prefixed<TcpStream>>;
+/// What a valid handshake asked for.
+#[derive(Debug, PartialEq)]
+pub struct Handshake {
+    pub key: String,
+    pub protocols: Vec<String>,
+}
 
-/// Handshake, then the connection loop until either side closes.
-#[allow(clippy::result_large_err, reason = "the handshake callback's error type is tungstenite's")]
-pub fn serve(ctx: &Arc<Ctx>, stream: Prefixed<TcpStream>, peer: Peer) -> anyhow::Result<()> {
-    let mut user: Option<User> = None;
-    let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        if let Some(origin) = header("origin")
-            && !same_origin(&origin, header("host").as_deref())
-        {
-            return Err(refuse(403, "cross-origin WebSocket connections are refused"));
-        }
-        let protocols: Vec<String> = header("sec-websocket-protocol")
-            .map(|v| v.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
-            .unwrap_or_default();
-        match ctx.authenticate(&peer, &header, &protocols) {
-            Ok(u) => user = Some(u),
-            Err(ApiError(status, msg)) => return Err(refuse(status, &msg)),
-        }
-        // A browser that offered subprotocols requires the server to pick one.
-        let chosen = protocols.iter().find(|p| p.starts_with("bearer.")).or(protocols.first());
-        if let Some(p) = chosen.and_then(|p| p.parse().ok()) {
-            resp.headers_mut().insert("Sec-WebSocket-Protocol", p);
-        }
-        Ok(resp)
+/// Checks a WebSocket upgrade request (RFC 6455 §4.2.1); the error is the response to send.
+pub fn check_handshake(head: &Head, line: &RequestLine, framing: Framing) -> Result<Handshake, Resp> {
+    let upgrade_required = |msg: &str| {
+        let mut r = Resp::error(426, msg);
+        r.headers.push(("Upgrade".into(), "websocket".into()));
+        r.headers.push(("Connection".into(), "Upgrade".into()));
+        r.headers.push(("Sec-WebSocket-Version".into(), "13".into()));
+        r
     };
+    if line.method != "GET" {
+        let mut r = Resp::error(405, "a WebSocket upgrade is a GET request");
+        r.headers.push(("Allow".into(), "GET".into()));
+        return Err(r);
+    }
+    if !head.has_token("upgrade", "websocket") || !head.has_token("connection", "upgrade") {
+        return Err(upgrade_required("/ws is a WebSocket: send Upgrade: websocket and Connection: Upgrade"));
+    }
+    if line.minor != 1 {
+        return Err(Resp::error(400, "a WebSocket upgrade needs HTTP/1.1"));
+    }
+    if head.field("sec-websocket-version") != Some("13") {
+        return Err(upgrade_required("unsupported Sec-WebSocket-Version: this server speaks version 13"));
+    }
+    let key = head.field("sec-websocket-key").unwrap_or("");
+    let valid_key = key.len() == 24
+        && key.ends_with("==")
+        && key[..22].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if !valid_key {
+        return Err(Resp::error(400, "missing or invalid Sec-WebSocket-Key (16 random bytes, base64)"));
+    }
+    if framing != Framing::None {
+        return Err(Resp::error(400, "a WebSocket upgrade request has no body"));
+    }
+    let protocols = head.tokens("sec-websocket-protocol").map(str::to_string).collect();
+    Ok(Handshake { key: key.to_string(), protocols })
+}
+
+/// Completes the upgrade of a request for `/ws` (or refuses it), then runs the connection.
+pub fn upgrade(
+    ctx: &Arc<Ctx>,
+    mut transport: Transport,
+    leftover: Vec<u8>,
+    head: &Head,
+    line: &RequestLine,
+    framing: Framing,
+    peer: Peer,
+) -> anyhow::Result<()> {
+    let refuse = |t: &mut Transport, resp: Resp| -> anyhow::Result<()> {
+        let _ = super::http::write_response(t, &resp, false, true);
+        anyhow::bail!("websocket upgrade refused: {}", resp.status)
+    };
+    let hs = match check_handshake(head, line, framing) {
+        Ok(h) => h,
+        Err(resp) => return refuse(&mut transport, resp),
+    };
+    if let Some(origin) = head.field("origin")
+        && !same_origin(origin, head.field("host"))
+    {
+        return refuse(&mut transport, Resp::error(403, "cross-origin WebSocket connections are refused"));
+    }
+    let lookup = |name: &str| head.field(name).map(str::to_string);
+    let user = match ctx.authenticate(&peer, &lookup, &hs.protocols) {
+        Ok(u) => u,
+        Err(ApiError(status, msg)) => return refuse(&mut transport, Resp::error(status, &msg)),
+    };
+    // A browser that offered subprotocols requires the server to pick one of them.
+    let chosen = hs.protocols.iter().find(|p| p.starts_with("bearer.")).or(hs.protocols.first());
+    let mut resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+        tungstenite::handshake::derive_accept_key(hs.key.as_bytes())
+    );
+    if let Some(p) = chosen {
+        resp.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+    }
+    resp.push_str("\r\n");
+    io::Write::write_all(&mut transport, resp.as_bytes()).context("writing the 101 response")?;
+    transport.set_deadline(None);
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BATCH_BYTES)
+        .max_write_buffer_size(4 * UNSENT_BYTES_MAX + MESSAGE_BYTES_MAX)
         .max_message_size(Some(MESSAGE_BYTES_MAX))
         .max_frame_size(Some(MESSAGE_BYTES_MAX));
-    let ws = tungstenite::accept_hdr_with_config(stream, callback, Some(config))
-        .map_err(|e| anyhow::anyhow!("websocket handshake: {e}"))?;
-    let user = user.context("handshake finished without an identity")?;
+    let ws = WebSocket::from_partially_read(transport, leftover, Role::Server, Some(config));
     let mut conn = Conn::new(ctx.clone(), ws, user)?;
     let res = conn.run();
     conn.ctx.hub.unregister(conn.client);
     res
-}
-
-fn refuse(status: u16, msg: &str) -> ErrorResponse {
-    let mut r = ErrorResponse::new(Some(json!({ "error": msg }).to_string()));
-    *r.status_mut() =
-        tungstenite::http::StatusCode::from_u16(status).unwrap_or(tungstenite::http::StatusCode::FORBIDDEN);
-    r
 }
 
 /// `Origin: http://host:port` must name the same host and port as `Host`.
@@ -94,22 +171,31 @@ pub fn same_origin(origin: &str, host: Option<&str>) -> bool {
     !rest.is_empty() && rest.trim_end_matches('/').eq_ignore_ascii_case(host.trim())
 }
 
+/// The connection ends: say why in the close frame.
+#[derive(Debug)]
+struct Hangup(CloseCode, String);
+
 struct Conn {
     ctx: Arc<Ctx>,
-    ws: Ws,
+    ws: WebSocket<Transport>,
     user: User,
     client: u64,
     outbox: Arc<Outbox>,
     poll: Poll,
+    events: Events,
     joined: HashSet<String>,
     writable_wanted: bool,
+    /// Bytes handed to the socket layer since it last reported everything written.
+    unflushed: usize,
     last_heard: Instant,
     last_sent: Instant,
+    frames: Bucket,
+    strikes: u32,
 }
 
 impl Conn {
-    fn new(ctx: Arc<Ctx>, ws: Ws, user: User) -> anyhow::Result<Conn> {
-        let stream = &ws.get_ref().inner;
+    fn new(ctx: Arc<Ctx>, ws: WebSocket<Transport>, user: User) -> anyhow::Result<Conn> {
+        let stream = ws.get_ref().tcp();
         stream.set_nonblocking(true)?;
         stream.set_read_timeout(None)?;
         let poll = Poll::new()?;
@@ -124,14 +210,35 @@ impl Conn {
             client,
             outbox,
             poll,
+            events: Events::with_capacity(8),
             joined: HashSet::new(),
             writable_wanted: false,
+            unflushed: 0,
             last_heard: now,
             last_sent: now,
+            frames: Bucket::full(FRAME_RATE, now),
+            strikes: 0,
         })
     }
 
     fn run(&mut self) -> anyhow::Result<()> {
+        match self.serve() {
+            Ok(()) => Ok(()),
+            Err(e) => match e.downcast::<Hangup>() {
+                Ok(Hangup(code, reason)) => {
+                    log::info!("closing the WebSocket of {}: {reason}", self.user.id);
+                    let frame =
+                        CloseFrame { code, reason: reason.chars().take(120).collect::<String>().into() };
+                    let _ = self.ws.close(Some(frame));
+                    let _ = self.ws.flush();
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    fn serve(&mut self) -> anyhow::Result<()> {
         let rooms = self.ctx.store.rooms_for(&self.user.id, self.user.owner)?;
         self.send(&json!({
             "type": "ready",
@@ -140,27 +247,46 @@ impl Conn {
             "provider": self.ctx.cfg.provider.as_str(),
             "modelConfigured": self.ctx.cfg.provider != crate::config::Provider::Mock,
         }))?;
-        let mut events = Events::with_capacity(8);
         loop {
-            self.flush()?;
-            crate::host::kick::poll(&mut self.poll, &mut events, Some(PING_INTERVAL))?;
+            self.pump()?;
+            match self.outbox.closed() {
+                Some(Closed::TooSlow) => {
+                    return Err(hangup(
+                        CloseCode::Again,
+                        "too slow: events queued past the limit; reconnect and join with after_seq",
+                    ));
+                }
+                Some(Closed::Shutdown) => return Err(hangup(CloseCode::Away, "server shutting down")),
+                None => {}
+            }
+            let quiet = self.last_heard.elapsed().min(self.last_sent.elapsed());
+            let timeout = PING_INTERVAL.saturating_sub(quiet).max(Duration::from_millis(10));
+            crate::host::kick::poll(&mut self.poll, &mut self.events, Some(timeout))?;
             if !self.read_frames()? {
                 return Ok(());
             }
-            for frame in self.outbox.take() {
-                self.write(Message::text(frame.to_string()))?;
-            }
-            if self.outbox.overflowed() {
-                let _ = self.ws.close(None);
-                let _ = self.ws.flush();
-                anyhow::bail!("client too slow or server shutting down; closed");
-            }
-            let quiet = self.last_heard.elapsed().min(self.last_sent.elapsed());
             if self.last_heard.elapsed() > 2 * PING_INTERVAL + Duration::from_secs(5) {
                 anyhow::bail!("client silent for {:?}; closed", self.last_heard.elapsed());
             }
+            let quiet = self.last_heard.elapsed().min(self.last_sent.elapsed());
             if quiet >= PING_INTERVAL {
                 self.write(Message::Ping(Vec::new().into()))?;
+            }
+        }
+    }
+
+    /// Moves queued events to the socket while it keeps up.
+    fn pump(&mut self) -> anyhow::Result<()> {
+        loop {
+            if !self.flush()? {
+                return Ok(());
+            }
+            let frames = self.outbox.take(WRITE_BATCH_BYTES);
+            if frames.is_empty() {
+                return Ok(());
+            }
+            for f in frames {
+                self.write(Message::text(&*f))?;
             }
         }
     }
@@ -172,7 +298,11 @@ impl Conn {
                 Ok(msg) => {
                     self.last_heard = Instant::now();
                     match msg {
-                        Message::Text(t) => self.on_text(t.as_str())?,
+                        Message::Text(t) => {
+                            if self.admit_frame()? {
+                                self.on_text(t.as_str())?;
+                            }
+                        }
                         Message::Binary(_) => self.error(
                             "bad_request",
                             "binary frames are not supported; send JSON text",
@@ -182,9 +312,7 @@ impl Conn {
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                 }
-                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    return Ok(true);
-                }
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     return Ok(false);
                 }
@@ -194,41 +322,99 @@ impl Conn {
                         &format!("frame too large ({e}); the limit is {MESSAGE_BYTES_MAX} bytes"),
                         None,
                     );
-                    let _ = self.ws.flush();
-                    return Ok(false);
+                    return Err(hangup(CloseCode::Size, "frame too large"));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
+    /// The socket's frame rate; a frame over it is answered with `rate_limited` and dropped.
+    fn admit_frame(&mut self) -> anyhow::Result<bool> {
+        match self.frames.take(FRAME_RATE, Instant::now()) {
+            Ok(()) => Ok(true),
+            Err(wait) => {
+                self.strikes += 1;
+                if self.strikes > RATE_STRIKES_MAX {
+                    return Err(hangup(CloseCode::Policy, "too many frames over the rate limit"));
+                }
+                self.rate_limited(wait, None)?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn rate_limited(&mut self, wait: Duration, client_id: Option<&str>) -> anyhow::Result<()> {
+        let ms = wait.as_millis().max(1) as u64;
+        let mut ev = json!({
+            "type": "error",
+            "code": "rate_limited",
+            "message": format!("too many requests; retry in {ms} ms"),
+            "retry_after_ms": ms,
+        });
+        if let Some(id) = client_id {
+            ev["client_id"] = json!(id);
+        }
+        self.send(&ev)
+    }
+
+    /// Hands a frame to the socket layer (buffered if the socket is full).
     fn write(&mut self, msg: Message) -> anyhow::Result<()> {
         self.last_sent = Instant::now();
+        self.unflushed += msg.len();
         match self.ws.write(msg) {
             Ok(()) => Ok(()),
-            // Buffered; flushed when the socket is writable.
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(tungstenite::Error::WriteBufferFull(_)) => {
+                Err(hangup(CloseCode::Again, "too slow: the write buffer is full; reconnect with after_seq"))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
-    fn flush(&mut self) -> anyhow::Result<()> {
-        let pending = match self.ws.flush() {
-            Ok(()) => false,
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+    /// Writes out what is buffered; true when everything left, false when the socket is full
+    /// (then its writability is watched).
+    fn flush(&mut self) -> anyhow::Result<bool> {
+        let done = match self.ws.flush() {
+            Ok(()) => true,
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => false,
             Err(e) => return Err(e.into()),
         };
-        if pending != self.writable_wanted {
-            let interest = if pending { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            let fd = self.ws.get_ref().inner.as_raw_fd();
+        if done {
+            self.unflushed = 0;
+        }
+        if done == self.writable_wanted {
+            let interest = if done { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+            let fd = self.ws.get_ref().as_raw_fd();
             self.poll.registry().reregister(&mut SourceFd(&fd), SOCK, interest)?;
-            self.writable_wanted = pending;
+            self.writable_wanted = !done;
+        }
+        Ok(done)
+    }
+
+    /// A reply to this client's own request: written, and if too much is unsent, waited out.
+    fn send(&mut self, v: &Value) -> anyhow::Result<()> {
+        self.write(Message::text(v.to_string()))?;
+        if self.unflushed > UNSENT_BYTES_MAX {
+            self.drain()?;
         }
         Ok(())
     }
 
-    fn send(&mut self, v: &Value) -> anyhow::Result<()> {
-        self.write(Message::text(v.to_string()))
+    /// Waits (bounded) until the socket has taken everything written.
+    fn drain(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while !self.flush()? {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(hangup(
+                    CloseCode::Again,
+                    "too slow: the client took nothing for 30 s; reconnect and join with after_seq",
+                ));
+            }
+            crate::host::kick::poll(&mut self.poll, &mut self.events, Some(left))?;
+        }
+        Ok(())
     }
 
     fn error(&mut self, code: &str, message: &str, client_id: Option<&str>) -> anyhow::Result<()> {
@@ -251,22 +437,26 @@ impl Conn {
             ClientFrame::Join { room_id, after_seq } => self.join(&room_id, after_seq),
             ClientFrame::Send { room_id, client_id, text } => {
                 let client_id = client_id.unwrap_or_default();
-                match self.on_send(&room_id, &client_id, &text) {
+                return match self.on_send(&room_id, &client_id, &text) {
                     Ok(()) => Ok(()),
-                    Err(ApiError(_, msg)) => {
-                        return self.error("send_failed", &msg, Some(&client_id));
+                    Err(SendError::Limited(wait)) => self.rate_limited(wait, Some(&client_id)),
+                    Err(SendError::Refused(ApiError(_, msg))) => {
+                        self.error("send_failed", &msg, Some(&client_id))
                     }
-                }
+                    Err(SendError::Socket(e)) => Err(e),
+                };
             }
             ClientFrame::Stop { room_id } => self.on_stop(&room_id),
             ClientFrame::Typing { room_id, is_typing } => self.on_typing(&room_id, is_typing),
         };
         match res {
             Ok(()) => Ok(()),
-            Err(ApiError(status, msg)) => {
+            Err(JoinError::Socket(e)) => Err(e),
+            Err(JoinError::Api(ApiError(status, msg))) => {
                 let code = match status {
                     404 => "not_found",
                     403 => "forbidden",
+                    413 => "too_large",
                     500 => "internal",
                     _ => "bad_request",
                 };
@@ -275,10 +465,10 @@ impl Conn {
         }
     }
 
-    fn join(&mut self, room_id: &str, after_seq: Option<i64>) -> Result<(), ApiError> {
+    fn join(&mut self, room_id: &str, after_seq: Option<i64>) -> Result<(), JoinError> {
         let room = self.ctx.room_for(&self.user, room_id)?;
         if !self.joined.contains(&room.id) && self.joined.len() >= ROOMS_JOINED_MAX {
-            return Err(ApiError::bad(format!("a socket may join at most {ROOMS_JOINED_MAX} rooms")));
+            return Err(ApiError::bad(format!("a socket may join at most {ROOMS_JOINED_MAX} rooms")).into());
         }
         // Join first, then read history: a message stored in between arrives twice (clients
         // de-duplicate by id) rather than not at all.
@@ -294,11 +484,11 @@ impl Conn {
             Some(after) => {
                 let mut after = after.max(0);
                 loop {
-                    let messages = central::messages_after(&conn, &room.id, after, HISTORY_CHUNK)?;
-                    let complete = (messages.len() as i64) < HISTORY_CHUNK;
-                    self.history(&room.id, &messages, complete)?;
+                    let messages = central::messages_after(&conn, &room.id, after, HISTORY_PAGE)?;
+                    let last_page = (messages.len() as i64) < HISTORY_PAGE;
+                    self.history(&room.id, &messages, last_page)?;
                     match messages.last() {
-                        Some(last) if !complete => after = last.seq,
+                        Some(last) if !last_page => after = last.seq,
                         _ => break,
                     }
                 }
@@ -307,38 +497,58 @@ impl Conn {
         Ok(())
     }
 
+    /// Sends messages as `history` frames of at most [`HISTORY_FRAME_BYTES_MAX`] each; the last
+    /// frame says `complete` when `last_page`.
     fn history(
         &mut self,
         room_id: &str,
         messages: &[central::RoomMessage],
-        complete: bool,
-    ) -> Result<(), ApiError> {
-        self.send(
-            &json!({ "type": "history", "room_id": room_id, "messages": messages, "complete": complete }),
-        )
-        .map_err(ApiError::from)
-    }
-
-    fn on_send(&mut self, room_id: &str, client_id: &str, text: &str) -> Result<(), ApiError> {
-        if client_id.is_empty() {
-            return Err(ApiError::bad(
-                "send needs a client_id (any unique string, e.g. a UUID) so a resend is not stored twice",
-            ));
+        last_page: bool,
+    ) -> Result<(), JoinError> {
+        let mut batch: Vec<Value> = Vec::new();
+        let mut bytes = 0;
+        for m in messages {
+            let v = serde_json::to_value(m).map_err(|e| JoinError::Socket(e.into()))?;
+            let size = v.to_string().len();
+            if !batch.is_empty() && bytes + size > HISTORY_FRAME_BYTES_MAX {
+                let frame =
+                    json!({ "type": "history", "room_id": room_id, "messages": batch, "complete": false });
+                self.send(&frame).map_err(JoinError::Socket)?;
+                batch = Vec::new();
+                bytes = 0;
+            }
+            batch.push(v);
+            bytes += size;
         }
-        let room = self.ctx.room_for(&self.user, room_id)?;
-        let (message, _) = self.ctx.send(&self.user, &room, text, Some(client_id))?;
-        self.send(&json!({ "type": "ack", "client_id": client_id, "message": message }))
-            .map_err(ApiError::from)
+        let frame =
+            json!({ "type": "history", "room_id": room_id, "messages": batch, "complete": last_page });
+        self.send(&frame).map_err(JoinError::Socket)
     }
 
-    fn on_stop(&mut self, room_id: &str) -> Result<(), ApiError> {
+    fn on_send(&mut self, room_id: &str, client_id: &str, text: &str) -> Result<(), SendError> {
+        if client_id.is_empty() {
+            return Err(SendError::Refused(ApiError::bad(
+                "send needs a client_id (any unique string, e.g. a UUID) so a resend is not stored twice",
+            )));
+        }
+        let room = self.ctx.room_for(&self.user, room_id).map_err(SendError::Refused)?;
+        let (message, _) = match self.ctx.send(&self.user, &room, text, Some(client_id)) {
+            Ok(x) => x,
+            Err(super::SendRefusal::Limited(wait)) => return Err(SendError::Limited(wait)),
+            Err(super::SendRefusal::Refused(e)) => return Err(SendError::Refused(e)),
+        };
+        self.send(&json!({ "type": "ack", "client_id": client_id, "message": message }))
+            .map_err(SendError::Socket)
+    }
+
+    fn on_stop(&mut self, room_id: &str) -> Result<(), JoinError> {
         let room = self.ctx.room_for(&self.user, room_id)?;
         let n = self.ctx.stop_room(&room)?;
         log::info!("{} asked to stop {n} running turn(s) in room {}", self.user.id, room.id);
         Ok(())
     }
 
-    fn on_typing(&mut self, room_id: &str, is_typing: bool) -> Result<(), ApiError> {
+    fn on_typing(&mut self, room_id: &str, is_typing: bool) -> Result<(), JoinError> {
         let room = self.ctx.room_for(&self.user, room_id)?;
         let ev = json!({
             "type": "typing",
@@ -349,6 +559,48 @@ impl Conn {
         self.ctx.hub.broadcast(&room.id, &ev.to_string(), Some(self.client));
         Ok(())
     }
+}
+
+fn hangup(code: CloseCode, reason: &str) -> anyhow::Error {
+    anyhow::Error::new(Hangup(code, reason.to_string()))
+}
+
+impl std::fmt::Display for Hangup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for Hangup {}
+
+/// A request that failed: refused (told to the client) or the socket failed.
+enum JoinError {
+    Api(ApiError),
+    Socket(anyhow::Error),
+}
+
+impl From<ApiError> for JoinError {
+    fn from(e: ApiError) -> JoinError {
+        JoinError::Api(e)
+    }
+}
+
+impl From<rusqlite::Error> for JoinError {
+    fn from(e: rusqlite::Error) -> JoinError {
+        JoinError::Api(e.into())
+    }
+}
+
+impl From<anyhow::Error> for JoinError {
+    fn from(e: anyhow::Error) -> JoinError {
+        JoinError::Api(e.into())
+    }
+}
+
+enum SendError {
+    Limited(Duration),
+    Refused(ApiError),
+    Socket(anyhow::Error),
 }
 
 #[derive(Deserialize)]
@@ -371,5 +623,39 @@ mod tests {
         assert!(!same_origin("http://evil.example", Some("127.0.0.1:3100")));
         assert!(!same_origin("null", Some("127.0.0.1:3100")));
         assert!(!same_origin("http://127.0.0.1:3100", None));
+    }
+
+    #[test]
+    fn handshakes_are_checked() {
+        let line = |m: &str, minor: u8| RequestLine { method: m.into(), target: "/ws".into(), minor };
+        let head = |fields: &[(&str, &str)]| Head {
+            start: String::new(),
+            fields: fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        let good = [
+            ("host", "a"),
+            ("upgrade", "websocket"),
+            ("connection", "keep-alive, Upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-protocol", "bearer.x, other"),
+        ];
+        let hs = check_handshake(&head(&good), &line("GET", 1), Framing::None).unwrap();
+        assert_eq!(hs.protocols, ["bearer.x", "other"]);
+        let without =
+            |name: &str| head(&good.iter().copied().filter(|(k, _)| *k != name).collect::<Vec<_>>());
+        let with = |name: &str, value: &'static str| {
+            head(&good.iter().map(|&(k, v)| if k == name { (k, value) } else { (k, v) }).collect::<Vec<_>>())
+        };
+        let status = |h: Head, l: RequestLine, f: Framing| check_handshake(&h, &l, f).unwrap_err().status;
+        assert_eq!(status(without("upgrade"), line("GET", 1), Framing::None), 426);
+        assert_eq!(status(with("upgrade", "h2c"), line("GET", 1), Framing::None), 426);
+        assert_eq!(status(without("connection"), line("GET", 1), Framing::None), 426);
+        assert_eq!(status(with("sec-websocket-version", "8"), line("GET", 1), Framing::None), 426);
+        assert_eq!(status(without("sec-websocket-key"), line("GET", 1), Framing::None), 400);
+        assert_eq!(status(with("sec-websocket-key", "short"), line("GET", 1), Framing::None), 400);
+        assert_eq!(status(head(&good), line("POST", 1), Framing::None), 405);
+        assert_eq!(status(head(&good), line("GET", 0), Framing::None), 400);
+        assert_eq!(status(head(&good), line("GET", 1), Framing::Length(5)), 400);
     }
 }

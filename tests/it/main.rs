@@ -11,4 +11,5 @@ mod cli;
 mod containers;
 mod models;
 mod restart;
+mod robust;
 mod support;

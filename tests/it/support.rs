@@ -260,34 +260,12 @@ pub fn http_raw(
     if let Some(b) = body {
         s.write_all(b).unwrap();
     }
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
-        body = dechunk(&body);
-    }
-    (status, headers, body)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(end) = b.windows(2).position(|w| w == b"\r\n") else { return out };
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..end]).unwrap().trim(), 16).unwrap_or(0);
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[end + 2..end + 2 + size]);
-        b = &b[end + 2 + size + 2..];
-    }
+    let mut r = BufReader::new(s);
+    let head = pincer::http1::read_head(&mut r, 64 * 1024).expect("response head");
+    let status = pincer::http1::parse_status_line(&head.start).expect("status line");
+    let mut body = Vec::new();
+    r.read_to_end(&mut body).unwrap();
+    (status, head.fields, body)
 }
 
 /// A WebSocket client whose reads are bounded.
@@ -304,13 +282,18 @@ impl Ws {
     }
 
     pub fn try_connect(port: u16, headers: &[(&str, &str)]) -> Result<Ws, String> {
+        Ws::try_connect_from("127.0.0.1", port, headers)
+    }
+
+    /// Connects from a given loopback address (127.0.0.2, ...), acting as another client.
+    pub fn try_connect_from(source: &str, port: u16, headers: &[(&str, &str)]) -> Result<Ws, String> {
         use tungstenite::client::IntoClientRequest;
         let mut req = format!("ws://127.0.0.1:{port}/ws").into_client_request().unwrap();
         for (k, v) in headers {
             req.headers_mut()
                 .insert(tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let stream = connect_from(source, port);
         stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let (ws, _) = tungstenite::client(req, stream).map_err(|e| e.to_string())?;
         let mut ws = Ws { ws, pending: Vec::new(), ready: Value::Null };
@@ -402,6 +385,55 @@ impl Ws {
         );
         f["message"].clone()
     }
+}
+
+/// A TCP connection to the host's port from `source` (any 127.x.y.z address works on Linux).
+pub fn connect_from(source: &str, port: u16) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    sock.bind(&local.into()).unwrap();
+    let remote: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    sock.connect(&remote.into()).unwrap();
+    let stream: TcpStream = sock.into();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// Writes raw bytes and reads one response head; `None` if the server closed without one.
+pub fn raw_exchange(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Option<(u16, pincer::http1::Head)> {
+    stream.write_all(bytes).ok()?;
+    read_response_head(stream, timeout)
+}
+
+/// Reads one response head (the body is left unread).
+pub fn read_response_head(stream: &mut TcpStream, timeout: Duration) -> Option<(u16, pincer::http1::Head)> {
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    // Byte by byte, so nothing after the head is consumed.
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    let parsed = pincer::http1::read_head(&mut &head[..], 64 * 1024).ok()?;
+    Some((pincer::http1::parse_status_line(&parsed.start).ok()?, parsed))
+}
+
+/// Resident anonymous memory of a process in KiB: heap and stacks, without the pages of the
+/// binary itself (which grow as more of its code runs, and are shared and reclaimable).
+pub fn anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssAnon in /proc/<pid>/status")
 }
 
 pub fn docker(args: &[&str]) -> std::process::Output {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::agent::model::{Cancel, HookGuard, ModelError};
+use crate::http1;
 
 /// A stream with no bytes for this long is considered dead (local models may think for minutes
 /// before their first token on a long prompt).
@@ -110,42 +111,17 @@ impl ProxyHttp {
 }
 
 fn read_head(r: &mut impl BufRead) -> std::io::Result<(u16, Vec<(String, String)>)> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let mut total = 0;
-    let mut line = String::new();
-    let mut status = None;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        let n = r.read_line(&mut line)?;
-        if n == 0 {
-            return Err(bad("connection closed before the response head ended"));
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let head = match http1::read_head(r, HEAD_BYTES_MAX) {
+        Ok(h) => h,
+        Err(http1::Error::Io(e)) => return Err(e),
+        Err(http1::Error::Closed) => {
+            return Err(bad("connection closed before the response head ended".into()));
         }
-        total += n;
-        if total > HEAD_BYTES_MAX {
-            return Err(bad("response head too large"));
-        }
-        let l = line.trim_end_matches(['\r', '\n']);
-        if l.is_empty() {
-            break;
-        }
-        match status {
-            None => {
-                status = Some(
-                    l.split(' ')
-                        .nth(1)
-                        .and_then(|s| s.parse::<u16>().ok())
-                        .ok_or_else(|| bad("bad status line"))?,
-                )
-            }
-            Some(_) => {
-                if let Some((k, v)) = l.split_once(':') {
-                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-                }
-            }
-        }
-    }
-    Ok((status.ok_or_else(|| bad("no status line"))?, headers))
+        Err(e) => return Err(bad(format!("response head: {e}"))),
+    };
+    let status = http1::parse_status_line(&head.start).map_err(|e| bad(e.to_string()))?;
+    Ok((status, head.fields))
 }
 
 #[cfg(test)]
