@@ -67,6 +67,18 @@ pub fn normalize_name(s: &str) -> String {
 }
 
 /// True for names that are safe as a single path component and in a container name.
+/// Longest file name taken from an agent or a user.
+pub const FILE_NAME_CHARS_MAX: usize = 128;
+
+/// A plain file name: no path separators, no leading dot, no control characters, not `.`/`..`.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= FILE_NAME_CHARS_MAX
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\'])
+        && !name.chars().any(char::is_control)
+}
+
 pub fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64

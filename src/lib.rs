@@ -23,6 +23,8 @@ pub mod docker;
 #[cfg(feature = "host")]
 pub mod host;
 #[cfg(feature = "host")]
+pub mod mailbox;
+#[cfg(feature = "host")]
 pub mod process;
 #[cfg(feature = "host")]
 pub mod testing;

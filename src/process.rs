@@ -139,10 +139,11 @@ fn read_thread<R: Read + Send + 'static>(
     })
 }
 
-/// Starts a long-running process with stdout discarded and stderr piped (the caller reads it).
-pub fn spawn_with_stderr<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<Child, CommandError> {
+/// Starts a long-running process with stdout and stderr piped (the caller reads both, and
+/// kills and waits for it).
+pub fn spawn_piped<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<Child, CommandError> {
     command(program, args)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| CommandError { argv: argv(program, args), kind: CommandErrorKind::Spawn(e) })

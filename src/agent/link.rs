@@ -95,22 +95,36 @@ impl Link {
                 }
             }
         };
-        stream.set_write_timeout(Some(WRITE_STALL_TIMEOUT))?;
-        let reader = stream.try_clone()?;
-        let (tx, rx) = mpsc::sync_channel(64);
         let cancel = Cancel::default();
-        let flag = cancel.clone();
         let woken = Arc::new(AtomicBool::new(false));
-        let woken_flag = woken.clone();
-        std::thread::Builder::new()
-            .name("link-reader".into())
-            .spawn(move || read_loop(reader, tx, &flag, &woken_flag))?;
-        Ok(Link {
-            writer: LinkWriter { stream: Arc::new(Mutex::new(Some(stream))) },
-            cancel,
-            woken,
-            events: rx,
-        })
+        let writer = LinkWriter::detached();
+        let events = attach(&stream, &writer, &cancel, &woken)?;
+        Ok(Link { writer, cancel, woken, events })
+    }
+
+    /// The host went away (it stopped, or crashed): waits up to `window` for a host to serve
+    /// the socket again (a restarted host adopts running containers) and links up with it.
+    /// False if none came; the runner then exits.
+    pub fn reconnect(&mut self, path: &Path, window: Duration) -> bool {
+        let deadline = std::time::Instant::now() + window;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            if let Ok(stream) = UnixStream::connect(path) {
+                match attach(&stream, &self.writer, &self.cancel, &self.woken) {
+                    Ok(events) => {
+                        self.events = events;
+                        log::info!("linked up with the host again");
+                        return true;
+                    }
+                    Err(e) => log::warn!("relinking: {e}"),
+                }
+            }
+            if std::time::Instant::now() + pause > deadline {
+                return false;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
     }
 
     /// Waits up to `timeout` for an event; `None` on timeout.
@@ -126,6 +140,25 @@ impl Link {
     pub fn drain(&self) -> Vec<Event> {
         self.events.try_iter().collect()
     }
+}
+
+/// Sets up a connected link: the writer gets the socket, a reader thread turns frames into events.
+fn attach(
+    stream: &UnixStream,
+    writer: &LinkWriter,
+    cancel: &Cancel,
+    woken: &Arc<AtomicBool>,
+) -> anyhow::Result<Receiver<Event>> {
+    stream.set_write_timeout(Some(WRITE_STALL_TIMEOUT))?;
+    let reader = stream.try_clone()?;
+    let (tx, rx) = mpsc::sync_channel(64);
+    let flag = cancel.clone();
+    let woken_flag = woken.clone();
+    std::thread::Builder::new()
+        .name("link-reader".into())
+        .spawn(move || read_loop(reader, tx, &flag, &woken_flag))?;
+    *writer.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream.try_clone()?);
+    Ok(rx)
 }
 
 fn read_loop(mut stream: UnixStream, tx: mpsc::SyncSender<Event>, cancel: &Cancel, woken: &AtomicBool) {

@@ -15,13 +15,17 @@ use super::turn::{self, Runner};
 use crate::db::{self, Kind, inbound, outbound};
 use crate::ids::now_ms;
 
+/// After the host closed the link, how long the runner waits for a host to serve it again (a
+/// host restarted after a crash adopts running containers) before it exits.
+pub const RELINK_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     let out = db::open(&cfg.outbound_db(), Kind::Outbound)?;
     let stale = outbound::delete_processing_claims(&out)?;
     if stale > 0 {
         log::info!("dropped {stale} claims left by a previous container");
     }
-    let link = Link::connect(&cfg.link_socket())?;
+    let mut link = Link::connect(&cfg.link_socket())?;
     let provider = provider::create(&ProviderConfig {
         name: cfg.provider.clone(),
         model: cfg.model.clone(),
@@ -54,17 +58,19 @@ pub fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
             log::info!("idle for {:?}; exiting", cfg.idle_exit);
             return Ok(());
         }
-        match link.wait(cfg.safety_poll) {
-            Some(Event::Closed) => {
-                log::info!("host closed the link; exiting");
-                return Ok(());
-            }
-            Some(Event::Wake | Event::Stop) | None => {
-                // Coalesce a burst of wakes into one poll.
-                if link.drain().contains(&Event::Closed) {
-                    return Ok(());
-                }
-            }
+        let mut closed = match link.wait(cfg.safety_poll) {
+            Some(Event::Closed) => true,
+            // Coalesce a burst of wakes into one poll.
+            Some(Event::Wake | Event::Stop) | None => link.drain().contains(&Event::Closed),
+        };
+        if closed {
+            log::info!("the host closed the link; waiting up to {RELINK_WINDOW:?} for it to come back");
+            touch(&cfg.heartbeat());
+            closed = !link.reconnect(&cfg.link_socket(), RELINK_WINDOW);
+        }
+        if closed {
+            log::info!("no host came back; exiting");
+            return Ok(());
         }
     }
 }

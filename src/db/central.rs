@@ -449,6 +449,24 @@ pub fn set_container_status(
 }
 
 /// Marks every session's container stopped (start-up: no container survives a host restart).
+/// The next container generation of a session (1, 2, ...), taken durably.
+pub fn next_container_gen(conn: &Connection, session_id: &str) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "UPDATE sessions SET container_gen = container_gen + 1 WHERE id = ?1 RETURNING container_gen",
+        [session_id],
+        |r| r.get(0),
+    )
+}
+
+/// Makes sure the session's next generation is above `gen` (an adopted container's).
+pub fn raise_container_gen(conn: &Connection, session_id: &str, generation: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE sessions SET container_gen = MAX(container_gen, ?2) WHERE id = ?1",
+        params![session_id, generation],
+    )?;
+    Ok(())
+}
+
 pub fn reset_container_status(conn: &Connection) -> rusqlite::Result<usize> {
     conn.execute("UPDATE sessions SET container_status = 'stopped' WHERE container_status <> 'stopped'", [])
 }

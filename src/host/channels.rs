@@ -82,4 +82,30 @@ impl Channels {
     pub fn get(&self, channel_type: &str) -> Option<&Arc<dyn Channel>> {
         self.map.get(channel_type)
     }
+
+    /// Posts a notice from pincer in a room (failures are logged: a notice is itself the report
+    /// of a failure).
+    pub fn notice_room(&self, room: &Room, text: &str) {
+        match self.get(&room.channel_type) {
+            Some(adapter) => {
+                if let Err(e) = adapter.notice(room, text) {
+                    log::error!("posting a notice in room {}: {e:#}", room.id);
+                }
+            }
+            None => log::error!("no adapter for room {} to post: {text}", room.id),
+        }
+    }
+
+    /// Posts a notice in the room of a session, if it has one.
+    pub fn notice_session(&self, central: &crate::db::Connection, session_id: &str, text: &str) {
+        let room = crate::db::central::session(central, session_id)
+            .ok()
+            .flatten()
+            .and_then(|s| s.room_id)
+            .and_then(|id| crate::db::central::room(central, &id).ok().flatten());
+        match room {
+            Some(room) => self.notice_room(&room, text),
+            None => log::warn!("session {session_id} has no room for the notice: {text}"),
+        }
+    }
 }

@@ -1,51 +1,57 @@
-//! The container runner: one agent container per active session, started on demand.
+//! The container registry: one agent container per active session, started on demand.
 //!
-//! [`Containers::wake`] either signals the running container over its link or starts one
-//! (`docker run`, never waited on by the caller). Concurrent wakes of one session start one
-//! container: the registry entry is created under the same lock that decides to spawn. A watcher
-//! thread per container notices its exit and reports it to the sweep, which decides what happens
-//! next (retry claims, back off a crash loop, start again for pending messages).
+//! [`Containers::wake`] either signals the running container over its link or starts one. The
+//! start itself (`docker run --detach`) runs on a short-lived thread, so no caller waits on the
+//! engine. Concurrent wakes of one session start one container: the registry entry is created
+//! under the same lock that decides to start. Names are `pincer-<install>-<session>-<gen>` with a
+//! generation kept in the central DB: never reused, never taken from the clock, and a new one
+//! only after the previous container is gone, so no two runners ever serve one session.
+//!
+//! Lifecycle goes out through one closed enum, [`ContainerEvent`], to the sink the host gives at
+//! construction: sockets to serve before a container starts, and every exit (with its log tail)
+//! after the container has been removed. Exits come from the runtime's watcher; [`Containers::
+//! reconcile`] compares the registry with what really runs when events may have been missed.
+//! After a crash of the host, [`Containers::adopt`] keeps the containers still healthy for a
+//! known session and removes the rest, whatever state they are in.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use super::delivery::DeliveryHandle;
-use super::proxy::{self, ProxyHandle};
+use super::backoff;
+use super::links::{self, Links, SessionSockets};
+use super::runtime::{INSTALL_LABEL, Runtime, Watched};
 use super::sessions::{self, SessionDir};
-use super::sweep::{ExitReport, SweepHandle};
 use crate::db::Connection;
 use crate::db::central::{self, Session};
-use crate::docker::{self, Docker, Mount, RunSpec};
+use crate::docker::{Died, EngineDown, Mount, RunSpec};
 use crate::ids::now_ms;
-use crate::link::{SOCKET_NAME, ToAgent, encode};
+use crate::link::ToAgent;
 
-/// Label every agent container carries, valued with the install id (orphans are found by it).
-pub const INSTALL_LABEL: &str = "pincer.install";
-/// Label with the session id, for operators.
+/// Label with the session id.
 pub const SESSION_LABEL: &str = "pincer.session";
+/// Label with the container generation.
+pub const GEN_LABEL: &str = "pincer.gen";
 /// Grace period of `docker stop` before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(1);
-/// Lines of a container's stderr kept for error reports.
-const STDERR_TAIL_BYTES: usize = 4096;
+/// Log lines of an exited container kept for its exit report.
+pub const LOG_TAIL_LINES: usize = 40;
+/// Bytes of an exited container's log kept for its exit report.
+pub const LOG_TAIL_BYTES: usize = 4096;
+/// A running container found at start-up is adopted only if its heartbeat is this fresh.
+pub const ADOPT_HEARTBEAT_MS: i64 = 2 * 60 * 1000;
 
 /// What the runner needs to start agent containers.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    pub docker: Docker,
     pub image: String,
     pub data_dir: PathBuf,
     pub groups_dir: PathBuf,
-    /// Value of [`INSTALL_LABEL`]: derived from the data directory, so two installs on one engine
-    /// never remove each other's containers.
+    /// Value of the install label: derived from the data directory, so two installs on one
+    /// engine never touch each other's containers.
     pub install: String,
     /// `uid:gid` of the data directory's owner.
     pub user: String,
@@ -73,24 +79,68 @@ impl RunnerConfig {
         let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
         Ok(format!("{}:{}", meta.uid(), meta.gid()))
     }
+
+    /// The container name of a session's generation.
+    pub fn container_name(&self, session_id: &str, generation: i64) -> String {
+        format!("pincer-{}-{session_id}-{generation}", self.install)
+    }
 }
 
 /// Outcome of a wake.
 #[derive(Debug, PartialEq)]
-pub enum Wake {
+pub enum WakeOutcome {
     /// The container was running and has been told.
     Signalled,
-    /// A container was started.
+    /// A container is starting.
     Started,
-    /// Nothing started now (backoff, capacity, shutdown); the sweep tries again, at `retry_at`
-    /// (epoch ms) when that is known.
-    Deferred { why: &'static str, retry_at: Option<i64> },
+    /// Nothing started now (backoff, capacity, shutdown, engine down); the sweep tries again, at
+    /// `retry_at` (epoch ms) when that is known.
+    Deferred { why: String, retry_at: Option<i64> },
+}
+
+/// A container exit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitReport {
+    pub session_id: String,
+    pub agent_id: String,
+    pub container: String,
+    pub code: Option<i32>,
+    /// The end of what the container wrote, or why it could not be started.
+    pub stderr_tail: String,
+    pub ran_for: Duration,
+    /// It connected its link (it started properly).
+    pub linked: bool,
+    /// The host asked it to stop.
+    pub stop_requested: bool,
+    /// It never ran because the engine was unreachable (not the agent's failure).
+    pub engine_down: bool,
+}
+
+/// What the registry tells the rest of the host.
+#[derive(Debug)]
+pub enum ContainerEvent {
+    /// Serve these sockets: a container is about to start (or was adopted) for the session.
+    Sockets { session: String, sockets: SessionSockets },
+    /// The container is gone (and removed).
+    Exited(ExitReport),
+}
+
+pub type EventSink = Box<dyn Fn(ContainerEvent) + Send + Sync>;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// `docker run` is under way.
+    Starting,
+    Running,
 }
 
 struct Slot {
     name: String,
-    link: Option<UnixStream>,
+    agent_id: String,
+    phase: Phase,
+    linked: bool,
     stop_requested: bool,
+    since: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -104,37 +154,28 @@ struct Backoff {
 struct State {
     running: HashMap<String, Slot>,
     backoff: HashMap<String, Backoff>,
+    /// The engine was unreachable: no start before this (epoch ms), with the number of misses.
+    engine_down: Option<Backoff>,
     stopping: bool,
 }
 
 pub struct Containers {
     cfg: RunnerConfig,
+    runtime: Arc<dyn Runtime>,
+    links: Arc<Links>,
+    sink: EventSink,
     state: Mutex<State>,
     changed: Condvar,
-    delivery: DeliveryHandle,
-    sweep: SweepHandle,
-    proxy: ProxyHandle,
 }
 
 impl Containers {
     pub fn new(
         cfg: RunnerConfig,
-        delivery: DeliveryHandle,
-        sweep: SweepHandle,
-        proxy: ProxyHandle,
+        runtime: Arc<dyn Runtime>,
+        links: Arc<Links>,
+        sink: EventSink,
     ) -> Containers {
-        Containers {
-            cfg,
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-            delivery,
-            sweep,
-            proxy,
-        }
-    }
-
-    pub fn config(&self) -> &RunnerConfig {
-        &self.cfg
+        Containers { cfg, runtime, links, sink, state: Mutex::new(State::default()), changed: Condvar::new() }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -142,52 +183,65 @@ impl Containers {
     }
 
     /// Makes sure the session's container sees new inbound rows: signal it, or start it.
-    pub fn wake(self: &Arc<Self>, conn: &Connection, session: &Session) -> anyhow::Result<Wake> {
+    pub fn wake(self: &Arc<Self>, conn: &Connection, session: &Session) -> anyhow::Result<WakeOutcome> {
         let mut state = self.lock();
-        if let Some(slot) = state.running.get_mut(&session.id) {
-            signal(slot, &ToAgent::Wake);
-            return Ok(Wake::Signalled);
+        if state.running.contains_key(&session.id) {
+            // Not linked yet: the first wake on connect covers it.
+            self.links.send(&session.id, &ToAgent::Wake);
+            return Ok(WakeOutcome::Signalled);
         }
+        let now = now_ms();
         if state.stopping {
-            return Ok(Wake::Deferred { why: "host is shutting down", retry_at: None });
+            return Ok(WakeOutcome::Deferred { why: "host is shutting down".into(), retry_at: None });
+        }
+        if let Some(b) = state.engine_down
+            && now < b.not_before
+        {
+            return Ok(WakeOutcome::Deferred {
+                why: "the docker engine is not reachable".into(),
+                retry_at: Some(b.not_before),
+            });
         }
         if let Some(b) = state.backoff.get(&session.id)
-            && now_ms() < b.not_before
+            && now < b.not_before
         {
-            return Ok(Wake::Deferred {
-                why: "backing off after container failures",
+            return Ok(WakeOutcome::Deferred {
+                why: "backing off after container failures".into(),
                 retry_at: Some(b.not_before),
             });
         }
         if state.running.len() >= self.cfg.max_containers {
             // Retried when a container exits.
-            return Ok(Wake::Deferred { why: "at PINCER_MAX_CONTAINERS", retry_at: None });
+            return Ok(WakeOutcome::Deferred { why: "at PINCER_MAX_CONTAINERS".into(), retry_at: None });
         }
-        let (child, name, listener, model_listener) = self.start(conn, session)?;
-        state
-            .running
-            .insert(session.id.clone(), Slot { name: name.clone(), link: None, stop_requested: false });
+        let (spec, sockets) = self.prepare(conn, session)?;
+        let name = spec.name.clone();
+        state.running.insert(
+            session.id.clone(),
+            Slot {
+                name: name.clone(),
+                agent_id: session.agent_id.clone(),
+                phase: Phase::Starting,
+                linked: false,
+                stop_requested: false,
+                since: Instant::now(),
+            },
+        );
         drop(state);
-        central::set_container_status(conn, &session.id, "running", now_ms())?;
-        self.delivery.listen(&session.id, listener);
-        self.proxy.listen(&session.id, model_listener);
+        central::set_container_status(conn, &session.id, "running", now)?;
+        (self.sink)(ContainerEvent::Sockets { session: session.id.clone(), sockets });
         let me = Arc::clone(self);
         let session_id = session.id.clone();
-        let agent_id = session.agent_id.clone();
         std::thread::Builder::new()
-            .name(format!("watch-{name}"))
-            .stack_size(64 * 1024)
-            .spawn(move || me.watch(child, session_id, agent_id, name))
-            .context("starting the container watcher thread")?;
-        Ok(Wake::Started)
+            .name("container-start".into())
+            .stack_size(128 * 1024)
+            .spawn(move || me.start(&session_id, &spec))
+            .context("starting the container start thread")?;
+        Ok(WakeOutcome::Started)
     }
 
-    /// Prepares the session directory and runs `docker run`.
-    fn start(
-        &self,
-        conn: &Connection,
-        session: &Session,
-    ) -> anyhow::Result<(Child, String, UnixListener, UnixListener)> {
+    /// Prepares the session directory and sockets, takes the next generation, builds the spec.
+    fn prepare(&self, conn: &Connection, session: &Session) -> anyhow::Result<(RunSpec, SessionSockets)> {
         let agent =
             central::agent(conn, &session.agent_id)?.context("the session's agent no longer exists")?;
         let dir = SessionDir::new(&self.cfg.data_dir, &agent.id, &session.id);
@@ -195,15 +249,9 @@ impl Containers {
         sessions::project(conn, &dir, session)?;
         let group = self.cfg.groups_dir.join(&agent.folder);
         std::fs::create_dir_all(&group).with_context(|| format!("creating {}", group.display()))?;
-        // A stale heartbeat would make a fresh container look stuck.
-        let _ = std::fs::remove_file(dir.heartbeat());
-        let listener = bind_socket(dir.path(), SOCKET_NAME)
-            .with_context(|| format!("binding the link socket in {}", dir.path().display()))?;
-        let model_listener = proxy::bind(dir.path())
-            .with_context(|| format!("binding the model proxy socket in {}", dir.path().display()))?;
-
-        let folder: String = agent.folder.chars().take(40).collect();
-        let name = format!("pincer-{}-{folder}-{}", self.cfg.install, now_ms());
+        let sockets = links::bind(dir.path())
+            .with_context(|| format!("binding the session sockets in {}", dir.path().display()))?;
+        let generation = central::next_container_gen(conn, &session.id)?;
         let provider = agent.provider.clone().unwrap_or_else(|| self.cfg.default_provider.clone());
         let model = agent.model.clone().or_else(|| match provider.as_str() {
             "anthropic" => self.cfg.anthropic_model.clone(),
@@ -231,11 +279,12 @@ impl Containers {
         }
         env.extend(self.cfg.extra_env.iter().cloned());
         let spec = RunSpec {
-            name: name.clone(),
+            name: self.cfg.container_name(&session.id, generation),
             image: self.cfg.image.clone(),
             labels: vec![
                 (INSTALL_LABEL.to_string(), self.cfg.install.clone()),
                 (SESSION_LABEL.to_string(), session.id.clone()),
+                (GEN_LABEL.to_string(), generation.to_string()),
             ],
             user: self.cfg.user.clone(),
             env,
@@ -247,76 +296,213 @@ impl Containers {
             ],
             workdir: "/workspace/agent".into(),
         };
-        let args = docker::run_args(&spec)?;
-        let child = self.cfg.docker.spawn_run(&args)?;
-        log::info!("started container {name} for session {} (agent {})", session.id, agent.name);
-        Ok((child, name, listener, model_listener))
+        Ok((spec, sockets))
     }
 
-    /// Runs on the watcher thread until the container exits.
-    fn watch(&self, mut child: Child, session_id: String, agent_id: String, name: String) {
-        let started = Instant::now();
-        let mut tail = String::new();
-        if let Some(stderr) = child.stderr.take() {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                log::debug!("[{name}] {line}");
-                tail.push_str(&line);
-                tail.push('\n');
-                if tail.len() > 2 * STDERR_TAIL_BYTES {
-                    tail = crate::process::tail(&tail, STDERR_TAIL_BYTES);
+    /// Runs on the start thread: `docker run --detach`; a failure is an exit that never ran.
+    fn start(&self, session_id: &str, spec: &RunSpec) {
+        match self.runtime.start(spec) {
+            Ok(()) => {
+                let mut state = self.lock();
+                if let Some(slot) = state.running.get_mut(session_id)
+                    && slot.name == spec.name
+                    && slot.phase == Phase::Starting
+                {
+                    slot.phase = Phase::Running;
                 }
+                state.engine_down = None;
+                log::info!("started container {} for session {session_id}", spec.name);
+            }
+            Err(e) => {
+                let engine_down = e.downcast_ref::<EngineDown>().is_some();
+                if engine_down {
+                    let mut state = self.lock();
+                    let failures = state.engine_down.map_or(0, |b| b.failures) + 1;
+                    let delay = backoff::ENGINE.delay_ms(failures).unwrap_or(30_000);
+                    state.engine_down = Some(Backoff { failures, not_before: now_ms() + delay });
+                }
+                log::error!("starting container {}: {e:#}", spec.name);
+                // A container that was created but not started is removed too.
+                let _ = self.runtime.remove(&spec.name);
+                self.finish(&spec.name, None, format!("{e:#}"), engine_down);
             }
         }
-        let code = match child.wait() {
-            Ok(status) => status.code(),
-            Err(e) => {
-                log::error!("waiting for {name}: {e}");
-                None
-            }
-        };
-        let (linked, stop_requested) = {
-            let mut state = self.lock();
-            let slot = state.running.remove(&session_id);
-            self.changed.notify_all();
-            slot.map(|s| (s.link.is_some(), s.stop_requested)).unwrap_or((false, false))
-        };
-        log::info!("container {name} exited ({code:?}) after {:?}", started.elapsed());
-        self.delivery.close(&session_id);
-        self.proxy.close(&session_id);
-        self.sweep.container_exited(ExitReport {
-            session_id,
-            agent_id,
-            container: name,
-            code,
-            stderr_tail: crate::process::tail(tail.trim(), STDERR_TAIL_BYTES),
-            ran_for: started.elapsed(),
-            linked,
-            stop_requested,
-        });
     }
 
-    /// Called by delivery when the container connected its link: from now on wakes go over it.
-    /// Sends one wake at once, covering rows written before the link existed.
-    pub fn attach_link(&self, session_id: &str, stream: UnixStream) -> bool {
-        let mut state = self.lock();
-        let Some(slot) = state.running.get_mut(session_id) else {
-            return false;
+    /// Handles what the runtime's watcher saw.
+    pub fn watched(&self, w: Watched) {
+        match w {
+            Watched::Died(Died { name, code }) => self.died(&name, code),
+            Watched::Resync => self.reconcile(),
+        }
+    }
+
+    /// A container died: read its log tail, remove it, report the exit.
+    fn died(&self, name: &str, code: Option<i32>) {
+        let known = self.lock().running.values().any(|s| s.name == name);
+        if !known {
+            // A container this registry does not track (its start failed, or it was already
+            // handled): make sure it is gone.
+            let _ = self.runtime.remove(name);
+            return;
+        }
+        let tail = match self.runtime.logs(name, LOG_TAIL_LINES) {
+            Ok(t) => crate::process::tail(t.trim(), LOG_TAIL_BYTES),
+            Err(e) => format!("(the log could not be read: {e:#})"),
         };
-        slot.link = Some(stream);
-        signal(slot, &ToAgent::Wake);
-        // A container that connected is healthy: forget earlier failures.
+        for line in tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev() {
+            log::debug!("[{name}] {line}");
+        }
+        if let Err(e) = self.runtime.remove(name) {
+            log::warn!("removing exited container {name}: {e:#}");
+        }
+        self.finish(name, code, tail, false);
+    }
+
+    /// Forgets a container and reports its exit.
+    fn finish(&self, name: &str, code: Option<i32>, tail: String, engine_down: bool) {
+        let (session_id, slot) = {
+            let mut state = self.lock();
+            let Some(session_id) = state.running.iter().find(|(_, s)| s.name == name).map(|(k, _)| k.clone())
+            else {
+                return;
+            };
+            let slot = state.running.remove(&session_id).expect("found above");
+            if slot.linked {
+                // A container that connected was healthy: forget earlier failures.
+                state.backoff.remove(&session_id);
+            }
+            self.changed.notify_all();
+            (session_id, slot)
+        };
+        log::info!("container {name} exited ({code:?}) after {:?}", slot.since.elapsed());
+        (self.sink)(ContainerEvent::Exited(ExitReport {
+            session_id,
+            agent_id: slot.agent_id,
+            container: name.to_string(),
+            code,
+            stderr_tail: tail,
+            ran_for: slot.since.elapsed(),
+            linked: slot.linked,
+            stop_requested: slot.stop_requested,
+            engine_down,
+        }));
+    }
+
+    /// Compares the registry with the containers that really run; any that vanished unseen is
+    /// reported as exited. Starting containers are left alone (their start thread reports).
+    pub fn reconcile(&self) {
+        let listed = match self.runtime.list(&self.cfg.install) {
+            Ok(l) => l,
+            Err(e) => {
+                log::warn!("listing containers: {e:#}");
+                return;
+            }
+        };
+        let gone: Vec<String> = {
+            let state = self.lock();
+            state
+                .running
+                .values()
+                .filter(|s| s.phase == Phase::Running)
+                .filter(|s| {
+                    !listed.iter().any(|l| {
+                        l.name == s.name && matches!(l.state.as_str(), "running" | "restarting" | "paused")
+                    })
+                })
+                .map(|s| s.name.clone())
+                .collect()
+        };
+        for name in gone {
+            log::warn!("container {name} is no longer running; handling its exit");
+            self.died(&name, None);
+        }
+    }
+
+    /// Start-up after any stop of the host, a crash included: adopts each container that still
+    /// runs for an active session with a fresh heartbeat (the newest generation, if several) and
+    /// removes every other one, whatever state docker has it in. Returns (adopted, removed).
+    pub fn adopt(&self, conn: &Connection) -> anyhow::Result<(usize, usize)> {
+        let listed = self.runtime.list(&self.cfg.install)?;
+        let now = now_ms();
+        let mut keep: HashMap<String, (i64, String)> = HashMap::new();
+        for c in &listed {
+            let Some(session_id) = c.labels.get(SESSION_LABEL) else { continue };
+            let generation: i64 = c.labels.get(GEN_LABEL).and_then(|g| g.parse().ok()).unwrap_or(-1);
+            if c.state != "running" || generation < 0 {
+                continue;
+            }
+            let Some(session) = central::session(conn, session_id)? else { continue };
+            if session.status != "active" {
+                continue;
+            }
+            let dir = SessionDir::new(&self.cfg.data_dir, &session.agent_id, &session.id);
+            let fresh = mtime_ms(&dir.heartbeat()).is_some_and(|t| now - t < ADOPT_HEARTBEAT_MS);
+            if !fresh {
+                continue;
+            }
+            if keep.get(session_id).is_none_or(|(g, _)| generation > *g) {
+                keep.insert(session_id.clone(), (generation, c.name.clone()));
+            }
+        }
+        let mut removed = 0;
+        for c in &listed {
+            if keep.values().any(|(_, n)| *n == c.name) {
+                continue;
+            }
+            match self.runtime.remove(&c.name) {
+                Ok(how) => {
+                    log::info!("removed container {} ({}) left by an earlier run: {how:?}", c.name, c.state);
+                    removed += 1;
+                }
+                Err(e) => log::warn!("could not remove container {} ({}): {e:#}", c.name, c.state),
+            }
+        }
+        let mut adopted = 0;
+        for (session_id, (generation, name)) in keep {
+            let Some(session) = central::session(conn, &session_id)? else { continue };
+            let dir = SessionDir::new(&self.cfg.data_dir, &session.agent_id, &session.id);
+            let sockets = match links::bind(dir.path()) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("cannot adopt {name}: binding its sockets: {e}");
+                    let _ = self.runtime.remove(&name);
+                    continue;
+                }
+            };
+            central::raise_container_gen(conn, &session_id, generation)?;
+            central::set_container_status(conn, &session_id, "running", now)?;
+            self.lock().running.insert(
+                session_id.clone(),
+                Slot {
+                    name: name.clone(),
+                    agent_id: session.agent_id.clone(),
+                    phase: Phase::Running,
+                    linked: false,
+                    stop_requested: false,
+                    since: Instant::now(),
+                },
+            );
+            (self.sink)(ContainerEvent::Sockets { session: session_id.clone(), sockets });
+            log::info!("adopted running container {name} for session {session_id}");
+            adopted += 1;
+        }
+        Ok((adopted, removed))
+    }
+
+    /// The container connected its link: it started properly.
+    pub fn linked(&self, session_id: &str) {
+        let mut state = self.lock();
+        if let Some(slot) = state.running.get_mut(session_id) {
+            slot.linked = true;
+            slot.phase = Phase::Running;
+        }
         state.backoff.remove(session_id);
-        true
     }
 
     /// Sends a frame to a running container; false if it is not running or not linked.
     pub fn send(&self, session_id: &str, frame: &ToAgent) -> bool {
-        let mut state = self.lock();
-        match state.running.get_mut(session_id) {
-            Some(slot) if slot.link.is_some() => signal(slot, frame),
-            _ => false,
-        }
+        self.links.send(session_id, frame)
     }
 
     pub fn is_running(&self, session_id: &str) -> bool {
@@ -328,12 +514,12 @@ impl Containers {
         self.lock().running.keys().cloned().collect()
     }
 
-    /// Records a failed start; the next start waits 2^failures seconds (capped). Returns the
-    /// number of consecutive failures.
+    /// Records a failed start; the next start waits per [`backoff::CONTAINER_START`]. Returns
+    /// the number of consecutive failures.
     pub fn record_failure(&self, session_id: &str) -> u32 {
         let mut state = self.lock();
         let failures = state.backoff.get(session_id).map_or(0, |b| b.failures) + 1;
-        let delay_ms = (1000i64 << failures.min(8)).min(300_000);
+        let delay_ms = backoff::CONTAINER_START.delay_ms(failures).unwrap_or(300_000);
         state.backoff.insert(session_id.to_string(), Backoff { failures, not_before: now_ms() + delay_ms });
         failures
     }
@@ -342,8 +528,13 @@ impl Containers {
         self.lock().backoff.remove(session_id);
     }
 
+    /// When the engine may be tried again, if it was found unreachable.
+    pub fn engine_retry_at(&self) -> Option<i64> {
+        self.lock().engine_down.map(|b| b.not_before)
+    }
+
     /// Stops one container (stuck, or its agent was removed); its exit is reported as usual.
-    pub fn stop(&self, session_id: &str, reason: &str) {
+    pub fn stop(self: &Arc<Self>, session_id: &str, reason: &str) {
         let name = {
             let mut state = self.lock();
             let Some(slot) = state.running.get_mut(session_id) else {
@@ -353,9 +544,9 @@ impl Containers {
             slot.name.clone()
         };
         log::warn!("stopping container {name}: {reason}");
-        let docker = self.cfg.docker.clone();
-        let _ = std::thread::Builder::new().name("docker-stop".into()).spawn(move || {
-            if let Err(e) = docker.stop(&name, STOP_GRACE) {
+        let me = Arc::clone(self);
+        let _ = std::thread::Builder::new().name("container-stop".into()).spawn(move || {
+            if let Err(e) = me.runtime.stop(&name, STOP_GRACE) {
                 log::error!("stopping {name}: {e:#}");
             }
         });
@@ -379,20 +570,15 @@ impl Containers {
             return;
         }
         log::info!("stopping {} agent container(s)", names.len());
-        let stoppers: Vec<_> = names
-            .into_iter()
-            .map(|name| {
-                let docker = self.cfg.docker.clone();
-                std::thread::spawn(move || {
-                    if let Err(e) = docker.stop(&name, STOP_GRACE) {
+        std::thread::scope(|scope| {
+            for name in &names {
+                scope.spawn(move || {
+                    if let Err(e) = self.runtime.stop(name, STOP_GRACE) {
                         log::error!("stopping {name}: {e:#}");
                     }
-                })
-            })
-            .collect();
-        for s in stoppers {
-            let _ = s.join();
-        }
+                });
+            }
+        });
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
         while !state.running.is_empty() {
@@ -406,66 +592,7 @@ impl Containers {
     }
 }
 
-/// Writes a frame to a container's link; a broken link is dropped (the safety poll covers it).
-fn signal(slot: &mut Slot, frame: &ToAgent) -> bool {
-    let Some(link) = slot.link.as_mut() else {
-        return false;
-    };
-    match link.write_all(&encode(frame)) {
-        Ok(()) => true,
-        Err(e) => {
-            log::debug!("link to {} broken: {e}", slot.name);
-            slot.link = None;
-            false
-        }
-    }
-}
-
-/// Binds `<dir>/<name>`, replacing a stale socket file. A Unix socket path is limited to 107
-/// bytes, so a long data directory is reached through `/proc/self/fd/<dir fd>/` instead.
-pub fn bind_socket(dir: &Path, name: &str) -> std::io::Result<UnixListener> {
-    let sock = dir.join(name);
-    match std::fs::remove_file(&sock) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let listener = if sock.as_os_str().len() < 100 {
-        UnixListener::bind(&sock)?
-    } else {
-        let d = File::open(dir)?;
-        UnixListener::bind(format!("/proc/self/fd/{}/{name}", d.as_raw_fd()))?
-    };
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn binds_link_sockets_under_long_paths() {
-        let tmp = tempfile::tempdir().unwrap();
-        let long = tmp.path().join("a".repeat(60)).join("b".repeat(60));
-        std::fs::create_dir_all(&long).unwrap();
-        for dir in [tmp.path(), long.as_path()] {
-            let listener = bind_socket(dir, SOCKET_NAME).unwrap();
-            assert!(dir.join(SOCKET_NAME).exists());
-            // Connect the way a container does: from inside the directory, with a short path.
-            let short = std::env::temp_dir().join(format!("pincer-test-{}", crate::ids::random_hex::<4>()));
-            std::os::unix::fs::symlink(dir, &short).unwrap();
-            let mut client = UnixStream::connect(short.join(SOCKET_NAME)).unwrap();
-            client.write_all(b"hi\n").unwrap();
-            listener.set_nonblocking(false).unwrap();
-            let (mut server, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 3];
-            std::io::Read::read_exact(&mut server, &mut buf).unwrap();
-            assert_eq!(&buf, b"hi\n");
-            std::fs::remove_file(short).unwrap();
-            // Binding again replaces the stale socket file.
-            drop(listener);
-            bind_socket(dir, SOCKET_NAME).unwrap();
-        }
-    }
+fn mtime_ms(path: &Path) -> Option<i64> {
+    let t = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+    Some(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64)
 }

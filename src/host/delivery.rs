@@ -1,99 +1,49 @@
 //! The delivery thread: reads what containers wrote to `outbound.db` and hands it to channel
 //! adapters, after re-checking that the agent may send there.
 //!
-//! It owns the links (one Unix socket per running container) in its mio loop, so a container's
-//! "outbound changed" frame triggers delivery at once; a slow safety tick covers missed frames.
-//! Every outbound row ends with an outcome in `inbound.db` (`delivered`, or `failed` with a
-//! reason the user and the agent both see). A row is recorded only after the adapter stored or
-//! sent it, and adapters store by the row's stable source id, so a crash between the two never
-//! duplicates a message.
+//! It drives the sessions' sockets ([`LinkSet`]) in its mio loop, so a container's "outbound
+//! changed" frame triggers delivery at once, and forwards stream deltas and tool events to the
+//! room's channel as they arrive; a slow safety tick covers missed frames. Every outbound row
+//! ends with an outcome in `inbound.db` (`delivered`, or `failed` with a reason the user and the
+//! agent both see). A row is recorded only after the adapter stored or sent it, and adapters
+//! store by the row's stable source id, so a crash between the two never duplicates a message.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
-use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{UnixListener, UnixStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll};
 
+use super::backoff;
 use super::channels::{Activity, Body, Channels, DeliverError, Outgoing};
 use super::containers::Containers;
-use super::kick::{self, Kick, WAKE};
+use super::links::{LinkEvent, LinkSet, SessionSockets};
 use super::sessions::SessionDir;
 use crate::db::central::{self, Agent, Room, Session};
 use crate::db::inbound::{self, NewInbound, Outcome};
 use crate::db::outbound::{self, OutboundRow};
 use crate::db::{self, Connection, Kind};
 use crate::ids::now_ms;
-use crate::link::{LineBuf, ToHost};
+use crate::link::ToHost;
+use crate::mailbox::{self, Mailbox, WAKE};
 
 /// Safety net: sessions with a running container are re-read this often even without a frame.
 pub const SAFETY_TICK: Duration = Duration::from_secs(2);
 /// Outbound rows read per session per pass.
 pub const BATCH_MAX: i64 = 100;
-/// Tries of a retryable delivery before the row is marked failed.
-pub const ATTEMPTS_MAX: u32 = 3;
+/// Streams (turns) tracked per session at once.
+pub const STREAMS_MAX: usize = 64;
 
-enum LinkCmd {
-    Listen(String, StdUnixListener),
-    Close(String),
-}
-
-#[derive(Default)]
-struct Inbox {
-    dirty: HashSet<String>,
-    cmds: Vec<LinkCmd>,
-    stop: bool,
-}
-
-/// How other threads reach the delivery thread.
-#[derive(Clone)]
-pub struct DeliveryHandle {
-    kick: Kick,
-    inbox: Arc<Mutex<Inbox>>,
-}
-
-impl DeliveryHandle {
-    pub fn new(poll: &Poll) -> std::io::Result<DeliveryHandle> {
-        Ok(DeliveryHandle { kick: Kick::new(poll.registry())?, inbox: Arc::default() })
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut Inbox) -> T) -> T {
-        let res = f(&mut self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
-        self.kick.kick();
-        res
-    }
-
-    /// Serve the link socket of a container that is starting.
-    pub fn listen(&self, session_id: &str, listener: StdUnixListener) {
-        self.with(|i| i.cmds.push(LinkCmd::Listen(session_id.to_string(), listener)));
-    }
-
-    /// The container is gone: drop its link, deliver what it left.
-    pub fn close(&self, session_id: &str) {
-        self.with(|i| i.cmds.push(LinkCmd::Close(session_id.to_string())));
-    }
-
+/// The delivery thread's mailbox.
+#[derive(Debug, PartialEq)]
+pub enum DeliveryMsg {
+    /// Serve a session's sockets (its container is starting, or was adopted).
+    Listen { session: String, sockets: SessionSockets },
+    /// The session's container is gone: close its sockets, deliver what it left.
+    Gone(String),
     /// Deliver what is pending, then end the thread.
-    pub fn stop(&self) {
-        self.with(|i| i.stop = true);
-    }
-}
-
-enum Entry {
-    Listener {
-        session: String,
-        listener: UnixListener,
-    },
-    Conn {
-        session: String,
-        agent: String,
-        stream: UnixStream,
-        lines: LineBuf,
-        streams: HashMap<String, Room>,
-    },
+    Stop,
 }
 
 #[derive(Default)]
@@ -102,8 +52,15 @@ struct Cursor {
     seq: i64,
     /// Acks changed since this time are still to be applied to inbound.db.
     ack_since: i64,
-    /// Retryable failures: row id → (attempts, not before).
-    retries: HashMap<String, (u32, i64)>,
+    /// Retryable failures: row id → when to try again and how often it failed.
+    retries: HashMap<String, Retry>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    failures: u32,
+    /// Epoch ms.
+    not_before: i64,
 }
 
 pub struct Delivery {
@@ -111,27 +68,34 @@ pub struct Delivery {
     pub data_dir: PathBuf,
     pub channels: Channels,
     pub containers: Arc<Containers>,
+    pub links: LinkSet,
+}
+
+/// What is known about a linked session's live turns.
+#[derive(Default)]
+struct Live {
+    agent: String,
+    /// Stream id → the room its deltas go to.
+    streams: HashMap<String, Room>,
 }
 
 struct Loop {
     d: Delivery,
     poll: Poll,
-    handle: DeliveryHandle,
-    entries: HashMap<Token, Entry>,
-    next_token: usize,
+    mailbox: Mailbox<DeliveryMsg>,
+    live: HashMap<String, Live>,
     cursors: HashMap<String, Cursor>,
     /// Sessions whose last pass failed (e.g. a locked file); retried on the next tick.
     failed_sessions: HashSet<String>,
 }
 
-/// Runs the delivery thread until [`DeliveryHandle::stop`].
-pub fn run(d: Delivery, poll: Poll, handle: DeliveryHandle) -> anyhow::Result<()> {
+/// Runs the delivery thread until [`DeliveryMsg::Stop`].
+pub fn run(d: Delivery, poll: Poll, mailbox: Mailbox<DeliveryMsg>) -> anyhow::Result<()> {
     let mut lp = Loop {
         d,
         poll,
-        handle,
-        entries: HashMap::new(),
-        next_token: 1,
+        mailbox,
+        live: HashMap::new(),
         cursors: HashMap::new(),
         failed_sessions: HashSet::new(),
     };
@@ -144,21 +108,29 @@ impl Loop {
         let mut next_tick = Instant::now() + SAFETY_TICK;
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
-            kick::poll(&mut self.poll, &mut events, Some(timeout))?;
+            mailbox::poll(&mut self.poll, &mut events, Some(timeout))?;
             let mut dirty: HashSet<String> = HashSet::new();
             for ev in events.iter() {
-                if ev.token() != WAKE {
-                    self.on_socket(ev.token(), &mut dirty);
+                if ev.token() == WAKE {
+                    continue;
+                }
+                for le in self.d.links.ready(self.poll.registry(), ev.token()) {
+                    self.on_link(le, &mut dirty);
                 }
             }
-            self.handle.kick.take();
-            let (cmds, stop) = {
-                let mut inbox = self.handle.inbox.lock().unwrap_or_else(|e| e.into_inner());
-                dirty.extend(inbox.dirty.drain());
-                (std::mem::take(&mut inbox.cmds), inbox.stop)
-            };
-            for cmd in cmds {
-                self.on_cmd(cmd, &mut dirty);
+            let mut stop = false;
+            for msg in self.mailbox.take() {
+                match msg {
+                    DeliveryMsg::Listen { session, sockets } => {
+                        self.d.links.listen(self.poll.registry(), &session, sockets);
+                    }
+                    DeliveryMsg::Gone(session) => {
+                        self.d.links.close(self.poll.registry(), &session);
+                        self.live.remove(&session);
+                        dirty.insert(session);
+                    }
+                    DeliveryMsg::Stop => stop = true,
+                }
             }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + SAFETY_TICK;
@@ -182,192 +154,55 @@ impl Loop {
         }
     }
 
-    fn register(&mut self, mut entry: Entry) {
-        let token = Token(self.next_token);
-        self.next_token += 1;
-        let registry = self.poll.registry();
-        let res = match &mut entry {
-            Entry::Listener { listener, .. } => registry.register(listener, token, Interest::READABLE),
-            Entry::Conn { stream, .. } => registry.register(stream, token, Interest::READABLE),
-        };
-        match res {
-            Ok(()) => {
-                self.entries.insert(token, entry);
-            }
-            Err(e) => log::error!("registering a link socket: {e}"),
-        }
-    }
-
-    fn on_cmd(&mut self, cmd: LinkCmd, dirty: &mut HashSet<String>) {
-        match cmd {
-            LinkCmd::Listen(session, listener) => {
-                let listener = UnixListener::from_std(listener);
-                self.register(Entry::Listener { session, listener });
-                // The container may have connected already; edge-triggered readiness reports
-                // it on registration, and accept() drains the backlog.
-            }
-            LinkCmd::Close(session) => {
-                let tokens: Vec<Token> = self
-                    .entries
-                    .iter()
-                    .filter(|(_, e)| match e {
-                        Entry::Listener { session: s, .. } | Entry::Conn { session: s, .. } => *s == session,
-                    })
-                    .map(|(t, _)| *t)
-                    .collect();
-                for t in tokens {
-                    self.drop_entry(t);
-                }
+    fn on_link(&mut self, event: LinkEvent, dirty: &mut HashSet<String>) {
+        match event {
+            LinkEvent::Up(session) => {
+                self.d.containers.linked(&session);
+                let agent = self.agent_name(&session);
+                self.live.insert(session.clone(), Live { agent, streams: HashMap::new() });
                 dirty.insert(session);
             }
+            LinkEvent::Down(session) => {
+                self.live.remove(&session);
+                dirty.insert(session);
+            }
+            LinkEvent::Frame(session, frame) => self.on_frame(&session, frame, dirty),
         }
     }
 
-    fn drop_entry(&mut self, token: Token) {
-        if let Some(entry) = self.entries.remove(&token) {
-            match entry {
-                Entry::Listener { mut listener, .. } => {
-                    let _ = self.poll.registry().deregister(&mut listener);
-                }
-                Entry::Conn { mut stream, .. } => {
-                    let _ = self.poll.registry().deregister(&mut stream);
-                }
-            }
-        }
-    }
-
-    fn on_socket(&mut self, token: Token, dirty: &mut HashSet<String>) {
-        let accepted = match self.entries.get_mut(&token) {
-            Some(Entry::Listener { session, listener }) => {
-                let mut out = Vec::new();
-                loop {
-                    match listener.accept() {
-                        Ok((stream, _)) => out.push((session.clone(), stream)),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            log::error!("accepting a link for {session}: {e}");
-                            break;
-                        }
-                    }
-                }
-                out
-            }
-            Some(Entry::Conn { .. }) => {
-                self.read_conn(token, dirty);
-                return;
-            }
-            None => return,
-        };
-        for (session, stream) in accepted {
-            self.accept_link(session, stream, dirty);
-        }
-    }
-
-    fn accept_link(&mut self, session: String, stream: UnixStream, dirty: &mut HashSet<String>) {
-        // The write side goes to the container registry (wakes, stop); reads stay here.
-        let std_stream = match dup_std(&stream) {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("link for {session}: {e}");
-                return;
-            }
-        };
-        if !self.d.containers.attach_link(&session, std_stream) {
-            log::warn!("link from session {session} without a running container; closing");
-            return;
-        }
-        log::debug!("link up for session {session}");
-        dirty.insert(session.clone());
-        self.register(Entry::Conn {
-            agent: self.agent_name(&session),
-            session,
-            stream,
-            lines: LineBuf::default(),
-            streams: HashMap::new(),
-        });
-    }
-
-    fn read_conn(&mut self, token: Token, dirty: &mut HashSet<String>) {
-        let mut frames = Vec::new();
-        let mut closed = false;
-        let session = {
-            let Some(Entry::Conn { session, stream, lines, .. }) = self.entries.get_mut(&token) else {
-                return;
-            };
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                match stream.read(&mut buf) {
-                    Ok(0) => {
-                        closed = true;
-                        break;
-                    }
-                    Ok(n) => lines.push(&buf[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        log::debug!("link read for {session}: {e}");
-                        closed = true;
-                        break;
-                    }
-                }
-            }
-            loop {
-                match lines.next_line() {
-                    Ok(Some(line)) => match serde_json::from_slice::<ToHost>(&line) {
-                        Ok(frame) => frames.push(frame),
-                        Err(e) => log::warn!("bad link frame from {session}: {e}"),
-                    },
-                    Ok(None) => break,
-                    Err(_) => log::error!("skipped a link frame from {session} over the size limit"),
-                }
-            }
-            session.clone()
-        };
-        for frame in frames {
-            self.on_frame(token, &session, frame, dirty);
-        }
-        if closed {
-            self.drop_entry(token);
-            dirty.insert(session);
-        }
-    }
-
-    fn on_frame(&mut self, token: Token, session_id: &str, frame: ToHost, dirty: &mut HashSet<String>) {
+    fn on_frame(&mut self, session: &str, frame: ToHost, dirty: &mut HashSet<String>) {
         match frame {
             ToHost::Out => {
-                dirty.insert(session_id.to_string());
+                dirty.insert(session.to_string());
             }
             ToHost::StreamStart { stream, channel_type, platform_id } => {
                 let room =
                     central::room_by_address(&self.d.central, &channel_type, &platform_id).ok().flatten();
-                if let (Some(room), Some(Entry::Conn { streams, .. })) = (room, self.entries.get_mut(&token))
-                    && streams.len() < 64
+                if let (Some(room), Some(live)) = (room, self.live.get_mut(session))
+                    && live.streams.len() < STREAMS_MAX
                 {
-                    streams.insert(stream, room);
+                    live.streams.insert(stream, room);
                 }
             }
             ToHost::Delta { stream, text } => {
-                let agent = match self.entries.get(&token) {
-                    Some(Entry::Conn { agent, .. }) => agent.clone(),
-                    _ => self.agent_name(session_id),
-                };
+                let agent = self.live.get(session).map(|l| l.agent.clone()).unwrap_or_default();
                 self.activity(
-                    token,
+                    session,
                     &stream,
                     &Activity::Delta { stream: &stream, agent: &agent, text: &text },
                 );
             }
             ToHost::Tool { stream, name, state, summary } => {
                 self.activity(
-                    token,
+                    session,
                     &stream,
                     &Activity::Tool { stream: &stream, name: &name, state, summary: &summary },
                 );
             }
             ToHost::StreamEnd { stream } => {
-                self.activity(token, &stream, &Activity::StreamEnd { stream: &stream });
-                if let Some(Entry::Conn { streams, .. }) = self.entries.get_mut(&token) {
-                    streams.remove(&stream);
+                self.activity(session, &stream, &Activity::StreamEnd { stream: &stream });
+                if let Some(live) = self.live.get_mut(session) {
+                    live.streams.remove(&stream);
                 }
             }
         }
@@ -382,11 +217,8 @@ impl Loop {
             .unwrap_or_else(|| "Agent".into())
     }
 
-    fn activity(&self, token: Token, stream: &str, activity: &Activity<'_>) {
-        let Some(Entry::Conn { streams, .. }) = self.entries.get(&token) else {
-            return;
-        };
-        let Some(room) = streams.get(stream) else {
+    fn activity(&self, session: &str, stream: &str, activity: &Activity<'_>) {
+        let Some(room) = self.live.get(session).and_then(|l| l.streams.get(stream)) else {
             return;
         };
         if let Some(adapter) = self.d.channels.get(&room.channel_type) {
@@ -465,7 +297,7 @@ impl Loop {
                     cursor.retries.remove(&row.id);
                     true
                 } else if row.deliver_after.is_some_and(|t| t > now)
-                    || cursor.retries.get(&row.id).is_some_and(|(_, at)| *at > now)
+                    || cursor.retries.get(&row.id).is_some_and(|r| r.not_before > now)
                 {
                     false
                 } else {
@@ -502,18 +334,21 @@ impl Loop {
                 }
             }
             Err(DeliverError::Retry(reason)) => {
-                let attempts = cursor.retries.get(&row.id).map_or(0, |(n, _)| *n) + 1;
-                if attempts >= ATTEMPTS_MAX {
-                    cursor.retries.remove(&row.id);
-                    writes.push(self.fail(
-                        pass.session,
-                        pass.agent,
-                        row,
-                        &format!("{reason} (after {attempts} attempts)"),
-                    ));
-                } else {
-                    log::warn!("delivery of {} will be retried: {reason}", row.id);
-                    cursor.retries.insert(row.id.clone(), (attempts, now + 1000 * (1 << attempts)));
+                let failures = cursor.retries.get(&row.id).map_or(0, |r| r.failures) + 1;
+                match backoff::DELIVERY_RETRY.delay_ms(failures) {
+                    None => {
+                        cursor.retries.remove(&row.id);
+                        writes.push(self.fail(
+                            pass.session,
+                            pass.agent,
+                            row,
+                            &format!("{reason} (after {failures} attempts)"),
+                        ));
+                    }
+                    Some(delay) => {
+                        log::warn!("delivery of {} will be retried: {reason}", row.id);
+                        cursor.retries.insert(row.id.clone(), Retry { failures, not_before: now + delay });
+                    }
                 }
             }
             Err(DeliverError::Permanent(reason)) => {
@@ -626,16 +461,8 @@ impl Loop {
     /// sees in the room at once.
     fn fail(&self, session: &Session, agent: &Agent, row: &OutboundRow, reason: &str) -> Write {
         log::warn!("delivery of {} from agent {} failed: {reason}", row.id, agent.name);
-        let room =
-            session.room_id.as_deref().and_then(|id| central::room(&self.d.central, id).ok().flatten());
-        if let Some(room) = room
-            && let Some(adapter) = self.d.channels.get(&room.channel_type)
-        {
-            let text = format!("A message from {} could not be delivered: {reason}", agent.name);
-            if let Err(e) = adapter.notice(&room, &text) {
-                log::error!("posting a delivery-failure notice: {e:#}");
-            }
-        }
+        let text = format!("A message from {} could not be delivered: {reason}", agent.name);
+        self.d.channels.notice_session(&self.d.central, &session.id, &text);
         Write {
             row_id: row.id.clone(),
             outcome: Outcome::Failed,
@@ -677,7 +504,7 @@ fn staged_files(dir: &SessionDir, row_id: &str, content: &serde_json::Value) -> 
     let base = dir.path().join("outbox").join(row_id);
     let mut out = Vec::new();
     for n in names {
-        let Some(name) = n.as_str().filter(|n| crate::webchat::files::safe_name(n)) else {
+        let Some(name) = n.as_str().filter(|n| crate::ids::is_plain_file_name(n)) else {
             return Err(format!("the file name {n} is not allowed"));
         };
         let path = base.join(name);
@@ -732,11 +559,4 @@ impl Note {
             on_wake: false,
         }
     }
-}
-
-/// A blocking std clone of a mio stream (same socket), for the container registry's writes.
-fn dup_std(stream: &UnixStream) -> std::io::Result<std::os::unix::net::UnixStream> {
-    use std::os::fd::{AsFd, OwnedFd};
-    let fd: OwnedFd = stream.as_fd().try_clone_to_owned()?;
-    Ok(std::os::unix::net::UnixStream::from(fd))
 }

@@ -1,98 +1,112 @@
-//! The host: start-up, the concern threads, and graceful shutdown.
+//! The host: start-up, the concern threads, and graceful shutdown. This module is the
+//! composition root: it builds every part, gives each thread its mailbox (one closed message
+//! enum per thread) and routes the container registry's [`ContainerEvent`]s to delivery and the
+//! sweep, so no module below it needs to know another thread.
 //!
 //! Start-up order: lock the data directory, open and migrate the central DB, create the first
-//! agent on a fresh install, check docker and the agent image, remove containers a crashed run
-//! left behind, start delivery, sweep and router (each on its own mio `Poll`), then the webchat.
-//! SIGINT/SIGTERM: stop accepting, stop the router, stop the containers, let delivery finish what
-//! they wrote, stop the sweep, close the sockets, join every thread.
+//! agent on a fresh install, probe docker and the agent image (a failure is reported, not fatal:
+//! the webchat comes up and agents start once docker is back), adopt or remove the containers an
+//! earlier run left (whatever state they are in), start delivery, sweep and router (each on its
+//! own mio `Poll`), the exit watcher, then the webchat. SIGINT/SIGTERM: stop accepting, stop the
+//! router, stop the containers, let delivery finish what they wrote, stop the sweep, close the
+//! sockets, join every thread.
 
 pub mod agents;
+pub mod backoff;
 pub mod channels;
 pub mod containers;
 pub mod delivery;
 pub mod image;
-pub mod kick;
+pub mod links;
 pub mod lock;
 pub mod proxy;
 pub mod router;
+pub mod runtime;
 pub mod sessions;
 pub mod sweep;
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use mio::Poll;
 
 use self::channels::Channels;
-use self::containers::{Containers, INSTALL_LABEL, RunnerConfig};
-use self::delivery::DeliveryHandle;
-use self::kick::Kick;
-use self::sweep::SweepHandle;
+use self::containers::{ContainerEvent, Containers, RunnerConfig};
+use self::delivery::DeliveryMsg;
+use self::links::{LinkSet, Links};
+use self::router::RouterMsg;
+use self::runtime::Runtime;
+use self::sweep::SweepMsg;
 use crate::config::Config;
 use crate::db::{self, Kind, central};
 use crate::docker::Docker;
 use crate::ids::now_ms;
+use crate::mailbox::Mailbox;
 use crate::webchat::{self, Webchat};
 
 /// How long shutdown waits for containers to exit.
 pub const CONTAINER_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Tokens below this in delivery's poll are its own; the link set uses the rest.
+const LINK_TOKENS_FROM: usize = 16;
 
 /// Path of the central DB.
 pub fn central_db(cfg: &Config) -> std::path::PathBuf {
     cfg.data_dir.join("pincer.db")
 }
 
-/// Creates the data and groups directories and opens (migrating) the central DB.
-pub fn open_central(cfg: &Config) -> anyhow::Result<db::Connection> {
+fn ensure_dirs(cfg: &Config) -> anyhow::Result<()> {
     for dir in [&cfg.data_dir, &cfg.groups_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    Ok(())
+}
+
+/// Creates the data and groups directories and opens (migrating) the central DB.
+pub fn open_central(cfg: &Config) -> anyhow::Result<db::Connection> {
+    ensure_dirs(cfg)?;
     db::open(&central_db(cfg), Kind::Central)
 }
 
 /// Runs the host until SIGINT or SIGTERM.
 pub fn run(cfg: Config) -> anyhow::Result<()> {
-    for dir in [&cfg.data_dir, &cfg.groups_dir] {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    ensure_dirs(&cfg)?;
+    // Before anything touches the data: a second host on it is refused here.
     let _lock = lock::acquire(&cfg.data_dir)?;
     let mut conn = open_central(&cfg)?;
     central::reset_container_status(&conn)?;
     agents::ensure_first_agent(&mut conn, &cfg.groups_dir, now_ms())?;
 
     let docker = Docker::new(&cfg.docker);
-    let version = docker.server_version()?;
-    if docker.image_labels(&cfg.image)?.is_none() {
-        bail!(
-            "the agent image {} does not exist: build it with `make image` (or `pincer image build`)",
+    let runtime: Arc<dyn Runtime> = Arc::new(docker);
+    match runtime.probe() {
+        Ok(version) => log::info!("docker {version}, image {}, data {}", cfg.image, cfg.data_dir.display()),
+        Err(e) => log::error!("{e:#}; agents start once docker is reachable (`pincer doctor` checks it)"),
+    }
+    match runtime.image_exists(&cfg.image) {
+        Ok(true) => {}
+        Ok(false) => log::error!(
+            "the agent image {} does not exist: build it with `make image` (or `pincer image build`); agents cannot start until then",
             cfg.image
-        );
+        ),
+        Err(e) => log::debug!("checking the agent image: {e:#}"),
     }
     let install = RunnerConfig::install_id(&cfg.data_dir);
-    let removed = docker.remove_labelled(INSTALL_LABEL, &install)?;
-    if removed > 0 {
-        log::info!("removed {removed} agent container(s) left by a previous run");
-    }
-    log::info!("docker {version}, image {}, data {}", cfg.image, cfg.data_dir.display());
 
     let router_poll = Poll::new()?;
-    let router_kick = Kick::new(router_poll.registry())?;
+    let router_mb: Mailbox<RouterMsg> = Mailbox::new(router_poll.registry())?;
     let delivery_poll = Poll::new()?;
-    let delivery = DeliveryHandle::new(&delivery_poll)?;
+    let delivery_mb: Mailbox<DeliveryMsg> = Mailbox::new(delivery_poll.registry())?;
     let sweep_poll = Poll::new()?;
-    let sweep = SweepHandle::new(&sweep_poll)?;
-    let proxy_poll = Poll::new()?;
-    let proxy_handle = proxy::ProxyHandle::new(&proxy_poll)?;
+    let sweep_mb: Mailbox<SweepMsg> = Mailbox::new(sweep_poll.registry())?;
 
     let runner = RunnerConfig {
-        docker: docker.clone(),
         image: cfg.image.clone(),
         data_dir: cfg.data_dir.clone(),
         groups_dir: cfg.groups_dir.clone(),
-        install,
+        install: install.clone(),
         user: RunnerConfig::owner_of(&cfg.data_dir)?,
         tz: cfg.tz.clone(),
         default_provider: cfg.provider.as_str().to_string(),
@@ -106,10 +120,26 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .filter_map(|(k, v)| v.map(|v| (k.to_string(), v.to_string())))
             .collect(),
     };
-    let containers = Arc::new(Containers::new(runner, delivery.clone(), sweep.clone(), proxy_handle.clone()));
+    let links = Arc::new(Links::default());
+    let (dmb, smb) = (delivery_mb.clone(), sweep_mb.clone());
+    let route_event = move |ev: ContainerEvent| match ev {
+        ContainerEvent::Sockets { session, sockets } => dmb.post(DeliveryMsg::Listen { session, sockets }),
+        ContainerEvent::Exited(report) => {
+            dmb.post(DeliveryMsg::Gone(report.session_id.clone()));
+            smb.post(SweepMsg::Exited(report));
+        }
+    };
+    let containers = Arc::new(Containers::new(runner, runtime.clone(), links.clone(), Box::new(route_event)));
+    match containers.adopt(&conn) {
+        Ok((0, 0)) => {}
+        Ok((adopted, removed)) => {
+            log::info!("{adopted} agent container(s) of an earlier run adopted, {removed} removed")
+        }
+        Err(e) => log::error!("looking for containers of an earlier run: {e:#}"),
+    }
+    let c = containers.clone();
+    let mut watch = runtime.watch(&install, Box::new(move |w| c.watched(w)))?;
     let model_proxy = Arc::new(proxy::Proxy::new(proxy::ProxyConfig::from_config(&cfg)));
-    let ph = proxy_handle.clone();
-    let proxy_thread = spawn("model-proxy", move || proxy::run(model_proxy, proxy_poll, ph))?;
 
     let store = Arc::new(webchat::store::Store::new(&central_db(&cfg)));
     let hub = Arc::new(webchat::hub::Hub::default());
@@ -120,39 +150,37 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         uploads: cfg.data_dir.join("webchat").join("uploads"),
     }));
 
-    let mut threads: Vec<(&str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
     let d = delivery::Delivery {
         central: open_central(&cfg)?,
         data_dir: cfg.data_dir.clone(),
         channels: channels.clone(),
         containers: containers.clone(),
+        links: LinkSet::new(links.clone(), proxy::handler(model_proxy), LINK_TOKENS_FROM),
     };
-    let dh = delivery.clone();
-    threads.push(("delivery", spawn("delivery", move || delivery::run(d, delivery_poll, dh))?));
+    let dmb = delivery_mb.clone();
+    let delivery_thread = spawn("delivery", move || delivery::run(d, delivery_poll, dmb))?;
     let s = sweep::Sweep {
         central: open_central(&cfg)?,
         data_dir: cfg.data_dir.clone(),
         containers: containers.clone(),
-        delivery: delivery.clone(),
         channels: channels.clone(),
+        told_engine_down: HashSet::new(),
     };
-    let sh = sweep.clone();
-    let sweep_thread = spawn("sweep", move || sweep::run(s, sweep_poll, sh))?;
-    let router_stop = Arc::new(AtomicBool::new(false));
+    let smb = sweep_mb.clone();
+    let sweep_thread = spawn("sweep", move || sweep::run(s, sweep_poll, smb))?;
     let r = router::Router::new(
         open_central(&cfg)?,
         cfg.data_dir.clone(),
         containers.clone(),
-        sweep.clone(),
+        sweep_mb.clone(),
         channels.clone(),
     );
-    let (rk, rs) = (router_kick.clone(), router_stop.clone());
-    let router_thread = spawn("router", move || router::run(r, router_poll, rk, rs))?;
+    let rmb = router_mb.clone();
+    let router_thread = spawn("router", move || router::run(r, router_poll, rmb))?;
     drop(conn);
 
     let mut web = if cfg.webchat.enabled {
-        let ctx =
-            Arc::new(webchat::Ctx::new(cfg.clone(), store, hub, router_kick.clone(), containers.clone()));
+        let ctx = Arc::new(webchat::Ctx::new(cfg.clone(), store, hub, router_mb.clone(), links.clone()));
         let web = Webchat::start(ctx)?;
         let shown = if web.addr.ip().is_unspecified() {
             format!("127.0.0.1:{}", web.addr.port())
@@ -166,25 +194,21 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         None
     };
     // Route anything stored but not routed before the last shutdown.
-    router_kick.kick();
+    router_mb.post(RouterMsg::Route);
 
     wait_for_signal()?;
     log::info!("shutting down");
     if let Some(w) = web.as_mut() {
         w.stop_accepting();
     }
-    router_stop.store(true, Ordering::SeqCst);
-    router_kick.kick();
+    router_mb.post(RouterMsg::Stop);
     join("router", router_thread);
     containers.stop_all(CONTAINER_STOP_TIMEOUT);
-    delivery.stop();
-    for (name, t) in threads {
-        join(name, t);
-    }
-    sweep.stop();
+    watch.stop();
+    delivery_mb.post(DeliveryMsg::Stop);
+    join("delivery", delivery_thread);
+    sweep_mb.post(SweepMsg::Stop);
     join("sweep", sweep_thread);
-    proxy_handle.stop();
-    join("model-proxy", proxy_thread);
     if let Some(w) = web {
         w.shutdown();
     }

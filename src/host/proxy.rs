@@ -12,22 +12,15 @@
 //! makes the model stop generating) when the next bytes arrive from it — immediately in practice,
 //! as a model streams tokens continuously.
 
-use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
-use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream};
-use std::path::Path;
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mio::net::UnixListener;
-use mio::{Events, Interest, Poll, Token};
-
-use super::kick::{self, Kick, WAKE};
+use super::links::ModelCalls;
 use crate::config::{Config, Secret};
 use crate::http1;
 
-/// File name of the proxy socket in a session directory.
-pub const SOCKET_NAME: &str = "model.sock";
 /// Largest request the runner may send (long conversations are big).
 pub const REQUEST_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Largest request head.
@@ -132,44 +125,6 @@ type AuthHeader = (&'static str, String);
 const PASS_REQUEST: &[&str] = &["content-type", "accept", "anthropic-version", "anthropic-beta"];
 /// Response headers passed back to the runner.
 const PASS_RESPONSE: &[&str] = &["content-type", "retry-after", "request-id", "x-request-id"];
-
-enum Cmd {
-    Listen(String, StdUnixListener),
-    Close(String),
-    Stop,
-}
-
-/// How other threads reach the proxy thread.
-#[derive(Clone)]
-pub struct ProxyHandle {
-    kick: Kick,
-    cmds: Arc<Mutex<Vec<Cmd>>>,
-}
-
-impl ProxyHandle {
-    pub fn new(poll: &Poll) -> std::io::Result<ProxyHandle> {
-        Ok(ProxyHandle { kick: Kick::new(poll.registry())?, cmds: Arc::default() })
-    }
-
-    fn push(&self, cmd: Cmd) {
-        self.cmds.lock().unwrap_or_else(|e| e.into_inner()).push(cmd);
-        self.kick.kick();
-    }
-
-    /// Serve a session's model socket (its container is starting).
-    pub fn listen(&self, session_id: &str, listener: StdUnixListener) {
-        self.push(Cmd::Listen(session_id.to_string(), listener));
-    }
-
-    /// The container is gone.
-    pub fn close(&self, session_id: &str) {
-        self.push(Cmd::Close(session_id.to_string()));
-    }
-
-    pub fn stop(&self) {
-        self.push(Cmd::Stop);
-    }
-}
 
 /// The shared state of proxied calls.
 pub struct Proxy {
@@ -421,87 +376,25 @@ fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Runs the proxy thread: accepts on every session's socket and serves each connection on its
-/// own thread.
-pub fn run(proxy: Arc<Proxy>, mut poll: Poll, handle: ProxyHandle) -> anyhow::Result<()> {
-    let mut events = Events::with_capacity(64);
-    let mut listeners: HashMap<Token, (String, UnixListener)> = HashMap::new();
-    let mut next = 1usize;
-    loop {
-        kick::poll(&mut poll, &mut events, None)?;
-        for ev in events.iter() {
-            if ev.token() == WAKE {
-                continue;
-            }
-            let Some((session, listener)) = listeners.get(&ev.token()) else { continue };
-            loop {
-                match listener.accept() {
-                    Ok((stream, _)) => spawn_call(&proxy, session, stream),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        log::error!("model proxy accept for {session}: {e}");
-                        break;
-                    }
-                }
-            }
+/// The handler for accepted `model.sock` connections: each call is served on its own thread
+/// (at most [`CALLS_MAX`] at once; more are answered 429).
+pub fn handler(proxy: Arc<Proxy>) -> ModelCalls {
+    Box::new(move |session: &str, stream: UnixStream| {
+        let proxy = proxy.clone();
+        let session = session.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("model-proxy".into())
+            .spawn(move || proxy.serve(&session, stream));
+        if let Err(e) = spawned {
+            log::error!("model proxy: cannot start a thread: {e}");
         }
-        handle.kick.take();
-        let cmds = std::mem::take(&mut *handle.cmds.lock().unwrap_or_else(|e| e.into_inner()));
-        for cmd in cmds {
-            match cmd {
-                Cmd::Listen(session, std_listener) => {
-                    let mut l = UnixListener::from_std(std_listener);
-                    let token = Token(next);
-                    next += 1;
-                    match poll.registry().register(&mut l, token, Interest::READABLE) {
-                        Ok(()) => {
-                            listeners.insert(token, (session, l));
-                        }
-                        Err(e) => log::error!("model proxy: registering {session}: {e}"),
-                    }
-                }
-                Cmd::Close(session) => {
-                    listeners.retain(|_, (s, l)| {
-                        let keep = *s != session;
-                        if !keep {
-                            let _ = poll.registry().deregister(l);
-                        }
-                        keep
-                    });
-                }
-                Cmd::Stop => {
-                    log::info!("model proxy stopped");
-                    return Ok(());
-                }
-            }
-        }
-    }
-}
-
-fn spawn_call(proxy: &Arc<Proxy>, session: &str, stream: mio::net::UnixStream) {
-    let std_stream = UnixStream::from(std::os::fd::OwnedFd::from(stream));
-    if let Err(e) = std_stream.set_nonblocking(false) {
-        log::error!("model proxy: {e}");
-        return;
-    }
-    let proxy = proxy.clone();
-    let session = session.to_string();
-    let spawned = std::thread::Builder::new()
-        .name("model-proxy".into())
-        .spawn(move || proxy.serve(&session, std_stream));
-    if let Err(e) = spawned {
-        log::error!("model proxy: cannot start a thread: {e}");
-    }
-}
-
-/// Binds `<dir>/model.sock` (through `/proc/self/fd` when the path is too long for a socket).
-pub fn bind(dir: &Path) -> std::io::Result<StdUnixListener> {
-    super::containers::bind_socket(dir, SOCKET_NAME)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn redaction_catches_secrets_split_across_reads() {

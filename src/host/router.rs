@@ -9,51 +9,66 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mio::{Events, Poll};
 
+use super::backoff;
 use super::channels::Channels;
-use super::containers::{Containers, Wake};
-use super::kick::{self, Kick};
+use super::containers::{Containers, WakeOutcome};
 use super::sessions::{self, SessionDir, SessionMode};
-use super::sweep::SweepHandle;
+use super::sweep::SweepMsg;
 use crate::db::central::{self, Room, Session, Unrouted, Wiring};
 use crate::db::inbound::{self, NewInbound};
 use crate::db::{self, Connection};
 use crate::ids::now_ms;
+use crate::mailbox::{self, Mailbox};
 
 /// Safety net when no kick arrives.
 pub const SAFETY_POLL: Duration = Duration::from_secs(10);
 /// Messages taken from the queue per query.
 pub const BATCH_MAX: i64 = 64;
-/// Failed routing attempts of one message before it is given up with a notice.
-pub const ATTEMPTS_MAX: u32 = 5;
+
+/// The router thread's mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterMsg {
+    /// Messages were stored: route them.
+    Route,
+    Stop,
+}
 
 pub struct Router {
     pub central: Connection,
     pub data_dir: PathBuf,
     pub containers: Arc<Containers>,
-    pub sweep: SweepHandle,
+    pub sweep: Mailbox<SweepMsg>,
     pub channels: Channels,
     /// Failed attempts per message id (in memory: a restart gives every message fresh attempts).
     pub attempts: HashMap<String, u32>,
+    /// After a failure, routing waits until then (epoch ms).
+    pub retry_at: Option<i64>,
     /// Compiled engage patterns.
     pub patterns: HashMap<String, Option<fancy_regex::Regex>>,
 }
 
-/// Runs the router until `stop` is set (and the kick delivered).
-pub fn run(mut r: Router, mut poll: Poll, kick: Kick, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+/// Runs the router until [`RouterMsg::Stop`].
+pub fn run(mut r: Router, mut poll: Poll, mailbox: Mailbox<RouterMsg>) -> anyhow::Result<()> {
     let mut events = Events::with_capacity(8);
     loop {
-        if stop.load(Ordering::SeqCst) {
+        if mailbox.take().contains(&RouterMsg::Stop) {
             log::info!("router stopped");
             return Ok(());
         }
-        kick.take();
-        r.route_pending();
-        kick::poll(&mut poll, &mut events, Some(SAFETY_POLL))?;
+        let now = now_ms();
+        if r.retry_at.is_none_or(|t| now >= t) {
+            r.retry_at = None;
+            r.route_pending();
+        }
+        let timeout = match r.retry_at {
+            Some(t) => Duration::from_millis((t - now_ms()).clamp(1, SAFETY_POLL.as_millis() as i64) as u64),
+            None => SAFETY_POLL,
+        };
+        mailbox::poll(&mut poll, &mut events, Some(timeout))?;
     }
 }
 
@@ -62,7 +77,7 @@ impl Router {
         central: Connection,
         data_dir: PathBuf,
         containers: Arc<Containers>,
-        sweep: SweepHandle,
+        sweep: Mailbox<SweepMsg>,
         channels: Channels,
     ) -> Router {
         Router {
@@ -72,6 +87,7 @@ impl Router {
             sweep,
             channels,
             attempts: HashMap::new(),
+            retry_at: None,
             patterns: HashMap::new(),
         }
     }
@@ -94,10 +110,13 @@ impl Router {
                     let n = self.attempts.entry(m.id.clone()).or_insert(0);
                     *n += 1;
                     log::error!("router: message {} (attempt {n}): {e:#}", m.id);
-                    if *n < ATTEMPTS_MAX {
-                        return;
+                    match backoff::ROUTING.delay_ms(*n) {
+                        Some(delay) => {
+                            self.retry_at = Some(now_ms() + delay);
+                            return;
+                        }
+                        None => self.give_up(m, &format!("{e:#}")),
                     }
-                    self.give_up(m, &format!("{e:#}"));
                 }
             }
         }
@@ -139,15 +158,15 @@ impl Router {
         // queue bookkeeping commits (routing again after a crash here is a no-op).
         for session in &to_wake {
             match self.containers.wake(&self.central, session) {
-                Ok(Wake::Deferred { why, .. }) => {
+                Ok(WakeOutcome::Deferred { why, .. }) => {
                     log::info!("session {}: container start deferred: {why}", session.id);
-                    self.sweep.check(&session.id);
+                    self.sweep.post(SweepMsg::Check(session.id.clone()));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     // The message is stored in the session; the sweep retries the start.
                     log::error!("starting the container of session {}: {e:#}", session.id);
-                    self.sweep.check(&session.id);
+                    self.sweep.post(SweepMsg::Check(session.id.clone()));
                 }
             }
         }
@@ -244,12 +263,8 @@ impl Router {
         let Ok(Some(room)) = central::room(&self.central, &m.room_id) else {
             return;
         };
-        if let Some(adapter) = self.channels.get(&room.channel_type) {
-            let text = format!("Your message could not be handed to the agents of this room: {why}");
-            if let Err(e) = adapter.notice(&room, &text) {
-                log::error!("posting a routing-failure notice: {e:#}");
-            }
-        }
+        let text = format!("Your message could not be handed to the agents of this room: {why}");
+        self.channels.notice_room(&room, &text);
     }
 }
 

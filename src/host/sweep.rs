@@ -1,7 +1,7 @@
 //! The sweep thread: what happens after a container exits, and the periodic health pass.
 //!
 //! After an exit it resets the container's unfinished claims (each inbound row is retried with
-//! backoff, at most [`TRIES_MAX`] times), backs off a container that keeps failing to start and
+//! backoff, [`backoff::INBOUND_RETRY`]), backs off a container that keeps failing to start and
 //! tells the user when it gives up, and starts a new container when messages are still due.
 //! Periodically it starts containers for due messages (retries, missed wakes) and stops
 //! containers that are stuck. Decisions are pure functions of `now` ([`decide_stuck`],
@@ -9,36 +9,34 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use mio::{Events, Poll};
 
+use super::backoff;
 use super::channels::Channels;
-use super::containers::{Containers, Wake};
-use super::delivery::DeliveryHandle;
-use super::kick::{self, Kick};
+use super::containers::{Containers, ExitReport, WakeOutcome};
 use super::sessions::SessionDir;
 use crate::db::central::{self, Session};
 use crate::db::{self, Connection, Kind, inbound, outbound};
 use crate::ids::now_ms;
+use crate::mailbox::{self, Mailbox};
 
-/// Period of the health pass.
+/// Period of the health pass (which also compares the registry with what really runs).
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// A running container whose heartbeat is older than this is stopped (or the declared timeout
 /// of the tool it is running, if longer).
 pub const HEARTBEAT_CEILING_MS: i64 = 30 * 60 * 1000;
 /// A claim older than this with no heartbeat since is stuck (or the tool's declared timeout).
 pub const CLAIM_STUCK_MS: i64 = 60 * 1000;
-/// Tries of one inbound row before it is marked failed.
-pub const TRIES_MAX: i64 = 5;
 /// Consecutive container start failures before pending messages are failed with a notice.
 pub const START_FAILURES_MAX: u32 = 3;
 
-/// Backoff before the next try of an inbound row: 5 s · 2^tries (5, 10, 20, 40, 80 s), or `None`
-/// once [`TRIES_MAX`] is reached.
+/// Backoff before the next try of an inbound row that has been tried `tries` times already
+/// ([`backoff::INBOUND_RETRY`]: 5, 10, 20, 40, 80 s), or `None` when it has had its tries.
 pub fn retry_delay_ms(tries: i64) -> Option<i64> {
-    (tries < TRIES_MAX).then(|| 5000 * (1i64 << tries.clamp(0, 20)))
+    backoff::INBOUND_RETRY.delay_ms(u32::try_from(tries.max(0)).unwrap_or(u32::MAX).saturating_add(1))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,80 +72,44 @@ pub fn decide_stuck(
     StuckAction::Ok
 }
 
-/// A container exit, as the watcher thread saw it.
-#[derive(Debug, Clone)]
-pub struct ExitReport {
-    pub session_id: String,
-    pub agent_id: String,
-    pub container: String,
-    pub code: Option<i32>,
-    pub stderr_tail: String,
-    pub ran_for: Duration,
-    /// It connected its link (it started properly).
-    pub linked: bool,
-    /// The host asked it to stop.
-    pub stop_requested: bool,
-}
-
-#[derive(Default)]
-struct Inbox {
-    exits: Vec<ExitReport>,
-    check: HashSet<String>,
-    stop: bool,
-}
-
-#[derive(Clone)]
-pub struct SweepHandle {
-    kick: Kick,
-    inbox: Arc<Mutex<Inbox>>,
-}
-
-impl SweepHandle {
-    pub fn new(poll: &Poll) -> std::io::Result<SweepHandle> {
-        Ok(SweepHandle { kick: Kick::new(poll.registry())?, inbox: Arc::default() })
-    }
-
-    fn with(&self, f: impl FnOnce(&mut Inbox)) {
-        f(&mut self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
-        self.kick.kick();
-    }
-
-    pub fn container_exited(&self, report: ExitReport) {
-        self.with(|i| i.exits.push(report));
-    }
-
+/// The sweep thread's mailbox.
+#[derive(Debug, PartialEq)]
+pub enum SweepMsg {
+    Exited(ExitReport),
     /// Look at this session soon (e.g. a wake was deferred).
-    pub fn check(&self, session_id: &str) {
-        self.with(|i| {
-            i.check.insert(session_id.to_string());
-        });
-    }
-
-    pub fn stop(&self) {
-        self.with(|i| i.stop = true);
-    }
+    Check(String),
+    Stop,
 }
 
 pub struct Sweep {
     pub central: Connection,
     pub data_dir: PathBuf,
     pub containers: Arc<Containers>,
-    pub delivery: DeliveryHandle,
     pub channels: Channels,
+    /// Sessions told that docker is unreachable (told once until it is back).
+    pub told_engine_down: HashSet<String>,
 }
 
-/// Runs the sweep thread until [`SweepHandle::stop`].
-pub fn run(mut s: Sweep, mut poll: Poll, handle: SweepHandle) -> anyhow::Result<()> {
+/// Runs the sweep thread until [`SweepMsg::Stop`].
+pub fn run(mut s: Sweep, mut poll: Poll, mailbox: Mailbox<SweepMsg>) -> anyhow::Result<()> {
     let mut events = Events::with_capacity(8);
     let mut next_pass = Instant::now();
+    let mut next_reconcile = Instant::now() + SWEEP_INTERVAL;
     loop {
         let timeout = next_pass.saturating_duration_since(Instant::now());
-        kick::poll(&mut poll, &mut events, Some(timeout))?;
-        handle.kick.take();
-        let (exits, check, stop) = {
-            let mut inbox = handle.inbox.lock().unwrap_or_else(|e| e.into_inner());
-            (std::mem::take(&mut inbox.exits), std::mem::take(&mut inbox.check), inbox.stop)
-        };
+        mailbox::poll(&mut poll, &mut events, Some(timeout))?;
+        let mut exits = Vec::new();
+        let mut check = HashSet::new();
+        let mut stop = false;
+        for msg in mailbox.take() {
+            match msg {
+                SweepMsg::Exited(r) => exits.push(r),
+                SweepMsg::Check(session) => {
+                    check.insert(session);
+                }
+                SweepMsg::Stop => stop = true,
+            }
+        }
         let exited = !exits.is_empty();
         for report in exits {
             if let Err(e) = s.on_exit(&report, now_ms(), stop) {
@@ -166,6 +128,11 @@ pub fn run(mut s: Sweep, mut poll: Poll, handle: SweepHandle) -> anyhow::Result<
                     Err(e) => log::error!("sweep: session {session_id}: {e:#}"),
                 }
             }
+        }
+        if Instant::now() >= next_reconcile {
+            // Exits the runtime's watcher may have missed.
+            s.containers.reconcile();
+            next_reconcile = Instant::now() + SWEEP_INTERVAL;
         }
         // An exit frees a slot and may end a backoff: look at every session then, too.
         if exited || Instant::now() >= next_pass {
@@ -237,11 +204,11 @@ impl Sweep {
             }
         } else if inbound::due_count(&inb, now)? > 0 {
             match self.containers.wake(&self.central, session)? {
-                Wake::Deferred { why, retry_at } => {
+                WakeOutcome::Deferred { why, retry_at } => {
                     log::debug!("session {}: start deferred: {why}", session.id);
                     soonest = earliest(soonest, retry_at);
                 }
-                Wake::Started | Wake::Signalled => {}
+                WakeOutcome::Started | WakeOutcome::Signalled => {}
             }
         }
         Ok(soonest)
@@ -252,6 +219,23 @@ impl Sweep {
         let dir = SessionDir::new(&self.data_dir, &r.agent_id, &r.session_id);
         if dir.inbound().exists() && dir.outbound().exists() {
             self.reset_claims(&dir, r, now)?;
+        }
+        if r.engine_down {
+            // Not the agent's failure: the messages stay pending and are answered once docker
+            // is back (the wake is retried with the engine's backoff). Said once per session.
+            if !stopping && self.told_engine_down.insert(r.session_id.clone()) {
+                self.notice(&r.session_id, &format!(
+                    "The agent cannot start: the docker engine is not reachable ({}). Your message is kept and will be answered when docker is back; `pincer doctor` checks it.",
+                    crate::process::tail(r.stderr_tail.trim(), 300)
+                ));
+            }
+            if !stopping && let Some(session) = central::session(&self.central, &r.session_id)? {
+                self.check_session(&session, now)?;
+            }
+            return Ok(());
+        }
+        if r.linked {
+            self.told_engine_down.remove(&r.session_id);
         }
         let failed_start = !r.linked && !r.stop_requested && !stopping;
         if failed_start {
@@ -318,7 +302,8 @@ impl Sweep {
         );
         if !gave_up.is_empty() {
             self.notice(&r.session_id, &format!(
-                "The agent stopped while working on a message {TRIES_MAX} times in a row; giving up on it (last exit code {:?}).",
+                "The agent stopped while working on a message {} times in a row; giving up on it (last exit code {:?}).",
+                backoff::INBOUND_RETRY.tries_max.unwrap_or(0),
                 r.code
             ));
         }
@@ -340,17 +325,7 @@ impl Sweep {
     }
 
     fn notice(&self, session_id: &str, text: &str) {
-        let room = central::session(&self.central, session_id)
-            .ok()
-            .flatten()
-            .and_then(|s| s.room_id)
-            .and_then(|id| central::room(&self.central, &id).ok().flatten());
-        let Some(room) = room else { return };
-        if let Some(adapter) = self.channels.get(&room.channel_type)
-            && let Err(e) = adapter.notice(&room, text)
-        {
-            log::error!("posting a notice: {e:#}");
-        }
+        self.channels.notice_session(&self.central, session_id, text);
     }
 }
 
@@ -375,6 +350,7 @@ mod tests {
     #[test]
     fn retry_backoff_doubles_then_gives_up() {
         let delays: Vec<Option<i64>> = (0..6).map(retry_delay_ms).collect();
+        // 5 tries after the first, then the row fails.
         assert_eq!(delays, [Some(5000), Some(10_000), Some(20_000), Some(40_000), Some(80_000), None]);
     }
 

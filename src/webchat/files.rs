@@ -7,17 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-/// Longest stored file name.
-pub const NAME_CHARS_MAX: usize = 128;
-
-/// A plain file name: no path separators, no leading dot, no control characters, not `.`/`..`.
-pub fn safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.chars().count() <= NAME_CHARS_MAX
-        && !name.starts_with('.')
-        && !name.contains(['/', '\\'])
-        && !name.chars().any(char::is_control)
-}
+pub use crate::ids::{FILE_NAME_CHARS_MAX as NAME_CHARS_MAX, is_plain_file_name as safe_name};
 
 /// A name made safe for storing and for URLs: `[A-Za-z0-9._-]`, others become `_`.
 pub fn sanitize(name: &str) -> String {

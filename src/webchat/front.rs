@@ -194,7 +194,7 @@ fn accept_loop(
     loop {
         let trim_at = live.lock().trim_at;
         let timeout = trim_at.map(|(at, _)| at.saturating_duration_since(Instant::now()));
-        if let Err(e) = crate::host::kick::poll(&mut poll, &mut events, timeout) {
+        if let Err(e) = crate::mailbox::poll(&mut poll, &mut events, timeout) {
             log::error!("webchat acceptor: {e}");
             return;
         }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::Ctx;
 use super::api::{self, Req, Resp};
 use super::auth::Peer;
-use super::transport::Transport;
+use super::transport::{self, Transport};
 use crate::http1::{self, Framing, Head};
 
 /// Largest request head (request line and header fields).
@@ -60,7 +60,8 @@ pub fn serve(ctx: &Arc<Ctx>, transport: Transport, peer: Peer, accepted: Instant
             Err(e) => {
                 let (status, msg) = head_error(&e);
                 if status != 0 {
-                    let _ = write_response(conn.get_mut(), &Resp::error(status, &msg), false, true);
+                    let _ =
+                        transport::write_response(conn.get_mut(), &Resp::error(status, &msg), false, true);
                 }
                 anyhow::bail!("request head: {e}");
             }
@@ -120,7 +121,7 @@ enum Handled {
 fn request(ctx: &Arc<Ctx>, mut conn: BufReader<Transport>, head: Head, peer: Peer) -> Handled {
     let answer = |mut conn: BufReader<Transport>, resp: Resp, what: String, close: bool, head_only: bool| {
         let status = resp.status;
-        match write_response(conn.get_mut(), &resp, head_only, close) {
+        match transport::write_response(conn.get_mut(), &resp, head_only, close) {
             Ok(()) => {
                 if close {
                     linger(&mut conn);
@@ -333,55 +334,6 @@ fn read_body(conn: &mut BufReader<Transport>, framing: Framing, max: usize) -> R
 
 fn set_deadline_under(chunked: &mut http1::Chunked<&mut BufReader<Transport>>, deadline: Instant) {
     chunked.inner_mut().get_mut().set_deadline(Some(deadline));
-}
-
-/// Headers every response carries.
-const SECURITY_HEADERS: &[(&str, &str)] =
-    &[("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY")];
-
-/// Writes a response: the head, then the body (or the file, streamed).
-pub fn write_response(w: &mut Transport, resp: &Resp, head_only: bool, close: bool) -> io::Result<()> {
-    let file = match &resp.file {
-        Some(path) => match std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f))) {
-            Ok(pair) => Some(pair),
-            Err(e) => {
-                log::warn!("opening {}: {e}", path.display());
-                return write_response(w, &Resp::error(404, "no such file"), head_only, close);
-            }
-        },
-        None => None,
-    };
-    let len = file.as_ref().map_or(resp.body.len() as u64, |(n, _)| *n);
-    let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, http1::reason(resp.status));
-    for (k, v) in
-        resp.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(SECURITY_HEADERS.iter().copied())
-    {
-        if k.bytes().all(|b| b.is_ascii_graphic()) && !v.contains(['\r', '\n']) {
-            head.push_str(k);
-            head.push_str(": ");
-            head.push_str(v);
-            head.push_str("\r\n");
-        }
-    }
-    let no_body = resp.status == 304 || resp.status == 204 || (100..200).contains(&resp.status);
-    if !no_body {
-        head.push_str(&format!("Content-Length: {len}\r\n"));
-    }
-    if close {
-        head.push_str("Connection: close\r\n");
-    }
-    head.push_str("\r\n");
-    if head_only || no_body {
-        w.write_all(head.as_bytes())?;
-    } else if let Some((_, mut f)) = file {
-        w.write_all(head.as_bytes())?;
-        io::copy(&mut f, w)?;
-    } else {
-        let mut all = head.into_bytes();
-        all.extend_from_slice(&resp.body);
-        w.write_all(&all)?;
-    }
-    w.flush()
 }
 
 /// Decodes `%XX` escapes; `None` for bad escapes or invalid UTF-8.

@@ -34,18 +34,20 @@ use self::hub::Hub;
 use self::store::Store;
 use crate::config::Config;
 use crate::db::central::{self, Room, RoomMessage};
-use crate::host::containers::Containers;
-use crate::host::kick::Kick;
+use crate::host::links::Links;
+use crate::host::router::RouterMsg;
 use crate::ids::now_ms;
 use crate::link::ToAgent;
+use crate::mailbox::Mailbox;
 
 /// Everything request handlers and socket threads share.
 pub struct Ctx {
     pub cfg: Config,
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
-    pub router: Kick,
-    pub containers: Arc<Containers>,
+    pub router: Mailbox<RouterMsg>,
+    /// To tell containers to stop a turn.
+    pub links: Arc<Links>,
     /// Messages per user (`WEBCHAT_SEND_RATE`).
     sends: rate::Limiter<String>,
     /// Where room files are stored (`data/webchat/uploads`).
@@ -60,8 +62,8 @@ impl Ctx {
         cfg: Config,
         store: Arc<Store>,
         hub: Arc<Hub>,
-        router: Kick,
-        containers: Arc<Containers>,
+        router: Mailbox<RouterMsg>,
+        links: Arc<Links>,
     ) -> Ctx {
         let per_min = cfg.webchat.send_per_min as f64;
         let sends = rate::Limiter::new(rate::Rate {
@@ -75,7 +77,7 @@ impl Ctx {
             store,
             hub,
             router,
-            containers,
+            links,
             known_users: Mutex::new(HashSet::new()),
             started: Instant::now(),
         }
@@ -151,7 +153,7 @@ impl Ctx {
         if created {
             self.hub.broadcast(&room.id, &message_event(&message, None), None);
 
-            self.router.kick();
+            self.router.post(RouterMsg::Route);
         }
         Ok((message, created))
     }
@@ -161,7 +163,7 @@ impl Ctx {
         let conn = self.store.conn()?;
         let mut n = 0;
         for s in central::sessions_of_room(&conn, &room.id)? {
-            if self.containers.send(&s.id, &ToAgent::Stop) {
+            if self.links.send(&s.id, &ToAgent::Stop) {
                 n += 1;
             }
         }

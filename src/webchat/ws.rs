@@ -122,7 +122,7 @@ pub fn upgrade(
     peer: Peer,
 ) -> anyhow::Result<()> {
     let refuse = |t: &mut Transport, resp: Resp| -> anyhow::Result<()> {
-        let _ = super::http::write_response(t, &resp, false, true);
+        let _ = super::transport::write_response(t, &resp, false, true);
         anyhow::bail!("websocket upgrade refused: {}", resp.status)
     };
     let hs = match check_handshake(head, line, framing) {
@@ -261,7 +261,7 @@ impl Conn {
             }
             let quiet = self.last_heard.elapsed().min(self.last_sent.elapsed());
             let timeout = PING_INTERVAL.saturating_sub(quiet).max(Duration::from_millis(10));
-            crate::host::kick::poll(&mut self.poll, &mut self.events, Some(timeout))?;
+            crate::mailbox::poll(&mut self.poll, &mut self.events, Some(timeout))?;
             if !self.read_frames()? {
                 return Ok(());
             }
@@ -412,7 +412,7 @@ impl Conn {
                     "too slow: the client took nothing for 30 s; reconnect and join with after_seq",
                 ));
             }
-            crate::host::kick::poll(&mut self.poll, &mut self.events, Some(left))?;
+            crate::mailbox::poll(&mut self.poll, &mut self.events, Some(left))?;
         }
         Ok(())
     }
