@@ -9,7 +9,7 @@ AGENT_FLAGS := -C target-feature=+crt-static --cfg getrandom_backend="linux_getr
 # Two cores: keep parallelism modest so docker and the tests keep some CPU.
 TEST_THREADS ?= 2
 
-.PHONY: run test bench image agent host check deps clean
+.PHONY: run test test-faults fuzz bench image agent host check deps clean
 
 run: host image
 	$(HOST_BIN) run
@@ -37,6 +37,12 @@ test: deps image
 	$(CARGO) test --lib -- --test-threads=$(TEST_THREADS)
 	$(CARGO) test --test it -- --test-threads=$(TEST_THREADS)
 	python3 tests/browser/test_webchat.py
+
+# The fault suite at length: at least 20 random SIGKILLs of the host under load (the seed is
+# printed; PINCER_FAULT_SEED repeats a run), plus every other fault case.
+test-faults: deps image
+	$(CARGO) build --bin pincer
+	PINCER_FAULT_KILLS=$${PINCER_FAULT_KILLS:-25} $(CARGO) test --test it faults:: -- --test-threads=1 --nocapture
 
 bench: image
 	$(CARGO) bench --bench bench

@@ -27,6 +27,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "context budget of the model in tokens; older turns are trimmed (default per provider)",
     ),
     ("PINCER_MAX_TOKENS", "output limit of one model call in tokens (default 8192)"),
+    (
+        "PINCER_MODEL_TIMEOUT_S",
+        "a model that sends nothing for this many seconds fails the call, 5-86400 (default 600)",
+    ),
     ("TZ", "IANA time zone for schedules and the agent's context (default: the host's zone)"),
     ("ANTHROPIC_API_KEY", "Anthropic API key"),
     ("ANTHROPIC_BASE_URL", "Anthropic-protocol endpoint (default https://api.anthropic.com)"),
@@ -145,6 +149,8 @@ pub struct Config {
     pub container_idle_s: u64,
     pub context_tokens: Option<u64>,
     pub max_tokens: Option<u64>,
+    /// Seconds a model may send nothing (before its answer starts, and between its bytes).
+    pub model_timeout_s: u64,
     pub tz: String,
     pub anthropic: ModelEndpoint,
     pub openai: ModelEndpoint,
@@ -291,6 +297,7 @@ impl Config {
             max_tokens: get("PINCER_MAX_TOKENS")
                 .map(|_| parse_range(env, "PINCER_MAX_TOKENS", 0, 16, 1_000_000))
                 .transpose()?,
+            model_timeout_s: parse_range(env, "PINCER_MODEL_TIMEOUT_S", 600, 5, 86_400)?,
             tz,
             anthropic,
             openai,

@@ -23,6 +23,8 @@ pub struct AgentConfig {
     pub idle_exit: Duration,
     /// Poll even without a wake this often (a missed wake costs at most this much).
     pub safety_poll: Duration,
+    /// How long a model may send nothing before its call fails.
+    pub model_timeout: Duration,
     pub tz: String,
     pub log_level: log::LevelFilter,
     /// Context budget in tokens; older exchanges are trimmed to stay under it.
@@ -73,6 +75,7 @@ impl AgentConfig {
             max_messages: num("PINCER_MAX_MESSAGES", MAX_MESSAGES_DEFAULT as u64, 200)? as i64,
             idle_exit: Duration::from_secs(num("PINCER_IDLE_EXIT_S", 1800, 7 * 86_400)?),
             safety_poll: Duration::from_millis(num("PINCER_SAFETY_POLL_MS", 5000, 600_000)?),
+            model_timeout: Duration::from_secs(num("PINCER_MODEL_TIMEOUT_S", 600, 86_400)?),
             tz: get("TZ").unwrap_or_else(|| "UTC".into()),
             log_level: get("PINCER_LOG")
                 .and_then(|l| crate::logger::parse_level(&l))

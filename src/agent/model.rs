@@ -125,6 +125,9 @@ pub enum ModelError {
     Status { status: u16, message: String, retry_after_s: Option<u64> },
     /// The connection failed or broke.
     Transport(String),
+    /// Nothing came from the model for the whole model timeout (not retried: the timeout is
+    /// long already, and a server that hangs once usually hangs again).
+    Timeout(String),
     /// The server's stream did not make sense (or reported an error mid-stream).
     Protocol(String),
     /// Stopped by the user.
@@ -137,6 +140,7 @@ impl ModelError {
         match self {
             ModelError::Status { status, .. } => matches!(status, 408 | 409 | 429 | 500..=599),
             ModelError::Transport(_) => true,
+            ModelError::Timeout(_) => false,
             ModelError::Protocol(m) => m.contains("overloaded"),
             ModelError::Cancelled => false,
         }
@@ -148,6 +152,7 @@ impl std::fmt::Display for ModelError {
         match self {
             ModelError::Status { status, message, .. } => write!(f, "{status} — {message}"),
             ModelError::Transport(m) => write!(f, "connection failed — {m}"),
+            ModelError::Timeout(m) => write!(f, "no answer — {m}"),
             ModelError::Protocol(m) => write!(f, "bad response — {m}"),
             ModelError::Cancelled => write!(f, "stopped"),
         }

@@ -30,6 +30,7 @@ pub fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
         name: cfg.provider.clone(),
         model: cfg.model.clone(),
         proxy: cfg.model_socket(),
+        timeout: cfg.model_timeout,
     })?;
     let tools = all_tools(cfg);
     log::info!(
@@ -100,7 +101,17 @@ pub fn poll_once(r: &mut Runner, first_poll: bool) -> anyhow::Result<bool> {
     // Wakes from now on may mean rows this read does not see yet.
     r.woken.store(false, std::sync::atomic::Ordering::SeqCst);
     // A fresh read-only connection per poll: nothing cached survives the other side's writes.
-    let view = db::open_agent_view(&r.cfg.inbound_db(), &r.cfg.outbound_db())?;
+    let view = match db::open_agent_view(&r.cfg.inbound_db(), &r.cfg.outbound_db()) {
+        Ok(v) => v,
+        Err(e) if db::needs_rollback(&e) => {
+            // A crashed writer left a hot journal. In outbound.db (ours) reading through the
+            // read-write connection rolls it back; in inbound.db the host does on its next write.
+            log::warn!("{e:#}; recovering and looking again at the next poll");
+            let _ = r.out.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| row.get::<_, i64>(0));
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
     let batch = inbound::pending(&view, now_ms(), first_poll, r.cfg.max_messages)?;
     if !batch.iter().any(|row| row.trigger) {
         // Context-only rows stay pending and ride along with the next triggering one.

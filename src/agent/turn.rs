@@ -379,6 +379,9 @@ fn hint(e: &ModelError, provider: &str) -> String {
     match e {
         ModelError::Status { status: 401 | 403, .. } => format!(" (check {key})"),
         ModelError::Status { status: 404, .. } => format!(" (check {model} and the base URL)"),
+        ModelError::Timeout(_) => {
+            " (check the model server; PINCER_MODEL_TIMEOUT_S sets how long pincer waits)".into()
+        }
         _ => String::new(),
     }
 }
@@ -584,6 +587,7 @@ mod tests {
             max_messages: 10,
             idle_exit: Duration::from_secs(60),
             safety_poll: Duration::from_secs(5),
+            model_timeout: Duration::from_secs(600),
             tz: "UTC".into(),
             log_level: log::LevelFilter::Off,
             context_tokens: 100_000,

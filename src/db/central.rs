@@ -467,6 +467,15 @@ pub fn raise_container_gen(conn: &Connection, session_id: &str, generation: i64)
     Ok(())
 }
 
+/// Ends a session (a new one is created for the next message).
+pub fn close_session(conn: &Connection, session_id: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE sessions SET status = 'closed', container_status = 'stopped' WHERE id = ?1",
+        [session_id],
+    )?;
+    Ok(())
+}
+
 pub fn reset_container_status(conn: &Connection) -> rusqlite::Result<usize> {
     conn.execute("UPDATE sessions SET container_status = 'stopped' WHERE container_status <> 'stopped'", [])
 }

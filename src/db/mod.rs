@@ -140,3 +140,33 @@ pub fn write_tx<T>(
 
 #[cfg(test)]
 mod tests;
+
+/// The SQLite result code somewhere in an error's chain, if any.
+fn sqlite_code(e: &anyhow::Error) -> Option<rusqlite::ErrorCode> {
+    e.chain().find_map(|c| match c.downcast_ref::<rusqlite::Error>() {
+        Some(rusqlite::Error::SqliteFailure(f, _)) => Some(f.code),
+        _ => None,
+    })
+}
+
+/// The file is damaged or not a database at all: retrying cannot help.
+pub fn is_corrupt(e: &anyhow::Error) -> bool {
+    matches!(sqlite_code(e), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
+}
+
+/// A read-only connection met a hot journal (a writer crashed mid-transaction) that only a
+/// read-write connection can roll back.
+pub fn needs_rollback(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(c.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _)) if f.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK)
+    })
+}
+
+/// The disk (or the file system's quota) is full.
+pub fn is_disk_full(e: &anyhow::Error) -> bool {
+    matches!(sqlite_code(e), Some(rusqlite::ErrorCode::DiskFull))
+        || e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+        })
+}

@@ -1,3 +1,6 @@
+//! Tests of the DB layer: seq rules, migrations (fresh equals stepped, newer refused, failures
+//! roll back), pragmas per kind, the queries of each file, and how failures are recognised.
+
 use super::*;
 use crate::db::central::{self, NewMessage};
 use crate::db::inbound::{self, NewInbound};
@@ -290,4 +293,16 @@ fn outbound_rows_and_outcomes() {
     assert!(!inbound::record_outcome(&inb, "o1", inbound::Outcome::Failed, None, Some("x"), 5).unwrap());
     assert!(inbound::has_outcome(&inb, "o1").unwrap());
     assert!(!inbound::has_outcome(&inb, "o2").unwrap());
+}
+
+#[test]
+fn damaged_files_and_full_disks_are_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbound.db");
+    std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+    let err = open(&path, Kind::Inbound).unwrap_err();
+    assert!(is_corrupt(&err), "{err:#}");
+    assert!(!is_disk_full(&err));
+    let full = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::StorageFull)).context("writing");
+    assert!(is_disk_full(&full) && !is_corrupt(&full));
 }

@@ -138,7 +138,10 @@ struct Slot {
     name: String,
     agent_id: String,
     phase: Phase,
+    /// It connected its link to this host.
     linked: bool,
+    /// It started properly (linked now or before a crash of the host): an exit is no failed start.
+    proven: bool,
     stop_requested: bool,
     since: Instant,
 }
@@ -223,6 +226,7 @@ impl Containers {
                 agent_id: session.agent_id.clone(),
                 phase: Phase::Starting,
                 linked: false,
+                proven: false,
                 stop_requested: false,
                 since: Instant::now(),
             },
@@ -368,7 +372,7 @@ impl Containers {
                 return;
             };
             let slot = state.running.remove(&session_id).expect("found above");
-            if slot.linked {
+            if slot.proven {
                 // A container that connected was healthy: forget earlier failures.
                 state.backoff.remove(&session_id);
             }
@@ -383,7 +387,7 @@ impl Containers {
             code,
             stderr_tail: tail,
             ran_for: slot.since.elapsed(),
-            linked: slot.linked,
+            linked: slot.proven,
             stop_requested: slot.stop_requested,
             engine_down,
         }));
@@ -470,6 +474,13 @@ impl Containers {
                     continue;
                 }
             };
+            // The host's own file: a write cut short by the crash is rolled back now, before
+            // the runner (which may only read it) looks again.
+            if let Err(e) = dir.open_inbound().and_then(|c| {
+                Ok(c.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?)
+            }) {
+                log::warn!("checking {}: {e:#}", dir.inbound().display());
+            }
             central::raise_container_gen(conn, &session_id, generation)?;
             central::set_container_status(conn, &session_id, "running", now)?;
             self.lock().running.insert(
@@ -479,6 +490,8 @@ impl Containers {
                     agent_id: session.agent_id.clone(),
                     phase: Phase::Running,
                     linked: false,
+                    // It ran properly before the crash: a later exit is not a failed start.
+                    proven: true,
                     stop_requested: false,
                     since: Instant::now(),
                 },
@@ -495,6 +508,7 @@ impl Containers {
         let mut state = self.lock();
         if let Some(slot) = state.running.get_mut(session_id) {
             slot.linked = true;
+            slot.proven = true;
             slot.phase = Phase::Running;
         }
         state.backoff.remove(session_id);
@@ -507,6 +521,18 @@ impl Containers {
 
     pub fn is_running(&self, session_id: &str) -> bool {
         self.lock().running.contains_key(session_id)
+    }
+
+    /// Sessions whose container has run this long without connecting its link (a runner that
+    /// hangs before it is up, or an adopted one that never came back).
+    pub fn unlinked_for(&self, d: Duration) -> Vec<String> {
+        let state = self.lock();
+        state
+            .running
+            .iter()
+            .filter(|(_, s)| !s.linked && s.phase == Phase::Running && s.since.elapsed() >= d)
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// Session ids with a running container.
@@ -590,6 +616,29 @@ impl Containers {
             state = self.changed.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
+}
+
+/// A session whose database is damaged: its container is stopped, its directory set aside
+/// ([`sessions::quarantine`]) and the room told; the next message starts a fresh session.
+pub fn set_aside(
+    conn: &Connection,
+    data_dir: &Path,
+    containers: &Arc<Containers>,
+    channels: &super::channels::Channels,
+    session: &Session,
+    err: &anyhow::Error,
+) {
+    containers.stop(&session.id, "its session database is damaged");
+    let text = match sessions::quarantine(conn, data_dir, session, now_ms()) {
+        Ok(path) => format!(
+            "This conversation's store was damaged ({err:#}) and has been set aside in {}; the agent starts a fresh conversation with your next message.",
+            path.display()
+        ),
+        Err(e) => format!(
+            "This conversation's store is damaged ({err:#}) and could not be set aside ({e:#}); see the host log."
+        ),
+    };
+    channels.notice_session(conn, &session.id, &text);
 }
 
 fn mtime_ms(path: &Path) -> Option<i64> {

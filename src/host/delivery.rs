@@ -143,6 +143,19 @@ impl Loop {
             for session in dirty {
                 if let Err(e) = self.deliver_session(&session) {
                     log::error!("delivering session {session}: {e:#}");
+                    if db::is_corrupt(&e)
+                        && let Ok(Some(s)) = central::session(&self.d.central, &session)
+                    {
+                        super::containers::set_aside(
+                            &self.d.central,
+                            &self.d.data_dir,
+                            &self.d.containers,
+                            &self.d.channels,
+                            &s,
+                            &e,
+                        );
+                        continue;
+                    }
                     // The next tick tries again.
                     self.failed_sessions.insert(session);
                 }

@@ -115,10 +115,14 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         idle_exit_s: cfg.container_idle_s,
         max_containers: cfg.max_containers,
         log_level: cfg.log_level.to_string().to_lowercase(),
-        extra_env: [("PINCER_CONTEXT_TOKENS", cfg.context_tokens), ("PINCER_MAX_TOKENS", cfg.max_tokens)]
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v.to_string())))
-            .collect(),
+        extra_env: [
+            ("PINCER_CONTEXT_TOKENS", cfg.context_tokens),
+            ("PINCER_MAX_TOKENS", cfg.max_tokens),
+            ("PINCER_MODEL_TIMEOUT_S", Some(cfg.model_timeout_s)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v.to_string())))
+        .collect(),
     };
     let links = Arc::new(Links::default());
     let (dmb, smb) = (delivery_mb.clone(), sweep_mb.clone());

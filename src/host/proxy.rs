@@ -29,8 +29,6 @@ pub const HEAD_BYTES_MAX: usize = 64 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connecting to the model endpoint.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Until the endpoint's response head arrives (a local model may process a long prompt first).
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Hard cap on one streamed response.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// Concurrent proxied calls (each holds a thread).
@@ -49,6 +47,9 @@ pub struct Upstream {
 pub struct ProxyConfig {
     pub anthropic: Option<Upstream>,
     pub openai: Option<Upstream>,
+    /// Until the endpoint's response head arrives (a local model may process a long prompt
+    /// first): `PINCER_MODEL_TIMEOUT_S`.
+    pub response_timeout: Duration,
 }
 
 impl ProxyConfig {
@@ -74,7 +75,7 @@ impl ProxyConfig {
                 .to_string(),
             key: cfg.openai.api_key.clone(),
         });
-        ProxyConfig { anthropic, openai }
+        ProxyConfig { anthropic, openai, response_timeout: Duration::from_secs(cfg.model_timeout_s) }
     }
 
     /// The upstream URL and auth header for a route, or an error response.
@@ -138,7 +139,7 @@ impl Proxy {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_recv_response(Some(RESPONSE_TIMEOUT))
+            .timeout_recv_response(Some(cfg.response_timeout))
             .timeout_recv_body(Some(BODY_TIMEOUT))
             .max_redirects(0)
             .build()
@@ -421,6 +422,7 @@ mod tests {
                 key: Some(secret("sk-ant")),
             }),
             openai: None,
+            response_timeout: Duration::from_secs(600),
         };
         let (url, auth) = cfg.route("POST", "/anthropic/v1/messages").unwrap();
         assert_eq!(url, "https://api.anthropic.com/v1/messages");

@@ -146,7 +146,32 @@ impl Router {
                 now,
             )?;
 
-            self.write_inbound(&room, &session, m, engaged)?;
+            let session = match self.write_inbound(&room, &session, m, engaged) {
+                Ok(()) => session,
+                Err(e) if db::is_corrupt(&e) => {
+                    // Set the damaged session aside and hand the message to a fresh one.
+                    super::containers::set_aside(
+                        &self.central,
+                        &self.data_dir,
+                        &self.containers,
+                        &self.channels,
+                        &session,
+                        &e,
+                    );
+                    let fresh = sessions::resolve(
+                        &self.central,
+                        &self.data_dir,
+                        &w.agent_id,
+                        &room,
+                        None,
+                        SessionMode::parse(&w.session_mode),
+                        now,
+                    )?;
+                    self.write_inbound(&room, &fresh, m, engaged)?;
+                    fresh
+                }
+                Err(e) => return Err(e),
+            };
 
             touched.push(session.id.clone());
             if engaged {

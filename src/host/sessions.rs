@@ -119,6 +119,27 @@ pub fn resolve(
     Ok(session)
 }
 
+/// Sets a damaged session aside: its directory moves to `data/quarantine/<session>-<time>/`
+/// (kept for inspection) and the session is closed, so the next message starts a fresh one.
+/// Returns where the directory went.
+pub fn quarantine(
+    conn: &Connection,
+    data_dir: &Path,
+    session: &Session,
+    now: i64,
+) -> anyhow::Result<PathBuf> {
+    let dir = SessionDir::new(data_dir, &session.agent_id, &session.id);
+    let to = data_dir.join("quarantine").join(format!("{}-{now}", session.id));
+    std::fs::create_dir_all(data_dir.join("quarantine"))?;
+    if dir.path().exists() {
+        std::fs::rename(dir.path(), &to)
+            .with_context(|| format!("moving {} to {}", dir.path().display(), to.display()))?;
+    }
+    central::close_session(conn, &session.id)?;
+    log::error!("session {} quarantined: its files are in {}", session.id, to.display());
+    Ok(to)
+}
+
 /// Writes the agent's destinations and the session's default reply address into `inbound.db`.
 pub fn project(conn: &Connection, dir: &SessionDir, session: &Session) -> anyhow::Result<()> {
     let dests = central::resolved_destinations(conn, &session.agent_id)?;

@@ -30,6 +30,9 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 pub const HEARTBEAT_CEILING_MS: i64 = 30 * 60 * 1000;
 /// A claim older than this with no heartbeat since is stuck (or the tool's declared timeout).
 pub const CLAIM_STUCK_MS: i64 = 60 * 1000;
+/// A container that has not connected its link after this long is stopped (and started again
+/// if messages wait).
+pub const LINK_DEADLINE: Duration = Duration::from_secs(60);
 /// Consecutive container start failures before pending messages are failed with a notice.
 pub const START_FAILURES_MAX: u32 = 3;
 
@@ -149,6 +152,9 @@ pub fn run(mut s: Sweep, mut poll: Poll, mailbox: Mailbox<SweepMsg>) -> anyhow::
 impl Sweep {
     /// One health pass over every active session; returns the soonest future due time seen.
     pub fn pass(&mut self, now: i64) -> Option<i64> {
+        for session in self.containers.unlinked_for(LINK_DEADLINE) {
+            self.containers.stop(&session, "it did not connect to the host in time");
+        }
         let sessions = match central::active_sessions(&self.central) {
             Ok(s) => s,
             Err(e) => {
@@ -161,6 +167,16 @@ impl Sweep {
             match self.check_session(&session, now) {
                 Ok(Some(t)) => soonest = Some(soonest.map_or(t, |s| s.min(t))),
                 Ok(None) => {}
+                Err(e) if db::is_corrupt(&e) => {
+                    super::containers::set_aside(
+                        &self.central,
+                        &self.data_dir,
+                        &self.containers,
+                        &self.channels,
+                        &session,
+                        &e,
+                    );
+                }
                 Err(e) => log::error!("sweep: session {}: {e:#}", session.id),
             }
         }

@@ -85,6 +85,14 @@ impl ApiError {
         ApiError(400, msg.into())
     }
     fn internal(e: anyhow::Error) -> ApiError {
+        if crate::db::is_disk_full(&e) {
+            log::error!("the disk is full: {e:#}");
+            return ApiError(
+                507,
+                "the disk holding pincer's data is full: nothing was stored; free some space and send again"
+                    .into(),
+            );
+        }
         log::error!("internal error: {e:#}");
         ApiError(500, "internal error; the host log has the details".into())
     }

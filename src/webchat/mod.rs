@@ -99,8 +99,10 @@ impl Ctx {
             return Err(ApiError(401, format!("not authenticated: {how}")));
         };
         let conn = self.store.conn()?;
-        let fresh = self.known_users.lock().unwrap_or_else(|e| e.into_inner()).insert(id.user_id.clone());
-        if fresh {
+        let known = self.known_users.lock().unwrap_or_else(|e| e.into_inner()).contains(&id.user_id);
+        if !known {
+            // Registered before it counts as known, so a concurrent first request of the same
+            // user never sees it half set up (both may register; that is idempotent).
             let now = now_ms();
             central::upsert_user(&conn, &id.user_id, "webchat", &id.display_name, now)?;
             // Whoever holds WEBCHAT_TOKEN or sits at the machine itself controls the install:
@@ -114,6 +116,7 @@ impl Ctx {
             if granted {
                 log::info!("{} ({}) is an owner of this install", id.user_id, id.display_name);
             }
+            self.known_users.lock().unwrap_or_else(|e| e.into_inner()).insert(id.user_id.clone());
         }
         let owner = central::is_owner(&conn, &id.user_id)?;
         Ok(User { id: id.user_id, display_name: id.display_name, owner })

@@ -457,6 +457,7 @@ impl Conn {
                     404 => "not_found",
                     403 => "forbidden",
                     413 => "too_large",
+                    507 => "storage_full",
                     500 => "internal",
                     _ => "bad_request",
                 };

@@ -9,6 +9,7 @@ mod api;
 mod chat;
 mod cli;
 mod containers;
+mod faults;
 mod models;
 mod restart;
 mod robust;

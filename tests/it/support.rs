@@ -117,7 +117,10 @@ impl Host {
 
     /// Spawns without waiting for readiness (for hosts expected to fail).
     pub fn spawn(mut cmd: Command) -> Host {
+        use std::os::unix::process::CommandExt;
+        // Its own process group, so a test can kill it with everything it started.
         let mut child = cmd
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -166,6 +169,15 @@ impl Host {
         self.wait_exit(Duration::from_secs(60))
     }
 
+    /// SIGKILL to the host's whole process group (a crash, or a power cut as far as the host
+    /// can tell), then wait for it.
+    pub fn kill_group(&mut self) {
+        let group = format!("-{}", self.pid());
+        let status = Command::new("kill").args(["-KILL", "--", &group]).status().unwrap();
+        assert!(status.success(), "kill -KILL {group}");
+        self.wait_exit(Duration::from_secs(30));
+    }
+
     /// Waits (bounded) for the process to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("host already stopped");
@@ -211,6 +223,7 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -199,7 +199,7 @@ pub(crate) fn read_error(e: std::io::Error, cancel: &Cancel) -> ModelError {
     }
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-            ModelError::Transport("the model stream stalled (no data within the stall timeout)".into())
+            ModelError::Timeout("the model stream stalled (no data within the model timeout)".into())
         }
         _ => ModelError::Transport(format!("reading the model stream: {e}")),
     }

@@ -77,9 +77,12 @@ impl ProxyHttp {
         body: &Value,
         cancel: &Cancel,
     ) -> Result<HttpResponse, ModelError> {
+        let stall = self.stall;
         let transport = |what: &str, e: std::io::Error| {
             if cancel.is_cancelled() {
                 ModelError::Cancelled
+            } else if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+                ModelError::Timeout(format!("{what}: nothing within {} s", stall.as_secs()))
             } else {
                 ModelError::Transport(format!("{what}: {e}"))
             }

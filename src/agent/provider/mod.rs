@@ -42,11 +42,13 @@ pub struct ProviderConfig {
     pub model: Option<String>,
     /// The host's credential proxy for this session.
     pub proxy: PathBuf,
+    /// How long the model may send nothing before the call fails.
+    pub timeout: Duration,
 }
 
 /// The provider registered under `cfg.name`.
 pub fn create(cfg: &ProviderConfig) -> anyhow::Result<Box<dyn Provider>> {
-    let http = http::ProxyHttp::new(cfg.proxy.clone());
+    let http = http::ProxyHttp::new(cfg.proxy.clone()).with_stall(cfg.timeout);
     match cfg.name.as_str() {
         "mock" => Ok(Box::new(mock::Mock)),
         "anthropic" => Ok(Box::new(anthropic::Anthropic::new(http).model(cfg.model.clone()))),

@@ -421,11 +421,21 @@ mod tests {
     }
 
     /// Whether the process is gone (or a zombie waiting for its parent).
+    /// Whether the process is gone (or a zombie), allowing the kernel a moment to deliver the
+    /// SIGKILL already sent: a process is not dead the instant `kill` returns.
     fn gone(pid: u32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        let dead = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => true,
-            Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+            Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with(['Z', 'X'])),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !dead() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::yield_now();
         }
+        true
     }
 
     #[test]
