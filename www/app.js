@@ -13,6 +13,8 @@
 (() => {
   const RECONNECT_MIN_MS = 1000;
   const RECONNECT_MAX_MS = 30000;
+  /** Longest wait before a send refused by the rate limit is tried again. */
+  const RATE_RETRY_MAX_MS = 60000;
   const TYPING_REFRESH_MS = 3000; // at most one "typing: true" per this interval
   const TYPING_IDLE_MS = 5000; // "typing: false" after this long without input
   const TYPING_EXPIRE_MS = 8000; // someone else's typing state, unless refreshed
@@ -265,6 +267,12 @@
       for (const r of state.roomData.values()) {
         const p = r.pending.get(f.client_id);
         if (!p) continue;
+        if (f.code === 'rate_limited') {
+          // Not stored: send it again (same client_id) when the server says it may.
+          const wait = Math.min(Math.max(Number(f.retry_after_ms) || 1000, 100), RATE_RETRY_MAX_MS);
+          setTimeout(() => { if (r.pending.has(f.client_id)) retry(r.id, f.client_id); }, wait);
+          return;
+        }
         p.failed = true;
         p.error = f.message || 'not sent';
         if (r.id === state.current) replacePendingEl(f.client_id, p);

@@ -76,11 +76,12 @@ pub fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     }
 }
 
-/// The runner's tools: files/shell/web, messaging, host requests, and approved MCP servers.
+/// The runner's tools: files/shell/web, messaging, and approved MCP servers. The host-request
+/// tools (`tools::tasks`: scheduling, `create_agent`, packages, MCP servers) are not offered
+/// until the host carries them out; a tool the host refuses is not offered.
 fn all_tools(cfg: &AgentConfig) -> Vec<Box<dyn Tool>> {
     let mut tools = tools::builtin();
     tools.extend(tools::messaging::tools());
-    tools.extend(tools::tasks::tools());
     if let Some(json) = &cfg.mcp_servers {
         match mcp::parse_config(json) {
             Ok(configs) => {
