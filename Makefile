@@ -53,3 +53,13 @@ check:
 
 clean:
 	$(CARGO) clean
+
+# Fuzzing (nightly Rust and cargo-fuzz, installed if missing): every target for FUZZ_SECONDS of
+# CPU time each, one at a time; a crash stops with its input in tests/fuzz/artifacts/.
+FUZZ_SECONDS ?= 900
+FUZZ_TARGETS := http1_request ws_frames model_output anthropic_stream openai_stream cron engage_pattern
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	for t in $(FUZZ_TARGETS); do \
+	  cargo +nightly fuzz run --fuzz-dir tests/fuzz $$t tests/fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 || exit 1; \
+	done

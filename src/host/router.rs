@@ -258,17 +258,14 @@ impl Router {
             "pattern" => match w.engage_pattern.as_deref() {
                 None | Some(".") | Some("") => true,
                 Some(p) => {
-                    let re = self.patterns.entry(p.to_string()).or_insert_with(|| match fancy_regex::Regex::new(p) {
+                    let re = self.patterns.entry(p.to_string()).or_insert_with(|| match compile_pattern(p) {
                         Ok(re) => Some(re),
                         Err(e) => {
                             log::error!("invalid engage pattern {p:?} on wiring {}: {e}; engaging on every message", w.id);
                             None
                         }
                     });
-                    match re {
-                        Some(re) => re.is_match(text).unwrap_or(true),
-                        None => true,
-                    }
+                    re.as_ref().is_none_or(|re| pattern_engages(re, text))
                 }
             },
             "mention" | "mention-sticky" => {
@@ -291,6 +288,30 @@ impl Router {
         let text = format!("Your message could not be handed to the agents of this room: {why}");
         self.channels.notice_room(&room, &text);
     }
+}
+
+/// Longest engage pattern accepted.
+pub const PATTERN_CHARS_MAX: usize = 1000;
+/// Backtracking steps one match may take (look-ahead patterns can backtrack badly).
+pub const PATTERN_BACKTRACK_MAX: usize = 100_000;
+
+/// Compiles an engage pattern with bounded size and matching work.
+pub fn compile_pattern(p: &str) -> Result<fancy_regex::Regex, String> {
+    if p.chars().count() > PATTERN_CHARS_MAX {
+        return Err(format!("longer than {PATTERN_CHARS_MAX} characters"));
+    }
+    fancy_regex::RegexBuilder::new(p)
+        .backtrack_limit(PATTERN_BACKTRACK_MAX)
+        .delegate_size_limit(1 << 20)
+        .delegate_dfa_size_limit(1 << 20)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Whether a compiled pattern engages on `text`; a match that runs out of steps engages (a
+/// message is never dropped because a pattern is slow).
+pub fn pattern_engages(re: &fancy_regex::Regex, text: &str) -> bool {
+    re.is_match(text).unwrap_or(true)
 }
 
 /// True if `text` contains `@<folder>` as a whole word, case-insensitively.

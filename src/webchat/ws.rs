@@ -426,7 +426,7 @@ impl Conn {
     }
 
     fn on_text(&mut self, text: &str) -> anyhow::Result<()> {
-        let frame: ClientFrame = match serde_json::from_str(text) {
+        let frame: ClientFrame = match parse_client_frame(text) {
             Ok(f) => f,
             Err(e) => {
                 let hint = "expected {\"type\": \"join\" | \"send\" | \"stop\" | \"typing\", ...}";
@@ -604,9 +604,14 @@ enum SendError {
     Socket(anyhow::Error),
 }
 
-#[derive(Deserialize)]
+/// Parses a client frame (CONTRACT.md §4).
+pub fn parse_client_frame(text: &str) -> serde_json::Result<ClientFrame> {
+    serde_json::from_str(text)
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum ClientFrame {
+pub enum ClientFrame {
     Join { room_id: String, after_seq: Option<i64> },
     Send { room_id: String, client_id: Option<String>, text: String },
     Stop { room_id: String },

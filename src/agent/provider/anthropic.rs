@@ -260,7 +260,7 @@ fn read_message(
 }
 
 /// Reads the event stream to `message_stop`.
-fn read_stream(
+pub(crate) fn read_stream(
     r: impl BufRead,
     on_event: &mut dyn FnMut(StreamEvent),
     cancel: &Cancel,

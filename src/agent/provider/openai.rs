@@ -283,7 +283,7 @@ fn read_completion(
 }
 
 /// Reads the stream to `[DONE]` (or its end after a finish reason).
-fn read_stream(
+pub(crate) fn read_stream(
     r: impl BufRead,
     on_event: &mut dyn FnMut(StreamEvent),
     cancel: &Cancel,
