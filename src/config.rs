@@ -44,7 +44,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("WEBCHAT_TOKEN", "bearer token, at least 24 characters"),
     ("WEBCHAT_SEND_RATE", "messages one user may send per minute, 1-100000 (default 120; bursts of 30 pass)"),
     ("WEBCHAT_TAILSCALE", "true: identify users with tailscale whois"),
-    ("WEBCHAT_TRUSTED_PROXY_IPS", "comma list of IPs/CIDRs, or auto"),
+    ("WEBCHAT_TAILSCALE_BIN", "the tailscale CLI used for whois (default tailscale)"),
+    ("WEBCHAT_TRUSTED_PROXY_IPS", "comma list of IPs/CIDRs (IPv4 and IPv6), or auto"),
     ("WEBCHAT_TRUSTED_PROXY_HEADER", "identity header from the trusted proxy (default x-forwarded-user)"),
     ("WEBCHAT_TLS_CERT", "PEM certificate chain: serve HTTPS"),
     ("WEBCHAT_TLS_KEY", "PEM private key for WEBCHAT_TLS_CERT"),
@@ -113,7 +114,9 @@ pub struct WebchatConfig {
     pub port: u16,
     pub token: Option<Secret>,
     pub tailscale: bool,
-    pub trusted_proxy_ips: Vec<String>,
+    /// The `tailscale` CLI used for `whois`.
+    pub tailscale_bin: String,
+    pub trusted_proxies: crate::net::TrustedProxies,
     pub trusted_proxy_header: String,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -131,7 +134,7 @@ impl WebchatConfig {
     /// True when some explicit authentication method is configured; then loopback requests no
     /// longer pass automatically.
     pub fn has_explicit_auth(&self) -> bool {
-        self.token.is_some() || self.tailscale || !self.trusted_proxy_ips.is_empty()
+        self.token.is_some() || self.tailscale || self.trusted_proxies.is_set()
     }
 }
 
@@ -237,9 +240,14 @@ impl Config {
                 Some(t) => Some(Secret(t.to_string())),
             },
             tailscale: parse_bool(env, "WEBCHAT_TAILSCALE", false)?,
-            trusted_proxy_ips: match get("WEBCHAT_TRUSTED_PROXY_IPS") {
-                None => Vec::new(),
-                Some(s) => parse_proxy_list(s)?,
+            tailscale_bin: get("WEBCHAT_TAILSCALE_BIN").unwrap_or("tailscale").to_string(),
+            trusted_proxies: match get("WEBCHAT_TRUSTED_PROXY_IPS") {
+                None => crate::net::TrustedProxies::None,
+                Some(s) => crate::net::TrustedProxies::parse(s).map_err(|e| {
+                    anyhow::anyhow!(
+                        "invalid WEBCHAT_TRUSTED_PROXY_IPS: {e}; expected a comma list of IP addresses or CIDR ranges (10.0.0.0/8, fd00::/8) or auto"
+                    )
+                })?,
             },
             trusted_proxy_header: get("WEBCHAT_TRUSTED_PROXY_HEADER")
                 .unwrap_or("x-forwarded-user")
@@ -399,33 +407,6 @@ fn parse_image(s: &str) -> anyhow::Result<String> {
         bail!("invalid PINCER_IMAGE={s:?}: expected a docker image reference such as my-agent:latest");
     }
     Ok(s.to_string())
-}
-
-fn parse_proxy_list(s: &str) -> anyhow::Result<Vec<String>> {
-    if s == "auto" || s == "*" {
-        return Ok(vec!["auto".to_string()]);
-    }
-    let mut out = Vec::new();
-    for item in s.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (ip, bits) = match item.split_once('/') {
-            Some((ip, bits)) => (ip, Some(bits)),
-            None => (item, None),
-        };
-        let parsed: Option<IpAddr> = ip.parse().ok();
-        let bits_ok = match (parsed, bits) {
-            (Some(_), None) => true,
-            (Some(IpAddr::V4(_)), Some(b)) => b.parse::<u8>().is_ok_and(|b| b <= 32),
-            (Some(IpAddr::V6(_)), Some(b)) => b.parse::<u8>().is_ok_and(|b| b <= 128),
-            (None, _) => false,
-        };
-        if !bits_ok {
-            bail!(
-                "invalid WEBCHAT_TRUSTED_PROXY_IPS entry {item:?}: expected an IP address or CIDR such as 10.0.0.0/8, or auto"
-            );
-        }
-        out.push(item.to_string());
-    }
-    Ok(out)
 }
 
 /// Parses `.env` text: `KEY=value` lines, `#` comments, optional `export `, single or double

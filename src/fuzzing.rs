@@ -87,12 +87,14 @@ pub fn model_output(data: &[u8]) {
 
 /// An Anthropic Messages event stream as the runner reads it from the proxy.
 pub fn anthropic_stream(data: &[u8]) {
-    let _ = crate::agent::provider::anthropic::read_stream(BufReader::new(data), &mut |_| {}, &Cancel::default());
+    let _ =
+        crate::agent::provider::anthropic::read_stream(BufReader::new(data), &mut |_| {}, &Cancel::default());
 }
 
 /// An OpenAI Chat Completions stream as the runner reads it from the proxy.
 pub fn openai_stream(data: &[u8]) {
-    let _ = crate::agent::provider::openai::read_stream(BufReader::new(data), &mut |_| {}, &Cancel::default());
+    let _ =
+        crate::agent::provider::openai::read_stream(BufReader::new(data), &mut |_| {}, &Cancel::default());
 }
 
 /// A cron expression as the scheduling tool checks it.

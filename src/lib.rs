@@ -27,6 +27,8 @@ pub mod host;
 #[cfg(feature = "host")]
 pub mod mailbox;
 #[cfg(feature = "host")]
+pub mod net;
+#[cfg(feature = "host")]
 pub mod process;
 #[cfg(feature = "host")]
 pub mod testing;

@@ -35,6 +35,8 @@
     rooms: $('rooms'),
     roomsEmpty: $('rooms-empty'),
     whoami: $('whoami'),
+    openPeople: $('open-people'),
+    signOut: $('sign-out'),
     newAgent: $('new-agent'),
     roomTitle: $('room-title'),
     roomSubtitle: $('room-subtitle'),
@@ -76,6 +78,7 @@
     wantRoom: null, // room to open once it is listed (after creating an agent)
     typing: { room: null, active: false, lastSent: 0, idleTimer: 0 },
     refusalShown: false, // the server's reason for refusing the socket was shown
+    signingIn: false, // the sign-in screen is up: no reconnecting meanwhile
   };
 
   /** Everything the page knows about one room. */
@@ -131,9 +134,10 @@
       }
       onFrame(frame);
     });
-    ws.addEventListener('close', () => {
+    ws.addEventListener('close', (ev) => {
       if (state.ws !== ws) return;
-      if (!state.ready) explainRefusal();
+      // 1008: signed out, removed or access changed elsewhere; the server says which.
+      if (!state.ready || ev.code === 1008) explainRefusal();
       state.ws = null;
       state.ready = false;
       state.joined.clear();
@@ -146,18 +150,26 @@
   }
 
   function scheduleReconnect() {
+    if (state.signingIn) return;
     setConn('reconnecting');
     clearTimeout(state.retryTimer);
     state.retryTimer = setTimeout(connect, state.retryMs);
     state.retryMs = Math.min(state.retryMs * 2, RECONNECT_MAX_MS);
   }
 
-  /** A socket closed before `ready`: if the server refuses us, say why (once). */
+  /** A socket closed before `ready`: signed out means the sign-in screen; else say why (once). */
   async function explainRefusal() {
-    if (state.refusalShown) return;
     try {
       const res = await fetch('/api/auth/check');
-      if (res.status !== 401 && res.status !== 403) return;
+      if (res.status === 401) {
+        clearTimeout(state.retryTimer);
+        state.signingIn = true;
+        await window.PincerAccess.gate();
+        state.signingIn = false;
+        reconnectNow();
+        return;
+      }
+      if (res.status !== 403 || state.refusalShown) return;
       const data = await res.json().catch(() => ({}));
       state.refusalShown = true;
       toast(data.error || `pincer refused the connection (${res.status}).`);
@@ -218,6 +230,8 @@
     state.user = f.user || null;
     ui.newAgent.hidden = !(state.user && state.user.owner);
     ui.whoami.textContent = state.user ? `Signed in as ${state.user.displayName}` : '';
+    ui.openPeople.hidden = !(state.user && state.user.admin);
+    ui.signOut.hidden = !(state.user && state.user.via === 'session');
     ui.banner.hidden = f.modelConfigured !== false || sessionStorage.getItem(STORE_BANNER) === '1';
     setConn('connected');
     setRooms(f.rooms || []);
@@ -1178,6 +1192,13 @@
     reconnectNow();
   });
 
+  ui.openPeople.addEventListener('click', () => {
+    closeDrawer();
+    window.PincerAccess.openPeople(state.user);
+  });
+  ui.signOut.addEventListener('click', () => window.PincerAccess.signOut());
+
   updateEmpty();
-  connect();
+  // Signed in (or shown the sign-in / invitation screen until then), then connect.
+  window.PincerAccess.gate().finally(connect);
 })();

@@ -10,6 +10,7 @@ pub mod central;
 pub mod inbound;
 pub mod migrate;
 pub mod outbound;
+pub mod people;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -255,19 +255,21 @@ impl Router {
     /// Whether a wiring's agent takes part in a message.
     fn engages(&mut self, w: &Wiring, text: &str) -> bool {
         match w.engage_mode.as_str() {
-            "pattern" => match w.engage_pattern.as_deref() {
-                None | Some(".") | Some("") => true,
-                Some(p) => {
-                    let re = self.patterns.entry(p.to_string()).or_insert_with(|| match compile_pattern(p) {
+            "pattern" => {
+                match w.engage_pattern.as_deref() {
+                    None | Some(".") | Some("") => true,
+                    Some(p) => {
+                        let re = self.patterns.entry(p.to_string()).or_insert_with(|| match compile_pattern(p) {
                         Ok(re) => Some(re),
                         Err(e) => {
                             log::error!("invalid engage pattern {p:?} on wiring {}: {e}; engaging on every message", w.id);
                             None
                         }
                     });
-                    re.as_ref().is_none_or(|re| pattern_engages(re, text))
+                        re.as_ref().is_none_or(|re| pattern_engages(re, text))
+                    }
                 }
-            },
+            }
             "mention" | "mention-sticky" => {
                 let folder = central::agent(&self.central, &w.agent_id).ok().flatten().map(|a| a.folder);
                 folder.is_some_and(|f| mentions(text, &f))

@@ -13,12 +13,15 @@ use super::Ctx;
 use super::assets;
 use super::auth::Peer;
 use super::files;
+use super::people;
 use crate::db::central::{self, RoomMessage};
 use crate::host::agents;
 use crate::ids::now_ms;
 
 /// Largest JSON request body.
 pub const JSON_BODY_BYTES_MAX: usize = 1024 * 1024;
+/// Largest body of a request made before signing in.
+pub const LOGIN_BODY_BYTES_MAX: usize = 4 * 1024;
 /// Largest message text.
 pub const TEXT_BYTES_MAX: usize = 64 * 1024;
 /// Longest client-chosen message id.
@@ -118,6 +121,12 @@ pub struct User {
     pub id: String,
     pub display_name: String,
     pub owner: bool,
+    /// Owner or global admin.
+    pub admin: bool,
+    /// How the caller was identified: `session`, `bearer`, `proxy`, `tailscale`, `loopback`.
+    pub via: &'static str,
+    /// The signed-in session, when identified by its cookie.
+    pub session: Option<String>,
 }
 
 /// A request that may go on: who is asking, and the largest body it may bring.
@@ -135,18 +144,33 @@ fn is_api(path: &str) -> bool {
 /// caller is known. The body is read only after this.
 pub fn admit(ctx: &Ctx, req: &Req) -> Result<Admitted, Resp> {
     let method = req.method.as_str();
+    let changes = matches!(method, "POST" | "PUT" | "PATCH" | "DELETE");
+    let csrf = || {
+        if changes && req.header("x-webchat-csrf") != Some("1") {
+            return Err(Resp::error(
+                403,
+                "missing header X-Webchat-CSRF: 1 (required on every state-changing request)",
+            ));
+        }
+        Ok(())
+    };
     if !is_api(&req.path) {
         return match method {
             "GET" | "HEAD" => Ok(Admitted { user: None, body_max: 0 }),
+            // Accepting an invitation: the link's secret is the credential.
+            "POST" if req.path.starts_with("/invite/") => {
+                csrf()?;
+                Ok(Admitted { user: None, body_max: 0 })
+            }
             _ => Err(Resp::error(404, &format!("no route for {method} {}", req.path))),
         };
     }
-    let changes = matches!(method, "POST" | "PUT" | "PATCH" | "DELETE");
-    if changes && req.header("x-webchat-csrf") != Some("1") {
-        return Err(Resp::error(
-            403,
-            "missing header X-Webchat-CSRF: 1 (required on every state-changing request)",
-        ));
+    csrf()?;
+    // Signing in, and looking at an invitation, need no identity yet.
+    let open = (method == "POST" && req.path == "/api/login")
+        || (method == "GET" && req.path.starts_with("/api/invite/"));
+    if open {
+        return Ok(Admitted { user: None, body_max: if changes { LOGIN_BODY_BYTES_MAX } else { 0 } });
     }
     let user = ctx
         .authenticate(&req.peer, &|h| req.header(h).map(str::to_string), &[])
@@ -166,17 +190,35 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
     let method = req.method.as_str();
     let segs: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     if !is_api(&req.path) {
-        return match (method, req.path.as_str()) {
-            ("GET", "/health") => Ok(health(ctx)),
-            ("GET" | "HEAD", path) => Ok(asset(req, path)),
+        return match (method, &segs[..]) {
+            ("GET", ["health"]) => Ok(health(ctx)),
+            ("POST", ["invite", secret]) => people::accept_invite(ctx, req, secret),
+            // The app shows the invitation and asks before accepting it.
+            ("GET" | "HEAD", ["invite", _]) => Ok(asset(req, "/")),
+            ("GET" | "HEAD", _) => Ok(asset(req, &req.path)),
             _ => Err(ApiError(404, format!("no route for {method} {}", req.path))),
         };
+    }
+    match (method, &segs[1..]) {
+        ("POST", ["login"]) => return people::login(ctx, req),
+        ("GET", ["invite", secret]) => return people::preview_invite(ctx, req, secret),
+        _ => {}
     }
     let Some(user) = user else {
         return Err(ApiError(401, "not authenticated".into()));
     };
     match (method, &segs[1..]) {
         ("GET", ["auth", "check"]) => Ok(auth_check(ctx, &user)),
+        ("POST", ["logout"]) => people::logout(ctx, req, &user),
+        ("GET", ["sessions"]) => people::my_sessions(ctx, &user),
+        ("DELETE", ["sessions", id]) => people::revoke_session(ctx, &user, id),
+        ("POST", ["invites"]) => people::create_invite(ctx, req, &user),
+        ("GET", ["invites"]) => people::list_invites(ctx, &user),
+        ("DELETE", ["invites", id]) => people::revoke_invite(ctx, &user, id),
+        ("GET", ["users"]) => people::list_users(ctx, &user),
+        ("POST", ["users", id, "grant"]) => people::change_role(ctx, req, &user, id, true),
+        ("POST", ["users", id, "revoke"]) => people::change_role(ctx, req, &user, id, false),
+        ("DELETE", ["users", id]) => people::remove_user(ctx, &user, id),
         ("GET", ["agents"]) => list_agents(ctx, &user),
         ("POST", ["agents"]) => create_agent(ctx, &user, req),
         ("GET", ["rooms"]) => Ok(Resp::json(
@@ -186,9 +228,10 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
         ("GET", ["rooms", room, "messages"]) => room_messages(ctx, &user, room, req),
         ("POST", ["rooms", room, "messages"]) => post_message(ctx, &user, room, req),
         ("GET", ["files", room, name]) => file(ctx, &user, room, name),
-        (_, ["auth", "check"] | ["agents"] | ["rooms"] | ["rooms", _, "messages"]) => {
-            Err(ApiError(405, format!("{method} is not allowed on {}", req.path)))
-        }
+        (
+            _,
+            ["auth", "check"] | ["agents"] | ["rooms"] | ["rooms", _, "messages"] | ["invites"] | ["users"],
+        ) => Err(ApiError(405, format!("{method} is not allowed on {}", req.path))),
         _ => Err(ApiError(404, format!("no API route {method} {}", req.path))),
     }
 }
@@ -232,6 +275,9 @@ fn auth_check(ctx: &Ctx, user: &User) -> Resp {
             "userId": user.id,
             "displayName": user.display_name,
             "owner": user.owner,
+            "admin": user.admin,
+            "via": user.via,
+            "sessionId": user.session,
             "provider": ctx.cfg.provider.as_str(),
             "modelConfigured": ctx.cfg.provider != crate::config::Provider::Mock,
         }),

@@ -16,6 +16,11 @@ pub static ASSETS: &[Asset] = &[
         body: include_bytes!("../../www/index.html"),
     },
     Asset {
+        path: "/access.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../www/access.js"),
+    },
+    Asset {
         path: "/app.js",
         mime: "text/javascript; charset=utf-8",
         body: include_bytes!("../../www/app.js"),

@@ -23,6 +23,8 @@ pub enum Closed {
     TooSlow,
     /// The server is shutting down.
     Shutdown,
+    /// The person was signed out, removed, or lost access.
+    Revoked,
 }
 
 #[derive(Default)]
@@ -34,7 +36,7 @@ struct Queue {
 pub struct Outbox {
     queue: Mutex<Queue>,
     waker: mio::Waker,
-    /// 0 open, 1 too slow, 2 shutdown.
+    /// 0 open, 1 too slow, 2 shutdown, 3 revoked.
     closed: AtomicU8,
 }
 
@@ -90,19 +92,27 @@ impl Outbox {
         match self.closed.load(Ordering::SeqCst) {
             0 => None,
             1 => Some(Closed::TooSlow),
-            _ => Some(Closed::Shutdown),
+            2 => Some(Closed::Shutdown),
+            _ => Some(Closed::Revoked),
         }
     }
 
-    /// Asks the connection thread to close (shutdown).
-    pub fn close(&self) {
-        self.closed.store(2, Ordering::SeqCst);
+    /// Asks the connection thread to close.
+    pub fn close(&self, why: Closed) {
+        let code = match why {
+            Closed::TooSlow => 1,
+            Closed::Shutdown => 2,
+            Closed::Revoked => 3,
+        };
+        self.closed.store(code, Ordering::SeqCst);
         let _ = self.waker.wake();
     }
 }
 
 struct Client {
     user_id: String,
+    /// The signed-in session the socket was opened with.
+    session: Option<String>,
     rooms: HashSet<String>,
     outbox: Arc<Outbox>,
 }
@@ -118,10 +128,35 @@ impl Hub {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn register(&self, user_id: &str, outbox: Arc<Outbox>) -> u64 {
+    pub fn register(&self, user_id: &str, session: Option<&str>, outbox: Arc<Outbox>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
-        self.lock().insert(id, Client { user_id: user_id.to_string(), rooms: HashSet::new(), outbox });
+        let client = Client {
+            user_id: user_id.to_string(),
+            session: session.map(str::to_string),
+            rooms: HashSet::new(),
+            outbox,
+        };
+        self.lock().insert(id, client);
         id
+    }
+
+    /// Closes the sockets of a person (removed, or lost access: they reconnect with what is left).
+    pub fn close_user(&self, user_id: &str) {
+        for c in self.lock().values().filter(|c| c.user_id == user_id) {
+            c.outbox.close(Closed::Revoked);
+        }
+    }
+
+    /// Closes the sockets opened with a signed-in session that was revoked.
+    pub fn close_session(&self, session: &str) {
+        for c in self.lock().values().filter(|c| c.session.as_deref() == Some(session)) {
+            c.outbox.close(Closed::Revoked);
+        }
+    }
+
+    /// Whether the person has an open socket.
+    pub fn is_online(&self, user_id: &str) -> bool {
+        self.lock().values().any(|c| c.user_id == user_id)
     }
 
     pub fn unregister(&self, id: u64) {
@@ -158,7 +193,7 @@ impl Hub {
     /// Closes every connection (shutdown).
     pub fn close_all(&self) {
         for c in self.lock().values() {
-            c.outbox.close();
+            c.outbox.close(Closed::Shutdown);
         }
     }
 }

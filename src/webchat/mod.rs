@@ -14,6 +14,8 @@ pub mod files;
 pub mod front;
 pub mod http;
 pub mod hub;
+pub mod login;
+pub mod people;
 pub mod rate;
 pub mod render;
 pub mod store;
@@ -33,6 +35,7 @@ use self::auth::Peer;
 use self::hub::Hub;
 use self::store::Store;
 use crate::config::Config;
+use crate::db;
 use crate::db::central::{self, Room, RoomMessage};
 use crate::host::links::Links;
 use crate::host::router::RouterMsg;
@@ -48,6 +51,12 @@ pub struct Ctx {
     pub router: Mailbox<RouterMsg>,
     /// To tell containers to stop a turn.
     pub links: Arc<Links>,
+    /// Identity from what a request carries.
+    pub auth: auth::Auth,
+    /// Failed sign-ins per client address.
+    pub guard: login::LoginGuard,
+    /// Name of the session cookie.
+    pub cookie: String,
     /// Messages per user (`WEBCHAT_SEND_RATE`).
     sends: rate::Limiter<String>,
     /// Where room files are stored (`data/webchat/uploads`).
@@ -70,8 +79,12 @@ impl Ctx {
             per_s: per_min / 60.0,
             burst: (crate::config::SEND_BURST as f64).max(per_min / 60.0),
         });
+        let install = crate::host::containers::RunnerConfig::install_id(&cfg.data_dir);
         Ctx {
             uploads: cfg.data_dir.join("webchat").join("uploads"),
+            auth: auth::Auth::new(&cfg.webchat),
+            guard: login::LoginGuard::default(),
+            cookie: login::cookie_name(&install),
             sends,
             cfg,
             store,
@@ -83,43 +96,92 @@ impl Ctx {
         }
     }
 
-    /// Identifies the caller; registers new users; the first one becomes the owner.
+    /// Identifies the caller: a signed-in session (cookie), else whatever the request carries
+    /// ([`auth::Auth::identify`]). Registers new users; an operator identity is always an owner
+    /// and any other first identity becomes the owner of a fresh install.
     pub fn authenticate(
         &self,
         peer: &Peer,
         header: &dyn Fn(&str) -> Option<String>,
         protocols: &[String],
     ) -> Result<User, ApiError> {
-        let Some(id) = auth::identify(&self.cfg.webchat, peer, header, protocols) else {
+        if let Some(user) = self.session_user(header)? {
+            return Ok(user);
+        }
+        let Some(id) = self.auth.identify(peer, header, protocols) else {
             let how = if self.cfg.webchat.has_explicit_auth() {
-                "send Authorization: Bearer <WEBCHAT_TOKEN>"
+                "sign in (POST /api/login with the token, or an invitation link), or send Authorization: Bearer <WEBCHAT_TOKEN>"
             } else {
-                "connect from this machine (127.0.0.1 or localhost) or configure WEBCHAT_TOKEN"
+                "connect from this machine (127.0.0.1 or localhost), or sign in"
             };
             return Err(ApiError(401, format!("not authenticated: {how}")));
         };
         let conn = self.store.conn()?;
-        let known = self.known_users.lock().unwrap_or_else(|e| e.into_inner()).contains(&id.user_id);
-        if !known {
-            // Registered before it counts as known, so a concurrent first request of the same
-            // user never sees it half set up (both may register; that is idempotent).
-            let now = now_ms();
-            central::upsert_user(&conn, &id.user_id, "webchat", &id.display_name, now)?;
-            // Whoever holds WEBCHAT_TOKEN or sits at the machine itself controls the install:
-            // such an identity is always an owner, so configuring a method never locks the
-            // operator out. Any other first identity becomes owner only on a fresh install.
-            let granted = if id.operator {
-                central::grant_owner(&conn, &id.user_id, now)?
-            } else {
-                central::bootstrap_owner(&conn, &id.user_id, now)?
-            };
-            if granted {
-                log::info!("{} ({}) is an owner of this install", id.user_id, id.display_name);
-            }
-            self.known_users.lock().unwrap_or_else(|e| e.into_inner()).insert(id.user_id.clone());
+        self.register(&conn, &id)?;
+        self.user(&conn, &id.user_id, &id.display_name, id.source, None)
+    }
+
+    /// The user of a live session cookie, if the request has one.
+    fn session_user(&self, header: &dyn Fn(&str) -> Option<String>) -> Result<Option<User>, ApiError> {
+        let Some(cookies) = header("cookie") else { return Ok(None) };
+        let Some(secret) = login::cookie_value(&cookies, &self.cookie) else { return Ok(None) };
+        let conn = self.store.conn()?;
+        let now = now_ms();
+        let Some(session) = db::people::live_session(&conn, &login::hash(secret), now)? else {
+            return Ok(None);
+        };
+        if now - session.last_seen >= login::SESSION_TOUCH_MS {
+            db::people::touch_session(&conn, &session.id, now)?;
         }
-        let owner = central::is_owner(&conn, &id.user_id)?;
-        Ok(User { id: id.user_id, display_name: id.display_name, owner })
+        let Some(row) = db::people::user(&conn, &session.user_id)? else { return Ok(None) };
+        Ok(Some(self.user(&conn, &row.id, &row.display_name, "session", Some(session.id))?))
+    }
+
+    /// Makes sure an identity has its user row (and an operator its owner role).
+    pub fn register_identity(&self, conn: &db::Connection, id: &auth::Identity) -> Result<(), ApiError> {
+        self.register(conn, id)
+    }
+
+    fn register(&self, conn: &db::Connection, id: &auth::Identity) -> Result<(), ApiError> {
+        let known = self.known_users.lock().unwrap_or_else(|e| e.into_inner()).contains(&id.user_id);
+        if known {
+            return Ok(());
+        }
+        // Registered before it counts as known, so a concurrent first request of the same user
+        // never sees it half set up (both may register; that is idempotent).
+        let now = now_ms();
+        central::upsert_user(conn, &id.user_id, "webchat", &id.display_name, now)?;
+        // Whoever holds WEBCHAT_TOKEN or sits at the machine itself controls the install: such
+        // an identity is always an owner, so configuring a method never locks the operator out.
+        // Any other first identity becomes owner only on a fresh install.
+        let granted = if id.operator {
+            central::grant_owner(conn, &id.user_id, now)?
+        } else {
+            central::bootstrap_owner(conn, &id.user_id, now)?
+        };
+        if granted {
+            log::info!("{} ({}) is an owner of this install", id.user_id, id.display_name);
+        }
+        self.known_users.lock().unwrap_or_else(|e| e.into_inner()).insert(id.user_id.clone());
+        Ok(())
+    }
+
+    /// Forgets that a user was registered (it was removed).
+    pub fn forget_user(&self, user_id: &str) {
+        self.known_users.lock().unwrap_or_else(|e| e.into_inner()).remove(user_id);
+    }
+
+    fn user(
+        &self,
+        conn: &db::Connection,
+        id: &str,
+        display_name: &str,
+        via: &'static str,
+        session: Option<String>,
+    ) -> Result<User, ApiError> {
+        let owner = central::is_owner(conn, id)?;
+        let admin = owner || db::people::is_admin_of(conn, id, None)?;
+        Ok(User { id: id.to_string(), display_name: display_name.to_string(), owner, admin, via, session })
     }
 
     /// The room if the user may use it; 404 otherwise (no hint whether it exists).
@@ -130,8 +192,8 @@ impl Ctx {
     }
 
     /// True for a configured trusted proxy's address (it carries many clients).
-    pub fn is_trusted_proxy(&self, _ip: IpAddr) -> bool {
-        false
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.auth.is_trusted_proxy(ip)
     }
 
     /// Stores a user's message, broadcasts it and wakes the router. Idempotent by `client_id`
@@ -219,10 +281,9 @@ impl Webchat {
     /// Binds the public port and starts serving.
     pub fn start(ctx: Arc<Ctx>) -> anyhow::Result<Webchat> {
         let wc = &ctx.cfg.webchat;
-        if wc.tailscale || !wc.trusted_proxy_ips.is_empty() || wc.tls_cert.is_some() {
+        if wc.tls_cert.is_some() {
             bail!(
-                "WEBCHAT_TAILSCALE, WEBCHAT_TRUSTED_PROXY_IPS and WEBCHAT_TLS_* are not supported by this build yet; \
-                 use WEBCHAT_TOKEN, or a reverse proxy in front of 127.0.0.1"
+                "WEBCHAT_TLS_CERT/WEBCHAT_TLS_KEY are not supported by this build yet; use a reverse proxy for HTTPS"
             );
         }
         let bind = SocketAddr::new(wc.host, wc.port);

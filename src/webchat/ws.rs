@@ -201,7 +201,7 @@ impl Conn {
         let poll = Poll::new()?;
         poll.registry().register(&mut SourceFd(&stream.as_raw_fd()), SOCK, Interest::READABLE)?;
         let outbox = Arc::new(Outbox::new(Waker::new(poll.registry(), WAKE)?));
-        let client = ctx.hub.register(&user.id, outbox.clone());
+        let client = ctx.hub.register(&user.id, user.session.as_deref(), outbox.clone());
         let now = Instant::now();
         Ok(Conn {
             ctx,
@@ -242,7 +242,10 @@ impl Conn {
         let rooms = self.ctx.store.rooms_for(&self.user.id, self.user.owner)?;
         self.send(&json!({
             "type": "ready",
-            "user": { "id": self.user.id, "displayName": self.user.display_name, "owner": self.user.owner },
+            "user": {
+                "id": self.user.id, "displayName": self.user.display_name, "owner": self.user.owner,
+                "admin": self.user.admin, "via": self.user.via,
+            },
             "rooms": rooms,
             "provider": self.ctx.cfg.provider.as_str(),
             "modelConfigured": self.ctx.cfg.provider != crate::config::Provider::Mock,
@@ -257,6 +260,12 @@ impl Conn {
                     ));
                 }
                 Some(Closed::Shutdown) => return Err(hangup(CloseCode::Away, "server shutting down")),
+                Some(Closed::Revoked) => {
+                    return Err(hangup(
+                        CloseCode::Policy,
+                        "signed out, removed, or access changed; sign in again",
+                    ));
+                }
                 None => {}
             }
             let quiet = self.last_heard.elapsed().min(self.last_sent.elapsed());

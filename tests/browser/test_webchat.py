@@ -1142,6 +1142,106 @@ MODEL_STEPS = [
 ]
 
 
+
+# ------------------------------------------------------------------------------ access steps
+
+ACCESS_TOKEN = "browser-test-token-0123456789abcdef"
+
+
+def step_sign_in(ctx):
+    """With WEBCHAT_TOKEN set, the page asks for it, refuses a wrong one, and signs in."""
+    p = ctx.page
+    p.d.get(p.url)
+    p.wait(lambda _: p.find("#gate").is_displayed() and p.find("#signin-form").is_displayed(), "the sign-in screen")
+    help_text = p.js("return document.querySelector('.gate-help').textContent")
+    check("WEBCHAT_TOKEN" in help_text and "invitation" in help_text, f"the lost-token help says what to do: {help_text!r}")
+    box = p.find("#signin-token")
+    box.send_keys("not-the-token-0123456789" + Keys.ENTER)
+    p.wait(lambda _: p.find("#signin-error").is_displayed(), "an error for a wrong token")
+    check("wrong token" in p.find("#signin-error").text, f"the error says why: {p.find('#signin-error').text!r}")
+    box.clear()
+    box.send_keys(ACCESS_TOKEN + Keys.ENTER)
+    p.wait(lambda _: not p.find("#gate").is_displayed(), "the sign-in screen to go away")
+    p.wait_connected()
+    p.wait(lambda _: p.find("#open-people").is_displayed() and p.find("#sign-out").is_displayed(), "People and Sign out")
+    check("operator" in p.find("#whoami").text, f"signed in as the operator: {p.find('#whoami').text!r}")
+    cookies = p.d.get_cookies()
+    check(cookies and all(c.get("httpOnly") for c in cookies), f"the session cookie is HttpOnly: {cookies}")
+    check(p.js("return document.cookie") == "", "the page cannot read the session cookie")
+
+
+def step_invite(ctx):
+    """The owner invites Sam from the People page; Sam joins from the link in another browser."""
+    p = ctx.page
+    p.find("#open-people").click()
+    p.wait(lambda _: p.find("#people-dialog").is_displayed(), "the People dialog")
+    p.wait(lambda _: len(p.find_all("#invite-agents input")) == 1, "the agents to choose from")
+    p.find("#invite-name").send_keys("Sam")
+    p.find("#invite-form button[type=submit]").click()
+    p.wait(lambda _: p.find("#invite-result").is_displayed(), "the invitation link")
+    url = p.find("#invite-url").get_attribute("value")
+    check(url.startswith(f"http://127.0.0.1:{ctx.host.port}/invite/"), f"an absolute link: {url}")
+    qr = p.find("#invite-qr")
+    p.wait(lambda _: p.js("return arguments[0].complete && arguments[0].naturalWidth > 0", qr), "the QR code image")
+    p.wait(lambda _: "Sam" in p.find("#invites-list").text, "the open invitation listed")
+    # Another person, another browser.
+    ctx.guest = Page(start_browser(ctx.tmp / "guest-profile"), ctx.host.port)
+    g = ctx.guest
+    g.d.get(url)
+    g.wait(lambda _: g.find("#invite-view").is_displayed() and "Sam" in g.find("#invite-text").text, "the invitation")
+    g.find("#invite-accept").click()
+    g.wait(lambda _: not g.find("#gate").is_displayed(), "joining")
+    g.wait_connected()
+    check("Sam" in g.find("#whoami").text, f"signed in as Sam: {g.find('#whoami').text!r}")
+    check(g.js("return location.pathname") == "/", "the address no longer holds the invitation")
+    check(not g.find("#open-people").is_displayed(), "a member has no People page")
+    g.wait(lambda _: g.find_all("#rooms li"), "Sam's rooms")
+    g.chat("hello from Sam", reply_timeout=FIRST_REPLY_S)
+    # The link works once.
+    g2 = ctx.guest.d
+    g2.get(url)
+    g.wait(lambda _: g.find("#invite-error-accept").is_displayed(), "a used link says so")
+    check("used" in g.find("#invite-error-accept").text, f"{g.find('#invite-error-accept').text!r}")
+
+
+def step_people_remove(ctx):
+    """The owner sees Sam and his device, removes him, and Sam's page is signed out at once."""
+    p, g = ctx.page, ctx.guest
+    g.d.get(g.url)
+    g.wait_connected()
+    p.find("#people-close").click()
+    p.find("#open-people").click()
+    sam = "[...document.querySelectorAll('#people-list .person')].find((e) => e.textContent.includes('Sam'))"
+    p.wait(lambda _: p.js(f"return !!{sam}"), "Sam in the list")
+    text = p.js(f"return {sam}.textContent")
+    check("Chrome on Linux" in text, f"Sam's device is listed: {text!r}")
+    # The list re-renders as it refreshes: find the button at the moment of the click, and
+    # answer the confirmation the way a person would.
+    p.js("window.confirm = () => true")
+    p.js(f"{sam}.querySelector('.btn-danger').click()")
+    p.wait(lambda _: p.js(f"return !{sam}"), "Sam gone from the list")
+    g.wait(lambda _: g.find("#gate").is_displayed() and g.find("#signin-form").is_displayed(), "Sam's page signed out", REPLY_S)
+
+
+def step_sign_out(ctx):
+    p = ctx.page
+    p.find("#people-close").click()
+    p.find("#sign-out").click()
+    # The page reloads: look with a script, which never holds a stale element.
+    shown = "const g = document.getElementById('gate'), f = document.getElementById('signin-form');" \
+        " return !!(g && f && !g.hidden && !f.hidden);"
+    p.wait(lambda _: p.js(shown), "the sign-in screen after signing out")
+    res = p.js("return fetch('/api/auth/check').then((r) => r.status)")
+    check(res == 401, f"the session ended: auth check answered {res}")
+
+
+ACCESS_STEPS = [
+    ("access: the token sign-in screen", step_sign_in),
+    ("access: an invitation from the People page, joined in another browser", step_invite),
+    ("access: removing a person signs their page out", step_people_remove),
+    ("access: signing out", step_sign_out),
+]
+
 class Ctx:
     def __init__(self, tmp, log, host, page):
         self.tmp = tmp
@@ -1150,6 +1250,7 @@ class Ctx:
         self.page = page
         self.fake = None
         self.file_msg = None  # the agent's file message (model phase)
+        self.guest = None  # a second person's page (access phase)
 
 
 def run_steps(ctx, steps):
@@ -1194,6 +1295,16 @@ def main():
             ctx.page.port = ctx.host.port
             print("---- phase 2: scripted model", flush=True)
             failed = run_steps(ctx, MODEL_STEPS)
+        if not failed:
+            # A third host with a token: signing in, invitations, people.
+            ctx.host.stop()
+            access_tmp = tmp / "access"
+            access_tmp.mkdir()
+            ctx.host = Host(access_tmp, log, env={"WEBCHAT_TOKEN": ACCESS_TOKEN}).start()
+            hosts.append(ctx.host)
+            ctx.page.port = ctx.host.port
+            print("---- phase 3: access", flush=True)
+            failed = run_steps(ctx, ACCESS_STEPS)
     except Exception as e:  # noqa: BLE001 - set-up failures too
         failed = ("set-up", e)
     finally:
@@ -1205,6 +1316,8 @@ def main():
                 console = ["(console unavailable)"]
         if driver:
             driver.quit()
+        if ctx and ctx.guest:
+            ctx.guest.d.quit()
         for h in {id(x): x for x in (*hosts, ctx and ctx.host) if x}.values():
             h.stop()
         if fake:
@@ -1227,7 +1340,7 @@ def main():
         print(f"---- data kept in {tmp}")
         return 1
     shutil.rmtree(tmp, ignore_errors=True)
-    total = len(MOCK_STEPS) + len(MODEL_STEPS)
+    total = len(MOCK_STEPS) + len(MODEL_STEPS) + len(ACCESS_STEPS)
     print(f"all {total} browser checks passed in {time.monotonic() - started:.0f} s")
     return 0
 

@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods, reason = "tests start processes and read the environment directly")]
 #![allow(unreachable_pub, reason = "helpers are shared between test modules of one binary")]
 
+mod access;
 mod api;
 mod chat;
 mod cli;

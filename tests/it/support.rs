@@ -314,6 +314,26 @@ impl Ws {
         Ok(ws)
     }
 
+    /// True if the server closes the socket within `timeout` (frames before that are kept).
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.ws.read() {
+                Ok(tungstenite::Message::Text(t)) => {
+                    if let Ok(v) = serde_json::from_str(t.as_str()) {
+                        self.pending.push(v);
+                    }
+                }
+                Ok(tungstenite::Message::Close(_)) => return true,
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+
     pub fn send(&mut self, frame: Value) {
         self.ws.send(tungstenite::Message::text(frame.to_string())).unwrap();
     }
