@@ -29,7 +29,7 @@ image-deps:
 
 # Test prerequisites (idempotent): packages for the image and the browser tests, selenium.
 deps: image-deps
-	@scripts/ensure-packages.sh chromium chromium-driver
+	@scripts/ensure-packages.sh chromium chromium-driver libnss3-tools
 	@scripts/ensure-selenium.sh
 
 test: deps image

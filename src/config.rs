@@ -47,7 +47,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("WEBCHAT_TAILSCALE_BIN", "the tailscale CLI used for whois (default tailscale)"),
     ("WEBCHAT_TRUSTED_PROXY_IPS", "comma list of IPs/CIDRs (IPv4 and IPv6), or auto"),
     ("WEBCHAT_TRUSTED_PROXY_HEADER", "identity header from the trusted proxy (default x-forwarded-user)"),
-    ("WEBCHAT_TLS_CERT", "PEM certificate chain: serve HTTPS"),
+    ("WEBCHAT_TLS", "auto: serve HTTPS with a certificate from pincer's own local CA (trust it from /trust)"),
+    ("WEBCHAT_TLS_CERT", "PEM certificate chain: serve HTTPS (reloaded on SIGHUP)"),
     ("WEBCHAT_TLS_KEY", "PEM private key for WEBCHAT_TLS_CERT"),
     ("WEBCHAT_VAPID_PUBLIC_KEY", "Web Push public key (generated if absent)"),
     ("WEBCHAT_VAPID_PRIVATE_KEY", "Web Push private key (generated if absent)"),
@@ -120,6 +121,8 @@ pub struct WebchatConfig {
     pub trusted_proxy_header: String,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// `WEBCHAT_TLS=auto`: HTTPS with a certificate from pincer's own local CA.
+    pub tls_auto: bool,
     pub vapid_public_key: Option<String>,
     pub vapid_private_key: Option<Secret>,
     pub vapid_subject: Option<String>,
@@ -254,18 +257,35 @@ impl Config {
                 .to_ascii_lowercase(),
             tls_cert: get("WEBCHAT_TLS_CERT").map(|_| path("WEBCHAT_TLS_CERT", "")),
             tls_key: get("WEBCHAT_TLS_KEY").map(|_| path("WEBCHAT_TLS_KEY", "")),
+            tls_auto: match get("WEBCHAT_TLS") {
+                None => false,
+                Some("auto") => true,
+                Some(other) => bail!(
+                    "invalid WEBCHAT_TLS={other:?}: the only value is auto (pincer's own CA); for your own certificate set WEBCHAT_TLS_CERT and WEBCHAT_TLS_KEY"
+                ),
+            },
             vapid_public_key: get("WEBCHAT_VAPID_PUBLIC_KEY").map(str::to_string),
             vapid_private_key: get("WEBCHAT_VAPID_PRIVATE_KEY").map(|s| Secret(s.to_string())),
             vapid_subject: get("WEBCHAT_VAPID_SUBJECT").map(str::to_string),
             send_per_min: parse_range(env, "WEBCHAT_SEND_RATE", 120, 1, 100_000)?,
         };
+        if webchat.tls_auto && webchat.tls_cert.is_some() {
+            bail!(
+                "WEBCHAT_TLS=auto and WEBCHAT_TLS_CERT are both set: choose pincer's own CA or your certificate, not both"
+            );
+        }
         if webchat.tls_cert.is_some() != webchat.tls_key.is_some() {
             bail!("invalid WEBCHAT_TLS_CERT/WEBCHAT_TLS_KEY: set both (PEM certificate and key) or neither");
         }
-        if webchat.enabled && !webchat.host.is_loopback() && !webchat.has_explicit_auth() {
+        // Beyond the loopback, people need a way in that is not the loopback auto-pass: a token,
+        // Tailscale or a proxy, or HTTPS, over which invitation links (made on this machine)
+        // sign them in. Plain HTTP with none of these would only ever answer 401, or worse.
+        let tls = webchat.tls_auto || webchat.tls_cert.is_some();
+        if webchat.enabled && !webchat.host.is_loopback() && !webchat.has_explicit_auth() && !tls {
             bail!(
-                "refusing to serve the webchat on WEBCHAT_HOST={} without authentication: set WEBCHAT_TOKEN \
-                 (24+ characters), WEBCHAT_TAILSCALE=true or WEBCHAT_TRUSTED_PROXY_IPS, or bind to 127.0.0.1",
+                "refusing to serve the webchat on WEBCHAT_HOST={} without a way to sign in: set WEBCHAT_TOKEN \
+                 (24+ characters), WEBCHAT_TAILSCALE=true or WEBCHAT_TRUSTED_PROXY_IPS, or WEBCHAT_TLS=auto \
+                 (then invite people from this machine), or bind to 127.0.0.1",
                 webchat.host
             );
         }

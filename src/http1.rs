@@ -400,6 +400,8 @@ pub fn reason(status: u16) -> &'static str {
         302 => "Found",
         303 => "See Other",
         304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",

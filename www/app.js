@@ -1200,5 +1200,8 @@
 
   updateEmpty();
   // Signed in (or shown the sign-in / invitation screen until then), then connect.
-  window.PincerAccess.gate().finally(connect);
+  window.PincerAccess.gate().finally(() => {
+    window.PincerDevice.start();
+    connect();
+  });
 })();

@@ -79,6 +79,14 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     central::reset_container_status(&conn)?;
     agents::ensure_first_agent(&mut conn, &cfg.groups_dir, now_ms())?;
 
+    // Before anything starts: a certificate that cannot work stops start-up with what to fix.
+    let tls = match webchat::tls::Source::from_config(&cfg.webchat, &cfg.data_dir) {
+        Some(source) if cfg.webchat.enabled => {
+            let names = webchat::tls::machine_names(cfg.webchat.host);
+            Some(Arc::new(webchat::tls::Tls::load(source, names).context("setting up HTTPS")?))
+        }
+        _ => None,
+    };
     let docker = Docker::new(&cfg.docker);
     let runtime: Arc<dyn Runtime> = Arc::new(docker);
     match runtime.probe() {
@@ -184,14 +192,30 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     drop(conn);
 
     let mut web = if cfg.webchat.enabled {
-        let ctx = Arc::new(webchat::Ctx::new(cfg.clone(), store, hub, router_mb.clone(), links.clone()));
+        let ctx = Arc::new(webchat::Ctx::new(
+            cfg.clone(),
+            store,
+            hub,
+            router_mb.clone(),
+            links.clone(),
+            tls.clone(),
+        ));
         let web = Webchat::start(ctx)?;
         let shown = if web.addr.ip().is_unspecified() {
             format!("127.0.0.1:{}", web.addr.port())
         } else {
             web.addr.to_string()
         };
-        log::info!("webchat listening on http://{shown}/");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        log::info!("webchat listening on {scheme}://{shown}/");
+        if let Some(t) = &tls
+            && t.ca().is_some()
+        {
+            log::info!(
+                "to trust pincer's certificate on a phone, open http://<this machine>:{}/trust",
+                web.addr.port()
+            );
+        }
         Some(web)
     } else {
         log::info!("webchat disabled (WEBCHAT_ENABLED=false)");
@@ -200,7 +224,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     // Route anything stored but not routed before the last shutdown.
     router_mb.post(RouterMsg::Route);
 
-    wait_for_signal()?;
+    wait_for_signal(tls.as_deref())?;
     log::info!("shutting down");
     if let Some(w) = web.as_mut() {
         w.stop_accepting();
@@ -238,12 +262,28 @@ fn join(name: &str, t: JoinHandle<anyhow::Result<()>>) {
     }
 }
 
-fn wait_for_signal() -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
-    if let Some(sig) = signals.forever().next() {
+/// Waits for SIGINT or SIGTERM; SIGHUP meanwhile reloads the TLS certificate.
+fn wait_for_signal(tls: Option<&webchat::tls::Tls>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing signal handlers")?;
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            match tls.map(|t| t.reload()) {
+                Some(Ok(info)) => log::info!(
+                    "reloaded the TLS certificate: valid until {}, for {}",
+                    webchat::tls::date(info.not_after),
+                    info.names.join(", ")
+                ),
+                Some(Err(e)) => {
+                    log::error!("reloading the TLS certificate: {e:#}; the previous one stays in use")
+                }
+                None => log::info!("SIGHUP: nothing to reload (no TLS configured)"),
+            }
+            continue;
+        }
         log::info!("received signal {sig}");
+        break;
     }
     Ok(())
 }

@@ -192,6 +192,7 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
     if !is_api(&req.path) {
         return match (method, &segs[..]) {
             ("GET", ["health"]) => Ok(health(ctx)),
+            ("GET" | "HEAD", ["trust", rest @ ..]) => trust(ctx, req, rest),
             ("POST", ["invite", secret]) => people::accept_invite(ctx, req, secret),
             // The app shows the invitation and asks before accepting it.
             ("GET" | "HEAD", ["invite", _]) => Ok(asset(req, "/")),
@@ -236,6 +237,22 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
     }
 }
 
+/// The enrolment pages of pincer's own CA (`WEBCHAT_TLS=auto`).
+fn trust(ctx: &Ctx, req: &Req, rest: &[&str]) -> ApiResult {
+    let Some(ca) = ctx.tls.as_ref().and_then(|t| t.ca()) else {
+        return Err(ApiError(404, "no local CA: this pincer does not run with WEBCHAT_TLS=auto".into()));
+    };
+    let port = ctx.port.get().copied().unwrap_or(ctx.cfg.webchat.port);
+    match rest {
+        [] | [""] => {
+            Ok(super::trust::page(ca, &super::trust::lan_url(req.header("host"), port, &ctx.machine.ips)))
+        }
+        ["ca.crt"] => Ok(super::trust::certificate(ca, false)),
+        ["ca.der"] => Ok(super::trust::certificate(ca, true)),
+        _ => Err(ApiError(404, format!("no such page {}", req.path))),
+    }
+}
+
 fn health(ctx: &Ctx) -> Resp {
     Resp::json(
         200,
@@ -263,7 +280,7 @@ fn asset(req: &Req, path: &str) -> Resp {
     if req.header("if-none-match") == Some(etag) {
         return Resp { status: 304, headers, body: Vec::new(), file: None };
     }
-    let body = if req.method == "HEAD" { Vec::new() } else { asset.body.to_vec() };
+    let body = if req.method == "HEAD" { Vec::new() } else { assets::body(asset).to_vec() };
     Resp { status: 200, headers, body, file: None }
 }
 

@@ -21,6 +21,11 @@ pub static ASSETS: &[Asset] = &[
         body: include_bytes!("../../www/access.js"),
     },
     Asset {
+        path: "/device.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../www/device.js"),
+    },
+    Asset {
         path: "/app.js",
         mime: "text/javascript; charset=utf-8",
         body: include_bytes!("../../www/app.js"),
@@ -31,13 +36,43 @@ pub static ASSETS: &[Asset] = &[
         body: include_bytes!("../../www/style.css"),
     },
     Asset { path: "/icon.svg", mime: "image/svg+xml", body: include_bytes!("../../www/icon.svg") },
+    Asset { path: "/icon-192.png", mime: "image/png", body: include_bytes!("../../www/icon-192.png") },
+    Asset { path: "/icon-512.png", mime: "image/png", body: include_bytes!("../../www/icon-512.png") },
+    Asset {
+        path: "/icon-maskable-512.png",
+        mime: "image/png",
+        body: include_bytes!("../../www/icon-maskable-512.png"),
+    },
+    Asset {
+        path: "/manifest.webmanifest",
+        mime: "application/manifest+json",
+        body: include_bytes!("../../www/manifest.webmanifest"),
+    },
+    Asset { path: "/sw.js", mime: "text/javascript; charset=utf-8", body: include_bytes!("../../www/sw.js") },
 ];
+
+/// The service worker with the app's version stamped in: a hash of every asset, so any change
+/// to the app makes browsers install the new worker (and drop the old cache).
+static SERVICE_WORKER: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let mut h = sha1_smol::Sha1::new();
+    for a in ASSETS {
+        h.update(a.body);
+    }
+    let version = &h.digest().to_string()[..12];
+    let sw = ASSETS.iter().find(|a| a.path == "/sw.js").expect("the service worker is an asset");
+    String::from_utf8_lossy(sw.body).replace("__PINCER_VERSION__", version).into_bytes()
+});
+
+/// The bytes to serve for an asset.
+pub fn body(asset: &Asset) -> &'static [u8] {
+    if asset.path == "/sw.js" { &SERVICE_WORKER } else { asset.body }
+}
 
 /// Strong ETags, computed once.
 static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
     ASSETS
         .iter()
-        .map(|a| format!("\"{}\"", &sha1_smol::Sha1::from(a.body).digest().to_string()[..16]))
+        .map(|a| format!("\"{}\"", &sha1_smol::Sha1::from(body(a)).digest().to_string()[..16]))
         .collect()
 });
 
@@ -60,5 +95,13 @@ mod tests {
         }
         let (_, etag) = get("/").unwrap();
         assert!(etag.starts_with('"') && etag.len() == 18);
+    }
+
+    #[test]
+    fn the_service_worker_carries_the_apps_version() {
+        let (sw, _) = get("/sw.js").unwrap();
+        let text = String::from_utf8(body(sw).to_vec()).unwrap();
+        assert!(!text.contains("__PINCER_VERSION__"));
+        assert!(text.contains("const VERSION = '"));
     }
 }

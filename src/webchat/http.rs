@@ -166,6 +166,14 @@ fn request(ctx: &Arc<Ctx>, mut conn: BufReader<Transport>, head: Head, peer: Pee
             false,
         );
     };
+    if conn.get_ref().plain_on_tls_port() && !path.starts_with("/trust") && path != "/health" {
+        // Plain HTTP on the HTTPS port: only the trust page (a phone needs it before it trusts
+        // anything); everything else moves to HTTPS.
+        let host = head.field("host").unwrap_or("localhost").to_string();
+        let mut resp = Resp::error(308, "this server speaks HTTPS");
+        resp.headers.push(("Location".into(), format!("https://{host}{}", line.target)));
+        return answer(conn, resp, what, true, line.method == "HEAD");
+    }
     let wants_close = if line.minor == 0 {
         !head.has_token("connection", "keep-alive")
     } else {

@@ -19,7 +19,9 @@ pub mod people;
 pub mod rate;
 pub mod render;
 pub mod store;
+pub mod tls;
 pub mod transport;
+pub mod trust;
 pub mod ws;
 
 use std::collections::HashSet;
@@ -27,7 +29,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::json;
 
 use self::api::{ApiError, User};
@@ -57,6 +59,12 @@ pub struct Ctx {
     pub guard: login::LoginGuard,
     /// Name of the session cookie.
     pub cookie: String,
+    /// HTTPS, when configured.
+    pub tls: Option<Arc<tls::Tls>>,
+    /// This machine's names and addresses (for links a phone can open).
+    pub machine: tls::Names,
+    /// The port the public listener got.
+    pub port: std::sync::OnceLock<u16>,
     /// Messages per user (`WEBCHAT_SEND_RATE`).
     sends: rate::Limiter<String>,
     /// Where room files are stored (`data/webchat/uploads`).
@@ -73,6 +81,7 @@ impl Ctx {
         hub: Arc<Hub>,
         router: Mailbox<RouterMsg>,
         links: Arc<Links>,
+        tls: Option<Arc<tls::Tls>>,
     ) -> Ctx {
         let per_min = cfg.webchat.send_per_min as f64;
         let sends = rate::Limiter::new(rate::Rate {
@@ -85,6 +94,9 @@ impl Ctx {
             auth: auth::Auth::new(&cfg.webchat),
             guard: login::LoginGuard::default(),
             cookie: login::cookie_name(&install),
+            machine: tls::machine_names(cfg.webchat.host),
+            tls,
+            port: std::sync::OnceLock::new(),
             sends,
             cfg,
             store,
@@ -281,17 +293,17 @@ impl Webchat {
     /// Binds the public port and starts serving.
     pub fn start(ctx: Arc<Ctx>) -> anyhow::Result<Webchat> {
         let wc = &ctx.cfg.webchat;
-        if wc.tls_cert.is_some() {
-            bail!(
-                "WEBCHAT_TLS_CERT/WEBCHAT_TLS_KEY are not supported by this build yet; use a reverse proxy for HTTPS"
-            );
-        }
         let bind = SocketAddr::new(wc.host, wc.port);
         let listener = TcpListener::bind(bind).with_context(|| {
             format!("cannot listen on {bind}: is another pincer (or something else) using the port? Set WEBCHAT_PORT to change it")
         })?;
         let addr = listener.local_addr()?;
-        let front = front::start(ctx.clone(), listener, transport::Acceptor::plain())?;
+        let _ = ctx.port.set(addr.port());
+        let acceptor = match &ctx.tls {
+            Some(tls) => transport::Acceptor::tls(tls.clone()),
+            None => transport::Acceptor::plain(),
+        };
+        let front = front::start(ctx.clone(), listener, acceptor)?;
         Ok(Webchat { addr, front, ctx })
     }
 

@@ -1,44 +1,96 @@
-//! A client connection's byte stream, with a read deadline that holds across reads.
+//! A client connection's byte stream: plain TCP or TLS, with a read deadline that holds across
+//! reads.
 //!
 //! A socket read timeout bounds one read; a slow client can trickle a byte per timeout forever.
-//! [`Transport`] instead carries a deadline for the whole unit being read (a request head, a
-//! body at a minimum rate) and sets the socket timeout to what is left before every read.
+//! [`Transport`] instead carries a deadline for the whole unit being read (the TLS handshake, a
+//! request head, a body at a minimum rate) and sets the socket timeout to what is left before
+//! every read. With TLS on, one port serves both: a connection whose first byte starts a TLS
+//! handshake gets TLS, any other is plain HTTP, which the server answers only for the trust
+//! page and otherwise redirects to HTTPS.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::api::Resp;
+use super::tls::Tls;
 use crate::http1;
 
-/// Accepts connections: plain TCP (TLS is added by the access layer when configured).
+/// Time to finish the TLS handshake, from accept.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// First byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Accepts connections: plain TCP, or TLS when configured.
 #[derive(Clone, Default)]
-pub struct Acceptor {}
+pub struct Acceptor {
+    tls: Option<Arc<Tls>>,
+}
 
 impl Acceptor {
     pub fn plain() -> Acceptor {
-        Acceptor {}
+        Acceptor { tls: None }
     }
 
-    /// Wraps an accepted socket.
-    pub fn accept(&self, stream: TcpStream, _accepted: Instant) -> io::Result<Transport> {
-        Ok(Transport { tcp: stream, deadline: None })
+    pub fn tls(tls: Arc<Tls>) -> Acceptor {
+        Acceptor { tls: Some(tls) }
+    }
+
+    /// Wraps an accepted socket, doing the TLS handshake when the client starts one.
+    pub fn accept(&self, tcp: TcpStream, accepted: Instant) -> io::Result<Transport> {
+        let Some(tls) = &self.tls else {
+            return Ok(Transport { inner: Inner::Plain(tcp), deadline: None, plain_on_tls_port: false });
+        };
+        let deadline = accepted + HANDSHAKE_TIMEOUT;
+        let mut first = [0u8; 1];
+        tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        if tcp.peek(&mut first)? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a request"));
+        }
+        if first[0] != TLS_HANDSHAKE {
+            return Ok(Transport { inner: Inner::Plain(tcp), deadline: None, plain_on_tls_port: true });
+        }
+        let conn = rustls::ServerConnection::new(tls.config()).map_err(io::Error::other)?;
+        let mut t = Transport {
+            inner: Inner::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))),
+            deadline: Some(deadline),
+            plain_on_tls_port: false,
+        };
+        t.handshake()?;
+        t.deadline = None;
+        Ok(t)
     }
 }
 
+enum Inner {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
 pub struct Transport {
-    tcp: TcpStream,
+    inner: Inner,
     deadline: Option<Instant>,
+    /// Plain HTTP that arrived on a port serving TLS.
+    plain_on_tls_port: bool,
 }
 
 impl Transport {
     pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
+        match &self.inner {
+            Inner::Plain(t) => t,
+            Inner::Tls(s) => s.get_ref(),
+        }
     }
 
     pub fn is_tls(&self) -> bool {
-        false
+        matches!(self.inner, Inner::Tls(_))
+    }
+
+    /// Plain HTTP on a TLS port: only the trust page is served, the rest redirected.
+    pub fn plain_on_tls_port(&self) -> bool {
+        self.plain_on_tls_port
     }
 
     /// Reads after `deadline` fail with `TimedOut`; `None` lifts the deadline.
@@ -56,32 +108,53 @@ impl Transport {
             if left.is_zero() {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
             }
-            self.tcp.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            self.tcp().set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
         }
         Ok(())
+    }
+
+    fn handshake(&mut self) -> io::Result<()> {
+        loop {
+            self.arm()?;
+            let Inner::Tls(s) = &mut self.inner else { return Ok(()) };
+            if !s.conn.is_handshaking() {
+                return Ok(());
+            }
+            let (conn, sock) = (&mut s.conn, &mut s.sock);
+            conn.complete_io(sock)?;
+        }
     }
 }
 
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.arm()?;
-        self.tcp.read(buf)
+        match &mut self.inner {
+            Inner::Plain(t) => t.read(buf),
+            Inner::Tls(s) => s.read(buf),
+        }
     }
 }
 
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tcp.write(buf)
+        match &mut self.inner {
+            Inner::Plain(t) => t.write(buf),
+            Inner::Tls(s) => s.write(buf),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.tcp.flush()
+        match &mut self.inner {
+            Inner::Plain(t) => t.flush(),
+            Inner::Tls(s) => s.flush(),
+        }
     }
 }
 
 impl AsRawFd for Transport {
     fn as_raw_fd(&self) -> RawFd {
-        self.tcp.as_raw_fd()
+        self.tcp().as_raw_fd()
     }
 }
 

@@ -183,7 +183,8 @@ def api(port, method, path, body=None):
 # ------------------------------------------------------------------------------------- browser
 
 
-def start_browser(profile_dir):
+def start_browser(profile_dir, home=None):
+    """Headless Chromium; `home` is its HOME (where Linux Chromium keeps its certificate store)."""
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in (
@@ -202,7 +203,8 @@ def start_browser(profile_dir):
         options.add_argument(flag)
     # The performance log carries the WebSocket frames; the browser log the console.
     options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    env = dict(os.environ, HOME=str(home)) if home else None
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver", env=env), options=options)
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": SOCKET_SPY})
     return driver
 
@@ -658,6 +660,28 @@ def step_console_clean(ctx):
     check(not bad, "console errors (CSP violations or exceptions):\n  " + "\n  ".join(bad))
 
 
+
+def step_installable(ctx):
+    """The app is an installable PWA: a manifest with icons and a service worker that controls it."""
+    p = ctx.page
+    check_installable(p)
+
+
+def check_installable(p):
+    p.d.set_script_timeout(UI_S)
+    state = p.d.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "navigator.serviceWorker.ready.then((r) => done(r.active && r.active.state), () => done(null));"
+    )
+    check(state in ("activated", "activating"), f"the service worker is active: {state!r}")
+    manifest = p.js("return fetch('/manifest.webmanifest').then((r) => r.ok && r.headers.get('content-type'))")
+    check(manifest == "application/manifest+json", f"the manifest is served: {manifest!r}")
+    errors = p.d.execute_cdp_cmd("Page.getInstallabilityErrors", {}).get("installabilityErrors", [])
+    check(errors == [], f"Chromium's installability check: {errors}")
+    version = p.js("return fetch('/sw.js').then((r) => r.text()).then((t) => t.match(/const VERSION = '([0-9a-f]+)'/)[1])")
+    check(version and len(version) == 12, f"the service worker carries the app version: {version!r}")
+
+
 MOCK_STEPS = [
     ("page loads: room, mock banner, connected", step_loads),
     ("send with Enter, echo reply from the container", step_echo),
@@ -670,6 +694,7 @@ MOCK_STEPS = [
     ("new agent from the form", step_new_agent),
     ("phone width: room drawer", step_phone),
     ("thinking, streaming with tools and Stop, typing", step_live_activity),
+    ("installable: manifest, icons, an active service worker", step_installable),
     ("no CSP violations or script errors", step_console_clean),
 ]
 
@@ -1242,6 +1267,42 @@ ACCESS_STEPS = [
     ("access: signing out", step_sign_out),
 ]
 
+
+# --------------------------------------------------------------------------------- TLS steps
+
+
+def trusting_home(tmp, ca_file):
+    """A HOME whose NSS store (what Chromium on Linux uses) trusts pincer's CA."""
+    home = tmp / "tls-home"
+    db = home / ".pki" / "nssdb"
+    db.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["certutil", "-N", "-d", f"sql:{db}", "--empty-password"], check=True, capture_output=True)
+    subprocess.run(
+        ["certutil", "-A", "-d", f"sql:{db}", "-t", "C,,", "-n", "pincer local CA", "-i", str(ca_file)],
+        check=True,
+        capture_output=True,
+    )
+    return home
+
+
+def step_tls_app(ctx):
+    """Over HTTPS with the local CA trusted: a secure context, signed in, chat, installable."""
+    home = trusting_home(ctx.tmp, ctx.host.tmp / "data" / "tls" / "ca.crt")
+    ctx.tls_page = Page(start_browser(ctx.tmp / "tls-profile", home=home), ctx.host.port)
+    p = ctx.tls_page
+    p.d.get(f"https://localhost:{ctx.host.port}/")
+    p.wait(lambda _: p.find("#signin-form").is_displayed(), "the sign-in screen over HTTPS")
+    check(p.js("return window.isSecureContext") is True, "HTTPS gives a secure context")
+    p.find("#signin-token").send_keys(ACCESS_TOKEN + Keys.ENTER)
+    p.wait_connected()
+    p.chat("over https", reply_timeout=FIRST_REPLY_S)
+    check_installable(p)
+
+
+TLS_STEPS = [
+    ("tls: the local CA trusted, sign-in, chat over WSS, installable", step_tls_app),
+]
+
 class Ctx:
     def __init__(self, tmp, log, host, page):
         self.tmp = tmp
@@ -1251,6 +1312,7 @@ class Ctx:
         self.fake = None
         self.file_msg = None  # the agent's file message (model phase)
         self.guest = None  # a second person's page (access phase)
+        self.tls_page = None  # a browser trusting pincer's CA (TLS phase)
 
 
 def run_steps(ctx, steps):
@@ -1305,6 +1367,15 @@ def main():
             ctx.page.port = ctx.host.port
             print("---- phase 3: access", flush=True)
             failed = run_steps(ctx, ACCESS_STEPS)
+        if not failed:
+            # HTTPS from pincer's own CA, with a browser that trusts it.
+            ctx.host.stop()
+            tls_tmp = tmp / "tls"
+            tls_tmp.mkdir()
+            ctx.host = Host(tls_tmp, log, env={"WEBCHAT_TOKEN": ACCESS_TOKEN, "WEBCHAT_TLS": "auto"}).start()
+            hosts.append(ctx.host)
+            print("---- phase 4: HTTPS", flush=True)
+            failed = run_steps(ctx, TLS_STEPS)
     except Exception as e:  # noqa: BLE001 - set-up failures too
         failed = ("set-up", e)
     finally:
@@ -1318,6 +1389,8 @@ def main():
             driver.quit()
         if ctx and ctx.guest:
             ctx.guest.d.quit()
+        if ctx and ctx.tls_page:
+            ctx.tls_page.d.quit()
         for h in {id(x): x for x in (*hosts, ctx and ctx.host) if x}.values():
             h.stop()
         if fake:
@@ -1340,7 +1413,7 @@ def main():
         print(f"---- data kept in {tmp}")
         return 1
     shutil.rmtree(tmp, ignore_errors=True)
-    total = len(MOCK_STEPS) + len(MODEL_STEPS) + len(ACCESS_STEPS)
+    total = len(MOCK_STEPS) + len(MODEL_STEPS) + len(ACCESS_STEPS) + len(TLS_STEPS)
     print(f"all {total} browser checks passed in {time.monotonic() - started:.0f} s")
     return 0
 

@@ -15,3 +15,4 @@ mod models;
 mod restart;
 mod robust;
 mod support;
+mod tls;

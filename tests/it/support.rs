@@ -108,7 +108,7 @@ impl Host {
         }
         let mut host = Host::spawn(cmd);
         let line = host
-            .wait_for_line(|l| l.contains("webchat listening on http://"), COLD)
+            .wait_for_line(|l| l.contains("webchat listening on http"), COLD)
             .unwrap_or_else(|| panic!("host did not start:\n{}", host.log_tail()));
         let port = line.rsplit(':').next().unwrap().trim_end_matches('/').parse().expect("port in log line");
         host.port = port;
