@@ -27,16 +27,18 @@ image: agent host image-deps
 image-deps:
 	@scripts/ensure-packages.sh busybox-static bash-static
 
-# Test prerequisites (idempotent): packages for the image and the browser tests, selenium.
+# Test prerequisites (idempotent): packages for the image and the browser tests; selenium,
+# http_ece and py-vapid (the independent checks of Web Push).
 deps: image-deps
-	@scripts/ensure-packages.sh chromium chromium-driver libnss3-tools
-	@scripts/ensure-selenium.sh
+	@scripts/ensure-packages.sh chromium chromium-driver libnss3-tools nginx caddy
+	@scripts/ensure-python-tests.sh
 
 test: deps image
 	$(CARGO) build --bin pincer
 	$(CARGO) test --lib -- --test-threads=$(TEST_THREADS)
 	$(CARGO) test --test it -- --test-threads=$(TEST_THREADS)
 	python3 tests/browser/test_webchat.py
+	python3 tests/browser/test_push.py
 
 # The fault suite at length: at least 20 random SIGKILLs of the host under load (the seed is
 # printed; PINCER_FAULT_SEED repeats a run), plus every other fault case.

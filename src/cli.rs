@@ -2,13 +2,12 @@
 //!
 //! Hand-rolled parsing (a handful of commands and flags). Exit codes: 0 ok, 1 failure, 2 usage.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::config::{self, Config, Provider};
+use crate::config::{self, Config};
 use crate::db::central;
 use crate::docker::Docker;
 use crate::host::{self, agents, image};
@@ -21,13 +20,16 @@ Usage: pincer <command> [options]
 
 Commands:
   run                          start the host (webchat on WEBCHAT_HOST:WEBCHAT_PORT)
-  doctor                       check docker, the agent image, model credentials, data dir, ports
+  doctor                       check docker, the image, the model, data dir, port, sign-in, HTTPS, push
   image build [--agent PATH] [--force]
                                build the agent image (no registry access needed)
   agent create NAME [--instructions TEXT] [--with-room]
                                create an agent (and its own room); prints JSON
   agent list [--json]          list agents
   room list [--json]           list rooms
+  user list [--json]           list people and their roles
+  user grant ID ROLE [--agent AGENT]
+                               give someone a role: owner, admin, or member (of --agent)
   backup FILE                  consistent online copy of the central DB into FILE
 
 Run `pincer <command> --help` for a command's options. Configuration comes from the environment
@@ -68,6 +70,8 @@ pub fn main(args: &[String]) -> Exit {
         ["agent", "create", rest @ ..] => agent_create(rest),
         ["agent", "list", rest @ ..] => listing(rest, List::Agents),
         ["room", "list", rest @ ..] => listing(rest, List::Rooms),
+        ["user", "list", rest @ ..] => listing(rest, List::Users),
+        ["user", "grant", rest @ ..] => user_grant(rest),
         ["backup", file] => with_config(|cfg| backup(&cfg, Path::new(file))),
         _ => Err(UsageError(format!("unknown command `{}`", strs.join(" "))).into()),
     };
@@ -105,7 +109,7 @@ fn help(cmd: &str, sub: Option<&str>) -> Exit {
             "Usage: pincer run\n\nStarts the host in the foreground. Logs `webchat listening on http://HOST:PORT/` once ready.\nStop with Ctrl-C (SIGINT) or SIGTERM: running agent containers are stopped and pending replies delivered.\n"
         }
         ("doctor", _) => {
-            "Usage: pincer doctor\n\nChecks docker, the agent image, model credentials, the data directory and the webchat port.\nPrints one line per check with a fix for each failure; exits 1 if any check fails.\n"
+            "Usage: pincer doctor\n\nChecks docker, the agent image, model credentials, the data directory, the webchat port, how people\nsign in (and whether Tailscale is up), the HTTPS certificate (dates, names, key) and the Web Push keys.\nPrints one line per check: ok, warn, or FAIL with a fix; exits 1 if any check fails. Changes nothing.\n"
         }
         ("image", _) => {
             "Usage: pincer image build [--agent PATH] [--force]\n\n  --agent PATH   the static pincer-agent to put in the image\n                 (default: target/x86_64-unknown-linux-gnu/release/pincer-agent)\n  --force        build even if an image with the same inputs exists\n"
@@ -117,6 +121,9 @@ fn help(cmd: &str, sub: Option<&str>) -> Exit {
             "Usage: pincer agent create NAME [--instructions TEXT] [--with-room]\n       pincer agent list [--json]\n"
         }
         ("room", _) => "Usage: pincer room list [--json]\n",
+        ("user", _) => {
+            "Usage: pincer user list [--json]\n       pincer user grant ID owner|admin|member [--agent AGENT]\n\nFor an install whose owner cannot sign in (e.g. after switching to Tailscale or a proxy): the person\nsigns in once, shows up in `user list`, and `user grant ID owner` makes them an owner. `admin` with\n--agent administers that agent only; `member` needs --agent (the agent they may use). Open pages\npick the change up when they reconnect.\n"
+        }
         ("backup", _) => {
             "Usage: pincer backup FILE\n\nWrites a consistent copy of the central DB to FILE (which must not exist); safe while the host runs.\n"
         }
@@ -202,6 +209,7 @@ fn agent_create(args: &[&str]) -> anyhow::Result<()> {
 enum List {
     Agents,
     Rooms,
+    Users,
 }
 
 fn listing(args: &[&str], what: List) -> anyhow::Result<()> {
@@ -222,6 +230,36 @@ fn listing(args: &[&str], what: List) -> anyhow::Result<()> {
                     for a in agents {
                         let provider = a.provider.as_deref().unwrap_or(cfg.provider.as_str()).to_string();
                         println!("{:<28} {:<24} {:<24} {provider}", a.id, a.name, a.folder);
+                    }
+                }
+            }
+            List::Users => {
+                let mut out = Vec::new();
+                for u in crate::db::people::users(&conn)? {
+                    let roles: Vec<String> = crate::db::people::roles(&conn, &u.id)?
+                        .into_iter()
+                        .map(|r| match r.agent_id {
+                            Some(a) => format!("{}:{a}", r.role),
+                            None => r.role,
+                        })
+                        .chain(
+                            crate::db::people::memberships(&conn, &u.id)?
+                                .into_iter()
+                                .map(|a| format!("member:{a}")),
+                        )
+                        .collect();
+                    out.push((u, roles));
+                }
+                if json_out {
+                    let list: Vec<_> = out
+                        .iter()
+                        .map(|(u, roles)| json!({ "id": u.id, "displayName": u.display_name, "roles": roles, "created_at": u.created_at }))
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    println!("{:<40} {:<24} ROLES", "ID", "NAME");
+                    for (u, roles) in out {
+                        println!("{:<40} {:<24} {}", u.id, u.display_name, roles.join(", "));
                     }
                 }
             }
@@ -251,6 +289,44 @@ fn listing(args: &[&str], what: List) -> anyhow::Result<()> {
     })
 }
 
+fn user_grant(args: &[&str]) -> anyhow::Result<()> {
+    let (id, role, agent) = match args {
+        [id, role] => (*id, *role, None),
+        [id, role, "--agent", agent] => (*id, *role, Some(*agent)),
+        _ => return usage_err("usage: pincer user grant ID owner|admin|member [--agent AGENT]"),
+    };
+    with_config(|cfg| {
+        use crate::db::people;
+        let conn = host::open_central(&cfg)?;
+        if people::user(&conn, id)?.is_none() {
+            bail!("no person {id:?}: they sign in once first; `pincer user list` shows who has");
+        }
+        if let Some(a) = agent
+            && central::agent(&conn, a)?.is_none()
+        {
+            bail!("no agent {a:?}: `pincer agent list` shows the agents");
+        }
+        let now = now_ms();
+        let changed = match (role, agent) {
+            ("owner", None) => people::grant_role(&conn, id, "owner", None, "cli", now)?,
+            ("admin", agent) => people::grant_role(&conn, id, "admin", agent, "cli", now)?,
+            ("member", Some(a)) => people::add_member(&conn, id, a, "cli", now)?,
+            ("owner", Some(_)) => bail!("owner is for the whole install: leave out --agent"),
+            ("member", None) => bail!("member needs --agent AGENT: the agent they may use"),
+            (other, _) => bail!("unknown role {other:?}: use owner, admin or member"),
+        };
+        if changed {
+            println!(
+                "{id} is now {role}{}; open pages pick it up when they reconnect",
+                agent.map(|a| format!(" of {a}")).unwrap_or_default()
+            );
+        } else {
+            println!("{id} already was {role}{}", agent.map(|a| format!(" of {a}")).unwrap_or_default());
+        }
+        Ok(())
+    })
+}
+
 fn backup(cfg: &Config, file: &Path) -> anyhow::Result<()> {
     if file.exists() {
         bail!("{} already exists; choose a new file name", file.display());
@@ -263,92 +339,12 @@ fn backup(cfg: &Config, file: &Path) -> anyhow::Result<()> {
 
 /// `pincer doctor`: one line per check, a fix for each failure.
 fn doctor() -> Exit {
-    let mut failed = false;
-    let mut report = |ok: bool, what: &str, detail: &str| {
-        failed |= !ok;
-        println!("{} {what}: {detail}", if ok { "ok  " } else { "FAIL" });
-    };
-    let cfg = match work_dir().and_then(|d| Config::load(&d)) {
-        Ok(cfg) => {
-            report(true, "config", "environment and .env are valid");
-            cfg
-        }
+    match work_dir() {
+        Ok(dir) if crate::doctor::run(&dir) => Exit::Ok,
+        Ok(_) => Exit::Failure,
         Err(e) => {
-            report(false, "config", &format!("{e:#}"));
-            return Exit::Failure;
-        }
-    };
-    match std::fs::create_dir_all(&cfg.data_dir).and_then(|()| {
-        let probe = cfg.data_dir.join(".doctor-probe");
-        std::fs::write(&probe, b"x")?;
-        std::fs::remove_file(probe)
-    }) {
-        Ok(()) => report(true, "data dir", &format!("{} is writable", cfg.data_dir.display())),
-        Err(e) => report(
-            false,
-            "data dir",
-            &format!("{}: {e} — fix: set PINCER_DATA_DIR to a writable directory", cfg.data_dir.display()),
-        ),
-    }
-    let docker = Docker::new(&cfg.docker);
-    match docker.server_version() {
-        Ok(v) => {
-            report(true, "docker", &format!("engine {v} via `{}`", cfg.docker));
-            match docker.image_labels(&cfg.image) {
-                Ok(Some(_)) => report(true, "image", &format!("{} exists", cfg.image)),
-                Ok(None) => report(false, "image", &format!("{} not found — fix: make image", cfg.image)),
-                Err(e) => report(false, "image", &format!("{e:#}")),
-            }
-        }
-        Err(e) => report(
-            false,
-            "docker",
-            &format!("{e:#} — fix: install Docker and start the engine, or set PINCER_DOCKER"),
-        ),
-    }
-    match cfg.provider {
-        Provider::Mock => report(
-            true,
-            "model",
-            "mock provider (no model configured; set ANTHROPIC_API_KEY or OPENAI_BASE_URL for a real one)",
-        ),
-        Provider::Anthropic if cfg.anthropic.api_key.is_none() && cfg.anthropic.base_url.is_none() => report(
-            false,
-            "model",
-            "PINCER_PROVIDER=anthropic but ANTHROPIC_API_KEY is not set — fix: set it in .env",
-        ),
-        Provider::Openai if cfg.openai.base_url.is_none() && cfg.openai.api_key.is_none() => report(
-            false,
-            "model",
-            "PINCER_PROVIDER=openai but OPENAI_BASE_URL is not set — fix: set it in .env",
-        ),
-        p => report(true, "model", &format!("provider {}", p.as_str())),
-    }
-    if cfg.webchat.enabled {
-        match TcpListener::bind((cfg.webchat.host, cfg.webchat.port)) {
-            Ok(_) => report(true, "port", &format!("{}:{} is free", cfg.webchat.host, cfg.webchat.port)),
-            Err(e) => report(
-                false,
-                "port",
-                &format!(
-                    "{}:{}: {e} — fix: stop whatever uses it (another pincer?) or set WEBCHAT_PORT",
-                    cfg.webchat.host, cfg.webchat.port
-                ),
-            ),
+            println!("FAIL config: {e:#}");
+            Exit::Failure
         }
     }
-    match (&cfg.webchat.tls_cert, &cfg.webchat.tls_key) {
-        (Some(c), Some(k)) if !c.is_file() || !k.is_file() => report(
-            false,
-            "tls",
-            &format!(
-                "{} or {} is missing — fix: point WEBCHAT_TLS_CERT/KEY at PEM files",
-                c.display(),
-                k.display()
-            ),
-        ),
-        (Some(_), Some(_)) => report(true, "tls", "certificate and key files exist"),
-        _ => report(true, "tls", "not configured (plain HTTP)"),
-    }
-    if failed { Exit::Failure } else { Exit::Ok }
 }

@@ -50,6 +50,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("WEBCHAT_TLS", "auto: serve HTTPS with a certificate from pincer's own local CA (trust it from /trust)"),
     ("WEBCHAT_TLS_CERT", "PEM certificate chain: serve HTTPS (reloaded on SIGHUP)"),
     ("WEBCHAT_TLS_KEY", "PEM private key for WEBCHAT_TLS_CERT"),
+    ("WEBCHAT_PUSH_ALLOW", "comma list of extra push-service origins to accept (e.g. a self-hosted one)"),
+    (
+        "PINCER_NOTIFY_URL",
+        "also post notifications to this ntfy-style or webhook URL (for those who choose it)",
+    ),
     ("WEBCHAT_VAPID_PUBLIC_KEY", "Web Push public key (generated if absent)"),
     ("WEBCHAT_VAPID_PRIVATE_KEY", "Web Push private key (generated if absent)"),
     ("WEBCHAT_VAPID_SUBJECT", "Web Push contact, mailto: or https: URL"),
@@ -126,6 +131,10 @@ pub struct WebchatConfig {
     pub vapid_public_key: Option<String>,
     pub vapid_private_key: Option<Secret>,
     pub vapid_subject: Option<String>,
+    /// Extra push-service origins (`WEBCHAT_PUSH_ALLOW`).
+    pub push_allow: Vec<String>,
+    /// `PINCER_NOTIFY_URL`.
+    pub notify_url: Option<String>,
     /// Messages one user may send per minute (a burst of [`SEND_BURST`] passes at once).
     pub send_per_min: u64,
 }
@@ -267,6 +276,27 @@ impl Config {
             vapid_public_key: get("WEBCHAT_VAPID_PUBLIC_KEY").map(str::to_string),
             vapid_private_key: get("WEBCHAT_VAPID_PRIVATE_KEY").map(|s| Secret(s.to_string())),
             vapid_subject: get("WEBCHAT_VAPID_SUBJECT").map(str::to_string),
+            push_allow: match get("WEBCHAT_PUSH_ALLOW") {
+                None => Vec::new(),
+                Some(s) => s
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(|o| {
+                        let o = o.trim_end_matches('/');
+                        let ok = (o.starts_with("https://") || o.starts_with("http://"))
+                            && !o.split_once("://").map_or("", |(_, h)| h).contains('/');
+                        if ok {
+                            Ok(o.to_ascii_lowercase())
+                        } else {
+                            Err(anyhow::anyhow!(
+                                "invalid WEBCHAT_PUSH_ALLOW entry {o:?}: expected an origin such as https://push.example.org"
+                            ))
+                        }
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            },
+            notify_url: get("PINCER_NOTIFY_URL").map(|s| parse_url("PINCER_NOTIFY_URL", s)).transpose()?,
             send_per_min: parse_range(env, "WEBCHAT_SEND_RATE", 120, 1, 100_000)?,
         };
         if webchat.tls_auto && webchat.tls_cert.is_some() {

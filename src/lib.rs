@@ -20,6 +20,8 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "host")]
 pub mod docker;
+#[cfg(feature = "host")]
+pub mod doctor;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 #[cfg(feature = "host")]

@@ -235,6 +235,7 @@
     ui.banner.hidden = f.modelConfigured !== false || sessionStorage.getItem(STORE_BANNER) === '1';
     setConn('connected');
     setRooms(f.rooms || []);
+    window.PincerDevice.reportView();
     // Messages still waiting for an ack were maybe never received: send them again (same client_id).
     for (const r of state.roomData.values()) {
       for (const [clientId, p] of r.pending) {
@@ -476,6 +477,7 @@
     renderRoomHeader();
     renderRoom();
     if (id) joinRoom(id);
+    window.PincerDevice.reportView();
   }
 
   /** Joins a room on the current socket once; with `after_seq` when history is already here. */
@@ -1201,7 +1203,17 @@
   updateEmpty();
   // Signed in (or shown the sign-in / invitation screen until then), then connect.
   window.PincerAccess.gate().finally(() => {
-    window.PincerDevice.start();
+    window.PincerDevice.start({
+      currentRoom: () => state.current,
+      send: sendFrame,
+      selectRoom: (id) => selectRoom(id),
+    });
+    // Opened from a notification: that room.
+    const wanted = new URLSearchParams(location.search).get('room');
+    if (wanted) {
+      state.wantRoom = wanted;
+      history.replaceState(null, '', '/');
+    }
     connect();
   });
 })();

@@ -18,6 +18,7 @@ pub const CENTRAL: &[Migration] = &[
     ("0002_message_extras.sql", include_str!("../../sql/central/0002_message_extras.sql")),
     ("0003_container_generation.sql", include_str!("../../sql/central/0003_container_generation.sql")),
     ("0004_sign_in.sql", include_str!("../../sql/central/0004_sign_in.sql")),
+    ("0005_push.sql", include_str!("../../sql/central/0005_push.sql")),
 ];
 pub const INBOUND: &[Migration] = &[("0001_init.sql", include_str!("../../sql/inbound/0001_init.sql"))];
 pub const OUTBOUND: &[Migration] = &[("0001_init.sql", include_str!("../../sql/outbound/0001_init.sql"))];

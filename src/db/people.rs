@@ -334,3 +334,110 @@ pub fn revoke_invite(conn: &Connection, id: &str, now: i64) -> rusqlite::Result<
         params![id, now],
     )? == 1)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Notifications
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PushSub {
+    pub endpoint: String,
+    pub user_id: String,
+    pub session_id: Option<String>,
+    pub p256dh: String,
+    pub auth: String,
+    pub created_at: i64,
+}
+
+impl PushSub {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<PushSub> {
+        Ok(PushSub {
+            endpoint: r.get("endpoint")?,
+            user_id: r.get("user_id")?,
+            session_id: r.get("session_id")?,
+            p256dh: r.get("p256dh")?,
+            auth: r.get("auth")?,
+            created_at: r.get("created_at")?,
+        })
+    }
+}
+
+/// Adds or renews a subscription (an endpoint belongs to one person and device).
+/// Stores a subscription (one per endpoint: a browser that signs in as someone else moves it to
+/// them) and keeps the person's newest `keep` ones: browsers renew subscriptions, and the old
+/// endpoints are not always reported gone.
+pub fn upsert_push(conn: &Connection, s: &PushSub, keep: usize) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO push_subscriptions (endpoint, user_id, session_id, p256dh, auth, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (endpoint) DO UPDATE SET user_id = excluded.user_id, session_id = excluded.session_id,
+             p256dh = excluded.p256dh, auth = excluded.auth, created_at = excluded.created_at, failures = 0",
+        params![s.endpoint, s.user_id, s.session_id, s.p256dh, s.auth, s.created_at],
+    )?;
+    conn.execute(
+        "DELETE FROM push_subscriptions WHERE user_id = ?1 AND endpoint NOT IN
+             (SELECT endpoint FROM push_subscriptions WHERE user_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2)",
+        params![s.user_id, keep as i64],
+    )?;
+    Ok(())
+}
+
+pub fn push_subs(conn: &Connection) -> rusqlite::Result<Vec<PushSub>> {
+    let mut stmt = conn.prepare_cached("SELECT * FROM push_subscriptions ORDER BY user_id, created_at")?;
+    stmt.query_map([], PushSub::from_row)?.collect()
+}
+
+pub fn push_subs_of(conn: &Connection, user_id: &str) -> rusqlite::Result<Vec<PushSub>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT * FROM push_subscriptions WHERE user_id = ?1 ORDER BY created_at")?;
+    stmt.query_map([user_id], PushSub::from_row)?.collect()
+}
+
+/// Removes a subscription; with `user_id`, only if it is theirs.
+pub fn delete_push(conn: &Connection, endpoint: &str, user_id: Option<&str>) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "DELETE FROM push_subscriptions WHERE endpoint = ?1 AND (?2 IS NULL OR user_id = ?2)",
+        params![endpoint, user_id],
+    )? == 1)
+}
+
+/// Removes the subscriptions made on a signed-in session (it ended).
+pub fn delete_push_of_session(conn: &Connection, session_id: &str) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM push_subscriptions WHERE session_id = ?1", [session_id])
+}
+
+pub fn push_result(conn: &Connection, endpoint: &str, ok: bool, now: i64) -> rusqlite::Result<()> {
+    if ok {
+        conn.execute(
+            "UPDATE push_subscriptions SET last_ok = ?2, failures = 0 WHERE endpoint = ?1",
+            params![endpoint, now],
+        )?;
+    } else {
+        conn.execute(
+            "UPDATE push_subscriptions SET failures = failures + 1 WHERE endpoint = ?1",
+            [endpoint],
+        )?;
+    }
+    Ok(())
+}
+
+pub fn webhook_pref(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .query_row("SELECT webhook FROM notify_prefs WHERE user_id = ?1", [user_id], |r| r.get::<_, bool>(0))
+        .optional()?
+        .unwrap_or(false))
+}
+
+pub fn set_webhook_pref(conn: &Connection, user_id: &str, on: bool) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO notify_prefs (user_id, webhook) VALUES (?1, ?2)
+         ON CONFLICT (user_id) DO UPDATE SET webhook = excluded.webhook",
+        params![user_id, on],
+    )?;
+    Ok(())
+}
+
+/// People who chose to be notified through the webhook too.
+pub fn webhook_users(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT user_id FROM notify_prefs WHERE webhook = 1")?;
+    stmt.query_map([], |r| r.get(0))?.collect()
+}

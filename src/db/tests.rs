@@ -306,3 +306,31 @@ fn damaged_files_and_full_disks_are_recognised() {
     let full = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::StorageFull)).context("writing");
     assert!(is_disk_full(&full) && !is_corrupt(&full));
 }
+
+#[test]
+fn push_subscriptions_keep_the_newest_per_person() {
+    use crate::db::people::{self, PushSub};
+    let (_dir, conn) = central_with_room();
+    central::upsert_user(&conn, "webchat:a", "webchat", "A", 1).unwrap();
+    central::upsert_user(&conn, "webchat:b", "webchat", "B", 1).unwrap();
+    let sub = |endpoint: &str, user: &str, at: i64| PushSub {
+        endpoint: endpoint.into(),
+        user_id: user.into(),
+        session_id: None,
+        p256dh: "k".into(),
+        auth: "a".into(),
+        created_at: at,
+    };
+    for i in 0..5 {
+        people::upsert_push(&conn, &sub(&format!("https://p/{i}"), "webchat:a", i), 3).unwrap();
+    }
+    people::upsert_push(&conn, &sub("https://p/b", "webchat:b", 9), 3).unwrap();
+    let of =
+        |user| people::push_subs_of(&conn, user).unwrap().into_iter().map(|s| s.endpoint).collect::<Vec<_>>();
+    assert_eq!(of("webchat:a"), ["https://p/2", "https://p/3", "https://p/4"], "the newest 3 kept");
+    assert_eq!(of("webchat:b"), ["https://p/b"], "another person's are not touched");
+    // A browser that signs in as someone else moves its endpoint to them.
+    people::upsert_push(&conn, &sub("https://p/4", "webchat:b", 10), 3).unwrap();
+    assert_eq!(of("webchat:a"), ["https://p/2", "https://p/3"]);
+    assert_eq!(of("webchat:b"), ["https://p/b", "https://p/4"]);
+}

@@ -155,11 +155,26 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let store = Arc::new(webchat::store::Store::new(&central_db(&cfg)));
     let hub = Arc::new(webchat::hub::Hub::default());
+    let wc = &cfg.webchat;
+    let vapid = webchat::push::Vapid::load(
+        &cfg.data_dir,
+        wc.vapid_private_key.as_ref().map(|k| k.expose()),
+        wc.vapid_public_key.as_deref(),
+        wc.vapid_subject.as_deref(),
+    )?;
+    let notifier = Arc::new(webchat::push::Notifier::start(
+        &central_db(&cfg),
+        hub.clone(),
+        vapid,
+        wc.notify_url.clone(),
+    )?);
     let mut channels = Channels::default();
     channels.register(Arc::new(webchat::adapter::WebchatChannel {
         store: store.clone(),
         hub: hub.clone(),
         uploads: cfg.data_dir.join("webchat").join("uploads"),
+        streams: Default::default(),
+        notifier: Some(notifier.clone()),
     }));
 
     let d = delivery::Delivery {
@@ -199,6 +214,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             router_mb.clone(),
             links.clone(),
             tls.clone(),
+            notifier.clone(),
         ));
         let web = Webchat::start(ctx)?;
         let shown = if web.addr.ip().is_unspecified() {
@@ -208,6 +224,12 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
         log::info!("webchat listening on {scheme}://{shown}/");
+        if wc.trusted_proxies == crate::net::TrustedProxies::Auto {
+            log::warn!(
+                "WEBCHAT_TRUSTED_PROXY_IPS=auto believes Azure EasyAuth / Cloudflare Access identity headers from any \
+                 address: the port must be reachable only through that front end"
+            );
+        }
         if let Some(t) = &tls
             && t.ca().is_some()
         {
@@ -240,6 +262,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(w) = web {
         w.shutdown();
     }
+    notifier.stop();
     log::info!("stopped");
     Ok(())
 }

@@ -1,13 +1,15 @@
 //! The webchat as a channel adapter: agent replies and notices are stored as room messages and
 //! broadcast; streaming activity is broadcast only (ephemeral).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
 use super::hub::Hub;
 use super::message_event;
+use super::redact::StreamRedactor;
 use super::store::Store;
 use crate::db::central::Room;
 use crate::host::channels::{Activity, Body, Channel, DeliverError, Outgoing};
@@ -23,11 +25,50 @@ pub struct WebchatChannel {
     pub hub: Arc<Hub>,
     /// `data/webchat/uploads`.
     pub uploads: PathBuf,
+    /// Streams in flight (secrets masked per stream) and streams already completed.
+    pub streams: Mutex<Streams>,
+    /// Tells people who are not looking.
+    pub notifier: Option<Arc<super::push::Notifier>>,
 }
 
 /// `{"type":"update","room_id","message":Message}`: a stored message changed (edit, reaction).
 pub fn update_event(m: &crate::db::central::RoomMessage) -> String {
-    json!({ "type": "update", "room_id": m.room_id, "message": m }).to_string()
+    json!({ "type": "update", "room_id": m.room_id, "message": super::redact::message(m) }).to_string()
+}
+
+/// Streams whose text is being redacted at once (more end the oldest).
+pub const STREAMS_REDACTED_MAX: usize = 256;
+/// Completed streams remembered, so their late activity is dropped.
+pub const STREAMS_ENDED_MAX: usize = 256;
+
+/// The streams of replies. A stream's activity and its final message travel different paths
+/// (the link, the outbound database), so the message can overtake the last deltas: once the
+/// message is out, the stream is over for the browser, and what arrives later is dropped.
+/// Clients thus never see a stream frame after the message that completes it.
+#[derive(Default)]
+pub struct Streams {
+    /// Per open stream: the agent's name and the text held back.
+    open: HashMap<String, (String, StreamRedactor)>,
+    ended: std::collections::VecDeque<String>,
+}
+
+impl Streams {
+    fn is_ended(&self, stream: &str) -> bool {
+        self.ended.iter().any(|s| s == stream)
+    }
+
+    /// Marks the stream completed; true if it was still open (a `stream_end` is then due).
+    fn end(&mut self, stream: &str) -> bool {
+        if self.is_ended(stream) {
+            return false;
+        }
+        if self.ended.len() >= STREAMS_ENDED_MAX {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(stream.to_string());
+        self.open.remove(stream);
+        true
+    }
 }
 
 impl Channel for WebchatChannel {
@@ -89,8 +130,19 @@ impl Channel for WebchatChannel {
                         *notice,
                     )
                     .map_err(|e| retry("storing the message", e))?;
+                if let Some(sid) = msg.stream_id
+                    && self.streams.lock().unwrap_or_else(|e| e.into_inner()).end(sid)
+                {
+                    let ev = json!({ "type": "stream_end", "room_id": msg.room.id, "stream_id": sid });
+                    self.hub.broadcast(&msg.room.id, &ev.to_string(), None);
+                }
                 if created {
                     self.hub.broadcast(&msg.room.id, &message_event(&stored, msg.stream_id), None);
+                    if let Some(n) = &self.notifier
+                        && !*notice
+                    {
+                        n.message(msg.room, &stored);
+                    }
                 }
                 Ok(stored.id)
             }
@@ -123,7 +175,30 @@ impl Channel for WebchatChannel {
     fn activity(&self, room: &Room, activity: &Activity<'_>) {
         let ev = match activity {
             Activity::Delta { stream, agent, text } => {
-                json!({ "type": "stream", "room_id": room.id, "stream_id": stream, "agent": agent, "delta": text })
+                let shown = {
+                    let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+                    if streams.is_ended(stream) {
+                        return;
+                    }
+                    if streams.open.len() >= STREAMS_REDACTED_MAX && !streams.open.contains_key(*stream) {
+                        streams.open.clear();
+                    }
+                    streams
+                        .open
+                        .entry((*stream).to_string())
+                        .or_insert_with(|| ((*agent).to_string(), StreamRedactor::default()))
+                        .1
+                        .push(text)
+                };
+                if shown.is_empty() {
+                    return;
+                }
+                json!({ "type": "stream", "room_id": room.id, "stream_id": stream, "agent": agent, "delta": shown })
+            }
+            Activity::Tool { stream, .. } | Activity::StreamEnd { stream }
+                if self.streams.lock().unwrap_or_else(|e| e.into_inner()).is_ended(stream) =>
+            {
+                return;
             }
             Activity::Tool { stream, name, state, summary } => json!({
                 "type": "tool",
@@ -134,9 +209,121 @@ impl Channel for WebchatChannel {
                 "summary": summary,
             }),
             Activity::StreamEnd { stream } => {
+                let rest = {
+                    let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+                    let rest = streams.open.remove(*stream).map(|(agent, mut r)| (agent, r.finish()));
+                    streams.end(stream);
+                    rest
+                };
+                if let Some((agent, rest)) = rest.filter(|(_, r)| !r.is_empty()) {
+                    let ev = json!({ "type": "stream", "room_id": room.id, "stream_id": stream, "agent": agent, "delta": rest });
+                    self.hub.broadcast(&room.id, &ev.to_string(), None);
+                }
                 json!({ "type": "stream_end", "room_id": room.id, "stream_id": stream })
             }
         };
         self.hub.broadcast(&room.id, &ev.to_string(), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::central::{self, Agent};
+
+    /// A channel on a fresh central DB with one room and agent, and one socket in the room.
+    fn setup() -> (tempfile::TempDir, WebchatChannel, Room, Agent, Arc<super::super::hub::Outbox>, mio::Poll)
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pincer.db");
+        let conn = crate::db::open(&path, crate::db::Kind::Central).unwrap();
+        let room = Room {
+            id: "r1".into(),
+            channel_type: "webchat".into(),
+            platform_id: "r1".into(),
+            name: "Room".into(),
+            is_group: true,
+            created_at: 1,
+        };
+        central::insert_room(&conn, &room).unwrap();
+        let agent = Agent {
+            id: "ag-1".into(),
+            name: "Agent".into(),
+            folder: "agent".into(),
+            provider: None,
+            model: None,
+            max_messages_per_prompt: None,
+            mcp_servers: "{}".into(),
+            created_at: 1,
+        };
+        central::insert_agent(&conn, &agent).unwrap();
+        let hub = Arc::new(Hub::default());
+        let poll = mio::Poll::new().unwrap();
+        let outbox = Arc::new(super::super::hub::Outbox::new(
+            mio::Waker::new(poll.registry(), mio::Token(0)).unwrap(),
+        ));
+        let id = hub.register("webchat:u", None, outbox.clone());
+        hub.join(id, "r1");
+        let channel = WebchatChannel {
+            store: Arc::new(Store::new(&path)),
+            hub,
+            uploads: dir.path().join("uploads"),
+            streams: Default::default(),
+            notifier: None,
+        };
+        (dir, channel, room, agent, outbox, poll)
+    }
+
+    fn frames(outbox: &super::super::hub::Outbox) -> Vec<(String, String)> {
+        outbox
+            .take(usize::MAX)
+            .iter()
+            .map(|f| {
+                let v: serde_json::Value = serde_json::from_str(f).unwrap();
+                (v["type"].as_str().unwrap().to_string(), v["delta"].as_str().unwrap_or("").to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_stream_frame_follows_the_message_that_completes_the_stream() {
+        let (_dir, ch, room, agent, outbox, _poll) = setup();
+        ch.activity(&room, &Activity::Delta { stream: "s1", agent: "Agent", text: "hello " });
+        let body = Body::Message { text: "hello world", files: &[], card: None, notice: false };
+        let out = Outgoing { room: &room, agent: &agent, source_id: "sess/1", stream_id: Some("s1"), body };
+        ch.deliver(&out).unwrap();
+        // The last delta, a tool chip and the end overtaken by the message: all dropped.
+        ch.activity(&room, &Activity::Delta { stream: "s1", agent: "Agent", text: "world" });
+        ch.activity(
+            &room,
+            &Activity::Tool { stream: "s1", name: "bash", state: ToolState::End, summary: "ls" },
+        );
+        ch.activity(&room, &Activity::StreamEnd { stream: "s1" });
+        let types: Vec<String> = frames(&outbox).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(types, ["stream", "stream_end", "message"]);
+        // A retried delivery of the same message adds nothing.
+        ch.deliver(&out).unwrap();
+        assert!(frames(&outbox).is_empty());
+    }
+
+    #[test]
+    fn a_stream_that_ends_before_its_message_ends_once() {
+        let (_dir, ch, room, agent, outbox, _poll) = setup();
+        ch.activity(&room, &Activity::Delta { stream: "s2", agent: "Agent", text: "all of it" });
+        ch.activity(&room, &Activity::StreamEnd { stream: "s2" });
+        let body = Body::Message { text: "all of it", files: &[], card: None, notice: false };
+        ch.deliver(&Outgoing {
+            room: &room,
+            agent: &agent,
+            source_id: "sess/2",
+            stream_id: Some("s2"),
+            body,
+        })
+        .unwrap();
+        let got = frames(&outbox);
+        let types: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).filter(|t| *t != "stream").collect();
+        assert_eq!(types, ["stream_end", "message"], "one end, then the message: {got:?}");
+        let text: String = got.iter().map(|(_, d)| d.as_str()).collect();
+        assert_eq!(text, "all of it", "every delta shown, the held-back end included");
     }
 }

@@ -217,6 +217,11 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
         ("GET", ["invites"]) => people::list_invites(ctx, &user),
         ("DELETE", ["invites", id]) => people::revoke_invite(ctx, &user, id),
         ("GET", ["users"]) => people::list_users(ctx, &user),
+        ("GET", ["push", "vapid-public"]) => people::vapid_public(ctx),
+        ("POST", ["push", "subscribe"]) => people::subscribe(ctx, req, &user),
+        ("POST", ["push", "unsubscribe"]) => people::unsubscribe(ctx, req, &user),
+        ("GET", ["notify"]) => people::notify_prefs(ctx, &user),
+        ("PUT", ["notify"]) => people::set_notify_prefs(ctx, req, &user),
         ("POST", ["users", id, "grant"]) => people::change_role(ctx, req, &user, id, true),
         ("POST", ["users", id, "revoke"]) => people::change_role(ctx, req, &user, id, false),
         ("DELETE", ["users", id]) => people::remove_user(ctx, &user, id),
@@ -244,9 +249,10 @@ fn trust(ctx: &Ctx, req: &Req, rest: &[&str]) -> ApiResult {
     };
     let port = ctx.port.get().copied().unwrap_or(ctx.cfg.webchat.port);
     match rest {
-        [] | [""] => {
-            Ok(super::trust::page(ca, &super::trust::lan_url(req.header("host"), port, &ctx.machine.ips)))
-        }
+        [] | [""] => Ok(super::trust::page(
+            ca,
+            &super::trust::lan_url(req.header("host"), port, &super::tls::reachable_order(&ctx.machine.ips)),
+        )),
         ["ca.crt"] => Ok(super::trust::certificate(ca, false)),
         ["ca.der"] => Ok(super::trust::certificate(ca, true)),
         _ => Err(ApiError(404, format!("no such page {}", req.path))),
@@ -387,7 +393,7 @@ fn room_messages(ctx: &Ctx, user: &User, room_id: &str, req: &Req) -> ApiResult 
             central::messages_after(&conn, &room.id, after, limit)?
         }
     };
-    Ok(Resp::json(200, &json!({ "messages": messages })))
+    Ok(Resp::json(200, &json!({ "messages": super::redact::messages(&messages) })))
 }
 
 #[derive(Deserialize)]
@@ -400,7 +406,9 @@ fn post_message(ctx: &Ctx, user: &User, room_id: &str, req: &Req) -> ApiResult {
     let room = ctx.room_for(user, room_id)?;
     let body: PostMessage = parse_body(req, r#"{"text": string, "client_id": string}"#)?;
     match ctx.send(user, &room, &body.text, body.client_id.as_deref()) {
-        Ok((message, _)) => Ok(Resp::json(200, &json!({ "ok": true, "message": message }))),
+        Ok((message, _)) => {
+            Ok(Resp::json(200, &json!({ "ok": true, "message": super::redact::message(&message) })))
+        }
         Err(super::SendRefusal::Refused(e)) => Err(e),
         Err(super::SendRefusal::Limited(wait)) => {
             let secs = wait.as_secs() + 1;

@@ -113,6 +113,9 @@ struct Client {
     user_id: String,
     /// The signed-in session the socket was opened with.
     session: Option<String>,
+    /// The app is in view, showing this room (as the page reports it).
+    visible: bool,
+    looking_at: Option<String>,
     rooms: HashSet<String>,
     outbox: Arc<Outbox>,
 }
@@ -133,6 +136,8 @@ impl Hub {
         let client = Client {
             user_id: user_id.to_string(),
             session: session.map(str::to_string),
+            visible: true,
+            looking_at: None,
             rooms: HashSet::new(),
             outbox,
         };
@@ -152,6 +157,21 @@ impl Hub {
         for c in self.lock().values().filter(|c| c.session.as_deref() == Some(session)) {
             c.outbox.close(Closed::Revoked);
         }
+    }
+
+    /// What the page shows: in view or not, and which room.
+    pub fn set_view(&self, id: u64, visible: bool, room: Option<&str>) {
+        if let Some(c) = self.lock().get_mut(&id) {
+            c.visible = visible;
+            c.looking_at = room.map(str::to_string);
+        }
+    }
+
+    /// Whether the person has this room in view on some device (then no notification).
+    pub fn is_looking(&self, user_id: &str, room_id: &str) -> bool {
+        self.lock()
+            .values()
+            .any(|c| c.user_id == user_id && c.visible && c.looking_at.as_deref() == Some(room_id))
     }
 
     /// Whether the person has an open socket.

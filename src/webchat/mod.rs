@@ -16,7 +16,9 @@ pub mod http;
 pub mod hub;
 pub mod login;
 pub mod people;
+pub mod push;
 pub mod rate;
+pub mod redact;
 pub mod render;
 pub mod store;
 pub mod tls;
@@ -65,6 +67,8 @@ pub struct Ctx {
     pub machine: tls::Names,
     /// The port the public listener got.
     pub port: std::sync::OnceLock<u16>,
+    /// Web Push and the webhook.
+    pub notifier: Arc<push::Notifier>,
     /// Messages per user (`WEBCHAT_SEND_RATE`).
     sends: rate::Limiter<String>,
     /// Where room files are stored (`data/webchat/uploads`).
@@ -82,6 +86,7 @@ impl Ctx {
         router: Mailbox<RouterMsg>,
         links: Arc<Links>,
         tls: Option<Arc<tls::Tls>>,
+        notifier: Arc<push::Notifier>,
     ) -> Ctx {
         let per_min = cfg.webchat.send_per_min as f64;
         let sends = rate::Limiter::new(rate::Rate {
@@ -97,6 +102,7 @@ impl Ctx {
             machine: tls::machine_names(cfg.webchat.host),
             tls,
             port: std::sync::OnceLock::new(),
+            notifier,
             sends,
             cfg,
             store,
@@ -275,7 +281,7 @@ impl<E: Into<ApiError>> From<E> for SendRefusal {
 
 /// `{"type":"message","room_id",...,"message":Message}`.
 pub fn message_event(m: &RoomMessage, stream_id: Option<&str>) -> String {
-    let mut ev = json!({ "type": "message", "room_id": m.room_id, "message": m });
+    let mut ev = json!({ "type": "message", "room_id": m.room_id, "message": redact::message(m) });
     if let Some(s) = stream_id {
         ev["stream_id"] = json!(s);
     }

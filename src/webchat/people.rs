@@ -83,7 +83,7 @@ fn start_session(
     };
     people::insert_session(conn, &session, &login::hash(&secret))?;
     let _ = people::prune_sessions(conn, now, login::SESSION_KEEP_MS);
-    Ok((login::session_cookie(&ctx.cookie, &secret, req.peer.tls), session))
+    Ok((login::session_cookie(&ctx.cookie, &secret, is_https(ctx, req)), session))
 }
 
 /// `POST /api/logout`: ends this browser's session (the cookie stops working at once).
@@ -91,10 +91,11 @@ pub fn logout(ctx: &Ctx, req: &Req, user: &User) -> ApiResult {
     if let Some(sid) = &user.session {
         let conn = ctx.store.conn()?;
         people::revoke_session(&conn, sid, now_ms())?;
+        people::delete_push_of_session(&conn, sid)?;
         ctx.hub.close_session(sid);
     }
     let mut resp = Resp::json(200, &json!({ "ok": true }));
-    resp.headers.push(("Set-Cookie".into(), login::clear_cookie(&ctx.cookie, req.peer.tls)));
+    resp.headers.push(("Set-Cookie".into(), login::clear_cookie(&ctx.cookie, is_https(ctx, req))));
     Ok(resp)
 }
 
@@ -136,6 +137,7 @@ pub fn revoke_session(ctx: &Ctx, user: &User, id: &str) -> ApiResult {
         return Err(forbidden("only an owner can sign an owner out"));
     }
     people::revoke_session(&conn, id, now_ms())?;
+    people::delete_push_of_session(&conn, id)?;
     ctx.hub.close_session(id);
     Ok(Resp::json(200, &json!({ "ok": true })))
 }
@@ -201,7 +203,7 @@ pub fn create_invite(ctx: &Ctx, req: &Req, user: &User) -> ApiResult {
         revoked_at: None,
     };
     people::insert_invite(&conn, &invite, &login::hash(&secret))?;
-    let url = format!("{}/invite/{secret}", origin(ctx, req));
+    let url = format!("{}/invite/{secret}", shareable_origin(ctx, req));
     log::info!("{} invited {:?} as {}", user.id, invite.name, invite.role);
     Ok(Resp::json(
         201,
@@ -213,6 +215,28 @@ pub fn create_invite(ctx: &Ctx, req: &Req, user: &User) -> ApiResult {
             }
         }),
     ))
+}
+
+/// The caller reached this server over HTTPS (directly, or through a trusted proxy that says
+/// so): then cookies are `Secure`.
+fn is_https(ctx: &Ctx, req: &Req) -> bool {
+    origin(ctx, req).starts_with("https://")
+}
+
+/// The origin to put in a link for someone else: as the caller reached this server, except that
+/// a loopback name (useless on another device) becomes this machine's LAN address when pincer
+/// listens beyond the loopback.
+pub fn shareable_origin(ctx: &Ctx, req: &Req) -> String {
+    let o = origin(ctx, req);
+    let bind = ctx.cfg.webchat.host;
+    let host = o.split_once("://").map_or("", |(_, h)| h);
+    if bind.is_loopback() || !super::auth::is_loopback_host(host) {
+        return o;
+    }
+    let ips = if bind.is_unspecified() { super::tls::reachable_order(&ctx.machine.ips) } else { vec![bind] };
+    let port = ctx.port.get().copied().unwrap_or(ctx.cfg.webchat.port);
+    let lan = super::trust::lan_url(None, port, &ips);
+    if o.starts_with("https://") { lan.replacen("http://", "https://", 1) } else { lan }
 }
 
 /// `scheme://host[:port]` as the caller reached this server.
@@ -337,6 +361,100 @@ pub fn accept_invite(ctx: &Ctx, req: &Req, secret: &str) -> ApiResult {
     );
     resp.headers.push(("Set-Cookie".into(), cookie));
     Ok(resp)
+}
+
+/// `GET /api/push/vapid-public`: the key browsers subscribe with.
+pub fn vapid_public(ctx: &Ctx) -> ApiResult {
+    Ok(Resp::json(200, &json!({ "key": ctx.notifier.vapid.public })))
+}
+
+#[derive(Deserialize)]
+struct Subscription {
+    endpoint: String,
+    keys: SubscriptionKeys,
+}
+
+#[derive(Deserialize)]
+struct SubscriptionKeys {
+    p256dh: String,
+    auth: String,
+}
+
+/// `POST /api/push/subscribe {endpoint, keys: {p256dh, auth}}`: this device gets notifications.
+pub fn subscribe(ctx: &Ctx, req: &Req, user: &User) -> ApiResult {
+    let body: Subscription = parse_body(
+        req,
+        r#"{"endpoint": string, "keys": {"p256dh": string, "auth": string}} (a PushSubscription)"#,
+    )?;
+    super::push::endpoint_allowed(&body.endpoint, &ctx.cfg.webchat.push_allow)
+        .map_err(|e| ApiError(422, e))?;
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok()
+    };
+    if !b64(&body.keys.p256dh).is_some_and(|k| k.len() == 65 && k[0] == 4) {
+        return Err(ApiError(
+            422,
+            "keys.p256dh must be an uncompressed P-256 public key (65 bytes, base64url)".into(),
+        ));
+    }
+    if b64(&body.keys.auth).is_none_or(|k| k.len() != 16) {
+        return Err(ApiError(422, "keys.auth must be 16 bytes, base64url".into()));
+    }
+    let conn = ctx.store.conn()?;
+    people::upsert_push(
+        &conn,
+        &people::PushSub {
+            endpoint: body.endpoint,
+            user_id: user.id.clone(),
+            session_id: user.session.clone(),
+            p256dh: body.keys.p256dh,
+            auth: body.keys.auth,
+            created_at: now_ms(),
+        },
+        super::push::DEVICES_MAX,
+    )?;
+    Ok(Resp::json(200, &json!({ "ok": true })))
+}
+
+/// `POST /api/push/unsubscribe {endpoint}`.
+pub fn unsubscribe(ctx: &Ctx, req: &Req, user: &User) -> ApiResult {
+    #[derive(Deserialize)]
+    struct Body {
+        endpoint: String,
+    }
+    let body: Body = parse_body(req, r#"{"endpoint": string}"#)?;
+    let conn = ctx.store.conn()?;
+    people::delete_push(&conn, &body.endpoint, Some(&user.id))?;
+    Ok(Resp::json(200, &json!({ "ok": true })))
+}
+
+/// `GET /api/notify`: the caller's notification settings.
+pub fn notify_prefs(ctx: &Ctx, user: &User) -> ApiResult {
+    let conn = ctx.store.conn()?;
+    Ok(Resp::json(
+        200,
+        &json!({
+            "webhook": people::webhook_pref(&conn, &user.id)?,
+            "webhookAvailable": ctx.notifier.webhook.is_some(),
+            "pushDevices": people::push_subs_of(&conn, &user.id)?.len(),
+        }),
+    ))
+}
+
+/// `PUT /api/notify {webhook}`.
+pub fn set_notify_prefs(ctx: &Ctx, req: &Req, user: &User) -> ApiResult {
+    #[derive(Deserialize)]
+    struct Body {
+        webhook: bool,
+    }
+    let body: Body = parse_body(req, r#"{"webhook": bool}"#)?;
+    if body.webhook && ctx.notifier.webhook.is_none() {
+        return Err(ApiError(409, "no notification webhook is configured (PINCER_NOTIFY_URL)".into()));
+    }
+    let conn = ctx.store.conn()?;
+    people::set_webhook_pref(&conn, &user.id, body.webhook)?;
+    notify_prefs(ctx, user)
 }
 
 /// `GET /api/users`: everyone, with roles, agents and signed-in devices.

@@ -138,6 +138,48 @@ impl Tls {
     }
 }
 
+/// What `pincer doctor` reports about HTTPS: the checks `Tls::load` makes, without creating or
+/// renewing anything.
+pub enum Inspection {
+    /// Certificate files that `run` accepts: the leaf's dates and names.
+    Files(CertInfo),
+    /// pincer's own CA exists; the machine certificate, if there is a usable one (else `run`
+    /// issues one).
+    Auto { ca: CertInfo, leaf: Option<CertInfo> },
+    /// `WEBCHAT_TLS=auto` on a fresh data directory: the CA is made on first start.
+    AutoFresh,
+}
+
+pub fn inspect(source: &Source) -> anyhow::Result<Inspection> {
+    let now = crate::ids::now_ms() / 1000;
+    match source {
+        Source::Files { cert, key } => {
+            let (certs, key) = read_files(cert, key)?;
+            let info = check_chain(source, &certs, &key, now)?;
+            server_config(certs, key)?;
+            Ok(Inspection::Files(info))
+        }
+        Source::Auto { dir } => {
+            let ca_file = dir.join("ca.crt");
+            let Ok(pem) = std::fs::read(&ca_file) else { return Ok(Inspection::AutoFresh) };
+            let der = CertificateDer::from_pem_slice(&pem)
+                .map_err(|e| anyhow::anyhow!("{} is not a PEM certificate ({e})", ca_file.display()))?;
+            let ca = cert_info(&der).with_context(|| format!("reading {}", ca_file.display()))?;
+            if now >= ca.not_after {
+                bail!(
+                    "the local CA in {} expired on {}: move data/tls away to make a new one (devices must trust it again)",
+                    dir.display(),
+                    date(ca.not_after)
+                );
+            }
+            let leaf = read_files(&dir.join("leaf.crt"), &dir.join("leaf.key"))
+                .and_then(|(certs, key)| check_chain(source, &certs, &key, now))
+                .ok();
+            Ok(Inspection::Auto { ca, leaf })
+        }
+    }
+}
+
 fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -277,6 +319,20 @@ pub fn machine_names(bind: IpAddr) -> Names {
     ips.dedup();
     dns.dedup();
     Names { dns, ips }
+}
+
+/// This machine's addresses in the order another device would most likely reach it: first the
+/// source address of the default route (the LAN address, not a container bridge), then the rest.
+pub fn reachable_order(ips: &[IpAddr]) -> Vec<IpAddr> {
+    // Connecting a UDP socket sends nothing; it only asks the kernel for the route's source.
+    let primary = std::net::UdpSocket::bind((IpAddr::from([0, 0, 0, 0]), 0))
+        .and_then(|s| s.connect((IpAddr::from([192, 0, 2, 1]), 9)).and_then(|()| s.local_addr()))
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified() && !ip.is_loopback());
+    let mut out: Vec<IpAddr> = primary.into_iter().collect();
+    out.extend(ips.iter().filter(|ip| Some(**ip) != primary));
+    out
 }
 
 /// This machine's IPv4 addresses, from the kernel's routing table.

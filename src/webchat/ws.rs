@@ -167,8 +167,17 @@ pub fn upgrade(
 /// `Origin: http://host:port` must name the same host and port as `Host`.
 pub fn same_origin(origin: &str, host: Option<&str>) -> bool {
     let Some(host) = host else { return false };
-    let rest = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")).unwrap_or("");
-    !rest.is_empty() && rest.trim_end_matches('/').eq_ignore_ascii_case(host.trim())
+    let (rest, default_port) = match (origin.strip_prefix("http://"), origin.strip_prefix("https://")) {
+        (Some(r), _) => (r, ":80"),
+        (_, Some(r)) => (r, ":443"),
+        _ => return false,
+    };
+    // The default port may be written or left out on either side.
+    let bare = |a: &str| {
+        let a = a.trim().trim_end_matches('/');
+        a.strip_suffix(default_port).unwrap_or(a).to_ascii_lowercase()
+    };
+    !rest.is_empty() && bare(rest) == bare(host)
 }
 
 /// The connection ends: say why in the close frame.
@@ -457,6 +466,13 @@ impl Conn {
             }
             ClientFrame::Stop { room_id } => self.on_stop(&room_id),
             ClientFrame::Typing { room_id, is_typing } => self.on_typing(&room_id, is_typing),
+            ClientFrame::View { visible, room_id } => {
+                self.ctx.hub.set_view(self.client, visible, room_id.as_deref());
+                if visible {
+                    self.ctx.notifier.seen(&self.user.id);
+                }
+                Ok(())
+            }
         };
         match res {
             Ok(()) => Ok(()),
@@ -518,7 +534,8 @@ impl Conn {
         let mut batch: Vec<Value> = Vec::new();
         let mut bytes = 0;
         for m in messages {
-            let v = serde_json::to_value(m).map_err(|e| JoinError::Socket(e.into()))?;
+            let v =
+                serde_json::to_value(super::redact::message(m)).map_err(|e| JoinError::Socket(e.into()))?;
             let size = v.to_string().len();
             if !batch.is_empty() && bytes + size > HISTORY_FRAME_BYTES_MAX {
                 let frame =
@@ -547,8 +564,10 @@ impl Conn {
             Err(super::SendRefusal::Limited(wait)) => return Err(SendError::Limited(wait)),
             Err(super::SendRefusal::Refused(e)) => return Err(SendError::Refused(e)),
         };
-        self.send(&json!({ "type": "ack", "client_id": client_id, "message": message }))
-            .map_err(SendError::Socket)
+        self.send(
+            &json!({ "type": "ack", "client_id": client_id, "message": super::redact::message(&message) }),
+        )
+        .map_err(SendError::Socket)
     }
 
     fn on_stop(&mut self, room_id: &str) -> Result<(), JoinError> {
@@ -621,10 +640,27 @@ pub fn parse_client_frame(text: &str) -> serde_json::Result<ClientFrame> {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
-    Join { room_id: String, after_seq: Option<i64> },
-    Send { room_id: String, client_id: Option<String>, text: String },
-    Stop { room_id: String },
-    Typing { room_id: String, is_typing: bool },
+    Join {
+        room_id: String,
+        after_seq: Option<i64>,
+    },
+    Send {
+        room_id: String,
+        client_id: Option<String>,
+        text: String,
+    },
+    Stop {
+        room_id: String,
+    },
+    Typing {
+        room_id: String,
+        is_typing: bool,
+    },
+    /// The page is (not) in view, showing this room: no notifications for what it shows.
+    View {
+        visible: bool,
+        room_id: Option<String>,
+    },
 }
 
 #[cfg(test)]
@@ -638,6 +674,11 @@ mod tests {
         assert!(!same_origin("http://evil.example", Some("127.0.0.1:3100")));
         assert!(!same_origin("null", Some("127.0.0.1:3100")));
         assert!(!same_origin("http://127.0.0.1:3100", None));
+        assert!(same_origin("https://chat.example", Some("chat.example:443")), "default port written");
+        assert!(same_origin("https://chat.example:443", Some("chat.example")), "default port left out");
+        assert!(!same_origin("https://chat.example", Some("chat.example:80")));
+        assert!(!same_origin("https://chat.example", Some("chat.example:8443")));
+        assert!(!same_origin("ftp://chat.example", Some("chat.example")));
     }
 
     #[test]

@@ -1299,8 +1299,30 @@ def step_tls_app(ctx):
     check_installable(p)
 
 
+def step_tls_notifications(ctx):
+    """The notification controls show their real state, and the page reports what it shows."""
+    p = ctx.tls_page
+    p.wait(lambda _: p.find("#notify-toggle").get_attribute("data-state") in ("off", "on", "blocked"), "the push state")
+    toggle = p.find("#notify-toggle")
+    check(toggle.text == "Notifications: off" and toggle.is_enabled(), f"push can be turned on here: {toggle.text!r}")
+    # The server has a webhook (PINCER_NOTIFY_URL): its toggle shows and works.
+    hook = p.wait(lambda _: p.find("#webhook-toggle").is_displayed() and p.find("#webhook-toggle"), "the webhook toggle")
+    check(hook.text == "Webhook: off", f"the webhook starts off: {hook.text!r}")
+    hook.click()
+    p.wait(lambda _: p.find("#webhook-toggle").text == "Webhook: on", "the webhook turned on")
+    check(p.js("return fetch('/api/notify').then(r => r.json())")["webhook"] is True, "stored on the server")
+    # The page tells the server it is in view and which room it shows (no notifications for it).
+    p.ws_frames()  # what was sent before
+    p.d.refresh()
+    p.wait_connected()
+    p.wait(lambda _: [f for d, f in p.ws_frames() if d == "sent" and f.get("type") == "view"], "a view frame")
+    views = [f for d, f in p.frames if d == "sent" and f.get("type") == "view"]
+    check(views[-1] == {"type": "view", "visible": True, "room_id": ROOM}, f"the view frame: {views[-1]}")
+
+
 TLS_STEPS = [
     ("tls: the local CA trusted, sign-in, chat over WSS, installable", step_tls_app),
+    ("tls: notification controls and view reporting", step_tls_notifications),
 ]
 
 class Ctx:
@@ -1372,7 +1394,8 @@ def main():
             ctx.host.stop()
             tls_tmp = tmp / "tls"
             tls_tmp.mkdir()
-            ctx.host = Host(tls_tmp, log, env={"WEBCHAT_TOKEN": ACCESS_TOKEN, "WEBCHAT_TLS": "auto"}).start()
+            tls_env = {"WEBCHAT_TOKEN": ACCESS_TOKEN, "WEBCHAT_TLS": "auto", "PINCER_NOTIFY_URL": "http://127.0.0.1:9/pincer"}
+            ctx.host = Host(tls_tmp, log, env=tls_env).start()
             hosts.append(ctx.host)
             print("---- phase 4: HTTPS", flush=True)
             failed = run_steps(ctx, TLS_STEPS)

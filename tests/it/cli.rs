@@ -113,3 +113,127 @@ fn bad_configuration_stops_start_up_naming_the_key() {
     let host = Host::start_with(&dirs, &[("PINCER_MAX_CONTAINERS", "4")]);
     assert_eq!(host.get("/health").0, 200);
 }
+
+/// A self-signed certificate for `localhost` valid from `from` to `until` (epoch seconds); returns
+/// the PEM files written into `dir`.
+fn self_signed(dir: &std::path::Path, name: &str, from: i64, until: i64) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_before = time::OffsetDateTime::from_unix_timestamp(from).unwrap();
+    params.not_after = time::OffsetDateTime::from_unix_timestamp(until).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c.to_str().unwrap().to_string(), k.to_str().unwrap().to_string())
+}
+
+/// The line of `doctor`'s output for `check` with the given level, or a panic showing it all.
+fn doctor_line<'a>(out: &'a str, level: &str, check: &str) -> &'a str {
+    let prefix = format!("{level:<4} {check}:");
+    out.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no `{prefix}` line in:\n{out}"))
+}
+
+#[test]
+fn doctor_checks_sign_in_https_and_push_as_run_would() {
+    let dirs = Dirs::new();
+    let now = pincer::ids::now_ms() / 1000;
+    let day = 86_400;
+    let root = dirs.root().to_path_buf();
+    let (good_c, good_k) = self_signed(&root, "good", now - day, now + 90 * day + day / 2);
+    let (soon_c, soon_k) = self_signed(&root, "soon", now - day, now + 5 * day + day / 2);
+    let (old_c, old_k) = self_signed(&root, "old", now - 90 * day, now - day);
+    let (_, other_k) = self_signed(&root, "other", now - day, now + 90 * day);
+
+    // Certificate files: the dates and names; near the end a warning; run's refusals are FAILs.
+    let (code, out, _) =
+        run(&dirs, &["doctor"], &[("WEBCHAT_TLS_CERT", &good_c), ("WEBCHAT_TLS_KEY", &good_k)]);
+    assert_eq!(code, Some(0), "{out}");
+    let line = doctor_line(&out, "ok", "tls");
+    assert!(line.contains("for localhost") && line.contains("(90 days)"), "{line}");
+    let (code, out, _) =
+        run(&dirs, &["doctor"], &[("WEBCHAT_TLS_CERT", &soon_c), ("WEBCHAT_TLS_KEY", &soon_k)]);
+    assert_eq!(code, Some(0), "a warning is not a failure: {out}");
+    assert!(doctor_line(&out, "warn", "tls").contains("(5 days)"), "{out}");
+    for (cert, key, needle) in [
+        (&old_c, &old_k, "expired"),
+        (&good_c, &other_k, "does not belong to the certificate"),
+        (&root.join("missing.crt").to_str().unwrap().to_string(), &good_k, "cannot read WEBCHAT_TLS_CERT"),
+    ] {
+        let env = [("WEBCHAT_TLS_CERT", cert.as_str()), ("WEBCHAT_TLS_KEY", key.as_str())];
+        let (code, out, _) = run(&dirs, &["doctor"], &env);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(doctor_line(&out, "FAIL", "tls").contains(needle), "{out}");
+        let (code, _, err) = run(&dirs, &["run"], &env);
+        assert_eq!(code, Some(1), "run refuses what doctor fails");
+        assert!(err.contains(needle), "{err}");
+    }
+
+    // Pincer's own CA: made on first start; afterwards its fingerprint and the machine certificate.
+    let (code, out, _) = run(&dirs, &["doctor"], &[("WEBCHAT_TLS", "auto")]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(doctor_line(&out, "ok", "tls").contains("made on first start"), "{out}");
+    assert!(!dirs.data().join("tls").exists(), "doctor creates nothing");
+    let names = pincer::webchat::tls::Names {
+        dns: vec!["localhost".into()],
+        ips: vec!["127.0.0.1".parse().unwrap()],
+    };
+    let ca = pincer::webchat::tls::ensure_auto(&dirs.data().join("tls"), &names, now).unwrap();
+    let (code, out, _) = run(&dirs, &["doctor"], &[("WEBCHAT_TLS", "auto")]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&ca.info.fingerprint), "the CA's fingerprint, to compare on the phone: {out}");
+    assert!(out.lines().any(|l| l.starts_with("ok   tls: machine certificate for localhost")), "{out}");
+
+    // Tailscale is asked whether it runs (a stand-in CLI: Tailscale itself cannot run here).
+    let ts = root.join("tailscale");
+    let script = |state: &str| {
+        format!(
+            "#!/bin/sh\n[ \"$1\" = status ] || exit 2\necho '{{\"BackendState\":\"{state}\",\"Self\":{{\"DNSName\":\"box.tail1.ts.net.\",\"TailscaleIPs\":[\"100.101.1.2\"]}}}}'\n"
+        )
+    };
+    for (state, level, needle) in
+        [("Running", "ok", "box.tail1.ts.net (100.101.1.2)"), ("Stopped", "FAIL", "tailscale up")]
+    {
+        std::fs::write(&ts, script(state)).unwrap();
+        std::fs::set_permissions(&ts, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let env = [("WEBCHAT_TAILSCALE", "true"), ("WEBCHAT_TAILSCALE_BIN", ts.to_str().unwrap())];
+        let (_, out, _) = run(&dirs, &["doctor"], &env);
+        assert!(doctor_line(&out, level, "tailscale").contains(needle), "{out}");
+        assert!(doctor_line(&out, "ok", "sign-in").contains("Tailscale"), "{out}");
+    }
+    let (code, out, _) = run(
+        &dirs,
+        &["doctor"],
+        &[("WEBCHAT_TAILSCALE", "true"), ("WEBCHAT_TAILSCALE_BIN", "/nonexistent/tailscale")],
+    );
+    assert_eq!(code, Some(1));
+    assert!(doctor_line(&out, "FAIL", "tailscale").contains("install and start Tailscale"), "{out}");
+
+    // Sign-in: what is configured, and warnings where it is weak.
+    let token = ("WEBCHAT_TOKEN", "doctor-token-0123456789abcdef");
+    let (_, out, _) = run(&dirs, &["doctor"], &[token, ("WEBCHAT_TRUSTED_PROXY_IPS", "10.0.0.0/8")]);
+    let line = doctor_line(&out, "ok", "sign-in");
+    assert!(
+        line.contains("WEBCHAT_TOKEN") && line.contains("x-forwarded-user from the proxy at 10.0.0.0/8"),
+        "{line}"
+    );
+    assert!(!line.contains("this machine"), "the loopback pass ends with a method set: {line}");
+    let (_, out, _) = run(&dirs, &["doctor"], &[("WEBCHAT_TRUSTED_PROXY_IPS", "auto")]);
+    assert!(doctor_line(&out, "warn", "proxy").contains("from any address"), "{out}");
+    let (_, out, _) = run(&dirs, &["doctor"], &[token, ("WEBCHAT_HOST", "0.0.0.0")]);
+    assert!(doctor_line(&out, "warn", "sign-in").contains("unencrypted"), "{out}");
+
+    // Web Push keys: made on first start; a mismatched pair is a FAIL, as for run.
+    let (_, out, _) = run(&dirs, &["doctor"], &[]);
+    assert!(doctor_line(&out, "ok", "push").contains("made on first start"), "{out}");
+    let bad = [
+        ("WEBCHAT_VAPID_PRIVATE_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE"),
+        ("WEBCHAT_VAPID_PUBLIC_KEY", "BAAA"),
+    ];
+    let (code, out, _) = run(&dirs, &["doctor"], &bad);
+    assert_eq!(code, Some(1));
+    assert!(doctor_line(&out, "FAIL", "push").contains("does not belong"), "{out}");
+    let (code, _, err) = run(&dirs, &["run"], &bad);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("does not belong"), "{err}");
+}

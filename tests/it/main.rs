@@ -12,6 +12,7 @@ mod cli;
 mod containers;
 mod faults;
 mod models;
+mod proxy;
 mod restart;
 mod robust;
 mod support;

@@ -211,3 +211,61 @@ fn certificate_files_reload_on_sighup_and_bad_ones_stop_start_up() {
         assert!(err.contains(needle), "{err}");
     }
 }
+
+/// The LAN story of the README: pincer on all addresses with its own CA; on this machine the
+/// owner makes an invitation, whose link names the LAN address (not `localhost`), and a device
+/// elsewhere opens it over verified HTTPS and is signed in; without it, that device is not.
+#[test]
+fn a_device_on_the_lan_joins_by_an_invitation_made_on_this_machine() {
+    let dirs = Dirs::new();
+    let host = Host::start_with(&dirs, &[("WEBCHAT_HOST", "0.0.0.0"), ("WEBCHAT_TLS", "auto")]);
+    let ca = dirs.data().join("tls/ca.crt");
+    let ca = ca.to_str().unwrap();
+    let (rc, out) = curl(&[
+        "--cacert",
+        ca,
+        "-X",
+        "POST",
+        "-H",
+        "X-Webchat-CSRF: 1",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        r#"{"name": "Phone", "role": "admin"}"#,
+        &format!("https://localhost:{}/api/invites", host.port),
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    let invite: serde_json::Value = serde_json::from_str(&out).expect(&out);
+    let url = invite["invite"]["url"].as_str().expect(&out).to_string();
+    let authority = url.strip_prefix("https://").and_then(|r| r.split('/').next()).expect(&url).to_string();
+    let (ip, port) = authority.rsplit_once(':').unwrap();
+    let ip: std::net::IpAddr = ip.trim_matches(['[', ']']).parse().expect(&url);
+    assert!(!ip.is_loopback() && port == host.port.to_string(), "a LAN address in {url}");
+
+    // The device: a peer that is not the loopback, checking the certificate against the CA.
+    let jar = dirs.root().join("phone-cookies");
+    let jar = jar.to_str().unwrap();
+    let check = |cookies: bool| {
+        let mut args = vec!["--cacert", ca, "-o", "/dev/null", "-w", "%{http_code}"];
+        if cookies {
+            args.extend(["-b", jar]);
+        }
+        let target = format!("https://{authority}/api/auth/check");
+        args.push(&target);
+        curl(&args)
+    };
+    assert_eq!(check(false), (0, "401".to_string()), "from the LAN, nobody is signed in automatically");
+    let (rc, out) = curl(&["--cacert", ca, "-i", "-c", jar, "-X", "POST", "-H", "X-Webchat-CSRF: 1", &url]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let set = out.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).expect(&out);
+    assert!(set.contains("; Secure") && set.contains("HttpOnly"), "{set}");
+    assert_eq!(check(true), (0, "200".to_string()), "the invitation signed the device in");
+    let (rc, out) = curl(&["--cacert", ca, "-b", jar, &format!("https://{authority}/api/auth/check")]);
+    assert_eq!(rc, 0);
+    let me: serde_json::Value = serde_json::from_str(&out).expect(&out);
+    assert_eq!(
+        (me["displayName"].as_str(), me["admin"].as_bool(), me["via"].as_str()),
+        (Some("Phone"), Some(true), Some("session"))
+    );
+}
