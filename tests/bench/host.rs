@@ -48,7 +48,9 @@ impl Host {
             .env("PINCER_IMAGE", image)
             .env("PINCER_PROVIDER", "mock")
             .env("WEBCHAT_PORT", "0")
-            .env("PINCER_LOG", "info");
+            .env("PINCER_LOG", "info")
+            // The bench measures the way through pincer, not the per-person send limit.
+            .env("WEBCHAT_SEND_RATE", "100000");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -144,9 +146,10 @@ impl Drop for Host {
     }
 }
 
-/// The port of a `webchat listening on http://127.0.0.1:PORT/` log line.
+/// The port of a `webchat listening on http(s)://127.0.0.1:PORT/` log line.
 fn listening_port(line: &str) -> Option<u16> {
-    let rest = &line[line.find("webchat listening on http://")? + "webchat listening on http://".len()..];
+    let rest = line.split_once("webchat listening on ")?.1;
+    let rest = rest.strip_prefix("http://").or_else(|| rest.strip_prefix("https://"))?;
     let hostport = rest.split('/').next()?;
     hostport.rsplit(':').next()?.parse().ok()
 }

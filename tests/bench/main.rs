@@ -4,8 +4,11 @@
 //! scripted model server (the OpenAI streaming format) to measure how long a model token takes
 //! to reach the browser, and how long a message takes to reach the model. Every number is printed next
 //! to a baseline measured in the same run (CONTRACT.md §6), so the overhead over the physical
-//! limit can be read off: `name value unit  (baseline name value unit, xRATIO)`.
+//! limit can be read off: `name value unit  (baseline name value unit, xRATIO)`. A third host
+//! serves HTTPS from its own CA: sign-in and socket opening over TLS against a bare rustls
+//! handshake, and memory with 500 idle signed-in clients.
 
+mod access;
 mod baseline;
 mod docker;
 mod host;
@@ -22,6 +25,8 @@ use crate::net::{Ws, http_json};
 
 /// Warm round trips, echo round trips and SQLite commits measured.
 const SAMPLES: usize = 200;
+/// Sockets the round-trip messages are sent over (each stays within its frame-rate burst).
+const SENDERS: usize = 4;
 /// `docker run` of a trivial command, repeated for the median.
 const DOCKER_RUNS: usize = 5;
 const HOST_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,9 +75,18 @@ fn run() -> anyhow::Result<()> {
     ws.send_json(&json!({ "type": "join", "room_id": room }))?;
     ws.wait_for(deadline, "the history frame", |v| v["type"] == "history" && v["room_id"] == room.as_str())?;
 
-    let cold = round_trip(&mut ws, &room, 0, COLD_TIMEOUT)?;
+    // Messages go out over sockets of their own, so none exceeds the per-socket frame rate (the
+    // bench measures the way through pincer, not its limiter); replies come in on `ws`.
+    let mut senders = (0..SENDERS)
+        .map(|_| {
+            let mut s = Ws::connect(port, "/ws")?;
+            s.wait_for(Instant::now() + WARM_TIMEOUT, "the ready frame", |v| v["type"] == "ready")?;
+            Ok(s)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cold = round_trip(&mut senders[0], &mut ws, &room, 0, COLD_TIMEOUT)?;
     let warm = (1..=SAMPLES)
-        .map(|i| round_trip(&mut ws, &room, i, WARM_TIMEOUT))
+        .map(|i| round_trip(&mut senders[i % SENDERS], &mut ws, &room, i, WARM_TIMEOUT))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     let containers = docker::containers(&leftovers.0)?;
@@ -144,6 +158,22 @@ fn run() -> anyhow::Result<()> {
         &[("sqlite_commit_delete", sql50, "ms")],
     );
 
+    let access_dir = tempfile::Builder::new().prefix("pincer-bench-access-").tempdir()?;
+    let a = access::phase(access_dir.path(), &image, ACCESS_SAMPLES, IDLE_CLIENTS).context("access phase")?;
+    let tls50 = ms(&a.tls_handshake, 50);
+    report("tls_login_p50", ms(&a.login, 50), "ms", &[("rustls_handshake_loopback_p50", tls50, "ms")]);
+    report("wss_open_p50", ms(&a.ws_open, 50), "ms", &[("rustls_handshake_loopback_p50", tls50, "ms")]);
+    report(
+        &format!("host_rss_{}_idle_wss_clients", a.clients),
+        a.rss_clients_mb,
+        "MB",
+        &[("host_rss_before_them", a.rss_idle_mb, "MB")],
+    );
+    println!(
+        "host_rss_per_idle_wss_client {} KB  (TLS + WebSocket + session state)",
+        num((a.rss_clients_mb - a.rss_idle_mb) * 1e3 / a.clients as f64)
+    );
+
     eprintln!("bench: host stopped {:.0} ms after SIGTERM", stop_took.as_secs_f64() * 1e3);
     eprintln!("bench: host logged {log_lines} lines at info, {} at WARN/ERROR", warnings.len());
     for w in &warnings {
@@ -155,6 +185,11 @@ fn run() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Sign-ins and socket openings measured over TLS.
+const ACCESS_SAMPLES: usize = 50;
+/// Idle signed-in WebSocket clients held open for the memory figure.
+const IDLE_CLIENTS: usize = 500;
 
 /// Samples of the streaming phase.
 const STREAM_SAMPLES: usize = 50;
@@ -211,13 +246,20 @@ fn stream_phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Streamed> 
     Ok(out)
 }
 
-/// Sends message `n` to `room` and waits for the mock agent's `echo: <text>`; the time between.
-fn round_trip(ws: &mut Ws, room: &str, n: usize, timeout: Duration) -> anyhow::Result<Duration> {
+/// Sends message `n` to `room` over `sender` and waits on `ws` for the mock agent's
+/// `echo: <text>`; the time between.
+fn round_trip(
+    sender: &mut Ws,
+    ws: &mut Ws,
+    room: &str,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
     let text = format!("bench message {n}");
     let expected = format!("echo: {text}");
     let client_id = format!("bench-{}-{n}", std::process::id());
     let started = Instant::now();
-    ws.send_json(&json!({ "type": "send", "room_id": room, "client_id": client_id, "text": text }))?;
+    sender.send_json(&json!({ "type": "send", "room_id": room, "client_id": client_id, "text": text }))?;
     ws.wait_for(started + timeout, &format!("the agent's reply to {text:?}"), |v: &Value| {
         v["type"] == "message"
             && v["room_id"] == room
