@@ -150,6 +150,11 @@ pub fn rows_after(conn: &Connection, after_seq: i64, limit: i64) -> rusqlite::Re
 }
 
 /// The id of the row with this seq.
+/// The highest `seq` written so far (0 for none).
+pub fn last_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages_out", [], |r| r.get(0))
+}
+
 pub fn id_by_seq(conn: &Connection, seq: i64) -> rusqlite::Result<Option<String>> {
     conn.query_row("SELECT id FROM messages_out WHERE seq = ?1", [seq], |r| r.get(0)).optional()
 }

@@ -87,6 +87,8 @@ struct Loop {
     cursors: HashMap<String, Cursor>,
     /// Sessions whose last pass failed (e.g. a locked file); retried on the next tick.
     failed_sessions: HashSet<String>,
+    /// Sessions to pass over again at once (their `out` was read while draining the link).
+    again: HashSet<String>,
 }
 
 /// Runs the delivery thread until [`DeliveryMsg::Stop`].
@@ -98,6 +100,7 @@ pub fn run(d: Delivery, poll: Poll, mailbox: Mailbox<DeliveryMsg>) -> anyhow::Re
         live: HashMap::new(),
         cursors: HashMap::new(),
         failed_sessions: HashSet::new(),
+        again: HashSet::new(),
     };
     lp.run()
 }
@@ -107,9 +110,13 @@ impl Loop {
         let mut events = Events::with_capacity(256);
         let mut next_tick = Instant::now() + SAFETY_TICK;
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let timeout = if self.again.is_empty() {
+                next_tick.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
             mailbox::poll(&mut self.poll, &mut events, Some(timeout))?;
-            let mut dirty: HashSet<String> = HashSet::new();
+            let mut dirty: HashSet<String> = std::mem::take(&mut self.again);
             for ev in events.iter() {
                 if ev.token() == WAKE {
                     continue;
@@ -256,11 +263,21 @@ impl Loop {
             return Ok(());
         }
         let out = db::open_readonly(&dir.outbound(), Kind::Outbound)?;
+        // The container writes a reply's stream frames to the link before it commits the reply,
+        // so once a row is visible its frames are in the link's buffer. Handling them before the
+        // rows up to `upto` keeps every stream frame ahead of the message that completes it, also
+        // when this pass was started by the safety tick rather than by the link's `out`.
+        let upto = outbound::last_seq(&out)?;
+        let mut again = HashSet::new();
+        for ev in self.d.links.drain(self.poll.registry(), session_id) {
+            self.on_link(ev, &mut again);
+        }
+        self.again.extend(again);
         let mut inb = dir.open_inbound()?;
         let mut cursor = self.cursors.remove(session_id).unwrap_or_default();
         let mut writes = Vec::new();
         let pass = Pass { session: &session, agent: &agent, dir: &dir, out: &out, inb: &inb };
-        let delivered = self.deliver_rows(&pass, &mut cursor, &mut writes, now);
+        let delivered = self.deliver_rows(&pass, &mut cursor, &mut writes, upto, now);
         let acks = outbound::finished_acks_since(&out, cursor.ack_since)?;
         let recorded = db::write_tx(&mut inb, |tx| {
             for w in &writes {
@@ -290,11 +307,13 @@ impl Loop {
         delivered.and(recorded)
     }
 
+    /// Delivers the rows up to `upto` (later ones wait for the next pass).
     fn deliver_rows(
         &mut self,
         pass: &Pass<'_>,
         cursor: &mut Cursor,
         writes: &mut Vec<Write>,
+        upto: i64,
         now: i64,
     ) -> anyhow::Result<()> {
         // `scan` walks every row once; `cursor.seq` only passes rows that have an outcome, so a
@@ -305,6 +324,9 @@ impl Loop {
         loop {
             let rows = outbound::rows_after(pass.out, scan, BATCH_MAX)?;
             for row in &rows {
+                if row.seq > upto {
+                    return Ok(());
+                }
                 scan = row.seq;
                 let done = if inbound::has_outcome(pass.inb, &row.id)? {
                     cursor.retries.remove(&row.id);

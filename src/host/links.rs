@@ -197,6 +197,18 @@ impl LinkSet {
         }
     }
 
+    /// Reads whatever a session's link has buffered now (without waiting): the frames its
+    /// container wrote so far.
+    pub fn drain(&mut self, registry: &Registry, session: &str) -> Vec<LinkEvent> {
+        let tokens: Vec<Token> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Conn { .. }) && e.session() == session)
+            .map(|(t, _)| *t)
+            .collect();
+        tokens.into_iter().flat_map(|t| self.read_conn(registry, t)).collect()
+    }
+
     /// Handles readiness of one of this set's sockets.
     pub fn ready(&mut self, registry: &Registry, token: Token) -> Vec<LinkEvent> {
         let (session, accepted, is_link) = match self.entries.get(&token) {
