@@ -28,6 +28,8 @@ Commands:
   agent list [--json]          list agents
   room list [--json]           list rooms
   user list [--json]           list people and their roles
+  task list [--json]           list agents' scheduled tasks
+  task pause|resume|cancel ID  control a scheduled task
   user grant ID ROLE [--agent AGENT]
                                give someone a role: owner, admin, or member (of --agent)
   backup FILE                  consistent online copy of the central DB into FILE
@@ -72,6 +74,8 @@ pub fn main(args: &[String]) -> Exit {
         ["room", "list", rest @ ..] => listing(rest, List::Rooms),
         ["user", "list", rest @ ..] => listing(rest, List::Users),
         ["user", "grant", rest @ ..] => user_grant(rest),
+        ["task", "list", rest @ ..] => task_list(rest),
+        ["task", action @ ("pause" | "resume" | "cancel"), id] => task_control(action, id),
         ["backup", file] => with_config(|cfg| backup(&cfg, Path::new(file))),
         _ => Err(UsageError(format!("unknown command `{}`", strs.join(" "))).into()),
     };
@@ -121,6 +125,9 @@ fn help(cmd: &str, sub: Option<&str>) -> Exit {
             "Usage: pincer agent create NAME [--instructions TEXT] [--with-room]\n       pincer agent list [--json]\n"
         }
         ("room", _) => "Usage: pincer room list [--json]\n",
+        ("task", _) => {
+            "Usage: pincer task list [--json]\n       pincer task pause|resume|cancel TASK_ID\n\nLists the tasks agents have scheduled (soonest first), or pauses, resumes or cancels one (the\nagent is told on its next turn). A running pincer picks a resumed task's time up within a minute.\n"
+        }
         ("user", _) => {
             "Usage: pincer user list [--json]\n       pincer user grant ID owner|admin|member [--agent AGENT]\n\nFor an install whose owner cannot sign in (e.g. after switching to Tailscale or a proxy): the person\nsigns in once, shows up in `user list`, and `user grant ID owner` makes them an owner. `admin` with\n--agent administers that agent only; `member` needs --agent (the agent they may use). Open pages\npick the change up when they reconnect.\n"
         }
@@ -286,6 +293,84 @@ fn listing(args: &[&str], what: List) -> anyhow::Result<()> {
             }
         }
         Ok(())
+    })
+}
+
+fn task_list(args: &[&str]) -> anyhow::Result<()> {
+    let json_out = match args {
+        [] => false,
+        ["--json"] => true,
+        [other, ..] => return usage_err(format!("unknown option `{other}`")),
+    };
+    with_config(|cfg| {
+        let conn = host::open_central(&cfg)?;
+        let tz = jiff::tz::TimeZone::get(&cfg.tz).unwrap_or(jiff::tz::TimeZone::UTC);
+        let mut all = Vec::new();
+        for agent in central::agents(&conn)? {
+            for t in host::tasks::of_agent(&conn, &cfg.data_dir, &agent.id)? {
+                all.push((agent.name.clone(), agent.id.clone(), t));
+            }
+        }
+        if json_out {
+            let list: Vec<_> = all
+                .iter()
+                .map(|(_, agent_id, t)| {
+                    let mut v = serde_json::to_value(t).unwrap_or_default();
+                    v["agent_id"] = json!(agent_id);
+                    v
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
+            return Ok(());
+        }
+        println!("{:<34} {:<16} {:<10} {:<22} {:<14} PROMPT", "ID", "AGENT", "STATUS", "NEXT RUN", "REPEATS");
+        for (agent, _, t) in all {
+            let next = t
+                .task
+                .next_run
+                .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+                .map(|ts| ts.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M %Z").to_string())
+                .unwrap_or_else(|| "-".into());
+            let prompt: String = t.task.prompt.chars().take(60).collect();
+            println!(
+                "{:<34} {:<16} {:<10} {:<22} {:<14} {}",
+                t.task.series_id,
+                agent,
+                t.task.status,
+                next,
+                t.task.recurrence.as_deref().unwrap_or("-"),
+                prompt.replace('\n', " ")
+            );
+        }
+        Ok(())
+    })
+}
+
+fn task_control(action: &str, id: &str) -> anyhow::Result<()> {
+    with_config(|cfg| {
+        let conn = host::open_central(&cfg)?;
+        for agent in central::agents(&conn)? {
+            if !host::tasks::of_agent(&conn, &cfg.data_dir, &agent.id)?.iter().any(|t| t.task.series_id == id)
+            {
+                continue;
+            }
+            return match host::tasks::control(
+                &conn,
+                &cfg.data_dir,
+                &agent.id,
+                id,
+                action,
+                "The operator",
+                now_ms(),
+            )? {
+                Ok(_) => {
+                    println!("task {id} of {}: {}", agent.name, host::tasks::done_word(action));
+                    Ok(())
+                }
+                Err(why) => bail!("{why}"),
+            };
+        }
+        bail!("no task {id:?}: `pincer task list` shows the tasks")
     })
 }
 

@@ -99,7 +99,11 @@ pub fn openai_stream(data: &[u8]) {
 
 /// A cron expression as the scheduling tool checks it.
 pub fn cron(data: &[u8]) {
-    let _ = crate::agent::tools::tasks::validate_cron(&String::from_utf8_lossy(data));
+    if let Ok(cron) = crate::cron::Cron::parse(&String::from_utf8_lossy(data)) {
+        // The next run from a fixed instant in a zone with daylight saving time.
+        let tz = jiff::tz::TimeZone::get("Europe/Berlin").expect("bundled zone");
+        let _ = cron.next_after(jiff::Timestamp::UNIX_EPOCH, &tz);
+    }
 }
 
 /// An engage pattern and a message (split at the first NUL), compiled and matched with the

@@ -6,6 +6,7 @@
 //! static agent binary stays small. See ARCHITECTURE.md for the code map.
 
 pub mod agent;
+pub mod cron;
 pub mod db;
 pub mod http1;
 pub mod ids;

@@ -76,12 +76,13 @@ pub fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     }
 }
 
-/// The runner's tools: files/shell/web, messaging, and approved MCP servers. The host-request
-/// tools (`tools::tasks`: scheduling, `create_agent`, packages, MCP servers) are not offered
+/// The runner's tools: files/shell/web, messaging, scheduled tasks, and approved MCP servers.
+/// The requests that need approvals (`create_agent`, packages, MCP servers) are not offered
 /// until the host carries them out; a tool the host refuses is not offered.
 fn all_tools(cfg: &AgentConfig) -> Vec<Box<dyn Tool>> {
     let mut tools = tools::builtin();
     tools.extend(tools::messaging::tools());
+    tools.extend(tools::tasks::scheduling());
     if let Some(json) = &cfg.mcp_servers {
         match mcp::parse_config(json) {
             Ok(configs) => {
@@ -123,6 +124,108 @@ pub fn poll_once(r: &mut Runner, first_poll: bool) -> anyhow::Result<bool> {
     drop(view);
     let ids: Vec<&str> = batch.iter().map(|row| row.id.as_str()).collect();
     db::write_tx(&mut r.out, |tx| Ok(outbound::set_ack(tx, &ids, "processing", now_ms())?))?;
+    let batch = pre_task_scripts(r, batch)?;
+    if !batch.iter().any(|row| row.trigger) {
+        // Every task's script said there is nothing to do; context rows wait for the next turn.
+        let waiting: Vec<&str> = batch.iter().map(|row| row.id.as_str()).collect();
+        db::write_tx(&mut r.out, |tx| Ok(outbound::delete_claims(tx, &waiting)?))?;
+        return Ok(true);
+    }
     turn::run(r, batch, dests, max_in)?;
     Ok(true)
+}
+
+/// How long a pre-task script may run.
+pub const SCRIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs the scripts of the batch's task runs (claimed already). A script decides whether its
+/// task wakes the agent: its last output line is JSON `{"wakeAgent": bool, "data": …}`. A run
+/// whose script says `false` is completed without a turn; otherwise the agent gets the task with
+/// the script's `data` (or, when the script failed, what went wrong, so it can say so).
+fn pre_task_scripts(
+    r: &mut Runner,
+    batch: Vec<inbound::InboundRow>,
+) -> anyhow::Result<Vec<inbound::InboundRow>> {
+    let mut keep = Vec::with_capacity(batch.len());
+    let mut quiet = Vec::new();
+    let bash = tools::bash::Bash::new();
+    for mut row in batch {
+        let mut content: serde_json::Value = match serde_json::from_str(&row.content) {
+            Ok(v) if row.kind == "task" => v,
+            _ => {
+                keep.push(row);
+                continue;
+            }
+        };
+        let Some(script) = content.get("script").and_then(|s| s.as_str()).filter(|s| !s.trim().is_empty())
+        else {
+            keep.push(row);
+            continue;
+        };
+        let run = bash.run_script(script, &r.cfg.agent_dir(), SCRIPT_TIMEOUT, &r.cancel);
+        let verdict = script_verdict(&run);
+        log::info!(
+            "task {}: pre-task script {}",
+            row.id,
+            match &verdict {
+                Ok(None) => "says there is nothing to do".to_string(),
+                Ok(Some(_)) => "wakes the agent".to_string(),
+                Err(e) => format!("failed ({e})"),
+            }
+        );
+        match verdict {
+            Ok(None) => {
+                quiet.push(row.id);
+                continue;
+            }
+            Ok(Some(data)) => content["scriptOutput"] = data,
+            Err(e) => content["scriptOutput"] = serde_json::json!({ "error": e }),
+        }
+        row.content = content.to_string();
+        keep.push(row);
+    }
+    if !quiet.is_empty() {
+        let ids: Vec<&str> = quiet.iter().map(String::as_str).collect();
+        db::write_tx(&mut r.out, |tx| Ok(outbound::set_ack(tx, &ids, "completed", now_ms())?))?;
+    }
+    Ok(keep)
+}
+
+/// What a script's run means: `Ok(None)` no wake, `Ok(Some(data))` wake with data, `Err` it
+/// failed (the agent is woken with the reason).
+fn script_verdict(run: &tools::bash::ScriptRun) -> Result<Option<serde_json::Value>, String> {
+    if !run.ok {
+        return Err(format!("the script failed: {}", run.detail));
+    }
+    let last = run.stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(last.trim()).map_err(|_| {
+        format!(
+            "the script's last output line is not JSON like {{\"wakeAgent\": true, \"data\": …}}: {last:?}"
+        )
+    })?;
+    match v.get("wakeAgent").and_then(|w| w.as_bool()) {
+        Some(false) => Ok(None),
+        Some(true) => Ok(Some(v.get("data").cloned().unwrap_or(serde_json::Value::Null))),
+        None => Err(format!("the script's last output line has no boolean wakeAgent: {last:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::tools::bash::ScriptRun;
+
+    #[test]
+    fn a_script_decides_whether_the_agent_wakes() {
+        let run =
+            |ok: bool, stdout: &str| ScriptRun { ok, detail: "exit code: 3".into(), stdout: stdout.into() };
+        assert_eq!(script_verdict(&run(true, "checking\n{\"wakeAgent\": false}\n")), Ok(None));
+        assert_eq!(
+            script_verdict(&run(true, "{\"wakeAgent\": true, \"data\": {\"new\": 3}}")),
+            Ok(Some(serde_json::json!({"new": 3})))
+        );
+        assert!(script_verdict(&run(false, "")).unwrap_err().contains("exit code: 3"));
+        assert!(script_verdict(&run(true, "done")).unwrap_err().contains("not JSON"));
+        assert!(script_verdict(&run(true, "{\"wake\": 1}")).unwrap_err().contains("wakeAgent"));
+    }
 }

@@ -120,6 +120,11 @@ impl Formatter<'_> {
                 serde_json::to_string_pretty(out).unwrap_or_default()
             ));
         }
+        if let Some(n) = content.get("missedRuns").and_then(Value::as_u64) {
+            body.push_str(&format!(
+                "Note: {n} earlier run(s) of this task were missed while the host was not running; this run stands for them.\n\n"
+            ));
+        }
         body.push_str("Instructions:\n");
         body.push_str(prompt);
         let from = self.origin_attr(row).map(|f| format!(" from=\"{}\"", escape(&f))).unwrap_or_default();

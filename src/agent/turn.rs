@@ -544,6 +544,8 @@ mod tests {
                 thread_id: None,
                 content: &content,
                 on_wake: false,
+                recurrence: None,
+                series_id: None,
             },
         )
         .unwrap();

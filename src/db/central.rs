@@ -427,6 +427,14 @@ pub fn active_sessions(conn: &Connection) -> rusqlite::Result<Vec<Session>> {
     stmt.query_map([], Session::from_row)?.collect()
 }
 
+/// An agent's active sessions.
+pub fn sessions_of_agent(conn: &Connection, agent_id: &str) -> rusqlite::Result<Vec<Session>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT * FROM sessions WHERE agent_id = ?1 AND status = 'active' ORDER BY created_at",
+    )?;
+    stmt.query_map([agent_id], Session::from_row)?.collect()
+}
+
 /// Active sessions attached to a room.
 pub fn sessions_of_room(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<Session>> {
     let mut stmt = conn.prepare_cached(

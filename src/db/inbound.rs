@@ -30,6 +30,10 @@ pub struct NewInbound<'a> {
     pub thread_id: Option<&'a str>,
     pub content: &'a str,
     pub on_wake: bool,
+    /// A task's cron schedule.
+    pub recurrence: Option<&'a str>,
+    /// The series a task run belongs to (`None`: its own id).
+    pub series_id: Option<&'a str>,
 }
 
 /// Inserts a row with the next even seq unless a row with the same id exists (re-routing after a
@@ -45,8 +49,8 @@ pub fn insert(conn: &Connection, m: &NewInbound<'_>) -> rusqlite::Result<(i64, b
     let seq = next_even_seq(max);
     conn.prepare_cached(
         "INSERT INTO messages_in (id, seq, kind, timestamp, status, process_after, series_id, trigger,
-                                  platform_id, channel_type, thread_id, content, on_wake)
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?1, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                  platform_id, channel_type, thread_id, content, on_wake, recurrence)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, COALESCE(?13, ?1), ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         m.id,
@@ -59,7 +63,9 @@ pub fn insert(conn: &Connection, m: &NewInbound<'_>) -> rusqlite::Result<(i64, b
         m.channel_type,
         m.thread_id,
         m.content,
-        m.on_wake
+        m.on_wake,
+        m.recurrence,
+        m.series_id
     ])?;
     Ok((seq, true))
 }
@@ -286,6 +292,116 @@ pub fn tasks(conn: &Connection) -> rusqlite::Result<Vec<TaskRow>> {
         })
     })?
     .collect()
+}
+
+/// A task series' current row (the newest), while it is open (pending or paused).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenTask {
+    pub id: String,
+    pub status: String,
+    pub process_after: Option<i64>,
+    pub recurrence: Option<String>,
+    pub content: String,
+}
+
+pub fn open_task(conn: &Connection, series_id: &str) -> rusqlite::Result<Option<OpenTask>> {
+    conn.query_row(
+        "SELECT id, status, process_after, recurrence, content FROM messages_in
+         WHERE kind = 'task' AND COALESCE(series_id, id) = ?1 ORDER BY seq DESC LIMIT 1",
+        [series_id],
+        |r| {
+            Ok(OpenTask {
+                id: r.get(0)?,
+                status: r.get(1)?,
+                process_after: r.get(2)?,
+                recurrence: r.get(3)?,
+                content: r.get(4)?,
+            })
+        },
+    )
+    .optional()
+    .map(|t| t.filter(|t| t.status == "pending" || t.status == "paused"))
+}
+
+/// Open task series (pending or paused).
+pub fn open_task_count(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT COUNT(DISTINCT COALESCE(series_id, id)) FROM messages_in
+         WHERE kind = 'task' AND status IN ('pending', 'paused')",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Changes an open task row's time, schedule and content.
+pub fn update_task(
+    conn: &Connection,
+    id: &str,
+    process_after: Option<i64>,
+    recurrence: Option<&str>,
+    content: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE messages_in SET process_after = ?2, recurrence = ?3, content = ?4
+         WHERE id = ?1 AND status IN ('pending', 'paused')",
+        params![id, process_after, recurrence, content],
+    )?;
+    Ok(())
+}
+
+/// Moves an open task row to `status` (`paused`, `pending` or `cancelled`; a cancelled task no
+/// longer recurs).
+pub fn set_task_status(conn: &Connection, id: &str, status: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE messages_in SET status = ?2, recurrence = CASE WHEN ?2 = 'cancelled' THEN NULL ELSE recurrence END
+         WHERE id = ?1 AND status IN ('pending', 'paused')",
+        params![id, status],
+    )?;
+    Ok(())
+}
+
+/// A task run that has ended and whose series recurs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndedRun {
+    pub id: String,
+    pub series_id: String,
+    pub timestamp: i64,
+    pub process_after: Option<i64>,
+    pub recurrence: Option<String>,
+    pub channel_type: Option<String>,
+    pub platform_id: Option<String>,
+    pub thread_id: Option<String>,
+    pub content: String,
+}
+
+pub fn ended_recurring_tasks(conn: &Connection) -> rusqlite::Result<Vec<EndedRun>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, COALESCE(series_id, id), timestamp, process_after, recurrence, channel_type, platform_id,
+                thread_id, content
+         FROM messages_in
+         WHERE kind = 'task' AND status IN ('completed', 'failed') AND recurrence IS NOT NULL AND recurrence != ''
+         ORDER BY seq",
+    )?;
+    stmt.query_map([], |r| {
+        Ok(EndedRun {
+            id: r.get(0)?,
+            series_id: r.get(1)?,
+            timestamp: r.get(2)?,
+            process_after: r.get(3)?,
+            recurrence: r.get(4)?,
+            channel_type: r.get(5)?,
+            platform_id: r.get(6)?,
+            thread_id: r.get(7)?,
+            content: r.get(8)?,
+        })
+    })?
+    .collect()
+}
+
+/// The row's run has been followed up: it no longer recurs itself.
+pub fn stop_recurring(conn: &Connection, id: &str) -> rusqlite::Result<()> {
+    conn.execute("UPDATE messages_in SET recurrence = NULL WHERE id = ?1", [id])?;
+    Ok(())
 }
 
 /// The id of the row with this seq.

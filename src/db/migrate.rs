@@ -20,7 +20,10 @@ pub const CENTRAL: &[Migration] = &[
     ("0004_sign_in.sql", include_str!("../../sql/central/0004_sign_in.sql")),
     ("0005_push.sql", include_str!("../../sql/central/0005_push.sql")),
 ];
-pub const INBOUND: &[Migration] = &[("0001_init.sql", include_str!("../../sql/inbound/0001_init.sql"))];
+pub const INBOUND: &[Migration] = &[
+    ("0001_init.sql", include_str!("../../sql/inbound/0001_init.sql")),
+    ("0002_task_states.sql", include_str!("../../sql/inbound/0002_task_states.sql")),
+];
 pub const OUTBOUND: &[Migration] = &[("0001_init.sql", include_str!("../../sql/outbound/0001_init.sql"))];
 
 pub fn migrations(kind: Kind) -> &'static [Migration] {

@@ -64,6 +64,16 @@ pub fn set_ack(conn: &Connection, ids: &[&str], status: &str, now: i64) -> rusql
     Ok(())
 }
 
+/// Drops the claims of these rows (they were claimed but are left for a later turn).
+pub fn delete_claims(conn: &Connection, ids: &[&str]) -> rusqlite::Result<()> {
+    let mut stmt =
+        conn.prepare_cached("DELETE FROM processing_ack WHERE message_id = ?1 AND status = 'processing'")?;
+    for id in ids {
+        stmt.execute([id])?;
+    }
+    Ok(())
+}
+
 /// Drops claims still `processing` (a fresh container retries what its predecessor left).
 pub fn delete_processing_claims(conn: &Connection) -> rusqlite::Result<usize> {
     conn.execute("DELETE FROM processing_ack WHERE status = 'processing'", [])

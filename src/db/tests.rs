@@ -225,6 +225,8 @@ fn chat<'a>(id: &'a str, trigger: bool, process_after: Option<i64>) -> NewInboun
         thread_id: None,
         content: r#"{"text":"x"}"#,
         on_wake: false,
+        recurrence: None,
+        series_id: None,
     }
 }
 

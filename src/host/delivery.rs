@@ -20,6 +20,8 @@ use super::channels::{Activity, Body, Channels, DeliverError, Outgoing};
 use super::containers::Containers;
 use super::links::{LinkEvent, LinkSet, SessionSockets};
 use super::sessions::SessionDir;
+use super::sweep::SweepMsg;
+use super::tasks;
 use crate::db::central::{self, Agent, Room, Session};
 use crate::db::inbound::{self, NewInbound, Outcome};
 use crate::db::outbound::{self, OutboundRow};
@@ -69,6 +71,10 @@ pub struct Delivery {
     pub channels: Channels,
     pub containers: Arc<Containers>,
     pub links: LinkSet,
+    /// Told when a session gets a run scheduled for later (its timer).
+    pub sweep: Mailbox<SweepMsg>,
+    /// The zone tasks' schedules are read in.
+    pub tz: jiff::tz::TimeZone,
 }
 
 /// What is known about a linked session's live turns.
@@ -89,6 +95,8 @@ struct Loop {
     failed_sessions: HashSet<String>,
     /// Sessions to pass over again at once (their `out` was read while draining the link).
     again: HashSet<String>,
+    /// Sessions that got a task run scheduled in this pass (the sweep is told).
+    scheduled: HashSet<String>,
 }
 
 /// Runs the delivery thread until [`DeliveryMsg::Stop`].
@@ -101,6 +109,7 @@ pub fn run(d: Delivery, poll: Poll, mailbox: Mailbox<DeliveryMsg>) -> anyhow::Re
         cursors: HashMap::new(),
         failed_sessions: HashSet::new(),
         again: HashSet::new(),
+        scheduled: HashSet::new(),
     };
     lp.run()
 }
@@ -279,6 +288,8 @@ impl Loop {
         let pass = Pass { session: &session, agent: &agent, dir: &dir, out: &out, inb: &inb };
         let delivered = self.deliver_rows(&pass, &mut cursor, &mut writes, upto, now);
         let acks = outbound::finished_acks_since(&out, cursor.ack_since)?;
+        let mut scheduled = self.scheduled.remove(session_id);
+        let mut caught_up = Vec::new();
         let recorded = db::write_tx(&mut inb, |tx| {
             for w in &writes {
                 inbound::record_outcome(
@@ -294,8 +305,17 @@ impl Loop {
                 }
             }
             inbound::apply_acks(tx, &acks)?;
+            let next = tasks::advance(tx, now, &self.d.tz)?;
+            scheduled |= !next.is_empty();
+            caught_up.extend(next.into_iter().filter(|n| n.missed > 0));
             Ok(())
         });
+        for run in caught_up {
+            self.d.channels.notice_session(&self.d.central, session_id, &tasks::catch_up_notice(&run));
+        }
+        if scheduled {
+            self.d.sweep.post(SweepMsg::Check(session_id.to_string()));
+        }
         if recorded.is_ok() {
             // Acks carry the container's clock (same machine); a small overlap re-applies a few,
             // which is harmless because only pending rows change.
@@ -394,7 +414,7 @@ impl Loop {
     }
 
     /// Re-validates the destination and hands the row to its channel.
-    fn route(&self, pass: &Pass<'_>, row: &OutboundRow) -> Result<String, DeliverError> {
+    fn route(&mut self, pass: &Pass<'_>, row: &OutboundRow) -> Result<String, DeliverError> {
         let (session, agent) = (pass.session, pass.agent);
         let perm = |s: String| Err(DeliverError::Permanent(s));
         let retry = |e: rusqlite::Error| DeliverError::Retry(format!("database: {e}"));
@@ -404,7 +424,26 @@ impl Loop {
         };
         if row.kind == "system" {
             let action = content.get("action").and_then(|a| a.as_str()).unwrap_or("?");
-            return perm(format!("the action {action:?} is not supported by this host"));
+            if !tasks::is_task_action(action) {
+                return perm(format!("the action {action:?} is not supported by this host"));
+            }
+            // Runs are answered where the session converses.
+            let route = inbound::routing(pass.inb).map_err(retry)?.unwrap_or_default();
+            return match tasks::apply(pass.inb, action, &content, &route, now_ms(), &self.d.tz) {
+                Ok(applied) => {
+                    log::info!(
+                        "session {}: {action} {} (next run {:?})",
+                        session.id,
+                        applied.series_id,
+                        applied.next_run
+                    );
+                    if applied.next_run.is_some() {
+                        self.scheduled.insert(session.id.clone());
+                    }
+                    Ok(format!("task:{}", applied.series_id))
+                }
+                Err(why) => perm(why),
+            };
         }
         let (Some(channel_type), Some(platform_id)) =
             (row.channel_type.as_deref(), row.platform_id.as_deref())
@@ -496,7 +535,21 @@ impl Loop {
     /// sees in the room at once.
     fn fail(&self, session: &Session, agent: &Agent, row: &OutboundRow, reason: &str) -> Write {
         log::warn!("delivery of {} from agent {} failed: {reason}", row.id, agent.name);
-        let text = format!("A message from {} could not be delivered: {reason}", agent.name);
+        // A request to the host (a `system` row) is refused rather than undelivered.
+        let action = (row.kind == "system")
+            .then(|| serde_json::from_str::<serde_json::Value>(&row.content).ok())
+            .flatten()
+            .and_then(|c| c.get("action").and_then(|a| a.as_str()).map(str::to_string));
+        let (text, note) = match &action {
+            Some(a) => (
+                format!("{} asked for {a}, which was refused: {reason}", agent.name),
+                format!("Your {a} request was refused: {reason}"),
+            ),
+            None => (
+                format!("A message from {} could not be delivered: {reason}", agent.name),
+                format!("Your message {} could not be delivered: {reason}", row.seq),
+            ),
+        };
         self.d.channels.notice_session(&self.d.central, &session.id, &text);
         Write {
             row_id: row.id.clone(),
@@ -507,7 +560,7 @@ impl Loop {
                 id: format!("fail-{}", row.id),
                 agent_id: agent.id.clone(),
                 content: serde_json::json!({
-                    "text": format!("Your message {} could not be delivered: {reason}", row.seq),
+                    "text": note,
                     "sender": "system",
                     "senderId": "system",
                 })
@@ -592,6 +645,8 @@ impl Note {
             thread_id: None,
             content: &self.content,
             on_wake: false,
+            recurrence: None,
+            series_id: None,
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod router;
 pub mod runtime;
 pub mod sessions;
 pub mod sweep;
+pub mod tasks;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -162,12 +163,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         wc.vapid_public_key.as_deref(),
         wc.vapid_subject.as_deref(),
     )?;
-    let notifier = Arc::new(webchat::push::Notifier::start(
-        &central_db(&cfg),
-        hub.clone(),
-        vapid,
-        wc.notify_url.clone(),
-    )?);
+    let notifier = Arc::new(webchat::push::Notifier::start(&central_db(&cfg), vapid, wc.notify_url.clone())?);
     let mut channels = Channels::default();
     channels.register(Arc::new(webchat::adapter::WebchatChannel {
         store: store.clone(),
@@ -183,6 +179,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         channels: channels.clone(),
         containers: containers.clone(),
         links: LinkSet::new(links.clone(), proxy::handler(model_proxy), LINK_TOKENS_FROM),
+        sweep: sweep_mb.clone(),
+        tz: zone(&cfg.tz),
     };
     let dmb = delivery_mb.clone();
     let delivery_thread = spawn("delivery", move || delivery::run(d, delivery_poll, dmb))?;
@@ -192,6 +190,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         containers: containers.clone(),
         channels: channels.clone(),
         told_engine_down: HashSet::new(),
+        tz: zone(&cfg.tz),
     };
     let smb = sweep_mb.clone();
     let sweep_thread = spawn("sweep", move || sweep::run(s, sweep_poll, smb))?;
@@ -211,8 +210,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.clone(),
             store,
             hub,
-            router_mb.clone(),
-            links.clone(),
+            webchat::HostHandles { router: router_mb.clone(), sweep: sweep_mb.clone(), links: links.clone() },
             tls.clone(),
             notifier.clone(),
         ));
@@ -309,4 +307,9 @@ fn wait_for_signal(tls: Option<&webchat::tls::Tls>) -> anyhow::Result<()> {
         break;
     }
     Ok(())
+}
+
+/// The configured zone (validated at start-up; UTC if it cannot be found after all).
+fn zone(name: &str) -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::get(name).unwrap_or(jiff::tz::TimeZone::UTC)
 }

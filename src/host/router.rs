@@ -246,6 +246,8 @@ impl Router {
                     thread_id: None,
                     content: &content,
                     on_wake: false,
+                    recurrence: None,
+                    series_id: None,
                 },
             )?;
             Ok(())

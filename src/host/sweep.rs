@@ -18,6 +18,7 @@ use super::backoff;
 use super::channels::Channels;
 use super::containers::{Containers, ExitReport, WakeOutcome};
 use super::sessions::SessionDir;
+use super::tasks;
 use crate::db::central::{self, Session};
 use crate::db::{self, Connection, Kind, inbound, outbound};
 use crate::ids::now_ms;
@@ -91,6 +92,8 @@ pub struct Sweep {
     pub channels: Channels,
     /// Sessions told that docker is unreachable (told once until it is back).
     pub told_engine_down: HashSet<String>,
+    /// The zone tasks' schedules are read in.
+    pub tz: jiff::tz::TimeZone,
 }
 
 /// Runs the sweep thread until [`SweepMsg::Stop`].
@@ -199,11 +202,21 @@ impl Sweep {
         if let Some(out) = &out {
             let acks = outbound::finished_acks_since(out, 0)?;
             if !acks.is_empty() {
-                db::write_tx(&mut inb, |tx| Ok(inbound::apply_acks(tx, &acks)?))?;
+                let next = db::write_tx(&mut inb, |tx| {
+                    inbound::apply_acks(tx, &acks)?;
+                    Ok(tasks::advance(tx, now, &self.tz)?)
+                })?;
+                for run in next.iter().filter(|n| n.missed > 0) {
+                    self.notice(&session.id, &tasks::catch_up_notice(run));
+                }
             }
         }
         let mut soonest = inbound::next_due_at(&inb, now)?;
         if self.containers.is_running(&session.id) {
+            // A run that has come due (a task, a retry) wakes a container that sits idle.
+            if inbound::due_count(&inb, now)? > 0 {
+                self.containers.wake(&self.central, session)?;
+            }
             if let Some(out) = &out {
                 let heartbeat = mtime_ms(&dir.heartbeat());
                 let tool = outbound::current_tool(out)?.and_then(|(_, t)| t);

@@ -137,11 +137,14 @@ impl Channel for WebchatChannel {
                     self.hub.broadcast(&msg.room.id, &ev.to_string(), None);
                 }
                 if created {
+                    let notify = self
+                        .notifier
+                        .as_ref()
+                        .filter(|_| !*notice)
+                        .map(|n| (n, self.hub.looking_at(&msg.room.id)));
                     self.hub.broadcast(&msg.room.id, &message_event(&stored, msg.stream_id), None);
-                    if let Some(n) = &self.notifier
-                        && !*notice
-                    {
-                        n.message(msg.room, &stored);
+                    if let Some((n, looking)) = notify {
+                        n.message(msg.room, &stored, looking);
                     }
                 }
                 Ok(stored.id)

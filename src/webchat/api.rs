@@ -11,15 +11,13 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::assets;
-use super::auth::Peer;
 use super::files;
 use super::people;
+pub use super::wire::{ApiError, ApiResult, JSON_BODY_BYTES_MAX, Req, Resp, User, parse_body};
 use crate::db::central::{self, RoomMessage};
 use crate::host::agents;
 use crate::ids::now_ms;
 
-/// Largest JSON request body.
-pub const JSON_BODY_BYTES_MAX: usize = 1024 * 1024;
 /// Largest body of a request made before signing in.
 pub const LOGIN_BODY_BYTES_MAX: usize = 4 * 1024;
 /// Largest message text.
@@ -29,105 +27,6 @@ pub const CLIENT_ID_CHARS_MAX: usize = 128;
 /// Default and largest page of `GET /api/rooms/:id/messages`.
 pub const PAGE_DEFAULT: i64 = 100;
 pub const PAGE_MAX: i64 = 1000;
-
-#[derive(Debug, Clone)]
-pub struct Req {
-    pub method: String,
-    /// Path without the query string.
-    pub path: String,
-    pub query: Vec<(String, String)>,
-    /// Header names lowercased.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub peer: Peer,
-}
-
-impl Req {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    pub fn query(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Resp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// Served from this file instead of `body` (streamed, not read into memory).
-    pub file: Option<std::path::PathBuf>,
-}
-
-impl Resp {
-    pub fn json(status: u16, value: &Value) -> Resp {
-        Resp {
-            status,
-            headers: vec![
-                ("Content-Type".into(), "application/json".into()),
-                ("Cache-Control".into(), "no-store".into()),
-            ],
-            body: serde_json::to_vec(value).expect("JSON values serialise"),
-            file: None,
-        }
-    }
-
-    pub fn error(status: u16, message: &str) -> Resp {
-        Resp::json(status, &json!({ "error": message }))
-    }
-}
-
-/// An API failure: status and a message for the caller.
-#[derive(Debug)]
-pub struct ApiError(pub u16, pub String);
-
-impl ApiError {
-    pub fn bad(msg: impl Into<String>) -> ApiError {
-        ApiError(400, msg.into())
-    }
-    fn internal(e: anyhow::Error) -> ApiError {
-        if crate::db::is_disk_full(&e) {
-            log::error!("the disk is full: {e:#}");
-            return ApiError(
-                507,
-                "the disk holding pincer's data is full: nothing was stored; free some space and send again"
-                    .into(),
-            );
-        }
-        log::error!("internal error: {e:#}");
-        ApiError(500, "internal error; the host log has the details".into())
-    }
-}
-
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> ApiError {
-        ApiError::internal(e)
-    }
-}
-
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> ApiError {
-        ApiError::internal(e.into())
-    }
-}
-
-type ApiResult = Result<Resp, ApiError>;
-
-/// The caller, resolved and registered.
-#[derive(Debug, Clone)]
-pub struct User {
-    pub id: String,
-    pub display_name: String,
-    pub owner: bool,
-    /// Owner or global admin.
-    pub admin: bool,
-    /// How the caller was identified: `session`, `bearer`, `proxy`, `tailscale`, `loopback`.
-    pub via: &'static str,
-    /// The signed-in session, when identified by its cookie.
-    pub session: Option<String>,
-}
 
 /// A request that may go on: who is asking, and the largest body it may bring.
 #[derive(Debug)]
@@ -227,6 +126,10 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
         ("DELETE", ["users", id]) => people::remove_user(ctx, &user, id),
         ("GET", ["agents"]) => list_agents(ctx, &user),
         ("POST", ["agents"]) => create_agent(ctx, &user, req),
+        ("GET", ["agents", id, "tasks"]) => super::tasks::list(ctx, &user, id),
+        ("POST", ["agents", id, "tasks", series, action @ ("pause" | "resume" | "cancel")]) => {
+            super::tasks::control(ctx, &user, id, series, action)
+        }
         ("GET", ["rooms"]) => Ok(Resp::json(
             200,
             &serde_json::to_value(ctx.store.rooms_for(&user.id, user.owner)?).unwrap_or_default(),
@@ -323,15 +226,6 @@ fn list_agents(ctx: &Ctx, user: &User) -> ApiResult {
         }
     }
     Ok(Resp::json(200, &Value::Array(out)))
-}
-
-/// Parses a JSON body into `T`, with errors that say what was expected.
-pub fn parse_body<T: for<'de> Deserialize<'de>>(req: &Req, shape: &str) -> Result<T, ApiError> {
-    if req.body.len() > JSON_BODY_BYTES_MAX {
-        return Err(ApiError(413, format!("request body is larger than {JSON_BODY_BYTES_MAX} bytes")));
-    }
-    serde_json::from_slice(&req.body)
-        .map_err(|e| ApiError::bad(format!("invalid JSON body ({e}); expected {shape}")))
 }
 
 #[derive(Deserialize)]

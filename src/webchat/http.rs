@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Ctx;
-use super::api::{self, Req, Resp};
+use super::api;
 use super::auth::Peer;
 use super::transport::{self, Transport};
+use super::wire::{Req, Resp};
 use crate::http1::{self, Framing, Head};
 
 /// Largest request head (request line and header fields).

@@ -167,11 +167,13 @@ impl Hub {
         }
     }
 
-    /// Whether the person has this room in view on some device (then no notification).
-    pub fn is_looking(&self, user_id: &str, room_id: &str) -> bool {
+    /// The people who have this room in view on some device (they get no notification for it).
+    pub fn looking_at(&self, room_id: &str) -> HashSet<String> {
         self.lock()
             .values()
-            .any(|c| c.user_id == user_id && c.visible && c.looking_at.as_deref() == Some(room_id))
+            .filter(|c| c.visible && c.looking_at.as_deref() == Some(room_id))
+            .map(|c| c.user_id.clone())
+            .collect()
     }
 
     /// Whether the person has an open socket.

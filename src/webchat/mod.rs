@@ -21,9 +21,11 @@ pub mod rate;
 pub mod redact;
 pub mod render;
 pub mod store;
+pub mod tasks;
 pub mod tls;
 pub mod transport;
 pub mod trust;
+pub mod wire;
 pub mod ws;
 
 use std::collections::HashSet;
@@ -34,15 +36,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
-use self::api::{ApiError, User};
 use self::auth::Peer;
 use self::hub::Hub;
 use self::store::Store;
+use self::wire::{ApiError, User};
 use crate::config::Config;
 use crate::db;
 use crate::db::central::{self, Room, RoomMessage};
 use crate::host::links::Links;
 use crate::host::router::RouterMsg;
+use crate::host::sweep::SweepMsg;
 use crate::ids::now_ms;
 use crate::link::ToAgent;
 use crate::mailbox::Mailbox;
@@ -53,6 +56,8 @@ pub struct Ctx {
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
     pub router: Mailbox<RouterMsg>,
+    /// To have the timers of a session's tasks looked at again (a task resumed).
+    pub sweep: Mailbox<SweepMsg>,
     /// To tell containers to stop a turn.
     pub links: Arc<Links>,
     /// Identity from what a request carries.
@@ -78,13 +83,19 @@ pub struct Ctx {
     pub started: Instant,
 }
 
+/// What the webchat reaches of the host's threads.
+pub struct HostHandles {
+    pub router: Mailbox<RouterMsg>,
+    pub sweep: Mailbox<SweepMsg>,
+    pub links: Arc<Links>,
+}
+
 impl Ctx {
     pub fn new(
         cfg: Config,
         store: Arc<Store>,
         hub: Arc<Hub>,
-        router: Mailbox<RouterMsg>,
-        links: Arc<Links>,
+        host: HostHandles,
         tls: Option<Arc<tls::Tls>>,
         notifier: Arc<push::Notifier>,
     ) -> Ctx {
@@ -107,8 +118,9 @@ impl Ctx {
             cfg,
             store,
             hub,
-            router,
-            links,
+            router: host.router,
+            sweep: host.sweep,
+            links: host.links,
             known_users: Mutex::new(HashSet::new()),
             started: Instant::now(),
         }

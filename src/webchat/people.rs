@@ -9,12 +9,10 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::{ApiError, Req, Resp, User, parse_body};
+use super::wire::{ApiError, ApiResult, Req, Resp, User, parse_body};
 use super::{Ctx, login};
 use crate::db::{central, people};
 use crate::ids::{new_id, now_ms};
-
-type ApiResult = Result<Resp, ApiError>;
 
 fn forbidden(what: &str) -> ApiError {
     ApiError(403, what.to_string())
@@ -211,7 +209,7 @@ pub fn create_invite(ctx: &Ctx, req: &Req, user: &User) -> ApiResult {
             "ok": true,
             "invite": {
                 "id": invite.id, "url": url, "expires_at": invite.expires_at, "name": invite.name,
-                "role": invite.role, "agents": invite.agents, "qr_svg": qr_svg(&url),
+                "role": invite.role, "agents": invite.agents, "qr_svg": super::trust::qr_svg(&url),
             }
         }),
     ))
@@ -254,19 +252,6 @@ pub fn origin(ctx: &Ctx, req: &Req) -> String {
         .unwrap_or("localhost")
         .trim();
     format!("{scheme}://{host}")
-}
-
-/// A QR code of `text`, as an SVG document.
-pub fn qr_svg(text: &str) -> String {
-    match qrcode::QrCode::new(text.as_bytes()) {
-        Ok(code) => {
-            code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(220, 220).quiet_zone(true).build()
-        }
-        Err(e) => {
-            log::warn!("QR code of a {}-byte text: {e}", text.len());
-            String::new()
-        }
-    }
 }
 
 /// `GET /api/invites`: invitations still open.

@@ -24,7 +24,6 @@ use base64::Engine;
 use p256::ecdsa::signature::Signer;
 use serde_json::json;
 
-use super::hub::Hub;
 use crate::db::central::{Room, RoomMessage};
 use crate::db::{self, Kind, people};
 use crate::ids::now_ms;
@@ -180,7 +179,9 @@ pub fn endpoint_allowed(endpoint: &str, allow: &[String]) -> Result<(), String> 
 
 /// One thing to notify about.
 enum Job {
-    Message { room: Room, message: RoomMessage },
+    /// `looking`: who had the room in view when the message was stored (decided then, not when
+    /// the queue gets to it, by which time they may have looked away).
+    Message { room: Room, message: RoomMessage, looking: std::collections::HashSet<String> },
 }
 
 /// The notifier: its queue and thread.
@@ -195,7 +196,6 @@ pub struct Notifier {
 
 struct Worker {
     central_path: std::path::PathBuf,
-    hub: Arc<Hub>,
     vapid: Arc<Vapid>,
     webhook: Option<String>,
     http: ureq::Agent,
@@ -203,12 +203,7 @@ struct Worker {
 }
 
 impl Notifier {
-    pub fn start(
-        central_path: &Path,
-        hub: Arc<Hub>,
-        vapid: Vapid,
-        webhook: Option<String>,
-    ) -> anyhow::Result<Notifier> {
+    pub fn start(central_path: &Path, vapid: Vapid, webhook: Option<String>) -> anyhow::Result<Notifier> {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_MAX);
         let vapid = Arc::new(vapid);
         let unread = Arc::new(Mutex::new(HashMap::new()));
@@ -220,7 +215,6 @@ impl Notifier {
             .into();
         let worker = Worker {
             central_path: central_path.to_path_buf(),
-            hub,
             vapid: vapid.clone(),
             webhook: webhook.clone(),
             http,
@@ -234,8 +228,10 @@ impl Notifier {
     }
 
     /// An agent's message was stored: notify whoever is not looking (queued, never blocking).
-    pub fn message(&self, room: &Room, message: &RoomMessage) {
-        let job = Job::Message { room: room.clone(), message: message.clone() };
+    /// `looking`: who had the room in view when the message was stored ([`super::hub::Hub::looking_at`],
+    /// taken before the message went out: after that, a page may react to it by looking away).
+    pub fn message(&self, room: &Room, message: &RoomMessage, looking: std::collections::HashSet<String>) {
+        let job = Job::Message { room: room.clone(), message: message.clone(), looking };
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         let Some(tx) = tx.as_ref() else { return };
         match tx.try_send(job) {
@@ -268,8 +264,8 @@ impl Worker {
     fn run(self, rx: Receiver<Job>) {
         while let Ok(job) = rx.recv() {
             match job {
-                Job::Message { room, message } => {
-                    if let Err(e) = self.message(&room, &message) {
+                Job::Message { room, message, looking } => {
+                    if let Err(e) = self.message(&room, &message, &looking) {
                         log::warn!("notifying about message {}: {e:#}", message.id);
                     }
                 }
@@ -277,7 +273,12 @@ impl Worker {
         }
     }
 
-    fn message(&self, room: &Room, message: &RoomMessage) -> anyhow::Result<()> {
+    fn message(
+        &self,
+        room: &Room,
+        message: &RoomMessage,
+        looking: &std::collections::HashSet<String>,
+    ) -> anyhow::Result<()> {
         let conn = db::open(&self.central_path, Kind::Central)?;
         let title = format!("{} · {}", message.sender, room.name);
         let text = super::redact::redact(&message.text);
@@ -294,7 +295,7 @@ impl Worker {
                         )
                     },
                 )?;
-            Ok(may && !self.hub.is_looking(user, &room.id))
+            Ok(may && !looking.contains(user))
         };
         let mut by_user: HashMap<String, Vec<people::PushSub>> = HashMap::new();
         for s in people::push_subs(&conn)? {

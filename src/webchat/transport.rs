@@ -14,8 +14,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::api::Resp;
 use super::tls::Tls;
+use super::wire::Resp;
 use crate::http1;
 
 /// Time to finish the TLS handshake, from accept.

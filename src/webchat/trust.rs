@@ -6,12 +6,12 @@
 
 use std::net::IpAddr;
 
-use super::api::Resp;
 use super::tls::{self, Ca};
+use super::wire::Resp;
 
 /// The enrolment page. `lan_url` is the address a phone on the LAN reaches this server by.
 pub fn page(ca: &Ca, lan_url: &str) -> Resp {
-    let qr = super::people::qr_svg(&format!("{lan_url}/trust"));
+    let qr = qr_svg(&format!("{lan_url}/trust"));
     let qr_img = format!(
         "data:image/svg+xml;charset=utf-8,{}",
         qr.bytes()
@@ -143,6 +143,19 @@ pub fn lan_url(host_header: Option<&str>, port: u16, machine_ips: &[IpAddr]) -> 
         Some(IpAddr::V6(v6)) => format!("http://[{v6}]:{port}"),
         Some(ip) => format!("http://{ip}:{port}"),
         None => format!("http://localhost:{port}"),
+    }
+}
+
+/// A QR code of `text`, as an SVG document.
+pub fn qr_svg(text: &str) -> String {
+    match qrcode::QrCode::new(text.as_bytes()) {
+        Ok(code) => {
+            code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(220, 220).quiet_zone(true).build()
+        }
+        Err(e) => {
+            log::warn!("QR code of a {}-byte text: {e}", text.len());
+            String::new()
+        }
     }
 }
 

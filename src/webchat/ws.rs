@@ -31,11 +31,11 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use super::Ctx;
-use super::api::{ApiError, Resp, User};
 use super::auth::Peer;
 use super::hub::{Closed, Outbox};
 use super::rate::{Bucket, Rate};
 use super::transport::Transport;
+use super::wire::{ApiError, Resp, User};
 use crate::db::central;
 use crate::http1::{Framing, Head, RequestLine};
 

@@ -105,7 +105,7 @@ class Socket:
 
     def __init__(self, port):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=EVENT_S)
-        key = b64(os.urandom(16)) + "=="
+        key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
             (
                 f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\n"

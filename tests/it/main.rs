@@ -16,4 +16,5 @@ mod proxy;
 mod restart;
 mod robust;
 mod support;
+mod tasks;
 mod tls;

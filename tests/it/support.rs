@@ -281,6 +281,19 @@ pub fn http_raw(
     (status, head.fields, body)
 }
 
+/// Checks `probe` until it yields a value, for at most `timeout` (a state the host reaches on
+/// its own, observed through the API: checked every 20 ms).
+pub fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A WebSocket client whose reads are bounded.
 pub struct Ws {
     ws: tungstenite::WebSocket<TcpStream>,

@@ -2,7 +2,8 @@
 //! fresh install answers at once, and a provider every test can rely on.
 //!
 //! It answers the newest user text: every `<message …>…</message>` in it becomes a line
-//! `echo: <text>` (the prompt's XML is unescaped), or the whole text when there are none.
+//! `echo: <text>` (the prompt's XML is unescaped), every scheduled `<task>` a line
+//! `echo: <its instructions>`, or the whole text when there are neither.
 
 use super::Provider;
 use crate::agent::model::{Block, Cancel, Message, ModelError, Request, Response, Role, Stop, StreamEvent};
@@ -42,9 +43,19 @@ impl Provider for Mock {
 }
 
 /// The texts inside `<message …>…</message>` elements, unescaped, without quoted-message or
-/// attachment decoration.
+/// attachment decoration, and the instructions of `<task …>` elements.
 fn message_texts(prompt: &str) -> Vec<String> {
     let mut out = Vec::new();
+    let mut rest = prompt;
+    while let Some(start) = rest.find("<task ") {
+        let after = &rest[start..];
+        let Some(close) = after.find("</task>") else { break };
+        let body = &after[..close];
+        if let Some(i) = body.find("Instructions:\n") {
+            out.push(unescape(body[i + "Instructions:\n".len()..].trim()));
+        }
+        rest = &after[close + "</task>".len()..];
+    }
     let mut rest = prompt;
     while let Some(start) = rest.find("<message ") {
         let after = &rest[start..];
@@ -94,5 +105,7 @@ mod tests {
                       <message id=\"4\" sender=\"Bo\"><quoted_message from=\"x\">old</quoted_message>\nnew</message>\n</messages>";
         assert_eq!(call(prompt), "echo: a <b> & c\necho: new");
         assert_eq!(call("plain text"), "echo: plain text");
+        let task = "<context timezone=\"UTC\" />\n<task id=\"6\" time=\"x\">Script output:\n{}\n\nInstructions:\nwater &amp; feed</task>";
+        assert_eq!(call(task), "echo: water & feed");
     }
 }

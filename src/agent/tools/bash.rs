@@ -5,6 +5,7 @@
 //! child, and the cancel hook all send on one channel; the caller blocks in `recv_timeout` until
 //! the deadline.
 
+use crate::agent::model::Cancel;
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -209,6 +210,143 @@ fn split_budget(a: usize, b: usize, budget: usize) -> (usize, usize) {
     }
 }
 
+/// A finished (or killed) command: how it ended and its captured output.
+struct Execution {
+    ending: Ending,
+    status: Option<io::Result<ExitStatus>>,
+    out: Option<Arc<Mutex<CappedBuf>>>,
+    err: Option<Arc<Mutex<CappedBuf>>>,
+    /// Output pipes still held open (by background processes).
+    streams_open: usize,
+    elapsed: Duration,
+}
+
+/// What a pre-task script produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptRun {
+    /// Exited with status 0 within the time.
+    pub ok: bool,
+    /// How it ended (`exit code: 0`, a timeout) and its stderr, for an error report.
+    pub detail: String,
+    /// Its standard output (at most [`BASH_MAX_OUTPUT_BYTES`], head and tail).
+    pub stdout: String,
+}
+
+impl Bash {
+    /// Runs `command` in `cwd` with the tool's limits (its process group killed at `timeout` or
+    /// on `cancel`).
+    fn execute(
+        &self,
+        command: &str,
+        cwd: &Path,
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> Result<Execution, String> {
+        let mut child = match Command::new(&self.shell)
+            .arg("-c")
+            .arg(command)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => return Err(format!("could not start {}: {e}", self.shell.display())),
+        };
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel::<Event>();
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let readers = stdout
+            .map(|p| spawn_reader("stdout", p, tx.clone()))
+            .transpose()
+            .and_then(|out| Ok((out, stderr.map(|p| spawn_reader("stderr", p, tx.clone())).transpose()?)));
+        let (out_buf, err_buf) = match readers {
+            Ok(r) => r,
+            Err(e) => {
+                kill_group(pid, &self.shell);
+                let _ = child.wait();
+                return Err(format!("could not start the output readers: {e}"));
+            }
+        };
+        let mut streams_open = usize::from(out_buf.is_some()) + usize::from(err_buf.is_some());
+        let waiter_tx = tx.clone();
+        let waiter = std::thread::Builder::new().name("bash-wait".into()).spawn(move || {
+            let _ = waiter_tx.send(Event::Exited(child.wait()));
+        });
+        if let Err(e) = waiter {
+            // `child` moved into the closure that failed to start; the group still has to go.
+            kill_group(pid, &self.shell);
+            return Err(format!("could not wait for the command: {e}"));
+        }
+        let _hook = cancel.on_cancel(move || {
+            let _ = tx.send(Event::Cancelled);
+        });
+
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut status: Option<io::Result<ExitStatus>> = None;
+        let mut ending = Ending::Finished;
+        while status.is_none() {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Event::Exited(s)) => status = Some(s),
+                Ok(Event::StreamClosed) => streams_open -= 1,
+                Ok(Event::Cancelled) => {
+                    ending = Ending::Stopped;
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    ending = Ending::TimedOut;
+                    break;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let grace = if matches!(ending, Ending::Finished) {
+            PIPE_GRACE
+        } else {
+            kill_group(pid, &self.shell);
+            KILL_GRACE
+        };
+        // Reap the shell (after a kill) and let the readers drain, for a bounded time.
+        let until = Instant::now() + grace;
+        while status.is_none() || streams_open > 0 {
+            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(Event::Exited(s)) => status = Some(s),
+                Ok(Event::StreamClosed) => streams_open -= 1,
+                Ok(Event::Cancelled) => {}
+                Err(_) => break,
+            }
+        }
+        let elapsed = started.elapsed();
+        Ok(Execution { ending, status, out: out_buf, err: err_buf, streams_open, elapsed })
+    }
+
+    /// Runs a task's pre-task script in the agent's folder, killed after `timeout`.
+    pub fn run_script(&self, script: &str, cwd: &Path, timeout: Duration, cancel: &Cancel) -> ScriptRun {
+        let x = match self.execute(script, cwd, timeout, cancel) {
+            Ok(x) => x,
+            Err(e) => return ScriptRun { ok: false, detail: e, stdout: String::new() },
+        };
+        let render = |b: &Option<Arc<Mutex<CappedBuf>>>| {
+            lock_buf(b).map(|b| b.render(BASH_MAX_OUTPUT_BYTES)).unwrap_or_default()
+        };
+        let (stdout, stderr) = (render(&x.out), render(&x.err));
+        let (ok, how) = match (&x.ending, &x.status) {
+            (Ending::Finished, Some(Ok(s))) => (s.success(), fmt_status(&Ok(*s))),
+            (Ending::Finished, Some(e)) => (false, fmt_status(e)),
+            (Ending::Finished, None) => (false, "exit code: unknown".into()),
+            (Ending::TimedOut, _) => {
+                (false, format!("timed out after {}s and was killed", timeout.as_secs()))
+            }
+            (Ending::Stopped, _) => (false, "stopped".into()),
+        };
+        let detail = if stderr.trim().is_empty() { how } else { format!("{how}; stderr: {}", stderr.trim()) };
+        ScriptRun { ok, detail, stdout }
+    }
+}
+
 impl Tool for Bash {
     fn spec(&self) -> ToolSpec {
         ToolSpec {
@@ -266,84 +404,12 @@ impl Tool for Bash {
         if !cwd.is_dir() {
             return ToolOutput::error(format!("the agent's folder {} does not exist", cwd.display()));
         }
-        let mut child = match Command::new(&self.shell)
-            .arg("-c")
-            .arg(command)
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => return ToolOutput::error(format!("could not start {}: {e}", self.shell.display())),
+        let x = match self.execute(command, cwd, Duration::from_secs(timeout), ctx.cancel) {
+            Ok(x) => x,
+            Err(e) => return ToolOutput::error(e),
         };
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel::<Event>();
-        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-        let readers = stdout
-            .map(|p| spawn_reader("stdout", p, tx.clone()))
-            .transpose()
-            .and_then(|out| Ok((out, stderr.map(|p| spawn_reader("stderr", p, tx.clone())).transpose()?)));
-        let (out_buf, err_buf) = match readers {
-            Ok(r) => r,
-            Err(e) => {
-                kill_group(pid, &self.shell);
-                let _ = child.wait();
-                return ToolOutput::error(format!("could not start the output readers: {e}"));
-            }
-        };
-        let mut streams_open = usize::from(out_buf.is_some()) + usize::from(err_buf.is_some());
-        let waiter_tx = tx.clone();
-        let waiter = std::thread::Builder::new().name("bash-wait".into()).spawn(move || {
-            let _ = waiter_tx.send(Event::Exited(child.wait()));
-        });
-        if let Err(e) = waiter {
-            // `child` moved into the closure that failed to start; the group still has to go.
-            kill_group(pid, &self.shell);
-            return ToolOutput::error(format!("could not wait for the command: {e}"));
-        }
-        let _hook = ctx.cancel.on_cancel(move || {
-            let _ = tx.send(Event::Cancelled);
-        });
-
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs(timeout);
-        let mut status: Option<io::Result<ExitStatus>> = None;
-        let mut ending = Ending::Finished;
-        while status.is_none() {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(Event::Exited(s)) => status = Some(s),
-                Ok(Event::StreamClosed) => streams_open -= 1,
-                Ok(Event::Cancelled) => {
-                    ending = Ending::Stopped;
-                    break;
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    ending = Ending::TimedOut;
-                    break;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        let grace = if matches!(ending, Ending::Finished) {
-            PIPE_GRACE
-        } else {
-            kill_group(pid, &self.shell);
-            KILL_GRACE
-        };
-        // Reap the shell (after a kill) and let the readers drain, for a bounded time.
-        let until = Instant::now() + grace;
-        while status.is_none() || streams_open > 0 {
-            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(Event::Exited(s)) => status = Some(s),
-                Ok(Event::StreamClosed) => streams_open -= 1,
-                Ok(Event::Cancelled) => {}
-                Err(_) => break,
-            }
-        }
-        let elapsed = started.elapsed();
+        let (ending, status, out_buf, err_buf, streams_open, elapsed) =
+            (x.ending, x.status, x.out, x.err, x.streams_open, x.elapsed);
 
         // Lock both buffers once so the sizes and the text agree (background processes may still
         // be writing).

@@ -21,7 +21,8 @@ pub const PACKAGES_MAX: usize = 20;
 /// How far ahead a task may be scheduled.
 pub const SCHEDULE_AHEAD_DAYS_MAX: i64 = 5 * 366;
 
-pub fn tools() -> Vec<Box<dyn Tool>> {
+/// Scheduling: tasks the host runs on time (offered to every agent).
+pub fn scheduling() -> Vec<Box<dyn Tool>> {
     vec![
         Box::new(ScheduleTask),
         Box::new(ListTasks),
@@ -29,10 +30,12 @@ pub fn tools() -> Vec<Box<dyn Tool>> {
         Box::new(TaskControl("cancel_task", "Cancel a scheduled task (and its future repetitions).")),
         Box::new(TaskControl("pause_task", "Pause a scheduled task until resumed.")),
         Box::new(TaskControl("resume_task", "Resume a paused task.")),
-        Box::new(CreateAgent),
-        Box::new(InstallPackages),
-        Box::new(AddMcpServer),
     ]
+}
+
+/// Requests that need the host's approval flow: not offered until the host carries them out.
+pub fn requests() -> Vec<Box<dyn Tool>> {
+    vec![Box::new(CreateAgent), Box::new(InstallPackages), Box::new(AddMcpServer)]
 }
 
 fn spec(name: &str, description: &str, schema: Value) -> ToolSpec {
@@ -71,53 +74,7 @@ pub fn parse_when(s: &str, tz: &TimeZone, now: Timestamp) -> Result<Timestamp, S
 
 /// Checks a five-field cron expression (minute hour day-of-month month day-of-week).
 pub fn validate_cron(expr: &str) -> Result<(), String> {
-    let fields: Vec<&str> = expr.split_whitespace().collect();
-    let help = "use five fields: minute hour day-of-month month day-of-week, e.g. \"0 9 * * 1-5\"";
-    if fields.len() != 5 {
-        return Err(format!("{expr:?} has {} fields; {help}", fields.len()));
-    }
-    let ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
-    let names: [&[&str]; 5] = [
-        &[],
-        &[],
-        &[],
-        &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
-        &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
-    ];
-    for (i, field) in fields.iter().enumerate() {
-        let (lo, hi) = ranges[i];
-        for item in field.split(',') {
-            let (range, step) = match item.split_once('/') {
-                Some((r, s)) => (r, Some(s)),
-                None => (item, None),
-            };
-            if let Some(step) = step
-                && !step.parse::<u32>().is_ok_and(|n| n >= 1 && n <= hi)
-            {
-                return Err(format!("bad step {step:?} in {field:?}; {help}"));
-            }
-            if range == "*" {
-                continue;
-            }
-            let value = |v: &str| -> Option<u32> {
-                v.parse::<u32>().ok().or_else(|| {
-                    names[i]
-                        .iter()
-                        .position(|n| n.eq_ignore_ascii_case(v))
-                        .map(|p| p as u32 + if i == 3 { 1 } else { 0 })
-                })
-            };
-            let (a, b) = match range.split_once('-') {
-                Some((a, b)) => (value(a), value(b)),
-                None => (value(range), value(range)),
-            };
-            match (a, b) {
-                (Some(a), Some(b)) if a >= lo && b <= hi && a <= b => {}
-                _ => return Err(format!("{item:?} is not valid in field {} ({lo}-{hi}); {help}", i + 1)),
-            }
-        }
-    }
-    Ok(())
+    crate::cron::Cron::parse(expr).map(|_| ())
 }
 
 fn bounded<'v>(input: &'v Value, name: &str, max: usize) -> Result<Option<&'v str>, ToolOutput> {
