@@ -26,6 +26,9 @@ Commands:
   agent create NAME [--instructions TEXT] [--with-room]
                                create an agent (and its own room); prints JSON
   agent list [--json]          list agents
+  agent link AGENT OTHER [--name NAME] [--both]
+                               let AGENT message agent OTHER (--both: and back)
+  agent unlink AGENT NAME      remove one of AGENT's destinations
   room list [--json]           list rooms
   user list [--json]           list people and their roles
   task list [--json]           list agents' scheduled tasks
@@ -71,6 +74,8 @@ pub fn main(args: &[String]) -> Exit {
         ["image", "build", rest @ ..] => image_build(rest),
         ["agent", "create", rest @ ..] => agent_create(rest),
         ["agent", "list", rest @ ..] => listing(rest, List::Agents),
+        ["agent", "link", rest @ ..] => agent_link(rest),
+        ["agent", "unlink", agent, name] => agent_unlink(agent, name),
         ["room", "list", rest @ ..] => listing(rest, List::Rooms),
         ["user", "list", rest @ ..] => listing(rest, List::Users),
         ["user", "grant", rest @ ..] => user_grant(rest),
@@ -122,7 +127,7 @@ fn help(cmd: &str, sub: Option<&str>) -> Exit {
             "Usage: pincer agent create NAME [--instructions TEXT] [--with-room]\n\n  --instructions TEXT   written to groups/<folder>/AGENT.md\n  --with-room           also create a webchat room wired to the agent\n"
         }
         ("agent", _) => {
-            "Usage: pincer agent create NAME [--instructions TEXT] [--with-room]\n       pincer agent list [--json]\n"
+            "Usage: pincer agent create NAME [--instructions TEXT] [--with-room]\n       pincer agent list [--json]\n       pincer agent link AGENT OTHER [--name NAME] [--both]\n       pincer agent unlink AGENT NAME\n\nAGENT and OTHER are agent ids or names. A link lets AGENT send messages to OTHER (by NAME, by default\nOTHER's name); OTHER's answers come back to the conversation that asked.\n"
         }
         ("room", _) => "Usage: pincer room list [--json]\n",
         ("task", _) => {
@@ -292,6 +297,54 @@ fn listing(args: &[&str], what: List) -> anyhow::Result<()> {
                 }
             }
         }
+        Ok(())
+    })
+}
+
+/// An agent by id or (case-insensitive) name.
+fn find_agent(conn: &crate::db::Connection, key: &str) -> anyhow::Result<central::Agent> {
+    central::agents(conn)?
+        .into_iter()
+        .find(|a| a.id == key || host::agents::same_name(&a.name, key))
+        .with_context(|| format!("no agent {key:?}: `pincer agent list` shows them"))
+}
+
+fn agent_link(args: &[&str]) -> anyhow::Result<()> {
+    let (mut name, mut both, mut rest) = (None, false, Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--name" => name = Some(*it.next().ok_or_else(|| UsageError("--name needs a value".into()))?),
+            "--both" => both = true,
+            other if other.starts_with("--") => return usage_err(format!("unknown option `{other}`")),
+            other => rest.push(other),
+        }
+    }
+    let [from, to] = rest[..] else {
+        return usage_err("usage: pincer agent link AGENT OTHER [--name NAME] [--both]");
+    };
+    with_config(|cfg| {
+        let conn = host::open_central(&cfg)?;
+        let (a, b) = (find_agent(&conn, from)?, find_agent(&conn, to)?);
+        let now = now_ms();
+        let n = host::agents::link(&conn, &cfg.data_dir, &a.id, &b.id, name, now)?;
+        println!("{} can message {} as {n:?}", a.name, b.name);
+        if both {
+            let m = host::agents::link(&conn, &cfg.data_dir, &b.id, &a.id, None, now)?;
+            println!("{} can message {} as {m:?}", b.name, a.name);
+        }
+        Ok(())
+    })
+}
+
+fn agent_unlink(agent: &str, name: &str) -> anyhow::Result<()> {
+    with_config(|cfg| {
+        let conn = host::open_central(&cfg)?;
+        let a = find_agent(&conn, agent)?;
+        if !host::agents::unlink(&conn, &cfg.data_dir, &a.id, name)? {
+            bail!("{} has no destination {name:?}", a.name);
+        }
+        println!("{} no longer has the destination {name:?}", a.name);
         Ok(())
     })
 }

@@ -546,6 +546,7 @@ mod tests {
                 on_wake: false,
                 recurrence: None,
                 series_id: None,
+                source_session_id: None,
             },
         )
         .unwrap();

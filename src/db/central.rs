@@ -380,6 +380,40 @@ pub fn may_send_to_room(conn: &Connection, agent_id: &str, room_id: &str) -> rus
     )
 }
 
+/// True if `agent_id` may send to agent `target_id`: it has an agent destination pointing at it.
+pub fn may_send_to_agent(conn: &Connection, agent_id: &str, target_id: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM agent_destinations
+                        WHERE agent_id = ?1 AND target_type = 'agent' AND target_id = ?2)",
+        [agent_id, target_id],
+        |r| r.get(0),
+    )
+}
+
+/// An agent's destinations as stored (name, type, target id).
+pub fn destinations_of(conn: &Connection, agent_id: &str) -> rusqlite::Result<Vec<(String, String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT local_name, target_type, target_id FROM agent_destinations WHERE agent_id = ?1 ORDER BY local_name",
+    )?;
+    stmt.query_map([agent_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
+}
+
+pub fn delete_destination(conn: &Connection, agent_id: &str, local_name: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "DELETE FROM agent_destinations WHERE agent_id = ?1 AND local_name = ?2",
+        [agent_id, local_name],
+    )? == 1)
+}
+
+/// The active session an agent keeps with another agent (no room; thread `agent:<peer>`).
+pub fn peer_session(conn: &Connection, agent_id: &str, peer_id: &str) -> rusqlite::Result<Option<Session>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT * FROM sessions WHERE agent_id = ?1 AND room_id IS NULL AND thread_id = ?2 AND status = 'active'
+         ORDER BY created_at DESC LIMIT 1",
+    )?;
+    stmt.query_row(params![agent_id, format!("agent:{peer_id}")], Session::from_row).optional()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sessions
 

@@ -34,6 +34,8 @@ pub struct NewInbound<'a> {
     pub recurrence: Option<&'a str>,
     /// The series a task run belongs to (`None`: its own id).
     pub series_id: Option<&'a str>,
+    /// The session an agent-to-agent message came from (its way back).
+    pub source_session_id: Option<&'a str>,
 }
 
 /// Inserts a row with the next even seq unless a row with the same id exists (re-routing after a
@@ -49,8 +51,8 @@ pub fn insert(conn: &Connection, m: &NewInbound<'_>) -> rusqlite::Result<(i64, b
     let seq = next_even_seq(max);
     conn.prepare_cached(
         "INSERT INTO messages_in (id, seq, kind, timestamp, status, process_after, series_id, trigger,
-                                  platform_id, channel_type, thread_id, content, on_wake, recurrence)
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, COALESCE(?13, ?1), ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                  platform_id, channel_type, thread_id, content, on_wake, recurrence, source_session_id)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, COALESCE(?13, ?1), ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?14)",
     )?
     .execute(params![
         m.id,
@@ -65,7 +67,8 @@ pub fn insert(conn: &Connection, m: &NewInbound<'_>) -> rusqlite::Result<(i64, b
         m.content,
         m.on_wake,
         m.recurrence,
-        m.series_id
+        m.series_id,
+        m.source_session_id
     ])?;
     Ok((seq, true))
 }
@@ -402,6 +405,41 @@ pub fn ended_recurring_tasks(conn: &Connection) -> rusqlite::Result<Vec<EndedRun
 pub fn stop_recurring(conn: &Connection, id: &str) -> rusqlite::Result<()> {
     conn.execute("UPDATE messages_in SET recurrence = NULL WHERE id = ?1", [id])?;
     Ok(())
+}
+
+/// Where a row came from, for answering it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowMeta {
+    pub channel_type: Option<String>,
+    pub platform_id: Option<String>,
+    pub content: String,
+    pub source_session_id: Option<String>,
+}
+
+pub fn row_meta(conn: &Connection, id: &str) -> rusqlite::Result<Option<RowMeta>> {
+    conn.query_row(
+        "SELECT channel_type, platform_id, content, source_session_id FROM messages_in WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(RowMeta {
+                channel_type: r.get(0)?,
+                platform_id: r.get(1)?,
+                content: r.get(2)?,
+                source_session_id: r.get(3)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// The session the newest agent-to-agent message here came from.
+pub fn latest_source_session(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT source_session_id FROM messages_in WHERE source_session_id IS NOT NULL ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 /// The id of the row with this seq.

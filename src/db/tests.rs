@@ -227,6 +227,7 @@ fn chat<'a>(id: &'a str, trigger: bool, process_after: Option<i64>) -> NewInboun
         on_wake: false,
         recurrence: None,
         series_id: None,
+        source_session_id: None,
     }
 }
 

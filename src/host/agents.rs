@@ -157,6 +157,66 @@ fn create_room_for(tx: &Connection, agent: &Agent, now: i64) -> anyhow::Result<R
     Ok(room)
 }
 
+/// Lets agent `from` send messages to agent `to` under a destination name (by default the
+/// other agent's name as a slug); returns the name. Linking twice keeps the first name. Running
+/// sessions of `from` see the destination on their next turn.
+pub fn link(
+    conn: &Connection,
+    data_dir: &Path,
+    from: &str,
+    to: &str,
+    name: Option<&str>,
+    now: i64,
+) -> anyhow::Result<String> {
+    let Some(source) = central::agent(conn, from)? else { bail!("no agent {from:?}") };
+    let Some(target) = central::agent(conn, to)? else { bail!("no agent {to:?}") };
+    if source.id == target.id {
+        bail!("an agent cannot be linked to itself");
+    }
+    if let Some((existing, _, _)) = central::destinations_of(conn, &source.id)?
+        .into_iter()
+        .find(|(_, t, id)| t == "agent" && *id == target.id)
+    {
+        return Ok(existing);
+    }
+    let local = match name {
+        Some(n) => {
+            let n = normalize_name(&validate_name("destination", n)?);
+            if central::destination_name_taken(conn, &source.id, &n)? {
+                bail!("{} already has a destination named {n:?}", source.name);
+            }
+            n
+        }
+        None => unique_slug(&normalize_name(&target.name), |n| {
+            Ok(central::destination_name_taken(conn, &source.id, n)?)
+        })?,
+    };
+    central::insert_destination(conn, &source.id, &local, "agent", &target.id, now)?;
+    reproject(conn, data_dir, &source.id);
+    Ok(local)
+}
+
+/// Removes one of an agent's destinations; true if it existed.
+pub fn unlink(conn: &Connection, data_dir: &Path, agent_id: &str, name: &str) -> anyhow::Result<bool> {
+    let removed = central::delete_destination(conn, agent_id, name)?;
+    if removed {
+        reproject(conn, data_dir, agent_id);
+    }
+    Ok(removed)
+}
+
+/// Rewrites the destination projection of the agent's active sessions.
+fn reproject(conn: &Connection, data_dir: &Path, agent_id: &str) {
+    for s in central::sessions_of_agent(conn, agent_id).unwrap_or_default() {
+        let dir = super::sessions::SessionDir::new(data_dir, agent_id, &s.id);
+        if dir.inbound().exists()
+            && let Err(e) = super::sessions::project(conn, &dir, &s)
+        {
+            log::warn!("updating the destinations of session {}: {e:#}", s.id);
+        }
+    }
+}
+
 /// First run: with no agents at all, create "Assistant" with its own room.
 pub fn ensure_first_agent(
     conn: &mut Connection,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 
+use super::a2a;
 use super::backoff;
 use super::channels::{Activity, Body, Channels, DeliverError, Outgoing};
 use super::containers::Containers;
@@ -97,6 +98,8 @@ struct Loop {
     again: HashSet<String>,
     /// Sessions that got a task run scheduled in this pass (the sweep is told).
     scheduled: HashSet<String>,
+    /// Agent-to-agent messages per pair (the loop bound).
+    rates: a2a::PairRates,
 }
 
 /// Runs the delivery thread until [`DeliveryMsg::Stop`].
@@ -110,6 +113,7 @@ pub fn run(d: Delivery, poll: Poll, mailbox: Mailbox<DeliveryMsg>) -> anyhow::Re
         failed_sessions: HashSet::new(),
         again: HashSet::new(),
         scheduled: HashSet::new(),
+        rates: a2a::PairRates::default(),
     };
     lp.run()
 }
@@ -451,7 +455,32 @@ impl Loop {
             return perm("the message has no destination".into());
         };
         if channel_type == "agent" {
-            return perm("messages to other agents are not supported by this host".into());
+            let routed = a2a::route(
+                &self.d.central,
+                &self.d.data_dir,
+                &mut self.rates,
+                session,
+                agent,
+                pass.inb,
+                &row.id,
+                row.in_reply_to.as_deref(),
+                platform_id,
+                &content,
+                now_ms(),
+            )
+            .map_err(|e| DeliverError::Retry(format!("{e:#}")))?;
+            return match routed {
+                Ok(r) => {
+                    match self.d.containers.wake(&self.d.central, &r.session) {
+                        Ok(super::containers::WakeOutcome::Deferred { .. }) | Err(_) => {
+                            self.d.sweep.post(SweepMsg::Check(r.session.id.clone()))
+                        }
+                        Ok(_) => {}
+                    }
+                    Ok(format!("{}/{}", r.session.id, r.inbound_id))
+                }
+                Err(why) => perm(why),
+            };
         }
         let room =
             match central::room_by_address(&self.d.central, channel_type, platform_id).map_err(retry)? {
@@ -550,7 +579,10 @@ impl Loop {
                 format!("Your message {} could not be delivered: {reason}", row.seq),
             ),
         };
-        self.d.channels.notice_session(&self.d.central, &session.id, &text);
+        // A conversation between agents has no room: the room its chain started from hears it.
+        let to = a2a::room_session(&self.d.central, &self.d.data_dir, session)
+            .unwrap_or_else(|| session.id.clone());
+        self.d.channels.notice_session(&self.d.central, &to, &text);
         Write {
             row_id: row.id.clone(),
             outcome: Outcome::Failed,
@@ -647,6 +679,7 @@ impl Note {
             on_wake: false,
             recurrence: None,
             series_id: None,
+            source_session_id: None,
         }
     }
 }

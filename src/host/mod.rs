@@ -11,6 +11,7 @@
 //! router, stop the containers, let delivery finish what they wrote, stop the sweep, close the
 //! sockets, join every thread.
 
+pub mod a2a;
 pub mod agents;
 pub mod backoff;
 pub mod channels;

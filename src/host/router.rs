@@ -248,6 +248,7 @@ impl Router {
                     on_wake: false,
                     recurrence: None,
                     series_id: None,
+                    source_session_id: None,
                 },
             )?;
             Ok(())

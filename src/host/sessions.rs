@@ -119,6 +119,34 @@ pub fn resolve(
     Ok(session)
 }
 
+/// The session an agent keeps for its conversation with another agent (created when there is
+/// none): no room, so the peer's messages do not mix with the agent's own rooms.
+pub fn resolve_peer(
+    conn: &Connection,
+    data_dir: &Path,
+    agent_id: &str,
+    peer_id: &str,
+    now: i64,
+) -> anyhow::Result<Session> {
+    if let Some(s) = central::peer_session(conn, agent_id, peer_id)? {
+        return Ok(s);
+    }
+    let session = Session {
+        id: new_id("sess"),
+        agent_id: agent_id.to_string(),
+        room_id: None,
+        thread_id: Some(format!("agent:{peer_id}")),
+        status: "active".into(),
+        container_status: "stopped".into(),
+        last_active: Some(now),
+        created_at: now,
+    };
+    SessionDir::new(data_dir, agent_id, &session.id).ensure()?;
+    central::insert_session(conn, &session)?;
+    log::info!("new session {} for agent {agent_id} talking with agent {peer_id}", session.id);
+    Ok(session)
+}
+
 /// Sets a damaged session aside: its directory moves to `data/quarantine/<session>-<time>/`
 /// (kept for inspection) and the session is closed, so the next message starts a fresh one.
 /// Returns where the directory went.

@@ -197,6 +197,7 @@ fn insert_run(
             process_after: Some(when),
             recurrence,
             series_id: Some(series),
+            source_session_id: None,
             trigger: true,
             platform_id: route.platform_id.as_deref(),
             channel_type: route.channel_type.as_deref(),
@@ -419,6 +420,7 @@ pub fn control(
                 on_wake: false,
                 recurrence: None,
                 series_id: None,
+                source_session_id: None,
             },
         )?;
         return Ok(Ok((session.id, applied)));

@@ -10,6 +10,7 @@ pub mod adapter;
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod destinations;
 pub mod files;
 pub mod front;
 pub mod http;

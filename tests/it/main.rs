@@ -6,6 +6,7 @@
 #![allow(unreachable_pub, reason = "helpers are shared between test modules of one binary")]
 
 mod access;
+mod agents;
 mod api;
 mod chat;
 mod cli;
