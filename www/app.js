@@ -649,7 +649,11 @@
       bubble.append(errorIcon());
     }
     const card = kind === 'agent' ? validCard(m.card) : null;
-    if (card) {
+    const approval = kind === 'agent' ? validApproval(m.card) : null;
+    if (approval) {
+      node.dataset.card = approval.approval_id;
+      bubble.append(approvalEl(approval));
+    } else if (card) {
       const r = roomState(m.room_id);
       const answer = cardAnswer(r, m);
       node.dataset.card = card.question_id || '1';
@@ -737,6 +741,55 @@
     box.append(options);
     if (answer) box.append(el('p', 'card-answered', `Answered: ${answer}`));
     return box;
+  }
+
+  /** An approval card: a request of the agent that the owner or an admin decides. */
+  function validApproval(card) {
+    if (!card || card.type !== 'approval' || typeof card.approval_id !== 'string') return null;
+    return card;
+  }
+
+  function approvalEl(card) {
+    const box = el('div', 'body card card-approval');
+    box.append(el('p', 'card-title', String(card.title || 'Request')));
+    box.append(el('p', 'card-question', String(card.question || '')));
+    const states = { approved: 'Approved', denied: 'Denied', failed: 'Approved, but it failed' };
+    if (card.state) {
+      const by = card.decided_by ? ` by ${card.decided_by}` : '';
+      box.append(el('p', `card-answered card-${card.state}`, `${states[card.state] || card.state}${by}`));
+      return box;
+    }
+    const options = el('div', 'card-options');
+    options.setAttribute('role', 'group');
+    options.setAttribute('aria-label', String(card.question || 'Decision'));
+    for (const [label, decision] of [['Approve', 'approve'], ['Deny', 'deny']]) {
+      const btn = el('button', `card-option card-${decision}`, label);
+      btn.type = 'button';
+      btn.addEventListener('click', () => decide(card.approval_id, decision, options));
+      options.append(btn);
+    }
+    box.append(options);
+    return box;
+  }
+
+  /** Sends a decision; the card updates when the server says it was taken. */
+  async function decide(id, decision, options) {
+    for (const b of options.querySelectorAll('button')) b.disabled = true;
+    try {
+      const res = await fetch(`/api/approvals/${encodeURIComponent(id)}`, {
+        method: 'POST',
+        headers: { 'X-Webchat-CSRF': '1', 'Content-Type': 'application/json' },
+        body: JSON.stringify({ decision }),
+      });
+      if (!res.ok) {
+        const data = await res.json().catch(() => ({}));
+        toast(data.error || `The decision was not taken (${res.status}).`);
+        for (const b of options.querySelectorAll('button')) b.disabled = false;
+      }
+    } catch {
+      toast('Not connected — the decision was not sent. Try again once connected.');
+      for (const b of options.querySelectorAll('button')) b.disabled = false;
+    }
   }
 
   /** A click on a card's option: the label goes out as an ordinary message. */

@@ -221,7 +221,13 @@ impl Actions for TurnActions<'_> {
                 payload["threadId"] = json!(self.origin.thread_id);
                 let row = self.row("system", self.origin.clone(), payload);
                 self.write(row)?;
-                Ok(format!("Requested {action} from the host; you will be told if it fails."))
+                Ok(match action.as_str() {
+                    "create_agent" | "add_mcp_server" => format!(
+                        "Requested {action} from the host. If it needs approval, the owner or an admin is asked \
+                         in the room; you will be told the outcome in a message."
+                    ),
+                    _ => format!("Requested {action} from the host; you will be told if it fails."),
+                })
             }
         }
     }

@@ -76,13 +76,14 @@ pub fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     }
 }
 
-/// The runner's tools: files/shell/web, messaging, scheduled tasks, and approved MCP servers.
-/// The requests that need approvals (`create_agent`, packages, MCP servers) are not offered
-/// until the host carries them out; a tool the host refuses is not offered.
+/// The runner's tools: files/shell/web, messaging, scheduled tasks, requests to the host (a new
+/// agent, an MCP server), and approved MCP servers. `install_packages` is not offered: the host
+/// cannot carry it out yet.
 fn all_tools(cfg: &AgentConfig) -> Vec<Box<dyn Tool>> {
     let mut tools = tools::builtin();
     tools.extend(tools::messaging::tools());
     tools.extend(tools::tasks::scheduling());
+    tools.extend(tools::tasks::requests());
     if let Some(json) = &cfg.mcp_servers {
         match mcp::parse_config(json) {
             Ok(configs) => {

@@ -87,7 +87,13 @@ pub fn run(
 ) -> anyhow::Result<()> {
     r.cancel.reset();
     let mut max_in = max_in;
-    let first = &batch[0];
+    // The conversation being answered: the first message that woke the agent and has an
+    // address (context rows and notes from the host ride along but do not decide it).
+    let first = batch
+        .iter()
+        .find(|row| row.trigger && row.channel_type.is_some())
+        .or_else(|| batch.iter().find(|row| row.channel_type.is_some()))
+        .unwrap_or(&batch[0]);
     let origin = Address {
         channel_type: first.channel_type.clone(),
         platform_id: first.platform_id.clone(),

@@ -301,6 +301,12 @@ pub fn agents_of_room(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<
     stmt.query_map([room_id], Agent::from_row)?.collect()
 }
 
+/// Replaces an agent's approved MCP servers (a JSON object: name → {command, args, env}).
+pub fn set_mcp_servers(conn: &Connection, agent_id: &str, json: &str) -> rusqlite::Result<()> {
+    conn.execute("UPDATE agents SET mcp_servers = ?2 WHERE id = ?1", [agent_id, json])?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Destinations
 
@@ -683,6 +689,12 @@ pub fn message_by_source(conn: &Connection, source_id: &str) -> rusqlite::Result
 }
 
 /// Replaces a message's text (an agent editing its own message).
+/// Replaces a message's card (its text stays).
+pub fn set_message_card(conn: &Connection, id: &str, card: &str) -> rusqlite::Result<()> {
+    conn.execute("UPDATE room_messages SET card = ?2 WHERE id = ?1", [id, card])?;
+    Ok(())
+}
+
 pub fn edit_message(conn: &Connection, id: &str, text: &str, html: &str, now: i64) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE room_messages SET text = ?2, html = ?3, edited_at = ?4 WHERE id = ?1",

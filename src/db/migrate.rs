@@ -19,6 +19,7 @@ pub const CENTRAL: &[Migration] = &[
     ("0003_container_generation.sql", include_str!("../../sql/central/0003_container_generation.sql")),
     ("0004_sign_in.sql", include_str!("../../sql/central/0004_sign_in.sql")),
     ("0005_push.sql", include_str!("../../sql/central/0005_push.sql")),
+    ("0006_approvals.sql", include_str!("../../sql/central/0006_approvals.sql")),
 ];
 pub const INBOUND: &[Migration] = &[
     ("0001_init.sql", include_str!("../../sql/inbound/0001_init.sql")),

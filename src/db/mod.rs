@@ -6,6 +6,7 @@
 //! central DB is host-only and uses WAL; session DBs cross a Docker bind mount and therefore use
 //! `journal_mode=DELETE` (never WAL: its shared-memory index is not coherent across the mount).
 
+pub mod approvals;
 pub mod central;
 pub mod inbound;
 pub mod migrate;

@@ -65,6 +65,10 @@ pub trait Channel: Send + Sync {
 
     /// Ephemeral activity; adapters without live updates ignore it.
     fn activity(&self, _room: &Room, _activity: &Activity<'_>) {}
+
+    /// Replaces the card of a message this adapter delivered (e.g. an approval that was
+    /// decided); adapters without cards ignore it.
+    fn update_card(&self, _room: &Room, _message_id: &str, _card: &serde_json::Value) {}
 }
 
 /// The adapters by channel type.

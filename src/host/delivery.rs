@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll};
 
 use super::a2a;
+use super::approvals;
 use super::backoff;
 use super::channels::{Activity, Body, Channels, DeliverError, Outgoing};
 use super::containers::Containers;
@@ -24,7 +25,7 @@ use super::sessions::SessionDir;
 use super::sweep::SweepMsg;
 use super::tasks;
 use crate::db::central::{self, Agent, Room, Session};
-use crate::db::inbound::{self, NewInbound, Outcome};
+use crate::db::inbound::{self, Outcome};
 use crate::db::outbound::{self, OutboundRow};
 use crate::db::{self, Connection, Kind};
 use crate::ids::now_ms;
@@ -69,6 +70,8 @@ struct Retry {
 pub struct Delivery {
     pub central: Connection,
     pub data_dir: PathBuf,
+    /// Agents' folders (an agent may create another).
+    pub groups_dir: PathBuf,
     pub channels: Channels,
     pub containers: Arc<Containers>,
     pub links: LinkSet,
@@ -305,7 +308,7 @@ impl Loop {
                     now,
                 )?;
                 if let Some(note) = &w.note_to_agent {
-                    inbound::insert(tx, &note.as_new(now))?;
+                    super::sessions::note(tx, &note.id, &note.text, false, false, now)?;
                 }
             }
             inbound::apply_acks(tx, &acks)?;
@@ -428,6 +431,26 @@ impl Loop {
         };
         if row.kind == "system" {
             let action = content.get("action").and_then(|a| a.as_str()).unwrap_or("?");
+            if approvals::is_request(action) {
+                let env = approvals::Env {
+                    central: &self.d.central,
+                    data_dir: &self.d.data_dir,
+                    groups_dir: &self.d.groups_dir,
+                    channels: &self.d.channels,
+                    containers: &self.d.containers,
+                };
+                return approvals::request(
+                    &env,
+                    session,
+                    agent,
+                    pass.inb,
+                    &row.id,
+                    row.in_reply_to.as_deref(),
+                    action,
+                    &content,
+                    now_ms(),
+                );
+            }
             if !tasks::is_task_action(action) {
                 return perm(format!("the action {action:?} is not supported by this host"));
             }
@@ -588,16 +611,7 @@ impl Loop {
             outcome: Outcome::Failed,
             platform_id: None,
             reason: Some(reason.to_string()),
-            note_to_agent: Some(Note {
-                id: format!("fail-{}", row.id),
-                agent_id: agent.id.clone(),
-                content: serde_json::json!({
-                    "text": note,
-                    "sender": "system",
-                    "senderId": "system",
-                })
-                .to_string(),
-            }),
+            note_to_agent: Some(Note { id: format!("fail-{}", row.id), text: note }),
         }
     }
 }
@@ -660,26 +674,5 @@ impl Write {
 /// A context-only message from pincer to the agent (it rides along with the next prompt).
 struct Note {
     id: String,
-    agent_id: String,
-    content: String,
-}
-
-impl Note {
-    fn as_new(&self, now: i64) -> NewInbound<'_> {
-        NewInbound {
-            id: &self.id,
-            kind: "chat",
-            timestamp: now,
-            trigger: false,
-            process_after: None,
-            channel_type: Some("agent"),
-            platform_id: Some(&self.agent_id),
-            thread_id: None,
-            content: &self.content,
-            on_wake: false,
-            recurrence: None,
-            series_id: None,
-            source_session_id: None,
-        }
-    }
+    text: String,
 }

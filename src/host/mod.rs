@@ -13,6 +13,7 @@
 
 pub mod a2a;
 pub mod agents;
+pub mod approvals;
 pub mod backoff;
 pub mod channels;
 pub mod containers;
@@ -177,6 +178,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let d = delivery::Delivery {
         central: open_central(&cfg)?,
         data_dir: cfg.data_dir.clone(),
+        groups_dir: cfg.groups_dir.clone(),
         channels: channels.clone(),
         containers: containers.clone(),
         links: LinkSet::new(links.clone(), proxy::handler(model_proxy), LINK_TOKENS_FROM),
@@ -211,7 +213,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.clone(),
             store,
             hub,
-            webchat::HostHandles { router: router_mb.clone(), sweep: sweep_mb.clone(), links: links.clone() },
+            webchat::HostHandles {
+                router: router_mb.clone(),
+                sweep: sweep_mb.clone(),
+                links: links.clone(),
+                containers: containers.clone(),
+                channels: channels.clone(),
+            },
             tls.clone(),
             notifier.clone(),
         ));

@@ -147,6 +147,41 @@ pub fn resolve_peer(
     Ok(session)
 }
 
+/// Tells a session's agent something from pincer (a refusal, a decision, a change made by a
+/// person), addressed to the session's conversation. `trigger`: wakes the agent to act on it;
+/// otherwise it rides along with the next prompt. `on_wake`: only a freshly started container
+/// sees it (a change that needs a restart, such as new tools). Idempotent by `id`.
+pub fn note(
+    inb: &Connection,
+    id: &str,
+    text: &str,
+    trigger: bool,
+    on_wake: bool,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let route = inbound::routing(inb)?.unwrap_or_default();
+    let content = serde_json::json!({ "text": text, "sender": "system", "senderId": "system" }).to_string();
+    inbound::insert(
+        inb,
+        &inbound::NewInbound {
+            id,
+            kind: "chat",
+            timestamp: now,
+            trigger,
+            process_after: None,
+            channel_type: route.channel_type.as_deref(),
+            platform_id: route.platform_id.as_deref(),
+            thread_id: route.thread_id.as_deref(),
+            content: &content,
+            on_wake,
+            recurrence: None,
+            series_id: None,
+            source_session_id: None,
+        },
+    )?;
+    Ok(())
+}
+
 /// Sets a damaged session aside: its directory moves to `data/quarantine/<session>-<time>/`
 /// (kept for inspection) and the session is closed, so the next message starts a fresh one.
 /// Returns where the directory went.

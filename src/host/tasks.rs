@@ -400,29 +400,8 @@ pub fn control(
             Err(why) => return Ok(Err(why)),
         };
         // The agent learns of it with its next turn (context only: it does not wake it).
-        let note = json!({
-            "text": format!("{who} {} your task {series_id}.", done_word(action)),
-            "sender": "system",
-            "senderId": "system",
-        });
-        inbound::insert(
-            &inb,
-            &NewInbound {
-                id: &format!("taskctl-{series_id}-{now}"),
-                kind: "chat",
-                timestamp: now,
-                trigger: false,
-                process_after: None,
-                channel_type: None,
-                platform_id: None,
-                thread_id: None,
-                content: &note.to_string(),
-                on_wake: false,
-                recurrence: None,
-                series_id: None,
-                source_session_id: None,
-            },
-        )?;
+        let text = format!("{who} {} your task {series_id}.", done_word(action));
+        super::sessions::note(&inb, &format!("taskctl-{series_id}-{now}"), &text, false, false, now)?;
         return Ok(Ok((session.id, applied)));
     }
     Ok(Err(format!("the agent has no task {series_id:?}")))

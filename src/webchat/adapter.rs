@@ -175,6 +175,14 @@ impl Channel for WebchatChannel {
         Ok(())
     }
 
+    fn update_card(&self, room: &Room, message_id: &str, card: &serde_json::Value) {
+        match self.store.set_card(message_id, card) {
+            Ok(Some(m)) => self.hub.broadcast(&room.id, &update_event(&m), None),
+            Ok(None) => {}
+            Err(e) => log::error!("updating the card of message {message_id}: {e:#}"),
+        }
+    }
+
     fn activity(&self, room: &Room, activity: &Activity<'_>) {
         let ev = match activity {
             Activity::Delta { stream, agent, text } => {

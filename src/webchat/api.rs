@@ -127,6 +127,8 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
         ("GET", ["agents"]) => list_agents(ctx, &user),
         ("POST", ["agents"]) => create_agent(ctx, &user, req),
         ("GET", ["agents", id, "tasks"]) => super::tasks::list(ctx, &user, id),
+        ("GET", ["approvals"]) => super::approvals::list(ctx, &user),
+        ("POST", ["approvals", id]) => super::approvals::decide(ctx, &user, id, req),
         ("GET", ["agents", id, "destinations"]) => super::destinations::list(ctx, &user, id),
         ("POST", ["agents", id, "destinations"]) => super::destinations::add(ctx, &user, id, req),
         ("DELETE", ["agents", id, "destinations", name]) => super::destinations::remove(ctx, &user, id, name),

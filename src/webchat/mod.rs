@@ -8,6 +8,7 @@
 
 pub mod adapter;
 pub mod api;
+pub mod approvals;
 pub mod assets;
 pub mod auth;
 pub mod destinations;
@@ -61,6 +62,8 @@ pub struct Ctx {
     pub sweep: Mailbox<SweepMsg>,
     /// To tell containers to stop a turn.
     pub links: Arc<Links>,
+    pub containers: Arc<crate::host::containers::Containers>,
+    pub channels: crate::host::channels::Channels,
     /// Identity from what a request carries.
     pub auth: auth::Auth,
     /// Failed sign-ins per client address.
@@ -89,6 +92,10 @@ pub struct HostHandles {
     pub router: Mailbox<RouterMsg>,
     pub sweep: Mailbox<SweepMsg>,
     pub links: Arc<Links>,
+    /// For decisions that restart an agent's containers.
+    pub containers: Arc<crate::host::containers::Containers>,
+    /// For decisions shown in a room (an approval card).
+    pub channels: crate::host::channels::Channels,
 }
 
 impl Ctx {
@@ -122,6 +129,8 @@ impl Ctx {
             router: host.router,
             sweep: host.sweep,
             links: host.links,
+            containers: host.containers,
+            channels: host.channels,
             known_users: Mutex::new(HashSet::new()),
             started: Instant::now(),
         }

@@ -190,6 +190,17 @@ impl Store {
         })
     }
 
+    /// Replaces a message's card; returns the updated message.
+    pub fn set_card(
+        &self,
+        message_id: &str,
+        card: &serde_json::Value,
+    ) -> anyhow::Result<Option<RoomMessage>> {
+        let conn = self.conn()?;
+        central::set_message_card(&conn, message_id, &card.to_string())?;
+        Ok(central::message(&conn, message_id)?)
+    }
+
     /// Adds a reaction (once per emoji and reacting party); returns the updated message.
     pub fn react(
         &self,

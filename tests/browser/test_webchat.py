@@ -964,6 +964,38 @@ def step_model_question(ctx):
     p.wait(lambda _: [c["buttons"] for c in card_state(p)] == [answered], "the card still answered after a reload")
 
 
+def step_model_approval(ctx):
+    """add_mcp_server: an approval card with Approve/Deny; a click decides it for everyone."""
+    p, fake = ctx.page, ctx.fake
+    n0 = len(fake.requests)
+    fake.push(
+        tool_reply(("call_mcp", "add_mcp_server", {"name": "weather", "command": "/bin/true"})),
+        text_reply("I asked for the weather server."),
+    )
+    p.send("get yourself a weather tool")
+    p.wait_message("agent", "I asked for the weather server.")
+    approvals = lambda: [c for c in card_state(p) if c["title"] == "New MCP server"]  # noqa: E731
+    cards = p.wait(lambda _: approvals(), "an approval card")
+    check(
+        "/bin/true" in cards[0]["question"]
+        and [b["label"] for b in cards[0]["buttons"]] == ["Approve", "Deny"]
+        and not any(b["disabled"] for b in cards[0]["buttons"]),
+        f"the card says what is asked and offers Approve and Deny: {cards[0]}",
+    )
+    fake.push(text_reply("Understood, no weather server."))
+    msg_el(p, cards[0]["seq"]).find_element(By.XPATH, ".//button[normalize-space()='Deny']").click()
+    decided = p.wait(
+        lambda _: p.js(
+            "const e = document.querySelector('#messages .card-approval .card-answered'); return e && e.textContent"
+        ),
+        "the card to show the decision",
+    )
+    check(decided.startswith("Denied by"), f"the card shows who denied it: {decided!r}")
+    check(approvals()[0]["buttons"] == [], "no buttons once decided")
+    p.wait_message("agent", "Understood, no weather server.")
+    check("denied the request" in last_user_text(fake.snapshot()[n0 + 2]["body"]), "the agent was told")
+
+
 def step_model_stop(ctx):
     """Stop mid-stream: the partial reply stays, marked stopped; the model call is aborted."""
     p, fake = ctx.page, ctx.fake
@@ -1158,6 +1190,7 @@ MODEL_STEPS = [
     ("model: streamed reply shown live, then once as markdown", step_model_streams),
     ("model: write_file + send_file round trip, file download", step_model_tools),
     ("model: question card answered by a click", step_model_question),
+    ("model: approval card decided by a click", step_model_approval),
     ("model: Stop mid-stream aborts the model call", step_model_stop),
     ("model: busy model, retry status line", step_model_busy),
     ("model: model error shown as an error notice", step_model_error),

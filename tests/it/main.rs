@@ -8,6 +8,7 @@
 mod access;
 mod agents;
 mod api;
+mod approvals;
 mod chat;
 mod cli;
 mod containers;

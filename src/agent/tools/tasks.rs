@@ -33,9 +33,15 @@ pub fn scheduling() -> Vec<Box<dyn Tool>> {
     ]
 }
 
-/// Requests that need the host's approval flow: not offered until the host carries them out.
+/// Requests a person may have to approve: a new agent, an MCP server.
 pub fn requests() -> Vec<Box<dyn Tool>> {
-    vec![Box::new(CreateAgent), Box::new(InstallPackages), Box::new(AddMcpServer)]
+    vec![Box::new(CreateAgent), Box::new(AddMcpServer)]
+}
+
+/// Not offered: the host cannot build per-agent images yet (a tool the host refuses is not
+/// offered).
+pub fn unsupported() -> Vec<Box<dyn Tool>> {
+    vec![Box::new(InstallPackages)]
 }
 
 fn spec(name: &str, description: &str, schema: Value) -> ToolSpec {
@@ -314,8 +320,9 @@ impl Tool for CreateAgent {
     fn spec(&self) -> ToolSpec {
         spec(
             "create_agent",
-            "Ask the host to create another agent with its own instructions (only the owner and admins may \
-             have this done). You can then message it.",
+            "Create another agent with its own instructions, which you can then message (it answers you). \
+             Done at once when the person you are answering is the owner or an admin; otherwise they are \
+             asked to approve in the room and you are told the outcome.",
             json!({"type": "object", "properties": {
                 "name": {"type": "string", "description": "A short display name."},
                 "instructions": {"type": "string", "description": "Its instructions (second person)."}
@@ -437,8 +444,8 @@ impl Tool for AddMcpServer {
     fn spec(&self) -> ToolSpec {
         spec(
             "add_mcp_server",
-            "Ask the owner to approve an MCP server (a program speaking the Model Context Protocol over stdio) \
-             whose tools you would then get.",
+            "Ask the owner or an admin to approve an MCP server (a program in your container speaking the \
+             Model Context Protocol over stdio). Once approved, its tools are yours from your next turn.",
             json!({"type": "object", "properties": {
                 "name": {"type": "string", "description": "Short name, letters, digits, - and _."},
                 "command": {"type": "string"},
