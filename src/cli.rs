@@ -30,6 +30,8 @@ Commands:
                                let AGENT message agent OTHER (--both: and back)
   agent unlink AGENT NAME      remove one of AGENT's destinations
   room list [--json]           list rooms
+  room policy ROOM strict|request_approval|public
+                               who the room's agents answer
   user list [--json]           list people and their roles
   task list [--json]           list agents' scheduled tasks
   task pause|resume|cancel ID  control a scheduled task
@@ -77,6 +79,7 @@ pub fn main(args: &[String]) -> Exit {
         ["agent", "link", rest @ ..] => agent_link(rest),
         ["agent", "unlink", agent, name] => agent_unlink(agent, name),
         ["room", "list", rest @ ..] => listing(rest, List::Rooms),
+        ["room", "policy", room, policy] => room_policy(room, policy),
         ["user", "list", rest @ ..] => listing(rest, List::Users),
         ["user", "grant", rest @ ..] => user_grant(rest),
         ["task", "list", rest @ ..] => task_list(rest),
@@ -129,7 +132,9 @@ fn help(cmd: &str, sub: Option<&str>) -> Exit {
         ("agent", _) => {
             "Usage: pincer agent create NAME [--instructions TEXT] [--with-room]\n       pincer agent list [--json]\n       pincer agent link AGENT OTHER [--name NAME] [--both]\n       pincer agent unlink AGENT NAME\n\nAGENT and OTHER are agent ids or names. A link lets AGENT send messages to OTHER (by NAME, by default\nOTHER's name); OTHER's answers come back to the conversation that asked.\n"
         }
-        ("room", _) => "Usage: pincer room list [--json]\n",
+        ("room", _) => {
+            "Usage: pincer room list [--json]\n       pincer room policy ROOM strict|request_approval|public\n\nstrict: only people with access to an agent see the room and are answered by it (the default).\nrequest_approval: everyone signed in sees the room; a message from someone without access is held\nand the owner or the agent's admins are asked to let them in. public: every agent answers everyone.\n"
+        }
         ("task", _) => {
             "Usage: pincer task list [--json]\n       pincer task pause|resume|cancel TASK_ID\n\nLists the tasks agents have scheduled (soonest first), or pauses, resumes or cancels one (the\nagent is told on its next turn). A running pincer picks a resumed task's time up within a minute.\n"
         }
@@ -345,6 +350,20 @@ fn agent_unlink(agent: &str, name: &str) -> anyhow::Result<()> {
             bail!("{} has no destination {name:?}", a.name);
         }
         println!("{} no longer has the destination {name:?}", a.name);
+        Ok(())
+    })
+}
+
+fn room_policy(room: &str, policy: &str) -> anyhow::Result<()> {
+    if !matches!(policy, "strict" | "request_approval" | "public") {
+        return usage_err(format!("unknown policy `{policy}`: use strict, request_approval or public"));
+    }
+    with_config(|cfg| {
+        let conn = host::open_central(&cfg)?;
+        if !central::set_room_policy(&conn, room, policy)? {
+            bail!("no room {room:?}: `pincer room list` shows them");
+        }
+        println!("room {room}: {policy}");
         Ok(())
     })
 }

@@ -59,6 +59,16 @@ pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Approval>> {
     conn.query_row("SELECT * FROM approvals WHERE id = ?1", [id], Approval::from_row).optional()
 }
 
+/// The newest request whose source id starts with `prefix`.
+pub fn latest_by_source_prefix(conn: &Connection, prefix: &str) -> rusqlite::Result<Option<Approval>> {
+    conn.query_row(
+        "SELECT * FROM approvals WHERE substr(source_id, 1, length(?1)) = ?1 ORDER BY created_at DESC LIMIT 1",
+        [prefix],
+        Approval::from_row,
+    )
+    .optional()
+}
+
 pub fn pending(conn: &Connection) -> rusqlite::Result<Vec<Approval>> {
     let mut stmt =
         conn.prepare_cached("SELECT * FROM approvals WHERE status = 'pending' ORDER BY created_at")?;

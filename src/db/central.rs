@@ -220,13 +220,101 @@ pub fn folder_taken(conn: &Connection, folder: &str) -> rusqlite::Result<bool> {
 // ---------------------------------------------------------------------------------------------
 // Rooms and wirings
 
+/// Stores a room; who its agents answer starts `strict` (people with access to them).
 pub fn insert_room(conn: &Connection, room: &Room) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO rooms (id, channel_type, platform_id, name, is_group, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO rooms (id, channel_type, platform_id, name, is_group, created_at, unknown_sender_policy)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'strict')",
         params![room.id, room.channel_type, room.platform_id, room.name, room.is_group, room.created_at],
     )?;
     Ok(())
+}
+
+/// Who a room's agents answer: `strict` (people with access to the agent), `request_approval`
+/// (others are asked about), `public` (everyone signed in).
+pub fn room_policy(conn: &Connection, room_id: &str) -> rusqlite::Result<String> {
+    conn.query_row("SELECT unknown_sender_policy FROM rooms WHERE id = ?1", [room_id], |r| r.get(0))
+        .optional()
+        .map(|p| p.unwrap_or_else(|| "strict".into()))
+}
+
+pub fn set_room_policy(conn: &Connection, room_id: &str, policy: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute("UPDATE rooms SET unknown_sender_policy = ?2 WHERE id = ?1", [room_id, policy])? == 1)
+}
+
+/// A message an agent did not get, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Dropped {
+    pub message_id: String,
+    pub agent_id: String,
+    pub sender_id: Option<String>,
+    pub reason: String,
+    pub created_at: i64,
+    pub replayed_at: Option<i64>,
+}
+
+/// Records a message not given to an agent (once per message and agent).
+pub fn insert_dropped(
+    conn: &Connection,
+    room_id: &str,
+    message_id: &str,
+    agent_id: &str,
+    sender_id: Option<&str>,
+    reason: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO dropped_messages (room_id, message_id, agent_id, sender_id, reason, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![room_id, message_id, agent_id, sender_id, reason, now],
+    )?;
+    Ok(())
+}
+
+/// The newest drops of a room.
+pub fn dropped_in_room(conn: &Connection, room_id: &str, limit: i64) -> rusqlite::Result<Vec<Dropped>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT message_id, agent_id, sender_id, reason, created_at, replayed_at FROM dropped_messages
+         WHERE room_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2",
+    )?;
+    stmt.query_map(params![room_id, limit], |r| {
+        Ok(Dropped {
+            message_id: r.get(0)?,
+            agent_id: r.get(1)?,
+            sender_id: r.get(2)?,
+            reason: r.get(3)?,
+            created_at: r.get(4)?,
+            replayed_at: r.get(5)?,
+        })
+    })?
+    .collect()
+}
+
+/// Messages held for a person awaiting approval in a room, for one agent; marks them replayed
+/// and makes them routable again (routing is idempotent per session, so others are not doubled).
+pub fn replay_held(
+    conn: &Connection,
+    room_id: &str,
+    agent_id: &str,
+    sender_id: &str,
+    now: i64,
+) -> rusqlite::Result<usize> {
+    let ids: Vec<String> = {
+        let mut stmt = conn.prepare(
+            "SELECT message_id FROM dropped_messages
+             WHERE room_id = ?1 AND agent_id = ?2 AND sender_id = ?3 AND reason = 'awaiting_approval' AND replayed_at IS NULL",
+        )?;
+        stmt.query_map(params![room_id, agent_id, sender_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for id in &ids {
+        conn.execute("UPDATE room_messages SET routed_at = NULL WHERE id = ?1", [id])?;
+        conn.execute(
+            "UPDATE dropped_messages SET replayed_at = ?3 WHERE message_id = ?1 AND agent_id = ?2",
+            params![id, agent_id, now],
+        )?;
+    }
+    Ok(ids.len())
 }
 
 pub fn rooms(conn: &Connection, channel_type: &str) -> rusqlite::Result<Vec<Room>> {
@@ -766,7 +854,13 @@ pub fn unrouted_messages(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<
     .collect()
 }
 
+/// Marks a message routed by a pass that began at `now` — unless a person was let in during the
+/// pass and the message was released for them meanwhile: then it stays queued for another pass.
 pub fn mark_routed(conn: &Connection, message_id: &str, now: i64) -> rusqlite::Result<()> {
-    conn.execute("UPDATE room_messages SET routed_at = ?2 WHERE id = ?1", params![message_id, now])?;
+    conn.execute(
+        "UPDATE room_messages SET routed_at = ?2 WHERE id = ?1
+         AND NOT EXISTS (SELECT 1 FROM dropped_messages WHERE message_id = ?1 AND replayed_at >= ?2)",
+        params![message_id, now],
+    )?;
     Ok(())
 }

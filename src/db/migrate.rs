@@ -20,6 +20,7 @@ pub const CENTRAL: &[Migration] = &[
     ("0004_sign_in.sql", include_str!("../../sql/central/0004_sign_in.sql")),
     ("0005_push.sql", include_str!("../../sql/central/0005_push.sql")),
     ("0006_approvals.sql", include_str!("../../sql/central/0006_approvals.sql")),
+    ("0007_sender_policy.sql", include_str!("../../sql/central/0007_sender_policy.sql")),
 ];
 pub const INBOUND: &[Migration] = &[
     ("0001_init.sql", include_str!("../../sql/inbound/0001_init.sql")),

@@ -31,6 +31,8 @@ pub struct Env<'a> {
     pub groups_dir: &'a Path,
     pub channels: &'a Channels,
     pub containers: &'a Arc<Containers>,
+    /// Has the router look at its queue again (messages held for a person who was let in).
+    pub reroute: Option<&'a dyn Fn()>,
 }
 
 /// Whether `action` is a request handled here.
@@ -196,7 +198,12 @@ fn card_json(a: &Approval, decided: Option<(&str, &str)>) -> Value {
     let mut card = json!({
         "type": "approval",
         "approval_id": a.id,
-        "title": match a.kind.as_str() { "create_agent" => "New agent", "add_mcp_server" => "New MCP server", _ => "Request" },
+        "title": match a.kind.as_str() {
+            "create_agent" => "New agent",
+            "add_mcp_server" => "New MCP server",
+            "sender" => "New person",
+            _ => "Request",
+        },
         "question": a.summary,
         "options": [{ "label": "Approve", "value": "approve" }, { "label": "Deny", "value": "deny" }],
     });
@@ -205,6 +212,88 @@ fn card_json(a: &Approval, decided: Option<(&str, &str)>) -> Value {
         card["decided_by"] = json!(by);
     }
     card
+}
+
+/// Where a person without access stands in a room that asks about them.
+#[derive(Debug, PartialEq)]
+pub enum SenderState {
+    /// Someone decided against letting them in.
+    Denied,
+    /// An approval is pending.
+    Asked,
+    /// Nobody has been asked (or they were let in once and lost access since).
+    Unasked,
+}
+
+fn sender_key(room_id: &str, agent_id: &str, sender: &str) -> String {
+    format!("sender/{room_id}/{agent_id}/{sender}")
+}
+
+pub fn sender_state(
+    central: &Connection,
+    room_id: &str,
+    agent_id: &str,
+    sender: &str,
+) -> rusqlite::Result<SenderState> {
+    Ok(match approvals::latest_by_source_prefix(central, &sender_key(room_id, agent_id, sender))? {
+        Some(a) if a.status == "pending" => SenderState::Asked,
+        Some(a) if a.status == "denied" => SenderState::Denied,
+        _ => SenderState::Unasked,
+    })
+}
+
+/// A person without access to `agent_id` wrote in `room`, which asks before letting people in:
+/// a card for the owner or the agent's admins to decide on.
+pub fn ask_about_sender(
+    central: &Connection,
+    channels: &Channels,
+    room: &central::Room,
+    agent_id: &str,
+    sender: &str,
+    sender_name: &str,
+    now: i64,
+) -> anyhow::Result<()> {
+    let key = sender_key(&room.id, agent_id, sender);
+    let Some(agent) = central::agent(central, agent_id)? else { return Ok(()) };
+    let a = approvals::insert(
+        central,
+        &Approval {
+            id: new_id("appr"),
+            kind: "sender".into(),
+            agent_id: agent.id.clone(),
+            session_id: String::new(),
+            room_id: Some(room.id.clone()),
+            requested_by: Some(sender.to_string()),
+            payload: json!({ "room_id": room.id, "user_id": sender, "user_name": sender_name }).to_string(),
+            summary: format!("let {sender_name} talk to {} in {}", agent.name, room.name),
+            status: "pending".into(),
+            message_id: None,
+            source_id: format!("{key}/{now}"),
+            created_at: now,
+            decided_by: None,
+            decided_at: None,
+            outcome: None,
+        },
+    )?;
+    if let Some(adapter) = channels.get(&room.channel_type) {
+        let card = card_json(&a, None);
+        let text = format!(
+            "{sender_name} wants to talk to {}. The owner or an admin of {} can let them in.",
+            agent.name, agent.name
+        );
+        match adapter.deliver(&Outgoing {
+            room,
+            agent: &agent,
+            source_id: &format!("approval/{}", a.id),
+            stream_id: None,
+            body: Body::Message { text: &text, files: &[], card: Some(&card), notice: false },
+        }) {
+            Ok(id) => approvals::set_message(central, &a.id, &id)?,
+            Err(e) => log::error!("posting the card of approval {}: {e:?}", a.id),
+        }
+    }
+    log::info!("approval {}: {sender} asks to talk to agent {} in room {}", a.id, agent.name, room.id);
+    Ok(())
 }
 
 /// Why a decision was not taken.
@@ -246,6 +335,7 @@ pub fn decide(
         let done = match a.kind.as_str() {
             "create_agent" => create_agent(env, &agent, &payload, now),
             "add_mcp_server" => add_mcp_server(env, &agent, &payload),
+            "sender" => let_in(env, &agent, &payload, user, now),
             other => Err(format!("{other} cannot be carried out by this host")),
         };
         match done {
@@ -259,9 +349,14 @@ pub fn decide(
         return Ok(Err(DecideError::Decided("this request was decided already".into())));
     }
     log::info!("approval {} {status} by {user}", a.id);
-    // The card shows the decision; the agent hears of it and carries on.
+    // The card shows the decision; the agent hears of it and carries on. (The card's id may not
+    // be recorded yet when a decision comes right after it was posted: it is found by source.)
+    let card_id = match &a.message_id {
+        Some(id) => Some(id.clone()),
+        None => central::message_by_source(env.central, &format!("approval/{}", a.id))?.map(|m| m.id),
+    };
     if let (Some(mid), Some(room)) =
-        (&a.message_id, a.room_id.as_deref().map(|r| central::room(env.central, r)).transpose()?.flatten())
+        (&card_id, a.room_id.as_deref().map(|r| central::room(env.central, r)).transpose()?.flatten())
         && let Some(adapter) = env.channels.get(&room.channel_type)
     {
         adapter.update_card(&room, mid, &card_json(&a, Some((status, user_name))));
@@ -293,6 +388,20 @@ fn create_agent(env: &Env<'_>, creator: &Agent, p: &Value, now: i64) -> Result<S
         "agent \"{}\" was created; message it with <message to=\"{to_child}\">…</message> (it answers you)",
         created.agent.name
     ))
+}
+
+/// Makes a person a member of the agent and gives it the messages held for them.
+fn let_in(env: &Env<'_>, agent: &Agent, p: &Value, by: &str, now: i64) -> Result<String, String> {
+    let field = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let (room, user, name) = (field("room_id"), field("user_id"), field("user_name"));
+    people::add_member(env.central, &user, &agent.id, by, now).map_err(|e| e.to_string())?;
+    let held = central::replay_held(env.central, &room, &agent.id, &user, now).map_err(|e| e.to_string())?;
+    if held > 0
+        && let Some(reroute) = env.reroute
+    {
+        reroute();
+    }
+    Ok(format!("{name} may now talk to {}; {held} message(s) of theirs were passed on", agent.name))
 }
 
 /// Adds an MCP server to the agent and restarts its containers so the next turn has its tools.

@@ -438,6 +438,7 @@ impl Loop {
                     groups_dir: &self.d.groups_dir,
                     channels: &self.d.channels,
                     containers: &self.d.containers,
+                    reroute: None,
                 };
                 return approvals::request(
                     &env,

@@ -129,11 +129,20 @@ impl Router {
             return Ok(());
         };
         let wirings = central::wirings_of_room(&self.central, &room.id)?;
+        let policy = central::room_policy(&self.central, &room.id)?;
+        // Agents whose owner is to be asked about the sender (after the message is marked routed:
+        // a quick "let in" then routes it again instead of racing with this pass).
+        let mut asks: Vec<String> = Vec::new();
         let mut to_wake: Vec<Session> = Vec::new();
         let mut touched: Vec<String> = Vec::new();
         for w in &wirings {
             let engaged = self.engages(w, &m.text);
             if !engaged && w.ignored_message_policy != "accumulate" {
+                continue;
+            }
+            if let Some(sender) = m.sender_id.as_deref()
+                && !self.admits(&room, &policy, w, m, sender, &mut asks, now)?
+            {
                 continue;
             }
             let session = sessions::resolve(
@@ -203,7 +212,72 @@ impl Router {
             Ok(())
         })?;
         self.attempts.remove(&m.id);
+        if let Some(sender) = m.sender_id.as_deref() {
+            for agent_id in asks {
+                if let Err(e) = super::approvals::ask_about_sender(
+                    &self.central,
+                    &self.channels,
+                    &room,
+                    &agent_id,
+                    sender,
+                    &m.sender,
+                    now,
+                ) {
+                    log::error!("asking about {sender} in room {}: {e:#}", room.id);
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the wiring's agent gets a person's message: they may use the agent (or the room
+    /// answers everyone), and a `/clear` comes from its owner or an admin. A message it does not
+    /// get is recorded with the reason; in a room that asks, the owner or the agent's admins get
+    /// an approval card, and the message is given to the agent if they let the person in.
+    #[allow(clippy::too_many_arguments)]
+    fn admits(
+        &self,
+        room: &Room,
+        policy: &str,
+        w: &Wiring,
+        m: &Unrouted,
+        sender: &str,
+        asks: &mut Vec<String>,
+        now: i64,
+    ) -> anyhow::Result<bool> {
+        let drop = |reason: &str| -> anyhow::Result<bool> {
+            central::insert_dropped(&self.central, &room.id, &m.id, &w.agent_id, Some(sender), reason, now)?;
+            log::info!("message {} not given to agent {}: {reason}", m.id, w.agent_id);
+            Ok(false)
+        };
+        if m.text.trim_start().starts_with("/clear")
+            && !super::approvals::may_decide(&self.central, sender, &w.agent_id)?
+        {
+            // Recorded first, then told: whoever reads the notice finds the record.
+            drop("command_not_allowed")?;
+            let name = central::agent(&self.central, &w.agent_id)?.map(|a| a.name).unwrap_or_default();
+            self.channels.notice_room(
+                room,
+                &format!("Only the owner or an admin of {name} can clear its conversation; {name} did not get that."),
+            );
+            return Ok(false);
+        }
+        if policy == "public" || central::can_access_agent(&self.central, sender, &w.agent_id)? {
+            return Ok(true);
+        }
+        if policy != "request_approval" {
+            return drop("not_member");
+        }
+        use super::approvals::{self, SenderState};
+        match approvals::sender_state(&self.central, &room.id, &w.agent_id, sender)? {
+            SenderState::Denied => drop("sender_denied"),
+            SenderState::Asked => drop("awaiting_approval"),
+            SenderState::Unasked => {
+                // Held first, asked once the pass is done: whoever sees the card finds it held.
+                asks.push(w.agent_id.clone());
+                drop("awaiting_approval")
+            }
+        }
     }
 
     fn write_inbound(

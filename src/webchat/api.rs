@@ -140,6 +140,8 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
             &serde_json::to_value(ctx.store.rooms_for(&user.id, user.owner)?).unwrap_or_default(),
         )),
         ("GET", ["rooms", room, "messages"]) => room_messages(ctx, &user, room, req),
+        ("PUT", ["rooms", room, "policy"]) => super::rooms::set_policy(ctx, &user, room, req),
+        ("GET", ["rooms", room, "dropped"]) => super::rooms::dropped(ctx, &user, room),
         ("POST", ["rooms", room, "messages"]) => post_message(ctx, &user, room, req),
         ("GET", ["files", room, name]) => file(ctx, &user, room, name),
         (

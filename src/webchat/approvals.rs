@@ -40,12 +40,14 @@ pub fn decide(ctx: &Ctx, user: &User, id: &str, req: &Req) -> ApiResult {
         }
     };
     let conn = ctx.store.conn()?;
+    let reroute = || ctx.router.post(crate::host::router::RouterMsg::Route);
     let env = host::Env {
         central: &conn,
         data_dir: &ctx.cfg.data_dir,
         groups_dir: &ctx.cfg.groups_dir,
         channels: &ctx.channels,
         containers: &ctx.containers,
+        reroute: Some(&reroute),
     };
     match host::decide(&env, id, &user.id, &user.display_name, approve, now_ms()).map_err(ApiError::from)? {
         Ok(outcome) => Ok(Resp::json(200, &json!({ "ok": true, "outcome": outcome }))),

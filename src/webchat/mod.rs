@@ -22,6 +22,7 @@ pub mod push;
 pub mod rate;
 pub mod redact;
 pub mod render;
+pub mod rooms;
 pub mod store;
 pub mod tasks;
 pub mod tls;

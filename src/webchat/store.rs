@@ -61,6 +61,8 @@ pub struct RoomInfo {
     pub created_at: i64,
     pub agents: Vec<AgentRef>,
     pub last_seq: i64,
+    /// Who its agents answer: `strict`, `request_approval` or `public`.
+    pub unknown_sender_policy: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -228,7 +230,8 @@ impl Store {
         let mut out = Vec::new();
         for room in central::rooms(&conn, "webchat")? {
             let agents = central::agents_of_room(&conn, &room.id)?;
-            if !owner && !visible(&conn, user_id, &agents)? {
+            let policy = central::room_policy(&conn, &room.id)?;
+            if !owner && policy == "strict" && !visible(&conn, user_id, &agents)? {
                 continue;
             }
             let last_seq = central::latest_messages(&conn, &room.id, 1)?.first().map_or(0, |m| m.seq);
@@ -241,6 +244,7 @@ impl Store {
                     .map(|a| AgentRef { id: a.id, name: a.name, folder: a.folder })
                     .collect(),
                 last_seq,
+                unknown_sender_policy: policy,
             });
         }
         Ok(out)
@@ -255,7 +259,11 @@ impl Store {
         if room.channel_type != "webchat" {
             return Ok(None);
         }
-        if owner || visible(&conn, user_id, &central::agents_of_room(&conn, &room.id)?)? {
+        // A room that answers or asks about everyone is open to every signed-in person.
+        if owner
+            || central::room_policy(&conn, &room.id)? != "strict"
+            || visible(&conn, user_id, &central::agents_of_room(&conn, &room.id)?)?
+        {
             return Ok(Some(room));
         }
         Ok(None)

@@ -17,6 +17,7 @@ mod models;
 mod proxy;
 mod restart;
 mod robust;
+mod senders;
 mod support;
 mod tasks;
 mod tls;
