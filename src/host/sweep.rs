@@ -215,6 +215,7 @@ impl Sweep {
         if self.containers.is_running(&session.id) {
             // A run that has come due (a task, a retry) wakes a container that sits idle.
             if inbound::due_count(&inb, now)? > 0 {
+                log::debug!("session {}: a run is due; waking its container", session.id);
                 self.containers.wake(&self.central, session)?;
             }
             if let Some(out) = &out {

@@ -6,9 +6,11 @@
 //! to a baseline measured in the same run (CONTRACT.md §6), so the overhead over the physical
 //! limit can be read off: `name value unit  (baseline name value unit, xRATIO)`. A third host
 //! serves HTTPS from its own CA: sign-in and socket opening over TLS against a bare rustls
-//! handshake, and memory with 500 idle signed-in clients.
+//! handshake, and memory with 500 idle signed-in clients. A fourth has agents act: how late a
+//! scheduled task's answer reaches the browser, and an agent-to-agent round trip.
 
 mod access;
+mod agents;
 mod baseline;
 mod docker;
 mod host;
@@ -172,6 +174,28 @@ fn run() -> anyhow::Result<()> {
     println!(
         "host_rss_per_idle_wss_client {} KB  (TLS + WebSocket + session state)",
         num((a.rss_clients_mb - a.rss_idle_mb) * 1e3 / a.clients as f64)
+    );
+
+    let acted_dir = tempfile::Builder::new().prefix("pincer-bench-agents-").tempdir()?;
+    let acted = agents::phase(acted_dir.path(), &image).context("agents phase")?;
+    let warm50 = ms(&acted.warm, 50);
+    report(
+        "task_due_to_browser_p50",
+        ms(&acted.task_lateness, 50),
+        "ms",
+        &[("warm_round_trip_same_host_p50", warm50, "ms")],
+    );
+    report(
+        "task_due_to_browser_p99",
+        ms(&acted.task_lateness, 99),
+        "ms",
+        &[("warm_round_trip_same_host_p99", ms(&acted.warm, 99), "ms")],
+    );
+    report(
+        "agent_to_agent_round_trip_p50",
+        ms(&acted.a2a, 50),
+        "ms",
+        &[("warm_round_trip_same_host_p50", warm50, "ms")],
     );
 
     eprintln!("bench: host stopped {:.0} ms after SIGTERM", stop_took.as_secs_f64() * 1e3);

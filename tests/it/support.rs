@@ -64,6 +64,10 @@ impl Dirs {
             .env("PINCER_IMAGE", image())
             .env("WEBCHAT_PORT", "0")
             .env("TZ", "UTC");
+        // A developer may ask for the host's debug log (printed when a test fails).
+        if let Ok(level) = std::env::var("PINCER_TEST_LOG") {
+            cmd.env("PINCER_LOG", level);
+        }
         cmd
     }
 }
