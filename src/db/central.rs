@@ -813,6 +813,54 @@ pub fn messages_after(
     stmt.query_map(params![room_id, after_seq, limit], RoomMessage::from_row)?.collect()
 }
 
+/// The `limit` messages just before `before_seq`, ascending (paging back through history).
+pub fn messages_before(
+    conn: &Connection,
+    room_id: &str,
+    before_seq: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<RoomMessage>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE room_id = ?1 AND seq < ?2
+                        ORDER BY seq DESC LIMIT ?3)
+         ORDER BY seq"
+    ))?;
+    stmt.query_map(params![room_id, before_seq, limit], RoomMessage::from_row)?.collect()
+}
+
+/// Messages matching every word of `words` (the last one also as a prefix), best first, in
+/// the given rooms only.
+pub fn search(
+    conn: &Connection,
+    words: &[String],
+    rooms: &[String],
+    limit: i64,
+) -> rusqlite::Result<Vec<RoomMessage>> {
+    if words.is_empty() || rooms.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Every word quoted (FTS5 operators in what people type stay text); the last is a prefix.
+    let mut query: Vec<String> = words.iter().map(|w| format!("\"{}\"", w.replace('"', "\"\""))).collect();
+    if let Some(last) = query.last_mut() {
+        last.push('*');
+    }
+    let placeholders = (0..rooms.len()).map(|i| format!("?{}", i + 3)).collect::<Vec<_>>().join(",");
+    let columns = MESSAGE_COLUMNS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "SELECT {columns}
+         FROM message_search JOIN room_messages m ON m.rowid = message_search.rowid
+         WHERE message_search MATCH ?1 AND m.room_id IN ({placeholders})
+         ORDER BY rank LIMIT ?2"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let query_text = query.join(" ");
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&query_text, &limit];
+    for r in rooms {
+        args.push(r);
+    }
+    stmt.query_map(args.as_slice(), RoomMessage::from_row)?.collect()
+}
+
 /// The newest `limit` messages of a room, ascending.
 pub fn latest_messages(conn: &Connection, room_id: &str, limit: i64) -> rusqlite::Result<Vec<RoomMessage>> {
     let mut stmt = conn.prepare_cached(&format!(

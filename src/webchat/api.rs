@@ -128,6 +128,7 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
         ("POST", ["agents"]) => create_agent(ctx, &user, req),
         ("GET", ["agents", id, "tasks"]) => super::tasks::list(ctx, &user, id),
         ("GET", ["approvals"]) => super::approvals::list(ctx, &user),
+        ("GET", ["search"]) => super::search::search(ctx, &user, req),
         ("POST", ["approvals", id]) => super::approvals::decide(ctx, &user, id, req),
         ("GET", ["agents", id, "destinations"]) => super::destinations::list(ctx, &user, id),
         ("POST", ["agents", id, "destinations"]) => super::destinations::add(ctx, &user, id, req),
@@ -283,7 +284,22 @@ fn room_messages(ctx: &Ctx, user: &User, room_id: &str, req: &Req) -> ApiResult 
         })?,
     };
     let conn = ctx.store.conn()?;
-    let messages: Vec<RoomMessage> = match req.query("after").or(req.query("after_seq")) {
+    let seq_param = |name: &str, s: &str, min: i64| {
+        s.parse::<i64>().ok().filter(|n| *n >= min).ok_or_else(|| {
+            ApiError::bad(format!("invalid {name}={s:?}: expected a message seq (a whole number from {min})"))
+        })
+    };
+    let after = req.query("after").or(req.query("after_seq"));
+    let before = req.query("before");
+    if after.is_some() && before.is_some() {
+        return Err(ApiError::bad("give `after` or `before`, not both"));
+    }
+    if let Some(s) = before {
+        let before = seq_param("before", s, 1)?;
+        let messages = central::messages_before(&conn, &room.id, before, limit)?;
+        return Ok(Resp::json(200, &json!({ "messages": super::redact::messages(&messages) })));
+    }
+    let messages: Vec<RoomMessage> = match after {
         None => central::latest_messages(&conn, &room.id, limit)?,
         Some(s) => {
             let after = s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {

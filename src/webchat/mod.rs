@@ -23,6 +23,7 @@ pub mod rate;
 pub mod redact;
 pub mod render;
 pub mod rooms;
+pub mod search;
 pub mod store;
 pub mod tasks;
 pub mod tls;

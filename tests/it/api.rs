@@ -161,3 +161,59 @@ fn typing_reaches_other_clients_in_the_room() {
     assert_eq!(t["is_typing"], true);
     assert_eq!(t["room_id"], "assistant");
 }
+
+#[test]
+fn history_pages_backwards_and_search_finds_words_in_rooms_the_caller_may_see() {
+    let dirs = Dirs::new();
+    let host = Host::start_with(&dirs, &[("WEBCHAT_TRUSTED_PROXY_IPS", "127.0.0.1")]);
+    let alice = [("X-Webchat-CSRF", "1"), ("X-Forwarded-User", "alice")];
+    let bob = [("X-Webchat-CSRF", "1"), ("X-Forwarded-User", "bob")];
+    let post = |text: &str| {
+        let body = json!({ "text": text, "client_id": pincer::ids::new_id("c") }).to_string();
+        let (status, m) = http(host.port, "POST", "/api/rooms/assistant/messages", Some(&body), &alice);
+        assert_eq!(status, 200, "{m}");
+        m["message"]["seq"].as_i64().unwrap()
+    };
+    let first = post("The quick brown fox");
+    post("jumps over the lazy dog at the café");
+    let third = post("and a secret: my password is hunter2hunter2");
+
+    // Paging back: the messages just before a seq, ascending.
+    let (status, page) = http(
+        host.port,
+        "GET",
+        &format!("/api/rooms/assistant/messages?before={third}&limit=2"),
+        None,
+        &alice,
+    );
+    assert_eq!(status, 200, "{page}");
+    let seqs: Vec<i64> =
+        page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.len() == 2 && seqs[0] < seqs[1] && seqs[1] < third && seqs[0] >= first, "{seqs:?}");
+    for bad in ["before=0", "before=x", &format!("before={third}&after=1")] {
+        let (status, body) =
+            http(host.port, "GET", &format!("/api/rooms/assistant/messages?{bad}"), None, &alice);
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    // Search: words (diacritics folded, the last a prefix), excerpts, secrets masked.
+    let find = |q: &str, who: &[(&str, &str)]| {
+        let (status, body) = http(host.port, "GET", &format!("/api/search?q={q}"), None, who);
+        assert_eq!(status, 200, "{q}: {body}");
+        body["results"].as_array().unwrap().clone()
+    };
+    let hits = find("quick%20fo", &alice);
+    assert!(hits.iter().any(|h| h["seq"] == first && h["room_id"] == "assistant"), "{hits:?}");
+    assert!(hits[0]["snippet"].as_str().unwrap().contains("quick brown fox"), "{hits:?}");
+    assert!(!find("cafe", &alice).is_empty(), "café is found as cafe");
+    let secret = find("password", &alice);
+    assert!(!secret.is_empty());
+    assert!(secret.iter().all(|h| !h.to_string().contains("hunter2hunter2")), "{secret:?}");
+    assert!(find("%22%20OR%20NEAR(", &alice).is_empty(), "operators are text, not syntax");
+    // Bob may not see the room: nothing from it, and asking for it is a 404.
+    assert!(find("fox", &bob).is_empty());
+    let (status, _) = http(host.port, "GET", "/api/search?q=fox&room_id=assistant", None, &bob);
+    assert_eq!(status, 404);
+    let (status, body) = http(host.port, "GET", "/api/search?q=", None, &alice);
+    assert_eq!(status, 400, "{body}");
+}
