@@ -43,6 +43,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("WEBCHAT_PORT", "port, 0 picks a free one (default 3100)"),
     ("WEBCHAT_TOKEN", "bearer token, at least 24 characters"),
     ("WEBCHAT_SEND_RATE", "messages one user may send per minute, 1-100000 (default 120; bursts of 30 pass)"),
+    ("WEBCHAT_UPLOAD_MAX_MB", "largest file one upload may bring, in MiB, 1-4096 (default 100)"),
     ("WEBCHAT_TAILSCALE", "true: identify users with tailscale whois"),
     ("WEBCHAT_TAILSCALE_BIN", "the tailscale CLI used for whois (default tailscale)"),
     ("WEBCHAT_TRUSTED_PROXY_IPS", "comma list of IPs/CIDRs (IPv4 and IPv6), or auto"),
@@ -137,7 +138,14 @@ pub struct WebchatConfig {
     pub notify_url: Option<String>,
     /// Messages one user may send per minute (a burst of [`SEND_BURST`] passes at once).
     pub send_per_min: u64,
+    /// Largest body of an upload (`WEBCHAT_UPLOAD_MAX_MB`, plus room for the form around it).
+    pub upload_bytes_max: usize,
+    /// Largest file of an upload.
+    pub upload_file_bytes_max: u64,
 }
+
+/// Bytes an upload's form may add around its file (boundaries, headers, caption).
+pub const UPLOAD_FORM_BYTES: usize = 128 * 1024;
 
 /// Messages a user may send at once before `WEBCHAT_SEND_RATE` applies.
 pub const SEND_BURST: u64 = 30;
@@ -223,7 +231,7 @@ impl Config {
             None => Provider::Mock,
         };
 
-        let webchat = WebchatConfig {
+        let mut webchat = WebchatConfig {
             enabled: parse_bool(env, "WEBCHAT_ENABLED", true)?,
             host: match get("WEBCHAT_HOST") {
                 None => IpAddr::from([127, 0, 0, 1]),
@@ -298,7 +306,10 @@ impl Config {
             },
             notify_url: get("PINCER_NOTIFY_URL").map(|s| parse_url("PINCER_NOTIFY_URL", s)).transpose()?,
             send_per_min: parse_range(env, "WEBCHAT_SEND_RATE", 120, 1, 100_000)?,
+            upload_bytes_max: 0,
+            upload_file_bytes_max: parse_range(env, "WEBCHAT_UPLOAD_MAX_MB", 100, 1, 4096)? << 20,
         };
+        webchat.upload_bytes_max = webchat.upload_file_bytes_max as usize + UPLOAD_FORM_BYTES;
         if webchat.tls_auto && webchat.tls_cert.is_some() {
             bail!(
                 "WEBCHAT_TLS=auto and WEBCHAT_TLS_CERT are both set: choose pincer's own CA or your certificate, not both"
@@ -374,6 +385,11 @@ impl Config {
 }
 
 /// `pincer-agent-<first 8 hex of sha1(absolute project root)>:latest`.
+/// Where room files are stored: what people upload and what agents send.
+pub fn uploads_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("webchat").join("uploads")
+}
+
 pub fn default_image(work_dir: &Path) -> String {
     let root = std::fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_path_buf());
     let hex = sha1_smol::Sha1::from(root.as_os_str().as_encoded_bytes()).digest().to_string();

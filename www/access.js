@@ -331,5 +331,5 @@ window.PincerAccess = (() => {
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', wire);
   else wire();
 
-  return { gate, signOut, openPeople };
+  return { gate, signOut, openPeople, el, api };
 })();

@@ -23,6 +23,7 @@
   const STREAM_LINGER_MS = 20000;
   const CLOSED_STREAMS_MAX = 200; // remembered per room, so late frames cannot revive a bubble
   const AT_BOTTOM_PX = 48;
+  const STAGED_MAX = 10; // files chosen for one message
   const GROUP_GAP_MS = 5 * 60 * 1000; // consecutive messages within this gap are grouped
   const STORE_ROOM = 'pincer.room';
   const STORE_BANNER = 'pincer.mockBannerDismissed';
@@ -38,6 +39,8 @@
     openPeople: $('open-people'),
     signOut: $('sign-out'),
     newAgent: $('new-agent'),
+    newRoom: $('new-room'),
+    roomSettings: $('room-settings'),
     roomTitle: $('room-title'),
     roomSubtitle: $('room-subtitle'),
     conn: $('conn-state'),
@@ -55,6 +58,14 @@
     composer: $('composer'),
     send: $('send'),
     stop: $('stop'),
+    attach: $('attach'),
+    fileInput: $('file-input'),
+    staged: $('staged'),
+    main: document.querySelector('.main'),
+    lightbox: $('lightbox'),
+    lightboxImg: $('lightbox-img'),
+    lightboxOpen: $('lightbox-open'),
+    lightboxClose: $('lightbox-close'),
     dialog: $('agent-dialog'),
     agentForm: $('agent-form'),
     agentName: $('agent-name'),
@@ -91,6 +102,8 @@
         maxSeq: 0,
         loaded: false, // some history has arrived
         pending: new Map(), // client_id -> {text, failed, error}
+        uploads: new Map(), // client_id -> {file, caption, loaded, xhr, failed, error}
+        staged: [], // files chosen, sent with the next message
         // stream_id -> {agent, text, tools: [{name, summary, done}], status, ended, lingerTimer}
         streams: new Map(),
         closedStreams: new Set(), // streams replaced by their final message (or given up)
@@ -201,6 +214,7 @@
     ui.reconnectNow.hidden = s !== 'reconnecting';
     const online = s === 'connected';
     ui.composer.disabled = !online || !state.current;
+    ui.attach.disabled = !online || !state.current;
     ui.composer.placeholder = online ? 'Message' : 'Waiting for the connection…';
     updateSendButton();
   }
@@ -229,6 +243,7 @@
     state.retryMs = RECONNECT_MIN_MS;
     state.user = f.user || null;
     ui.newAgent.hidden = !(state.user && state.user.owner);
+    ui.newRoom.hidden = !(state.user && state.user.owner);
     ui.whoami.textContent = state.user ? `Signed in as ${state.user.displayName}` : '';
     ui.openPeople.hidden = !(state.user && state.user.admin);
     ui.signOut.hidden = !(state.user && state.user.via === 'session');
@@ -414,7 +429,9 @@
   }
 
   function renderRoomList() {
-    ui.rooms.replaceChildren(...state.rooms.map((room) => {
+    // Rooms put away go last, dimmed; they stay reachable.
+    const ordered = [...state.rooms.filter((x) => !x.archived), ...state.rooms.filter((x) => x.archived)];
+    ui.rooms.replaceChildren(...ordered.map((room) => {
       const li = document.createElement('li');
       li.dataset.roomId = room.id;
       const btn = document.createElement('button');
@@ -422,6 +439,7 @@
       btn.className = 'room';
       const active = room.id === state.current;
       li.classList.toggle('active', active);
+      li.classList.toggle('archived', !!room.archived);
       if (active) btn.setAttribute('aria-current', 'true');
       const first = (room.agents || [])[0];
       const avatar = el('span', `avatar hue-${hue(first ? first.name : room.name)}`, initials(room.name));
@@ -450,7 +468,10 @@
   function renderRoomHeader() {
     const room = state.rooms.find((x) => x.id === state.current);
     ui.roomTitle.textContent = room ? room.name : 'pincer';
-    const agents = room ? (room.agents || []).map((a) => a.name).join(', ') : '';
+    ui.roomSettings.hidden = !room;
+    const agents = room
+      ? (room.agents || []).map((a) => (a.id === room.prime_agent_id && room.agents.length > 1 ? `${a.name} ★` : a.name)).join(', ')
+      : '';
     ui.roomSubtitle.textContent = agents && agents !== room.name ? `with ${agents}` : '';
   }
 
@@ -471,6 +492,7 @@
     const r = id ? roomState(id) : null;
     if (r) r.unread = 0;
     ui.composer.value = r ? r.draft : '';
+    renderStaged();
     autoGrow();
     setConn(ui.conn.dataset.state);
     renderRoomList();
@@ -508,7 +530,8 @@
       if (m.sender_type === 'user') fromUsers = true;
       const own = isOwn(m);
       // The stored copy of a message this page sent replaces its pending bubble.
-      if (m.client_id && r.pending.delete(m.client_id) && isCurrent) {
+      const sentHere = m.client_id && (r.pending.delete(m.client_id) | r.uploads.delete(m.client_id));
+      if (sentHere && isCurrent) {
         const p = ui.messages.querySelector(`[data-client-id="${CSS.escape(m.client_id)}"]`);
         if (p) p.remove();
         mine = true;
@@ -550,6 +573,7 @@
       for (const m of sorted) insertMessageEl(messageEl(m));
       for (const [id, s] of r.streams) updateStreamEl(id, s);
       for (const [clientId, p] of r.pending) ui.messages.append(pendingEl(clientId, p));
+      for (const [clientId, u] of r.uploads) ui.messages.append(uploadEl(r, clientId, u));
       ui.messages.querySelectorAll('.msg').forEach(decorate);
     }
     updateEmpty();
@@ -873,6 +897,14 @@
         img.loading = 'lazy';
         a.classList.add('file-image');
         a.append(img);
+        a.addEventListener('click', (ev) => {
+          if (ev.ctrlKey || ev.metaKey || ev.shiftKey || typeof ui.lightbox.showModal !== 'function') return;
+          ev.preventDefault();
+          ui.lightboxImg.src = f.url;
+          ui.lightboxImg.alt = f.name || 'image';
+          ui.lightboxOpen.href = f.url;
+          ui.lightbox.showModal();
+        });
       } else {
         a.classList.add('file-download');
         a.download = f.name || '';
@@ -887,8 +919,18 @@
 
   function sendCurrent() {
     const text = ui.composer.value;
-    if (!text.trim() || !state.current || !sendText(roomState(state.current), text)) return;
+    if (!state.current) return;
     const r = roomState(state.current);
+    if (r.staged.length) {
+      // The text goes with the first file as its caption.
+      const files = r.staged.splice(0);
+      // One after the other: they arrive in the order chosen.
+      const caption = text.trim();
+      files.reduce((prev, file, i) => prev.then(() => startUpload(r, file, i === 0 ? caption : '')), Promise.resolve());
+      renderStaged();
+    } else if (!text.trim() || !sendText(r, text)) {
+      return;
+    }
     ui.composer.value = '';
     r.draft = '';
     autoGrow();
@@ -949,6 +991,165 @@
     const fresh = pendingEl(clientId, p);
     old.replaceWith(fresh);
     decorate(fresh);
+  }
+
+  // ---------------------------------------------------------------- files
+
+  /** Adds files to those sent with the next message of the open room. */
+  function stageFiles(list) {
+    if (!state.current || !list || !list.length) return;
+    const r = roomState(state.current);
+    for (const file of list) {
+      if (r.staged.length >= STAGED_MAX) {
+        toast(`At most ${STAGED_MAX} files at once`);
+        break;
+      }
+      r.staged.push(file);
+    }
+    renderStaged();
+    ui.composer.focus();
+  }
+
+  function renderStaged() {
+    const r = state.current ? roomState(state.current) : null;
+    const files = r ? r.staged : [];
+    for (const img of ui.staged.querySelectorAll('img')) URL.revokeObjectURL(img.src);
+    ui.staged.replaceChildren(...files.map((file, i) => {
+      const chip = el('div', 'staged-file');
+      chip.setAttribute('role', 'listitem');
+      if (file.type.startsWith('image/')) {
+        const img = document.createElement('img');
+        img.src = URL.createObjectURL(file);
+        img.alt = '';
+        chip.append(img);
+      }
+      chip.append(el('span', 'file-name', file.name), el('span', 'file-size', formatSize(file.size)));
+      const rm = el('button', 'icon-btn', '×');
+      rm.type = 'button';
+      rm.setAttribute('aria-label', `Remove ${file.name}`);
+      rm.addEventListener('click', () => {
+        r.staged.splice(i, 1);
+        renderStaged();
+      });
+      chip.append(rm);
+      return chip;
+    }));
+    ui.staged.hidden = !files.length;
+    updateSendButton();
+  }
+
+  /** Uploads one file with a progress bar; the stored message replaces it. Resolves when the
+   *  upload has ended, however it ended. */
+  function startUpload(r, file, caption, clientId) {
+    return new Promise((done) => upload(r, file, caption, clientId, done));
+  }
+
+  function upload(r, file, caption, clientId, done) {
+    clientId = clientId || newClientId();
+    const u = { file, caption, loaded: 0, xhr: null, failed: false, error: '' };
+    r.uploads.set(clientId, u);
+    const form = new FormData();
+    form.append('client_id', clientId);
+    if (caption) form.append('caption', caption);
+    form.append('file', file, file.name);
+    const xhr = new XMLHttpRequest();
+    u.xhr = xhr;
+    xhr.open('POST', `/api/rooms/${encodeURIComponent(r.id)}/upload`);
+    xhr.setRequestHeader('X-Webchat-CSRF', '1');
+    xhr.responseType = 'json';
+    xhr.upload.onprogress = (ev) => {
+      u.loaded = ev.loaded;
+      const bar = uploadNode(r, clientId)?.querySelector('progress');
+      if (bar && ev.lengthComputable) {
+        bar.max = ev.total;
+        bar.value = ev.loaded;
+      }
+    };
+    xhr.onloadend = done;
+    xhr.onload = () => {
+      const body = xhr.response || {};
+      if (xhr.status === 200 && body.message) {
+        addMessages(r, [body.message], true);
+        return;
+      }
+      failUpload(r, clientId, body.error || `upload failed (${xhr.status})`);
+    };
+    xhr.onerror = () => failUpload(r, clientId, 'the connection was lost');
+    xhr.onabort = () => {
+      r.uploads.delete(clientId);
+      uploadNode(r, clientId)?.remove();
+      updateEmpty();
+    };
+    xhr.send(form);
+    if (r.id === state.current) {
+      ui.messages.append(uploadEl(r, clientId, u));
+      decorate(ui.messages.lastElementChild);
+      updateEmpty();
+      scrollToBottom();
+    }
+  }
+
+  function uploadNode(r, clientId) {
+    if (r.id !== state.current) return null;
+    return ui.messages.querySelector(`[data-client-id="${CSS.escape(clientId)}"]`);
+  }
+
+  function failUpload(r, clientId, error) {
+    const u = r.uploads.get(clientId);
+    if (!u) return;
+    u.failed = true;
+    u.error = error;
+    u.xhr = null;
+    const old = uploadNode(r, clientId);
+    if (old) {
+      const fresh = uploadEl(r, clientId, u);
+      old.replaceWith(fresh);
+      decorate(fresh);
+    }
+  }
+
+  function uploadEl(r, clientId, u) {
+    const node = el('article', `msg msg-own upload ${u.failed ? 'failed' : 'pending'}`);
+    node.dataset.clientId = clientId;
+    node.dataset.senderType = 'user';
+    node.dataset.sender = `user:${state.user ? state.user.id : ''}`;
+    node.dataset.time = String(Date.now());
+    const bubble = el('div', 'bubble');
+    bubble.append(el('div', 'body body-plain', u.caption || ''));
+    bubble.append(el('div', 'file-name', `${u.file.name} · ${formatSize(u.file.size)}`));
+    if (!u.failed) {
+      const bar = document.createElement('progress');
+      bar.max = u.file.size || 1;
+      bar.value = u.loaded;
+      bar.setAttribute('aria-label', `Uploading ${u.file.name}`);
+      bubble.append(bar);
+    }
+    const actions = el('div', u.failed ? 'send-error' : 'upload-actions');
+    if (u.failed) actions.append(el('span', '', u.error));
+    const cancel = el('button', 'link-btn upload-cancel', u.failed ? 'Remove' : 'Cancel');
+    cancel.type = 'button';
+    cancel.addEventListener('click', () => {
+      if (u.xhr) u.xhr.abort();
+      else {
+        r.uploads.delete(clientId);
+        node.remove();
+        updateEmpty();
+      }
+    });
+    if (u.failed) {
+      const again = el('button', 'link-btn retry', 'Retry');
+      again.type = 'button';
+      again.addEventListener('click', () => {
+        r.uploads.delete(clientId);
+        node.remove();
+        startUpload(r, u.file, u.caption, clientId);
+      });
+      actions.append(again);
+    }
+    actions.append(cancel);
+    bubble.append(actions);
+    node.append(bubble);
+    return node;
   }
 
   /** A UUID; `crypto.randomUUID` exists only in secure contexts (HTTPS or localhost). */
@@ -1031,6 +1232,7 @@
   }
 
   function onComposerInput() {
+    updateMentions();
     autoGrow();
     updateSendButton();
     const t = state.typing;
@@ -1048,6 +1250,100 @@
     }
     clearTimeout(t.idleTimer);
     t.idleTimer = setTimeout(stopTyping, TYPING_IDLE_MS);
+  }
+
+  // ---------------------------------------------------------------- @mentions
+
+  const mention = { list: null, items: [], index: 0, start: 0 };
+
+  /** The `@word` being typed just before the caret, if any. */
+  function mentionQuery() {
+    const c = ui.composer;
+    const before = c.value.slice(0, c.selectionStart);
+    const m = before.match(/(^|[^\w@])@([\w-]*)$/);
+    return m ? { start: before.length - m[2].length - 1, word: m[2].toLowerCase() } : null;
+  }
+
+  function updateMentions() {
+    const room = state.rooms.find((x) => x.id === state.current);
+    const q = mentionQuery();
+    const agents = room && q ? (room.agents || []).filter((a) =>
+      a.folder.toLowerCase().startsWith(q.word) || a.name.toLowerCase().startsWith(q.word)) : [];
+    if (!agents.length) {
+      closeMentions();
+      return;
+    }
+    mention.items = agents;
+    mention.start = q.start;
+    mention.index = Math.min(mention.index, agents.length - 1);
+    if (!mention.list) {
+      mention.list = el('ul', 'mention-list');
+      mention.list.id = 'mention-list';
+      mention.list.setAttribute('role', 'listbox');
+      mention.list.setAttribute('aria-label', 'Agents to mention');
+      ui.form.style.position = 'relative';
+      ui.form.append(mention.list);
+      ui.composer.setAttribute('aria-controls', 'mention-list');
+    }
+    mention.list.style.bottom = `${ui.form.offsetHeight}px`;
+    mention.list.style.left = `${ui.composer.offsetLeft}px`;
+    mention.list.replaceChildren(...agents.map((a, i) => {
+      const li = el('li', '');
+      li.id = `mention-${i}`;
+      li.setAttribute('role', 'option');
+      li.setAttribute('aria-selected', String(i === mention.index));
+      li.dataset.folder = a.folder;
+      const star = a.id === room.prime_agent_id ? ' ★' : '';
+      li.append(el('strong', '', a.name + star), el('span', 'muted', ` @${a.folder}`));
+      li.addEventListener('mousedown', (ev) => {
+        ev.preventDefault();
+        pickMention(i);
+      });
+      return li;
+    }));
+    ui.composer.setAttribute('aria-activedescendant', `mention-${mention.index}`);
+  }
+
+  function closeMentions() {
+    if (mention.list) mention.list.remove();
+    mention.list = null;
+    mention.items = [];
+    mention.index = 0;
+    ui.composer.removeAttribute('aria-activedescendant');
+  }
+
+  function pickMention(i) {
+    const a = mention.items[i];
+    if (!a) return;
+    const c = ui.composer;
+    const end = c.selectionStart;
+    const insert = `@${a.folder} `;
+    c.value = c.value.slice(0, mention.start) + insert + c.value.slice(end);
+    const caret = mention.start + insert.length;
+    c.setSelectionRange(caret, caret);
+    closeMentions();
+    onComposerInput();
+    c.focus();
+  }
+
+  /** Keys while the mention list is open; true if the key was used. */
+  function mentionKey(ev) {
+    if (!mention.list) return false;
+    if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') {
+      const n = mention.items.length;
+      mention.index = (mention.index + (ev.key === 'ArrowDown' ? 1 : n - 1)) % n;
+      updateMentions();
+      return true;
+    }
+    if (ev.key === 'Enter' || ev.key === 'Tab') {
+      pickMention(mention.index);
+      return true;
+    }
+    if (ev.key === 'Escape') {
+      closeMentions();
+      return true;
+    }
+    return false;
   }
 
   function stopTyping() {
@@ -1068,7 +1364,8 @@
   }
 
   function updateSendButton() {
-    ui.send.disabled = !isOpen() || !state.current || !ui.composer.value.trim();
+    const staged = state.current ? roomState(state.current).staged.length : 0;
+    ui.send.disabled = !isOpen() || !state.current || (!ui.composer.value.trim() && !staged);
   }
 
   function atBottom() {
@@ -1208,12 +1505,53 @@
     sendCurrent();
   });
   ui.composer.addEventListener('keydown', (ev) => {
+    if (!ev.isComposing && mentionKey(ev)) {
+      ev.preventDefault();
+      return;
+    }
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
       ev.preventDefault();
       sendCurrent();
     }
   });
   ui.composer.addEventListener('input', onComposerInput);
+  ui.composer.addEventListener('blur', closeMentions);
+  ui.roomSettings.addEventListener('click', () => {
+    if (state.current) window.PincerRooms.open(state.current, state.user);
+  });
+  ui.newRoom.addEventListener('click', () => {
+    closeDrawer();
+    window.PincerRooms.openNew((id) => openNewRoom(id));
+  });
+  ui.attach.addEventListener('click', () => ui.fileInput.click());
+  ui.fileInput.addEventListener('change', () => {
+    stageFiles([...ui.fileInput.files]);
+    ui.fileInput.value = '';
+  });
+  ui.composer.addEventListener('paste', (ev) => {
+    const files = ev.clipboardData ? [...ev.clipboardData.files] : [];
+    if (!files.length) return;
+    ev.preventDefault();
+    stageFiles(files);
+  });
+  ui.main.addEventListener('dragover', (ev) => {
+    if (!state.current || !ev.dataTransfer || ![...ev.dataTransfer.types].includes('Files')) return;
+    ev.preventDefault();
+    ui.main.classList.add('dropping');
+  });
+  ui.main.addEventListener('dragleave', (ev) => {
+    if (!ui.main.contains(ev.relatedTarget)) ui.main.classList.remove('dropping');
+  });
+  ui.main.addEventListener('drop', (ev) => {
+    ui.main.classList.remove('dropping');
+    if (!ev.dataTransfer || !ev.dataTransfer.files.length) return;
+    ev.preventDefault();
+    stageFiles([...ev.dataTransfer.files]);
+  });
+  ui.lightboxClose.addEventListener('click', () => ui.lightbox.close());
+  ui.lightbox.addEventListener('click', (ev) => {
+    if (ev.target === ui.lightbox) ui.lightbox.close();
+  });
   ui.stop.addEventListener('click', () => {
     if (state.current) sendFrame({ type: 'stop', room_id: state.current });
   });

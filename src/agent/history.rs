@@ -53,6 +53,8 @@ pub fn estimate_tokens(m: &Message) -> usize {
             Block::Text { text } => text.len(),
             Block::ToolUse { name, input, .. } => name.len() + input.to_string().len() + 20,
             Block::ToolResult { content, .. } => content.len() + 20,
+            // A picture costs up to about 1,600 tokens with either protocol.
+            Block::Image { .. } => 1600 * 4,
         })
         .sum();
     bytes / 4 + 4

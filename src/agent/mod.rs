@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod history;
+pub mod images;
 pub mod link;
 pub mod mcp;
 pub mod model;

@@ -131,7 +131,7 @@ pub fn run(
         destinations: &dests,
         agent_id: &r.cfg.agent_id,
     };
-    history.push(Message::user_text(formatter.batch(&rest)));
+    history.push(user_message(formatter.batch(&rest), &r.cfg.workspace, &rest));
 
     let origin_names: Vec<String> = dests
         .iter()
@@ -252,7 +252,7 @@ pub fn run(
             let mut content = results;
             let follow = follow_ups(&r.cfg, &r.out, &r.woken, &mut claimed, &mut max_in)?;
             if !follow.is_empty() {
-                content.push(Block::Text { text: formatter.batch(&follow) });
+                content.extend(user_message(formatter.batch(&follow), &r.cfg.workspace, &follow).content);
             }
             history.push(Message { role: Role::User, content });
             if r.cancel.is_cancelled() {
@@ -272,7 +272,7 @@ pub fn run(
         if follow.is_empty() {
             break;
         }
-        history.push(Message::user_text(formatter.batch(&follow)));
+        history.push(user_message(formatter.batch(&follow), &r.cfg.workspace, &follow));
     }
     let tail = filter.finish();
     if streaming && !tail.is_empty() {
@@ -288,6 +288,18 @@ pub fn run(
         r.link.send(&ToHost::StreamEnd { stream });
     }
     res
+}
+
+/// A batch as the model's user message: its text, then the pictures it carries.
+fn user_message(mut text: String, workspace: &std::path::Path, rows: &[InboundRow]) -> Message {
+    let (images, notes) = super::images::blocks(workspace, rows);
+    for n in notes {
+        text.push('\n');
+        text.push_str(&n);
+    }
+    let mut content = vec![Block::Text { text }];
+    content.extend(images);
+    Message { role: Role::User, content }
 }
 
 fn is_clear(row: &InboundRow) -> bool {

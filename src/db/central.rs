@@ -230,6 +230,108 @@ pub fn insert_room(conn: &Connection, room: &Room) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// How a room decides which of its agents answer.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct Engagement {
+    /// Answers messages that mention nobody.
+    pub prime_agent_id: Option<String>,
+    /// Without a prime: `broadcast` (every agent answers) or `mention-only`.
+    pub engage_default: String,
+    /// The agent a `mention-sticky` conversation is with.
+    pub sticky_agent_id: Option<String>,
+}
+
+pub fn engagement(conn: &Connection, room_id: &str) -> rusqlite::Result<Engagement> {
+    conn.query_row(
+        "SELECT prime_agent_id, engage_default, sticky_agent_id FROM rooms WHERE id = ?1",
+        [room_id],
+        |r| {
+            Ok(Engagement {
+                prime_agent_id: r.get(0)?,
+                engage_default: r.get(1)?,
+                sticky_agent_id: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+    .map(Option::unwrap_or_default)
+}
+
+pub fn set_prime(conn: &Connection, room_id: &str, agent_id: Option<&str>) -> rusqlite::Result<()> {
+    conn.execute("UPDATE rooms SET prime_agent_id = ?2 WHERE id = ?1", params![room_id, agent_id])?;
+    Ok(())
+}
+
+pub fn set_engage_default(conn: &Connection, room_id: &str, default: &str) -> rusqlite::Result<()> {
+    conn.execute("UPDATE rooms SET engage_default = ?2 WHERE id = ?1", params![room_id, default])?;
+    Ok(())
+}
+
+pub fn set_sticky(conn: &Connection, room_id: &str, agent_id: Option<&str>) -> rusqlite::Result<()> {
+    conn.execute("UPDATE rooms SET sticky_agent_id = ?2 WHERE id = ?1", params![room_id, agent_id])?;
+    Ok(())
+}
+
+pub fn rename_room(conn: &Connection, room_id: &str, name: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute("UPDATE rooms SET name = ?2 WHERE id = ?1", params![room_id, name])? == 1)
+}
+
+pub fn delete_room(conn: &Connection, room_id: &str) -> rusqlite::Result<bool> {
+    conn.execute(
+        "DELETE FROM agent_destinations WHERE target_type = 'channel' AND target_id = ?1",
+        [room_id],
+    )?;
+    Ok(conn.execute("DELETE FROM rooms WHERE id = ?1", [room_id])? == 1)
+}
+
+pub fn set_archived(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+    archived: bool,
+    now: i64,
+) -> rusqlite::Result<()> {
+    if archived {
+        conn.execute(
+            "INSERT OR IGNORE INTO room_archives (room_id, user_id, archived_at) VALUES (?1, ?2, ?3)",
+            params![room_id, user_id, now],
+        )?;
+    } else {
+        conn.execute("DELETE FROM room_archives WHERE room_id = ?1 AND user_id = ?2", [room_id, user_id])?;
+    }
+    Ok(())
+}
+
+pub fn is_archived(conn: &Connection, room_id: &str, user_id: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM room_archives WHERE room_id = ?1 AND user_id = ?2)",
+        [room_id, user_id],
+        |r| r.get(0),
+    )
+}
+
+/// A wiring's own settings (engage mode and pattern, sender scope, what happens to messages it
+/// does not engage on, how its sessions are shared).
+pub fn update_wiring(
+    conn: &Connection,
+    room_id: &str,
+    agent_id: &str,
+    engage_mode: &str,
+    engage_pattern: Option<&str>,
+    ignored_message_policy: &str,
+    session_mode: &str,
+) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "UPDATE wirings SET engage_mode = ?3, engage_pattern = ?4, ignored_message_policy = ?5, session_mode = ?6
+         WHERE room_id = ?1 AND agent_id = ?2",
+        params![room_id, agent_id, engage_mode, engage_pattern, ignored_message_policy, session_mode],
+    )? == 1)
+}
+
+pub fn delete_wiring(conn: &Connection, room_id: &str, agent_id: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute("DELETE FROM wirings WHERE room_id = ?1 AND agent_id = ?2", [room_id, agent_id])? == 1)
+}
+
 /// Who a room's agents answer: `strict` (people with access to the agent), `request_approval`
 /// (others are asked about), `public` (everyone signed in).
 pub fn room_policy(conn: &Connection, room_id: &str) -> rusqlite::Result<String> {

@@ -22,6 +22,7 @@ pub const CENTRAL: &[Migration] = &[
     ("0006_approvals.sql", include_str!("../../sql/central/0006_approvals.sql")),
     ("0007_sender_policy.sql", include_str!("../../sql/central/0007_sender_policy.sql")),
     ("0008_search.sql", include_str!("../../sql/central/0008_search.sql")),
+    ("0009_room_engagement.sql", include_str!("../../sql/central/0009_room_engagement.sql")),
 ];
 pub const INBOUND: &[Migration] = &[
     ("0001_init.sql", include_str!("../../sql/inbound/0001_init.sql")),

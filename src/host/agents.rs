@@ -154,6 +154,8 @@ fn create_room_for(tx: &Connection, agent: &Agent, now: i64) -> anyhow::Result<R
     let local =
         unique_slug(&normalize_name(&room.name), |n| Ok(central::destination_name_taken(tx, &agent.id, n)?))?;
     central::insert_destination(tx, &agent.id, &local, "channel", &room.id, now)?;
+    // Its own room: it answers everything there.
+    central::set_prime(tx, &room.id, Some(&agent.id))?;
     Ok(room)
 }
 
@@ -206,7 +208,7 @@ pub fn unlink(conn: &Connection, data_dir: &Path, agent_id: &str, name: &str) ->
 }
 
 /// Rewrites the destination projection of the agent's active sessions.
-fn reproject(conn: &Connection, data_dir: &Path, agent_id: &str) {
+pub fn reproject(conn: &Connection, data_dir: &Path, agent_id: &str) {
     for s in central::sessions_of_agent(conn, agent_id).unwrap_or_default() {
         let dir = super::sessions::SessionDir::new(data_dir, agent_id, &s.id);
         if dir.inbound().exists()

@@ -18,10 +18,12 @@ pub mod backoff;
 pub mod channels;
 pub mod containers;
 pub mod delivery;
+pub mod engage;
 pub mod image;
 pub mod links;
 pub mod lock;
 pub mod proxy;
+pub mod rooms;
 pub mod router;
 pub mod runtime;
 pub mod sessions;
@@ -170,7 +172,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     channels.register(Arc::new(webchat::adapter::WebchatChannel {
         store: store.clone(),
         hub: hub.clone(),
-        uploads: cfg.data_dir.join("webchat").join("uploads"),
+        uploads: crate::config::uploads_dir(&cfg.data_dir),
         streams: Default::default(),
         notifier: Some(notifier.clone()),
     }));

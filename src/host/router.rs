@@ -16,6 +16,7 @@ use mio::{Events, Poll};
 use super::backoff;
 use super::channels::Channels;
 use super::containers::{Containers, WakeOutcome};
+use super::engage;
 use super::sessions::{self, SessionDir, SessionMode};
 use super::sweep::SweepMsg;
 use crate::db::central::{self, Room, Session, Unrouted, Wiring};
@@ -135,8 +136,9 @@ impl Router {
         let mut asks: Vec<String> = Vec::new();
         let mut to_wake: Vec<Session> = Vec::new();
         let mut touched: Vec<String> = Vec::new();
+        let engaged_agents = self.engaged(&room, &wirings, &m.text)?;
         for w in &wirings {
-            let engaged = self.engages(w, &m.text);
+            let engaged = engaged_agents.contains(&w.agent_id);
             if !engaged && w.ignored_message_policy != "accumulate" {
                 continue;
             }
@@ -287,8 +289,11 @@ impl Router {
         m: &Unrouted,
         trigger: bool,
     ) -> anyhow::Result<()> {
-        let files: serde_json::Value =
-            serde_json::from_str(&m.files).unwrap_or_else(|_| serde_json::json!([]));
+        let dir = SessionDir::new(&self.data_dir, &session.agent_id, &session.id);
+        if !dir.inbound().exists() {
+            dir.ensure()?;
+        }
+        let files = self.files_into_inbox(&dir, m)?;
         let mut content = serde_json::json!({
             "text": m.text,
             "sender": m.sender,
@@ -300,10 +305,6 @@ impl Router {
         }
         let content = content.to_string();
         let id = format!("{}:{}", m.id, session.agent_id);
-        let dir = SessionDir::new(&self.data_dir, &session.agent_id, &session.id);
-        if !dir.inbound().exists() {
-            dir.ensure()?;
-        }
         let mut inb = dir.open_inbound()?;
 
         db::write_tx(&mut inb, |tx| {
@@ -329,30 +330,74 @@ impl Router {
         })
     }
 
-    /// Whether a wiring's agent takes part in a message.
-    fn engages(&mut self, w: &Wiring, text: &str) -> bool {
-        match w.engage_mode.as_str() {
-            "pattern" => {
-                match w.engage_pattern.as_deref() {
-                    None | Some(".") | Some("") => true,
-                    Some(p) => {
-                        let re = self.patterns.entry(p.to_string()).or_insert_with(|| match compile_pattern(p) {
-                        Ok(re) => Some(re),
-                        Err(e) => {
-                            log::error!("invalid engage pattern {p:?} on wiring {}: {e}; engaging on every message", w.id);
-                            None
-                        }
-                    });
-                        re.as_ref().is_none_or(|re| pattern_engages(re, text))
-                    }
+    /// Copies the files a person's message carries into the session's `inbox/<message>/` (again
+    /// on a retry: copying is idempotent) and returns the `files` the agent is given: each
+    /// with the path its container sees. A file gone from the room is left out and logged.
+    fn files_into_inbox(&self, dir: &SessionDir, m: &Unrouted) -> anyhow::Result<serde_json::Value> {
+        let entries: Vec<serde_json::Value> = serde_json::from_str(&m.files).unwrap_or_default();
+        let mut out = Vec::new();
+        for e in entries {
+            let Some((room, stored)) = e
+                .get("url")
+                .and_then(|u| u.as_str())
+                .and_then(|u| u.strip_prefix("/api/files/"))
+                .and_then(|u| u.split_once('/'))
+                .filter(|(r, n)| crate::ids::is_plain_file_name(r) && crate::ids::is_plain_file_name(n))
+            else {
+                continue;
+            };
+            let src = crate::config::uploads_dir(&self.data_dir).join(room).join(stored);
+            // Stored as `<tag>-<name>`: the agent sees the name.
+            let local = stored.split_once('-').map(|(_, n)| n).filter(|n| crate::ids::is_plain_file_name(n));
+            let local = local.unwrap_or(stored);
+            let inbox = dir.path().join("inbox").join(&m.id);
+            std::fs::create_dir_all(&inbox)?;
+            match std::fs::copy(&src, inbox.join(local)) {
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    log::warn!("message {}: its file {stored} is gone from the room", m.id);
+                    continue;
                 }
+                Err(err) => return Err(anyhow::anyhow!("copying {stored} into the agent's inbox: {err}")),
             }
-            "mention" | "mention-sticky" => {
-                let folder = central::agent(&self.central, &w.agent_id).ok().flatten().map(|a| a.folder);
-                folder.is_some_and(|f| mentions(text, &f))
+            let mut f = e.clone();
+            f["path"] = serde_json::json!(format!("/workspace/inbox/{}/{local}", m.id));
+            if let Some(o) = f.as_object_mut() {
+                o.remove("url");
             }
-            _ => false,
+            out.push(f);
         }
+        Ok(serde_json::Value::Array(out))
+    }
+
+    /// Which of the room's agents take part in a message ([`engage::decide`]); a mention in a
+    /// room with a sticky agent moves the conversation.
+    fn engaged(&mut self, room: &Room, wirings: &[Wiring], text: &str) -> anyhow::Result<Vec<String>> {
+        let eng = central::engagement(&self.central, &room.id)?;
+        let mut folders = Vec::with_capacity(wirings.len());
+        for w in wirings {
+            folders.push(central::agent(&self.central, &w.agent_id)?.map(|a| a.folder).unwrap_or_default());
+        }
+        let members: Vec<engage::Member<'_>> =
+            wirings.iter().zip(&folders).map(|(w, f)| engage::Member { wiring: w, folder: f }).collect();
+        let patterns = &mut self.patterns;
+        let decision = engage::decide(&eng, &members, text, &mut |p, t| {
+            let re = patterns.entry(p.to_string()).or_insert_with(|| match compile_pattern(p) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    log::error!(
+                        "invalid engage pattern {p:?} in room {}: {e}; engaging on every message",
+                        room.id
+                    );
+                    None
+                }
+            });
+            re.as_ref().is_none_or(|re| pattern_engages(re, t))
+        });
+        if let Some(sticky) = &decision.sticky {
+            central::set_sticky(&self.central, &room.id, sticky.as_deref())?;
+        }
+        Ok(decision.engaged)
     }
 
     fn give_up(&mut self, m: &Unrouted, why: &str) {
@@ -391,30 +436,4 @@ pub fn compile_pattern(p: &str) -> Result<fancy_regex::Regex, String> {
 /// message is never dropped because a pattern is slow).
 pub fn pattern_engages(re: &fancy_regex::Regex, text: &str) -> bool {
     re.is_match(text).unwrap_or(true)
-}
-
-/// True if `text` contains `@<folder>` as a whole word, case-insensitively.
-pub fn mentions(text: &str, folder: &str) -> bool {
-    let lower = text.to_lowercase();
-    let needle = format!("@{folder}");
-    lower.match_indices(&needle).any(|(i, _)| {
-        let before_ok = i == 0 || !lower[..i].chars().next_back().is_some_and(|c| c.is_alphanumeric());
-        let after = &lower[i + needle.len()..];
-        let after_ok = !after.chars().next().is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_');
-        before_ok && after_ok
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mention_detection() {
-        assert!(mentions("hey @assistant, hi", "assistant"));
-        assert!(mentions("@Assistant", "assistant"));
-        assert!(!mentions("hey @assistants", "assistant"));
-        assert!(!mentions("mail me at x@assistant", "assistant"));
-        assert!(!mentions("hey assistant", "assistant"));
-    }
 }

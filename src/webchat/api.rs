@@ -13,17 +13,16 @@ use super::Ctx;
 use super::assets;
 use super::files;
 use super::people;
-pub use super::wire::{ApiError, ApiResult, JSON_BODY_BYTES_MAX, Req, Resp, User, parse_body};
+pub use super::wire::{
+    ApiError, ApiResult, CLIENT_ID_CHARS_MAX, JSON_BODY_BYTES_MAX, Req, Resp, TEXT_BYTES_MAX, User,
+    parse_body, validate_client_id,
+};
 use crate::db::central::{self, RoomMessage};
 use crate::host::agents;
 use crate::ids::now_ms;
 
 /// Largest body of a request made before signing in.
 pub const LOGIN_BODY_BYTES_MAX: usize = 4 * 1024;
-/// Largest message text.
-pub const TEXT_BYTES_MAX: usize = 64 * 1024;
-/// Longest client-chosen message id.
-pub const CLIENT_ID_CHARS_MAX: usize = 128;
 /// Default and largest page of `GET /api/rooms/:id/messages`.
 pub const PAGE_DEFAULT: i64 = 100;
 pub const PAGE_MAX: i64 = 1000;
@@ -33,6 +32,8 @@ pub const PAGE_MAX: i64 = 1000;
 pub struct Admitted {
     pub user: Option<User>,
     pub body_max: usize,
+    /// The body is streamed to [`super::upload::receive`] instead of read whole.
+    pub upload: bool,
 }
 
 fn is_api(path: &str) -> bool {
@@ -55,11 +56,11 @@ pub fn admit(ctx: &Ctx, req: &Req) -> Result<Admitted, Resp> {
     };
     if !is_api(&req.path) {
         return match method {
-            "GET" | "HEAD" => Ok(Admitted { user: None, body_max: 0 }),
+            "GET" | "HEAD" => Ok(Admitted { user: None, body_max: 0, upload: false }),
             // Accepting an invitation: the link's secret is the credential.
             "POST" if req.path.starts_with("/invite/") => {
                 csrf()?;
-                Ok(Admitted { user: None, body_max: 0 })
+                Ok(Admitted { user: None, body_max: 0, upload: false })
             }
             _ => Err(Resp::error(404, &format!("no route for {method} {}", req.path))),
         };
@@ -69,12 +70,19 @@ pub fn admit(ctx: &Ctx, req: &Req) -> Result<Admitted, Resp> {
     let open = (method == "POST" && req.path == "/api/login")
         || (method == "GET" && req.path.starts_with("/api/invite/"));
     if open {
-        return Ok(Admitted { user: None, body_max: if changes { LOGIN_BODY_BYTES_MAX } else { 0 } });
+        return Ok(Admitted {
+            user: None,
+            body_max: if changes { LOGIN_BODY_BYTES_MAX } else { 0 },
+            upload: false,
+        });
     }
     let user = ctx
         .authenticate(&req.peer, &|h| req.header(h).map(str::to_string), &[])
         .map_err(|ApiError(status, msg)| Resp::error(status, &msg))?;
-    Ok(Admitted { user: Some(user), body_max: if changes { JSON_BODY_BYTES_MAX } else { 0 } })
+    if method == "POST" && super::upload::is_upload_path(&req.path) {
+        return Ok(Admitted { user: Some(user), body_max: ctx.cfg.webchat.upload_bytes_max, upload: true });
+    }
+    Ok(Admitted { user: Some(user), body_max: if changes { JSON_BODY_BYTES_MAX } else { 0 }, upload: false })
 }
 
 /// Answers an admitted request.
@@ -142,6 +150,14 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
         )),
         ("GET", ["rooms", room, "messages"]) => room_messages(ctx, &user, room, req),
         ("PUT", ["rooms", room, "policy"]) => super::rooms::set_policy(ctx, &user, room, req),
+        ("POST", ["rooms"]) => super::rooms::create(ctx, &user, req),
+        ("PATCH", ["rooms", room]) => super::rooms::update(ctx, &user, room, req),
+        ("DELETE", ["rooms", room]) => super::rooms::delete(ctx, &user, room),
+        ("POST", ["rooms", room, "agents"]) => super::rooms::add_agent(ctx, &user, room, req),
+        ("DELETE", ["rooms", room, "agents", agent]) => super::rooms::remove_agent(ctx, &user, room, agent),
+        ("PUT", ["rooms", room, "agents", agent]) => super::rooms::set_wiring(ctx, &user, room, agent, req),
+        ("PUT", ["rooms", room, "prime"]) => super::rooms::set_prime(ctx, &user, room, req),
+        ("DELETE", ["rooms", room, "prime"]) => super::rooms::clear_prime(ctx, &user, room),
         ("GET", ["rooms", room, "dropped"]) => super::rooms::dropped(ctx, &user, room),
         ("POST", ["rooms", room, "messages"]) => post_message(ctx, &user, room, req),
         ("GET", ["files", room, name]) => file(ctx, &user, room, name),
@@ -372,19 +388,6 @@ pub fn validate_text(text: &str) -> Result<(), ApiError> {
     }
     if text.contains('\0') {
         return Err(ApiError::bad("text contains a NUL character"));
-    }
-    Ok(())
-}
-
-/// Checks a client-chosen message id.
-pub fn validate_client_id(id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.chars().count() <= CLIENT_ID_CHARS_MAX
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    if !ok {
-        return Err(ApiError::bad(format!(
-            "invalid client_id: use 1-{CLIENT_ID_CHARS_MAX} characters from A-Z a-z 0-9 - _ . : (a UUID works)"
-        )));
     }
     Ok(())
 }

@@ -26,6 +26,11 @@ pub static ASSETS: &[Asset] = &[
         body: include_bytes!("../../www/device.js"),
     },
     Asset {
+        path: "/rooms.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../www/rooms.js"),
+    },
+    Asset {
         path: "/app.js",
         mime: "text/javascript; charset=utf-8",
         body: include_bytes!("../../www/app.js"),

@@ -20,6 +20,22 @@ pub fn sanitize(name: &str) -> String {
     if s.is_empty() { "file".into() } else { s }
 }
 
+/// A file name from a person, made fit to show: no path, no control or invisible characters
+/// (bidirectional overrides could disguise `exe.pdf`), no leading dots, at most 100 characters.
+pub fn display_name(original: &str) -> String {
+    let base = original.rsplit(['/', '\\']).next().unwrap_or_default();
+    let s: String = base
+        .chars()
+        .filter(|&c| !c.is_control() && !crate::host::agents::is_hidden(c))
+        .take(UPLOAD_NAME_CHARS_MAX)
+        .collect();
+    let s = s.trim().trim_start_matches('.').trim();
+    if s.is_empty() { "file".into() } else { s.to_string() }
+}
+
+/// Longest name of an uploaded file (its stored name adds an 11-character tag).
+pub const UPLOAD_NAME_CHARS_MAX: usize = 100;
+
 /// The MIME type for a file name, and whether a browser may show it inline.
 pub fn mime_of(name: &str) -> (&'static str, bool) {
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
@@ -108,6 +124,19 @@ mod tests {
         assert_eq!(mime_of("x.PNG"), ("image/png", true));
         assert!(!mime_of("evil.svg").1);
         assert!(!mime_of("page.html").1);
+    }
+
+    #[test]
+    fn uploaded_names_are_shown_plainly() {
+        assert_eq!(display_name("C:\\Users\\me\\Report (final).pdf"), "Report (final).pdf");
+        assert_eq!(display_name("../../etc/passwd"), "passwd");
+        assert_eq!(display_name("photo\u{202E}gpj.exe"), "photogpj.exe");
+        assert_eq!(display_name("..."), "file");
+        assert_eq!(display_name("ünïcode <b>.md"), "ünïcode <b>.md");
+        assert_eq!(display_name(&"x".repeat(300)).chars().count(), UPLOAD_NAME_CHARS_MAX);
+        let stored =
+            format!("{}-{}", crate::ids::random_base36(10), sanitize(&display_name(&"ü".repeat(300))));
+        assert!(safe_name(&stored), "a stored name is always servable: {stored}");
     }
 
     #[test]

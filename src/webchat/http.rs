@@ -208,6 +208,22 @@ fn request(ctx: &Arc<Ctx>, mut conn: BufReader<Transport>, head: Head, peer: Pee
     {
         return Handled::Failed(e.into());
     }
+    if admitted.upload {
+        // Streamed to disk by the handler; what it leaves unread is drained (bounded) or the
+        // connection closes.
+        let mut body = Body::new(&mut conn, framing, admitted.body_max);
+        let resp = catch_unwind(AssertUnwindSafe(|| {
+            super::upload::receive(ctx, &req, admitted.user.as_ref(), &mut body)
+        }))
+        .unwrap_or_else(|_| {
+            log::error!("panic while handling {what}");
+            Resp::error(500, "internal error; the host log has the details")
+        });
+        let rest = io::copy(&mut (&mut body).take(LINGER_BYTES_MAX), &mut io::sink());
+        let clean = rest.is_ok() && body.finished();
+        conn.get_mut().set_deadline(None);
+        return answer(conn, resp, what, wants_close || !clean, head_only);
+    }
     match read_body(&mut conn, framing, admitted.body_max) {
         Ok(body) => req.body = body,
         Err(BodyError::TooLarge) => return answer(conn, too_large(admitted.body_max), what, true, head_only),
@@ -281,14 +297,89 @@ enum BodyError {
     Io(io::Error),
 }
 
-/// Reads a request body of at most `max` bytes, at [`BODY_BYTES_PER_S_MIN`] after [`BODY_GRACE`].
-fn read_body(conn: &mut BufReader<Transport>, framing: Framing, max: usize) -> Result<Vec<u8>, BodyError> {
-    let start = Instant::now();
-    let mut body = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    let classify = |e: io::Error| {
+/// A request body as a reader: at most `max` bytes, at [`BODY_BYTES_PER_S_MIN`] after
+/// [`BODY_GRACE`] (a slower client gets `TimedOut`), framed by Content-Length or chunked.
+/// More than `max` bytes is `FileTooLarge`; a body cut short is `UnexpectedEof`.
+pub struct Body<'a> {
+    framing: BodyFraming<'a>,
+    start: Instant,
+    received: u64,
+    max: u64,
+    done: bool,
+}
+
+enum BodyFraming<'a> {
+    None,
+    Length(&'a mut BufReader<Transport>, u64),
+    Chunked(http1::Chunked<&'a mut BufReader<Transport>>),
+}
+
+impl<'a> Body<'a> {
+    fn new(conn: &'a mut BufReader<Transport>, framing: Framing, max: usize) -> Body<'a> {
+        let (framing, done) = match framing {
+            Framing::None => (BodyFraming::None, true),
+            Framing::Length(n) => (BodyFraming::Length(conn, n), n == 0),
+            Framing::Chunked => (BodyFraming::Chunked(http1::Chunked::new(conn)), false),
+        };
+        Body { framing, start: Instant::now(), received: 0, max: max as u64, done }
+    }
+
+    /// The whole body has been read.
+    pub fn finished(&self) -> bool {
+        self.done
+    }
+
+    /// Bytes read so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+}
+
+impl Read for Body<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        let allowed = BODY_GRACE + Duration::from_millis(self.received * 1000 / BODY_BYTES_PER_S_MIN);
+        let deadline = Some(self.start + allowed);
+        let n = match &mut self.framing {
+            BodyFraming::None => 0,
+            BodyFraming::Length(conn, left) => {
+                conn.get_mut().set_deadline(deadline);
+                let want = (*left).min(buf.len() as u64) as usize;
+                let n = conn.read(&mut buf[..want])?;
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                *left -= n as u64;
+                if *left == 0 {
+                    self.done = true;
+                }
+                n
+            }
+            BodyFraming::Chunked(chunked) => {
+                chunked.inner_mut().get_mut().set_deadline(deadline);
+                let n = chunked.read(buf)?;
+                if n == 0 {
+                    self.done = true;
+                }
+                n
+            }
+        };
+        self.received += n as u64;
+        if self.received > self.max {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "the body is too large"));
+        }
+        Ok(n)
+    }
+}
+
+impl BodyError {
+    fn of(e: io::Error) -> BodyError {
         if is_timeout(&e) {
             BodyError::Timeout
+        } else if e.kind() == io::ErrorKind::FileTooLarge {
+            BodyError::TooLarge
         } else if e.kind() == io::ErrorKind::InvalidData {
             BodyError::Malformed(e.to_string())
         } else if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -296,53 +387,17 @@ fn read_body(conn: &mut BufReader<Transport>, framing: Framing, max: usize) -> R
         } else {
             BodyError::Io(e)
         }
-    };
-    let pace = |conn: &mut BufReader<Transport>, received: usize| {
-        let allowed = BODY_GRACE + Duration::from_millis(received as u64 * 1000 / BODY_BYTES_PER_S_MIN);
-        conn.get_mut().set_deadline(Some(start + allowed));
-    };
-    match framing {
-        Framing::None => {}
-        Framing::Length(n) => {
-            let n = n as usize;
-            body.reserve(n.min(max));
-            while body.len() < n {
-                pace(conn, body.len());
-                let want = (n - body.len()).min(buf.len());
-                match conn.read(&mut buf[..want]) {
-                    Ok(0) => return Err(classify(io::ErrorKind::UnexpectedEof.into())),
-                    Ok(k) => body.extend_from_slice(&buf[..k]),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(classify(e)),
-                }
-            }
-        }
-        Framing::Chunked => {
-            let mut chunked = http1::Chunked::new(&mut *conn);
-            loop {
-                // The pace deadline is set on the transport under the decoder.
-                let allowed =
-                    BODY_GRACE + Duration::from_millis(body.len() as u64 * 1000 / BODY_BYTES_PER_S_MIN);
-                set_deadline_under(&mut chunked, start + allowed);
-                match chunked.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(k) => {
-                        if body.len() + k > max {
-                            return Err(BodyError::TooLarge);
-                        }
-                        body.extend_from_slice(&buf[..k]);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(classify(e)),
-                }
-            }
-        }
     }
-    Ok(body)
 }
 
-fn set_deadline_under(chunked: &mut http1::Chunked<&mut BufReader<Transport>>, deadline: Instant) {
-    chunked.inner_mut().get_mut().set_deadline(Some(deadline));
+/// Reads a whole request body of at most `max` bytes.
+fn read_body(conn: &mut BufReader<Transport>, framing: Framing, max: usize) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    if let Framing::Length(n) = framing {
+        body.reserve((n as usize).min(max));
+    }
+    Body::new(conn, framing, max).read_to_end(&mut body).map_err(BodyError::of)?;
+    Ok(body)
 }
 
 /// Decodes `%XX` escapes; `None` for bad escapes or invalid UTF-8.

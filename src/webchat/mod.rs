@@ -17,6 +17,7 @@ pub mod front;
 pub mod http;
 pub mod hub;
 pub mod login;
+pub mod multipart;
 pub mod people;
 pub mod push;
 pub mod rate;
@@ -29,6 +30,7 @@ pub mod tasks;
 pub mod tls;
 pub mod transport;
 pub mod trust;
+pub mod upload;
 pub mod wire;
 pub mod ws;
 
@@ -84,6 +86,8 @@ pub struct Ctx {
     sends: rate::Limiter<String>,
     /// Where room files are stored (`data/webchat/uploads`).
     pub uploads: std::path::PathBuf,
+    /// Uploads under way per person.
+    pub uploading: upload::Active,
     /// Users already registered in the DB by this process.
     known_users: Mutex<HashSet<String>>,
     pub started: Instant,
@@ -116,7 +120,8 @@ impl Ctx {
         });
         let install = crate::host::containers::RunnerConfig::install_id(&cfg.data_dir);
         Ctx {
-            uploads: cfg.data_dir.join("webchat").join("uploads"),
+            uploads: crate::config::uploads_dir(&cfg.data_dir),
+            uploading: upload::Active::default(),
             auth: auth::Auth::new(&cfg.webchat),
             guard: login::LoginGuard::default(),
             cookie: login::cookie_name(&install),
@@ -254,12 +259,29 @@ impl Ctx {
                 return Ok((m, false));
             }
         }
-        self.sends.take(&user.id, Instant::now()).map_err(SendRefusal::Limited)?;
+        self.take_send(user)?;
+        self.store_and_route(user, room, text, client_id, &json!([]))
+    }
+
+    /// Counts a message against the person's send rate.
+    pub fn take_send(&self, user: &User) -> Result<(), SendRefusal> {
+        self.sends.take(&user.id, Instant::now()).map_err(SendRefusal::Limited)
+    }
+
+    /// Stores a person's checked message (with `files` already in the room), shows it, and
+    /// queues it for the router.
+    pub fn store_and_route(
+        &self,
+        user: &User,
+        room: &Room,
+        text: &str,
+        client_id: Option<&str>,
+        files: &serde_json::Value,
+    ) -> Result<(RoomMessage, bool), SendRefusal> {
         let (message, created) =
-            self.store.user_message(room, &user.id, &user.display_name, text, client_id)?;
+            self.store.user_message(room, &user.id, &user.display_name, text, client_id, files)?;
         if created {
             self.hub.broadcast(&room.id, &message_event(&message, None), None);
-
             self.router.post(RouterMsg::Route);
         }
         Ok((message, created))

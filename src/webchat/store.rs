@@ -63,6 +63,12 @@ pub struct RoomInfo {
     pub last_seq: i64,
     /// Who its agents answer: `strict`, `request_approval` or `public`.
     pub unknown_sender_policy: String,
+    /// Answers messages that mention nobody.
+    pub prime_agent_id: Option<String>,
+    /// Without a prime: `broadcast` or `mention-only`.
+    pub engage_default: String,
+    /// The caller has put the room away.
+    pub archived: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +76,10 @@ pub struct AgentRef {
     pub id: String,
     pub name: String,
     pub folder: String,
+    /// How it engages in this room: `pattern` (the room's rules, or its own pattern), `mention`,
+    /// `mention-sticky`.
+    pub engage_mode: String,
+    pub engage_pattern: Option<String>,
 }
 
 impl Store {
@@ -111,9 +121,9 @@ impl Store {
         display_name: &str,
         text: &str,
         client_id: Option<&str>,
+        files: &serde_json::Value,
     ) -> anyhow::Result<(RoomMessage, bool)> {
         let html = markdown_to_html(text);
-        let files = serde_json::json!([]);
         self.insert(NewMessage {
             room_id: &room.id,
             sender: display_name,
@@ -121,7 +131,7 @@ impl Store {
             sender_type: "user",
             text,
             html: &html,
-            files: &files,
+            files,
             client_id,
             source_id: None,
             card: None,
@@ -235,16 +245,31 @@ impl Store {
                 continue;
             }
             let last_seq = central::latest_messages(&conn, &room.id, 1)?.first().map_or(0, |m| m.seq);
+            let wirings = central::wirings_of_room(&conn, &room.id)?;
+            let eng = central::engagement(&conn, &room.id)?;
+            let archived = central::is_archived(&conn, &room.id, user_id)?;
             out.push(RoomInfo {
+                agents: agents
+                    .into_iter()
+                    .map(|a| {
+                        let w = wirings.iter().find(|w| w.agent_id == a.id);
+                        AgentRef {
+                            engage_mode: w.map_or_else(|| "pattern".into(), |w| w.engage_mode.clone()),
+                            engage_pattern: w.and_then(|w| w.engage_pattern.clone()),
+                            id: a.id,
+                            name: a.name,
+                            folder: a.folder,
+                        }
+                    })
+                    .collect(),
                 id: room.id,
                 name: room.name,
                 created_at: room.created_at,
-                agents: agents
-                    .into_iter()
-                    .map(|a| AgentRef { id: a.id, name: a.name, folder: a.folder })
-                    .collect(),
                 last_seq,
                 unknown_sender_policy: policy,
+                prime_agent_id: eng.prime_agent_id,
+                engage_default: eng.engage_default,
+                archived,
             });
         }
         Ok(out)

@@ -118,3 +118,21 @@ pub fn parse_body<T: for<'de> Deserialize<'de>>(req: &Req, shape: &str) -> Resul
     serde_json::from_slice(&req.body)
         .map_err(|e| ApiError::bad(format!("invalid JSON body ({e}); expected {shape}")))
 }
+
+/// Largest message text.
+pub const TEXT_BYTES_MAX: usize = 64 * 1024;
+/// Longest client-chosen message id.
+pub const CLIENT_ID_CHARS_MAX: usize = 128;
+
+/// Checks a client-chosen message id.
+pub fn validate_client_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.chars().count() <= CLIENT_ID_CHARS_MAX
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !ok {
+        return Err(ApiError::bad(format!(
+            "invalid client_id: use 1-{CLIENT_ID_CHARS_MAX} characters from A-Z a-z 0-9 - _ . : (a UUID works)"
+        )));
+    }
+    Ok(())
+}

@@ -578,6 +578,55 @@ def step_phone(ctx):
     check(width <= 390, f"the page is {width}px wide on a 390px screen (horizontal scrolling)")
 
 
+def step_team_room(ctx):
+    """On a phone-sized screen: a room with two agents, an @mention, then a prime agent."""
+    p = ctx.page
+    p.d.set_window_size(390, 844)
+    p.find("#menu-toggle").click()
+    p.wait(lambda _: p.find("#new-room").is_displayed(), "the New room button in the drawer")
+    p.find("#new-room").click()
+    p.wait(lambda _: p.find("#new-room-dialog").is_displayed(), "the New room dialog")
+    p.find("#new-room-name").send_keys("Team")
+    boxes = p.wait(lambda _: p.find_all("#new-room-agents input") if len(p.find_all("#new-room-agents input")) == 2 else None,
+                   "both agents offered")
+    for b in boxes:
+        b.click()
+    p.find("#new-room-create").click()
+    p.wait(lambda _: p.find("#room-title").text == "Team", "the Team room open")
+    check("Assistant" in p.find("#room-subtitle").text and "Helper" in p.find("#room-subtitle").text,
+          f"subtitle {p.find('#room-subtitle').text!r}")
+    # @ offers the room's agents; Enter picks one.
+    composer = p.find("#composer")
+    composer.send_keys("@hel")
+    items = p.wait(lambda _: p.find_all("#mention-list li") or None, "the mention list")
+    check([i.get_attribute("data-folder") for i in items] == ["helper"], f"offered {[i.text for i in items]}")
+    composer.send_keys(Keys.ENTER)
+    check(composer.get_attribute("value") == "@helper ", f"composer holds {composer.get_attribute('value')!r}")
+    composer.send_keys("hi there")
+    composer.send_keys(Keys.ENTER)
+    reply = p.wait_message("agent", "echo: @helper hi there", FIRST_REPLY_S)
+    check(reply["sender"] == "Helper", f"the mentioned agent answered, not {reply['sender']!r}")
+    # ★ the prime: it answers what mentions nobody.
+    p.find("#room-settings").click()
+    p.wait(lambda _: p.find("#room-dialog").is_displayed(), "the room settings")
+    assistant = p.wait(lambda _: next((li for li in p.find_all("#room-agents li")
+                                       if "Assistant" in li.text), None), "Assistant listed in the settings")
+    assistant.find_element(By.CSS_SELECTOR, ".star").click()
+    p.wait(lambda _: p.find("#room-agents li .star.on") is not None and "Assistant" in
+           p.find("#room-agents li .star.on").find_element(By.XPATH, "..").text, "Assistant starred")
+    width = p.js("return document.documentElement.scrollWidth")
+    check(width <= 390, f"the settings make the page {width}px wide on a 390px screen")
+    p.find("#room-close").click()
+    p.wait(lambda _: "Assistant ★" in p.find("#room-subtitle").text, "the prime shown in the header")
+    p.send("who answers now?")
+    reply = p.wait_message("agent", "echo: who answers now?", FIRST_REPLY_S)
+    check(reply["sender"] == "Assistant", f"the prime answered, not {reply['sender']!r}")
+    p.d.set_window_size(1280, 900)
+    p.wait(lambda _: p.find(f'#rooms [data-room-id="{ROOM}"] button').is_displayed(), "the room list")
+    p.find(f'#rooms [data-room-id="{ROOM}"] button').click()
+    p.wait(lambda _: p.find("#room-title").text == "Assistant", "back in the Assistant room")
+
+
 def step_live_activity(ctx):
     """Thinking, a streamed reply with a tool and Stop, and someone typing: frames injected."""
     p = ctx.page
@@ -682,6 +731,71 @@ def check_installable(p):
     check(version and len(version) == 12, f"the service worker carries the app version: {version!r}")
 
 
+# A 1x1 PNG.
+PNG_1PX = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c63f8cfc0f01f"
+    "00050001ff89993d1d0000000049454e44ae426082"
+)
+
+
+def step_upload(ctx):
+    p = ctx.page
+    photo = ctx.tmp / "photo.png"
+    photo.write_bytes(PNG_1PX)
+    notes = ctx.tmp / "notes.txt"
+    notes.write_text("uploaded from the browser\n")
+    before = len(api(ctx.host.port, "GET", f"/api/rooms/{ROOM}/messages?limit=1000")["messages"])
+    # The picker (what a phone's camera or file chooser fills in).
+    p.js("const i = document.getElementById('file-input'); i.hidden = false; i.style.display = 'block';")
+    p.find("#file-input").send_keys(f"{photo}\n{notes}")
+    p.js("const i = document.getElementById('file-input'); i.hidden = true; i.style.display = '';")
+    chips = p.wait(lambda _: p.find_all("#staged .staged-file") if len(p.find_all("#staged .staged-file")) == 2 else None,
+                   "two files staged")
+    check(len(chips[0].find_elements(By.CSS_SELECTOR, "img")) == 1, "the photo is previewed")
+    check("notes.txt" in chips[1].text, f"the second chip says {chips[1].text!r}")
+    p.find("#composer").send_keys("two files")
+    p.find("#send").click()
+
+    def stored_uploads(_):
+        msgs = api(ctx.host.port, "GET", f"/api/rooms/{ROOM}/messages?limit=1000")["messages"][before:]
+        ups = [m for m in msgs if m["sender_type"] == "user" and m["files"]]
+        return ups if len(ups) == 2 else None
+
+    ups = p.wait(stored_uploads, "both uploads stored", REPLY_S)
+    check([u["files"][0]["name"] for u in ups] == ["photo.png", "notes.txt"], f"stored {ups}")
+    check(ups[0]["text"] == "two files" and ups[1]["text"] == "", "the text went with the first file")
+    check(p.find("#staged").get_attribute("hidden") is not None, "nothing left staged")
+    img = p.wait(lambda _: next(iter(p.find_all(f'[data-id="{ups[0]["id"]}"] .file-image img')), None), "the photo shown")
+    p.wait(lambda _: p.js("return arguments[0].complete && arguments[0].naturalWidth", img) == 1, "the photo loaded")
+    link = p.find(f'[data-id="{ups[1]["id"]}"] .file-download')
+    check("notes.txt" in link.text, f"the text file is a download: {link.text!r}")
+    p.wait(lambda _: not any(m["pending"] or m["failed"] for m in p.messages()), "no upload left pending")
+    # An image opens in the lightbox.
+    img.click()
+    p.wait(lambda _: p.js("return document.getElementById('lightbox').open"), "the lightbox opens")
+    p.find("#lightbox-close").click()
+    p.wait(lambda _: not p.js("return document.getElementById('lightbox').open"), "the lightbox closes")
+    # Dropped on the conversation.
+    p.js(
+        """
+        const dt = new DataTransfer();
+        dt.items.add(new File(['dropped text'], 'dropped.txt', { type: 'text/plain' }));
+        const main = document.querySelector('.main');
+        main.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+        main.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+        """
+    )
+    p.wait(lambda _: len(p.find_all("#staged .staged-file")) == 1, "the dropped file staged")
+    p.find("#send").click()
+
+    def dropped(_):
+        msgs = api(ctx.host.port, "GET", f"/api/rooms/{ROOM}/messages?limit=1000")["messages"][before:]
+        return next((m for m in msgs if m["files"] and m["files"][0]["name"] == "dropped.txt"), None)
+
+    m = p.wait(dropped, "the dropped file stored", REPLY_S)
+    check(m["files"][0]["size"] == len("dropped text"), f"stored {m['files'][0]}")
+
+
 MOCK_STEPS = [
     ("page loads: room, mock banner, connected", step_loads),
     ("send with Enter, echo reply from the container", step_echo),
@@ -693,7 +807,9 @@ MOCK_STEPS = [
     ("refused send: failed bubble, retry with the same client_id", step_failed_send),
     ("new agent from the form", step_new_agent),
     ("phone width: room drawer", step_phone),
+    ("phone width: a room of two agents, @mention, prime", step_team_room),
     ("thinking, streaming with tools and Stop, typing", step_live_activity),
+    ("files: picker, caption, drop, progress, lightbox", step_upload),
     ("installable: manifest, icons, an active service worker", step_installable),
     ("no CSP violations or script errors", step_console_clean),
 ]

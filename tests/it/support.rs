@@ -212,6 +212,14 @@ impl Host {
         http(self.port, "POST", path, Some(&body.to_string()), &[("X-Webchat-CSRF", "1")])
     }
 
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        http(self.port, "DELETE", path, None, &[("X-Webchat-CSRF", "1")])
+    }
+
+    pub fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        http(self.port, "PUT", path, Some(&body.to_string()), &[("X-Webchat-CSRF", "1")])
+    }
+
     pub fn ws(&self) -> Ws {
         Ws::connect(self.port, &[])
     }
@@ -270,7 +278,10 @@ pub fn http_raw(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     if let Some(b) = body {
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();

@@ -159,6 +159,9 @@ fn block_json(b: &Block) -> Option<Value> {
         Block::ToolResult { tool_use_id, content, is_error } => Some(
             json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error}),
         ),
+        Block::Image { path, media_type } => crate::agent::images::base64_of(path).map(|data| {
+            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
+        }),
     }
 }
 

@@ -200,7 +200,23 @@ fn messages_json(system: &str, messages: &[Message]) -> Vec<Value> {
                         out.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": content}));
                     }
                 }
-                if !text.is_empty() {
+                let images: Vec<Value> = blocks
+                    .iter()
+                    .filter_map(|b| match b {
+                        Block::Image { path, media_type } => crate::agent::images::base64_of(path).map(|d| {
+                            json!({"type": "image_url", "image_url": {"url": format!("data:{media_type};base64,{d}")}})
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                if !images.is_empty() {
+                    let mut parts = Vec::with_capacity(images.len() + 1);
+                    if !text.is_empty() {
+                        parts.push(json!({"type": "text", "text": text}));
+                    }
+                    parts.extend(images);
+                    out.push(json!({"role": "user", "content": parts}));
+                } else if !text.is_empty() {
                     out.push(json!({"role": "user", "content": text}));
                 }
             }

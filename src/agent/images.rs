@@ -1,0 +1,118 @@
+//! Pictures people send, given to the model as image input as well as by path: which files
+//! qualify (PNG, JPEG, GIF and WebP, what both protocols take), the size both accept as base64,
+//! and reading them when a request is built (history keeps only the path).
+
+use std::path::Path;
+
+use base64::Engine;
+use serde_json::Value;
+
+use super::model::Block;
+use crate::db::inbound::InboundRow;
+
+/// Largest picture given to the model: its base64 stays under the 5 MB both protocols accept.
+pub const IMAGE_BYTES_MAX: u64 = 3_750_000;
+/// Pictures per batch of messages.
+pub const IMAGES_PER_BATCH_MAX: usize = 8;
+
+/// The image type of a file name, for the types models accept.
+pub fn media_type(name: &str) -> Option<&'static str> {
+    let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
+    match ext.as_str() {
+        "png" => Some("image/png"),
+        "jpg" | "jpeg" => Some("image/jpeg"),
+        "gif" => Some("image/gif"),
+        "webp" => Some("image/webp"),
+        _ => None,
+    }
+}
+
+/// The pictures that `rows` carry as image blocks (paths resolved under `workspace`, which is
+/// `/workspace` in a container), and a note for each picture the model cannot be shown.
+pub fn blocks(workspace: &Path, rows: &[InboundRow]) -> (Vec<Block>, Vec<String>) {
+    let mut images = Vec::new();
+    let mut notes = Vec::new();
+    for row in rows.iter().filter(|r| r.kind == "chat") {
+        let Ok(content) = serde_json::from_str::<Value>(&row.content) else { continue };
+        for f in content.get("files").and_then(Value::as_array).into_iter().flatten() {
+            let (Some(name), Some(path)) =
+                (f.get("name").and_then(Value::as_str), f.get("path").and_then(Value::as_str))
+            else {
+                continue;
+            };
+            let Some(media) = media_type(path) else { continue };
+            let Some(rel) = path.strip_prefix("/workspace/").filter(|r| !r.split('/').any(|c| c == ".."))
+            else {
+                continue;
+            };
+            let real = workspace.join(rel);
+            let size = std::fs::metadata(&real).map(|m| m.len()).unwrap_or(0);
+            if size == 0 {
+                continue;
+            }
+            if size > IMAGE_BYTES_MAX {
+                notes.push(format!(
+                    "[The picture {name} is {:.1} MB, too large to look at (the limit is {:.2} MB); it is still at {path}.]",
+                    size as f64 / 1e6,
+                    IMAGE_BYTES_MAX as f64 / 1e6
+                ));
+                continue;
+            }
+            if images.len() == IMAGES_PER_BATCH_MAX {
+                notes.push(format!("[More than {IMAGES_PER_BATCH_MAX} pictures: {name} is only at {path}.]"));
+                continue;
+            }
+            images.push(Block::Image { path: real.to_string_lossy().into_owned(), media_type: media.into() });
+        }
+    }
+    (images, notes)
+}
+
+/// A picture's bytes as base64, read now; `None` when it is gone or grew too large.
+pub fn base64_of(path: &str) -> Option<String> {
+    let bytes = std::fs::read(path).ok().filter(|b| !b.is_empty() && b.len() as u64 <= IMAGE_BYTES_MAX)?;
+    Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(content: Value) -> InboundRow {
+        InboundRow {
+            id: "1".into(),
+            seq: 1,
+            kind: "chat".into(),
+            timestamp: 0,
+            trigger: true,
+            channel_type: None,
+            platform_id: None,
+            thread_id: None,
+            content: content.to_string(),
+        }
+    }
+
+    #[test]
+    fn pictures_in_the_inbox_become_image_blocks() {
+        let ws = tempfile::tempdir().unwrap();
+        let inbox = ws.path().join("inbox/m1");
+        std::fs::create_dir_all(&inbox).unwrap();
+        std::fs::write(inbox.join("cat.JPG"), b"jpeg bytes").unwrap();
+        std::fs::write(inbox.join("notes.txt"), b"text").unwrap();
+        std::fs::write(inbox.join("huge.png"), vec![0u8; IMAGE_BYTES_MAX as usize + 1]).unwrap();
+        let files = serde_json::json!({"text": "look", "files": [
+            {"name": "cat.JPG", "path": "/workspace/inbox/m1/cat.JPG"},
+            {"name": "notes.txt", "path": "/workspace/inbox/m1/notes.txt"},
+            {"name": "huge.png", "path": "/workspace/inbox/m1/huge.png"},
+            {"name": "gone.png", "path": "/workspace/inbox/m1/gone.png"},
+            {"name": "esc.png", "path": "/workspace/../etc/esc.png"},
+        ]});
+        let (images, notes) = blocks(ws.path(), &[row(files)]);
+        let cat = inbox.join("cat.JPG").to_string_lossy().into_owned();
+        assert_eq!(images, vec![Block::Image { path: cat.clone(), media_type: "image/jpeg".into() }]);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("huge.png") && notes[0].contains("too large"), "{notes:?}");
+        assert_eq!(base64_of(&cat).as_deref(), Some("anBlZyBieXRlcw=="));
+        assert_eq!(base64_of("/nonexistent/x.png"), None);
+    }
+}

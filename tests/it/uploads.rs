@@ -1,0 +1,272 @@
+//! Files from people: `POST /api/rooms/:id/upload` streams a form's file into the room, posts it
+//! as the person's message, and the agent in a real container reads it from its inbox. Refusals
+//! (not a form, no file, too large, no room, no CSRF) say why and leave nothing behind; a retry
+//! with the same `client_id` stores nothing twice; hostile names stay inert.
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+use pincer::testing::{FakeModel, openai};
+
+const KEY: &str = "sk-test-secret-key-0123456789abcdef";
+const BOUNDARY: &str = "----pincer-test-7MA4YWxkTrZu0gW";
+
+/// A form body: `(field, file name, bytes)`.
+fn form(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, file, data) in parts {
+        out.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+        let disposition = match file {
+            Some(f) => format!(
+                "Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n"
+            ),
+            None => format!("Content-Disposition: form-data; name=\"{name}\"\r\n"),
+        };
+        out.extend_from_slice(disposition.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    out
+}
+
+fn upload(host: &Host, room: &str, body: &[u8], content_type: &str) -> (u16, Value) {
+    let (status, _, bytes) = http_raw(
+        host.port,
+        "POST",
+        &format!("/api/rooms/{room}/upload"),
+        Some(body),
+        &[("X-Webchat-CSRF", "1"), ("Content-Type", content_type)],
+    );
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn multipart() -> String {
+    format!("multipart/form-data; boundary={BOUNDARY}")
+}
+
+fn stored_files(dirs: &Dirs, room: &str) -> Vec<String> {
+    let dir = dirs.data().join("webchat/uploads").join(room);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn an_uploaded_file_reaches_the_agent_in_its_container() {
+    let fake = FakeModel::start();
+    let read = json!({ "command": "cat /workspace/inbox/*/notes.txt" }).to_string();
+    fake.reply(openai::tool_calls(&[("call_1", "bash", &[read.as_str()])]));
+    fake.reply(openai::text(&["The notes say the code is 7319."], "stop"));
+    let dirs = Dirs::new();
+    let base = format!("{}/v1", fake.url());
+    let host = Host::start_with(
+        &dirs,
+        &[
+            ("PINCER_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", &base),
+            ("OPENAI_MODEL", "fake-model"),
+            ("OPENAI_API_KEY", KEY),
+        ],
+    );
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+
+    let content = b"meeting notes\nthe code is 7319\n";
+    let body = form(&[
+        ("client_id", None, b"up-1"),
+        ("file", Some("notes.txt"), content),
+        ("caption", None, b"what does this say?"),
+    ]);
+    let (status, resp) = upload(&host, "assistant", &body, &multipart());
+    assert_eq!(status, 200, "{resp}");
+    let m = &resp["message"];
+    assert_eq!((m["text"].as_str(), m["sender_type"].as_str()), (Some("what does this say?"), Some("user")));
+    let file = &m["files"][0];
+    assert_eq!(
+        (file["name"].as_str(), file["mime"].as_str(), file["size"].as_u64()),
+        (Some("notes.txt"), Some("text/plain; charset=utf-8"), Some(content.len() as u64))
+    );
+    let url = file["url"].as_str().unwrap();
+    let (status, _, bytes) = http_raw(host.port, "GET", url, None, &[]);
+    assert_eq!((status, bytes.as_slice()), (200, &content[..]), "served back as sent");
+
+    // The message reaches the room's page, and the agent reads the file in its container.
+    ws.wait(|f| f["type"] == "message" && f["message"]["files"][0]["name"] == "notes.txt", WARM);
+    let reply = ws.agent_reply("assistant", "7319", COLD);
+    assert_eq!(reply["text"], "The notes say the code is 7319.");
+    let first = fake.next_request(COLD).expect("the model was called");
+    let prompt = first.body.to_string();
+    assert!(prompt.contains("notes.txt — saved to /workspace/inbox/"), "{prompt}");
+    let second = fake.next_request(COLD).expect("the tool round");
+    let results: Vec<String> = second.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(results.iter().any(|r| r.contains("the code is 7319")), "cat read the file: {results:?}");
+
+    // The same client_id again: the first message stands, no second file.
+    let (status, again) = upload(&host, "assistant", &body, &multipart());
+    assert_eq!((status, &again["message"]["id"]), (200, &m["id"]));
+    assert_eq!(stored_files(&dirs, "assistant").len(), 1, "{:?}", stored_files(&dirs, "assistant"));
+}
+
+#[test]
+fn refused_uploads_say_why_and_leave_nothing() {
+    let dirs = Dirs::new();
+    let host = Host::start_with(&dirs, &[("WEBCHAT_UPLOAD_MAX_MB", "1")]);
+    let one_mib_and_more = vec![b'x'; (1 << 20) + 1];
+    let cases: Vec<(Vec<u8>, String, &str, u16, &str)> = vec![
+        (br#"{"text":"hi"}"#.to_vec(), "application/json".into(), "assistant", 415, "multipart/form-data"),
+        (form(&[("caption", None, b"no file")]), multipart(), "assistant", 422, "no `file` field"),
+        (form(&[("file", None, b"x")]), multipart(), "assistant", 422, "no file name"),
+        (
+            form(&[("file", Some("a.txt"), b"a"), ("file", Some("b.txt"), b"b")]),
+            multipart(),
+            "assistant",
+            422,
+            "one file per upload",
+        ),
+        (
+            form(&[("file", Some("big.bin"), &one_mib_and_more)]),
+            multipart(),
+            "assistant",
+            413,
+            "larger than 1 MiB",
+        ),
+        (b"--nope\r\n".to_vec(), multipart(), "assistant", 400, "malformed"),
+        (form(&[("file", Some("a.txt"), b"a")]), multipart(), "nowhere", 404, "no room"),
+    ];
+    for (body, ct, room, want, says) in cases {
+        let (status, resp) = upload(&host, room, &body, &ct);
+        assert_eq!(status, want, "{resp}");
+        assert!(resp["error"].as_str().unwrap_or_default().contains(says), "{resp} (wanted {says:?})");
+    }
+    // Larger than the whole form may be: refused from the head, before any byte is read.
+    let huge = vec![b'x'; (1 << 20) + 200 * 1024];
+    let (status, _) = upload(&host, "assistant", &form(&[("file", Some("h.bin"), &huge)]), &multipart());
+    assert_eq!(status, 413);
+    let (status, _, _) = http_raw(
+        host.port,
+        "POST",
+        "/api/rooms/assistant/upload",
+        Some(&form(&[("file", Some("a.txt"), b"a")])),
+        &[("Content-Type", &multipart())],
+    );
+    assert_eq!(status, 403, "no CSRF header");
+    assert!(stored_files(&dirs, "assistant").is_empty(), "{:?}", stored_files(&dirs, "assistant"));
+    let (_, page) = host.get("/api/rooms/assistant/messages");
+    assert!(page["messages"].as_array().unwrap().is_empty(), "no message stored: {page}");
+}
+
+#[test]
+fn hostile_file_names_stay_inert() {
+    let dirs = Dirs::new();
+    let host = Host::start(&dirs);
+    let names = [
+        "../../../etc/passwd",
+        "..\\..\\boot.ini",
+        "<img src=x onerror=alert(1)>.html",
+        "report\u{202E}fdp.exe",
+        ".htaccess",
+        "a\"; filename=\"b.txt",
+    ];
+    for n in names {
+        let wire = n.replace('"', "%22");
+        let (status, resp) = upload(
+            &host,
+            "assistant",
+            &form(&[("file", Some(&wire), b"<script>alert(1)</script>")]),
+            &multipart(),
+        );
+        assert_eq!(status, 200, "{n}: {resp}");
+        let f = &resp["message"]["files"][0];
+        let shown = f["name"].as_str().unwrap();
+        assert!(!shown.contains(['/', '\\', '\u{202E}']) && !shown.starts_with('.'), "{n} shown as {shown}");
+        let url = f["url"].as_str().unwrap();
+        let stored = url.rsplit('/').next().unwrap();
+        assert!(stored.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)), "{url}");
+        let (status, headers, _) = http_raw(host.port, "GET", url, None, &[]);
+        assert_eq!(status, 200, "{url}");
+        let h = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        assert!(h("content-security-policy").starts_with("sandbox"), "{n}");
+        assert_eq!(h("x-content-type-options"), "nosniff");
+        if n.contains(".html") || n.contains(".exe") || n.contains("htaccess") || n.contains("passwd") {
+            assert!(h("content-disposition").starts_with("attachment"), "{n}: {}", h("content-disposition"));
+        }
+    }
+    for f in stored_files(&dirs, "assistant") {
+        assert!(!f.starts_with('.'), "no hidden or partial file left: {f}");
+    }
+    assert!(!dirs.data().join("etc").exists() && !dirs.root().join("etc/passwd").exists());
+}
+
+/// A picture from a phone reaches the model as image input, in each protocol's own form.
+#[test]
+fn a_photo_reaches_the_model_as_an_image_in_both_protocols() {
+    use base64::Engine;
+    let photo: Vec<u8> = b"\x89PNG\r\n\x1a\n not really decoded by anyone here".to_vec();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&photo);
+    for protocol in ["openai", "anthropic"] {
+        let fake = FakeModel::start();
+        let dirs = Dirs::new();
+        let base = format!("{}/v1", fake.url());
+        let env: Vec<(&str, &str)> = if protocol == "openai" {
+            fake.reply(openai::text(&["A photo."], "stop"));
+            vec![
+                ("PINCER_PROVIDER", "openai"),
+                ("OPENAI_BASE_URL", &base),
+                ("OPENAI_MODEL", "fake-model"),
+                ("OPENAI_API_KEY", KEY),
+            ]
+        } else {
+            fake.reply(pincer::testing::anthropic::text(&["A photo."]));
+            vec![
+                ("ANTHROPIC_API_KEY", KEY),
+                ("ANTHROPIC_BASE_URL", fake.url().leak()),
+                ("ANTHROPIC_MODEL", "m"),
+            ]
+        };
+        let host = Host::start_with(&dirs, &env);
+        let mut ws = host.ws();
+        ws.join("assistant", None);
+        let body =
+            form(&[("file", Some("IMG_0042.PNG"), &photo), ("caption", None, b"what is in this photo?")]);
+        let (status, resp) = upload(&host, "assistant", &body, &multipart());
+        assert_eq!(status, 200, "{resp}");
+        ws.agent_reply("assistant", "A photo.", COLD);
+        let req = fake.next_request(COLD).expect("the model was called");
+        let user = req.body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .unwrap()
+            .clone();
+        let parts = user["content"].as_array().unwrap_or_else(|| panic!("{protocol}: content parts: {user}"));
+        let text = parts.iter().find(|p| p["type"] == "text").unwrap()["text"].as_str().unwrap().to_string();
+        assert!(text.contains("what is in this photo?") && text.contains("IMG_0042.PNG"), "{text}");
+        let image = if protocol == "openai" {
+            parts.iter().find(|p| p["type"] == "image_url").unwrap()["image_url"]["url"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        } else {
+            let p = parts.iter().find(|p| p["type"] == "image").unwrap();
+            assert_eq!(
+                (p["source"]["type"].as_str(), p["source"]["media_type"].as_str()),
+                (Some("base64"), Some("image/png"))
+            );
+            p["source"]["data"].as_str().unwrap().to_string()
+        };
+        let want = if protocol == "openai" { format!("data:image/png;base64,{b64}") } else { b64.clone() };
+        assert_eq!(image, want, "{protocol}: the photo's bytes");
+    }
+}

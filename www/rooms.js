@@ -1,0 +1,182 @@
+// pincer — rooms with several agents: the room settings dialog (name, who answers, each agent's
+// engage mode, ★ the prime agent, add and remove agents, put the room away) and the New room
+// dialog (a room made with agents already there).
+//
+// It talks only to the HTTP API (docs/API.md "Rooms with several agents"); the server checks
+// every change and pushes the new room list to every page, which app.js re-renders.
+
+'use strict';
+
+window.PincerRooms = (() => {
+  const $ = (id) => document.getElementById(id);
+  const MODES = [
+    ['pattern', 'Room rules'],
+    ['mention', 'Only when @mentioned'],
+    ['mention-sticky', 'When @mentioned, then keeps the conversation'],
+  ];
+
+  // The page's helpers: elements, and API calls that throw the server's error.
+  const { el, api } = window.PincerAccess;
+
+  const room = (id) => `/api/rooms/${encodeURIComponent(id)}`;
+
+  let current = null; // {roomId, user}
+
+  function showError(e) {
+    const node = $('room-error');
+    node.textContent = e instanceof TypeError ? 'Could not reach pincer; try again.' : e.message;
+    node.hidden = false;
+  }
+
+  /** Runs a change, then shows the room as the server now has it. */
+  async function change(fn) {
+    $('room-error').hidden = true;
+    try {
+      await fn();
+    } catch (e) {
+      showError(e);
+    }
+    await render();
+  }
+
+  async function render() {
+    if (!current) return;
+    const [rooms, agents] = await Promise.all([api('GET', '/api/rooms'), api('GET', '/api/agents')])
+      .catch((e) => { showError(e); return [null, null]; });
+    if (!rooms) return;
+    const r = rooms.find((x) => x.id === current.roomId);
+    if (!r) {
+      $('room-dialog').close();
+      return;
+    }
+    const owner = !!(current.user && current.user.owner);
+    $('room-name').value = r.name;
+    $('room-default').value = r.engage_default || 'broadcast';
+    $('room-archived').checked = !!r.archived;
+    $('room-delete').hidden = !owner;
+    const list = $('room-agents');
+    list.replaceChildren();
+    for (const a of r.agents || []) {
+      const li = el('li', 'room-agent');
+      li.dataset.agent = a.id;
+      const prime = el('button', `icon-btn star${r.prime_agent_id === a.id ? ' on' : ''}`, '★');
+      prime.type = 'button';
+      prime.disabled = !owner;
+      prime.setAttribute('aria-pressed', String(r.prime_agent_id === a.id));
+      prime.setAttribute('aria-label', `${a.name} answers what mentions nobody`);
+      prime.title = r.prime_agent_id === a.id ? 'Prime agent: answers what mentions nobody' : 'Make prime';
+      prime.addEventListener('click', () => change(() => (r.prime_agent_id === a.id
+        ? api('DELETE', `${room(r.id)}/prime`)
+        : api('PUT', `${room(r.id)}/prime`, { agentId: a.id }))));
+      const name = el('span', 'room-agent-name');
+      name.append(el('strong', '', a.name), el('span', 'muted', ` @${a.folder}`));
+      const mode = el('select', 'room-agent-mode');
+      mode.setAttribute('aria-label', `When ${a.name} answers`);
+      for (const [value, label] of MODES) {
+        const o = el('option', '', label);
+        o.value = value;
+        mode.append(o);
+      }
+      mode.value = a.engage_mode || 'pattern';
+      mode.addEventListener('change', () => change(() => api('PUT', `${room(r.id)}/agents/${encodeURIComponent(a.id)}`,
+        { engageMode: mode.value, pattern: a.engage_pattern || '.' })));
+      const remove = el('button', 'link-btn danger', 'Remove');
+      remove.type = 'button';
+      remove.setAttribute('aria-label', `Remove ${a.name} from the room`);
+      remove.addEventListener('click', () => change(() => api('DELETE', `${room(r.id)}/agents/${encodeURIComponent(a.id)}`)));
+      li.append(prime, name, mode, remove);
+      list.append(li);
+    }
+    const add = $('room-add-agent');
+    add.replaceChildren(el('option', '', 'Add an agent…'));
+    add.firstChild.value = '';
+    const inRoom = new Set((r.agents || []).map((a) => a.id));
+    for (const a of agents || []) {
+      if (inRoom.has(a.id)) continue;
+      const o = el('option', '', a.name);
+      o.value = a.id;
+      add.append(o);
+    }
+    add.disabled = add.options.length === 1;
+  }
+
+  /** Opens the settings of a room for `user` (as `ready` described them). */
+  function open(roomId, user) {
+    current = { roomId, user };
+    $('room-error').hidden = true;
+    $('room-dialog').showModal();
+    render();
+  }
+
+  function wire() {
+    $('room-close').addEventListener('click', () => $('room-dialog').close());
+    $('room-dialog').addEventListener('close', () => { current = null; });
+    $('room-name').addEventListener('change', () => change(() => api('PATCH', room(current.roomId), { name: $('room-name').value })));
+    $('room-default').addEventListener('change', () => change(() => api('PATCH', room(current.roomId), { engageDefault: $('room-default').value })));
+    $('room-archived').addEventListener('change', () => change(() => api('PATCH', room(current.roomId), { archived: $('room-archived').checked })));
+    $('room-add-agent').addEventListener('change', () => {
+      const id = $('room-add-agent').value;
+      if (id) change(() => api('POST', `${room(current.roomId)}/agents`, { agentId: id }));
+    });
+    $('room-delete').addEventListener('click', async () => {
+      if (!current || !window.confirm('Delete this room and all its messages? Its agents stay.')) return;
+      try {
+        await api('DELETE', room(current.roomId));
+        $('room-dialog').close();
+      } catch (e) {
+        showError(e);
+      }
+    });
+    $('new-room-form').addEventListener('submit', createRoom);
+    $('new-room-cancel').addEventListener('click', () => $('new-room-dialog').close());
+  }
+
+  // ---------------------------------------------------------------- new room
+
+  let onCreated = null;
+
+  /** Opens the New room dialog; `created(roomId)` is called with the new room. */
+  async function openNew(created) {
+    onCreated = created;
+    $('new-room-error').hidden = true;
+    $('new-room-name').value = '';
+    const box = $('new-room-agents');
+    box.replaceChildren();
+    $('new-room-dialog').showModal();
+    let agents = [];
+    try {
+      agents = await api('GET', '/api/agents');
+    } catch (e) {
+      $('new-room-error').textContent = e.message;
+      $('new-room-error').hidden = false;
+    }
+    for (const a of agents) {
+      const label = el('label', 'check');
+      const cb = el('input');
+      cb.type = 'checkbox';
+      cb.value = a.id;
+      label.append(cb, el('span', '', ` ${a.name}`));
+      box.append(label);
+    }
+    $('new-room-name').focus();
+  }
+
+  async function createRoom(ev) {
+    ev.preventDefault();
+    const ids = [...$('new-room-agents').querySelectorAll('input:checked')].map((c) => c.value);
+    try {
+      const res = await api('POST', '/api/rooms', {
+        name: $('new-room-name').value,
+        agents: ids.map((id) => ({ kind: 'existing', id })),
+      });
+      $('new-room-dialog').close();
+      if (onCreated) onCreated(res.room.id);
+    } catch (e) {
+      $('new-room-error').textContent = e instanceof TypeError ? 'Could not reach pincer; try again.' : e.message;
+      $('new-room-error').hidden = false;
+    }
+  }
+
+  document.addEventListener('DOMContentLoaded', wire);
+  return { open, openNew };
+})();
