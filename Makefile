@@ -30,7 +30,7 @@ image-deps:
 # Test prerequisites (idempotent): packages for the image and the browser tests; selenium,
 # http_ece and py-vapid (the independent checks of Web Push).
 deps: image-deps
-	@scripts/ensure-packages.sh chromium chromium-driver libnss3-tools nginx caddy
+	@scripts/ensure-packages.sh chromium chromium-driver libnss3-tools nginx caddy systemd
 	@scripts/ensure-python-tests.sh
 
 test: deps image
@@ -59,7 +59,7 @@ clean:
 # Fuzzing (nightly Rust and cargo-fuzz, installed if missing): every target for FUZZ_SECONDS of
 # CPU time each, one at a time; a crash stops with its input in tests/fuzz/artifacts/.
 FUZZ_SECONDS ?= 900
-FUZZ_TARGETS := http1_request ws_frames model_output anthropic_stream openai_stream cron engage_pattern
+FUZZ_TARGETS ?= http1_request ws_frames model_output anthropic_stream openai_stream cron engage_pattern multipart_form
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	for t in $(FUZZ_TARGETS); do \

@@ -1,4 +1,5 @@
-//! The command line: `pincer run | doctor | image build | agent ... | room ... | backup`.
+//! The command line: `pincer run | doctor | status | service ... | image build | agent ... |
+//! room ... | backup | restore`.
 //!
 //! Hand-rolled parsing (a handful of commands and flags). Exit codes: 0 ok, 1 failure, 2 usage.
 
@@ -21,6 +22,9 @@ Usage: pincer <command> [options]
 Commands:
   run                          start the host (webchat on WEBCHAT_HOST:WEBCHAT_PORT)
   doctor                       check docker, the image, the model, data dir, port, sign-in, HTTPS, push
+  status [--json]              what the install is doing: agents, containers, queues, approvals, tasks
+  service install [--user]     write a systemd unit that starts pincer on boot (then prints how to enable it)
+  service uninstall [--user]   remove that unit
   image build [--agent PATH] [--force]
                                build the agent image (no registry access needed)
   agent create NAME [--instructions TEXT] [--with-room]
@@ -37,7 +41,8 @@ Commands:
   task pause|resume|cancel ID  control a scheduled task
   user grant ID ROLE [--agent AGENT]
                                give someone a role: owner, admin, or member (of --agent)
-  backup FILE                  consistent online copy of the central DB into FILE
+  backup DIR                   consistent online snapshot of the whole install into DIR
+  restore DIR [--replace]      bring an install back from a backup (pincer stopped)
 
 Run `pincer <command> --help` for a command's options. Configuration comes from the environment
 and a .env file in the current directory (the environment wins); keys:
@@ -73,6 +78,16 @@ pub fn main(args: &[String]) -> Exit {
         [cmd, .., "--help" | "-h"] => return help(cmd, strs.get(1).copied()),
         ["run"] => with_config(host::run),
         ["doctor"] => return doctor(),
+        ["status"] => with_config(|cfg| {
+            crate::status::print(&crate::status::gather(&cfg)?);
+            Ok(())
+        }),
+        ["status", "--json"] => with_config(|cfg| {
+            println!("{}", serde_json::to_string_pretty(&crate::status::gather(&cfg)?)?);
+            Ok(())
+        }),
+        ["service", "install", rest @ ..] => service(true, rest),
+        ["service", "uninstall", rest @ ..] => service(false, rest),
         ["image", "build", rest @ ..] => image_build(rest),
         ["agent", "create", rest @ ..] => agent_create(rest),
         ["agent", "list", rest @ ..] => listing(rest, List::Agents),
@@ -84,7 +99,11 @@ pub fn main(args: &[String]) -> Exit {
         ["user", "grant", rest @ ..] => user_grant(rest),
         ["task", "list", rest @ ..] => task_list(rest),
         ["task", action @ ("pause" | "resume" | "cancel"), id] => task_control(action, id),
-        ["backup", file] => with_config(|cfg| backup(&cfg, Path::new(file))),
+        ["backup", dir] => with_config(|cfg| backup(&cfg, Path::new(dir))),
+        ["restore", dir] => with_config(|cfg| restore(&cfg, Path::new(dir), false)),
+        ["restore", dir, "--replace"] | ["restore", "--replace", dir] => {
+            with_config(|cfg| restore(&cfg, Path::new(dir), true))
+        }
         _ => Err(UsageError(format!("unknown command `{}`", strs.join(" "))).into()),
     };
     match res {
@@ -142,7 +161,16 @@ fn help(cmd: &str, sub: Option<&str>) -> Exit {
             "Usage: pincer user list [--json]\n       pincer user grant ID owner|admin|member [--agent AGENT]\n\nFor an install whose owner cannot sign in (e.g. after switching to Tailscale or a proxy): the person\nsigns in once, shows up in `user list`, and `user grant ID owner` makes them an owner. `admin` with\n--agent administers that agent only; `member` needs --agent (the agent they may use). Open pages\npick the change up when they reconnect.\n"
         }
         ("backup", _) => {
-            "Usage: pincer backup FILE\n\nWrites a consistent copy of the central DB to FILE (which must not exist); safe while the host runs.\n"
+            "Usage: pincer backup DIR\n\nWrites a consistent snapshot of the whole install into DIR (new or empty): the central database,\nevery session's databases, the agents' folders, uploads, and the HTTPS and push keys, with a\nmanifest of checksums. Safe while pincer runs. Certificate files configured outside the data\ndirectory (WEBCHAT_TLS_CERT/KEY) are not included.\n"
+        }
+        ("status", _) => {
+            "Usage: pincer status [--json]\n\nWhat the install is doing, read without changing anything: whether pincer runs, each agent's sessions,\nrunning containers, unanswered messages and disk use; messages waiting; pending approvals; scheduled\ntasks; push and HTTPS. Works whether pincer runs or not.\n"
+        }
+        ("service", _) => {
+            "Usage: pincer service install [--user]\n       pincer service uninstall [--user]\n\nWrites (or removes) a systemd unit that starts `pincer run` on boot from this directory, with its\n.env, restarting it if it fails, sandboxed, with access to the docker socket. Without --user it is a\nsystem unit in /etc/systemd/system (run as root; pincer runs as the user who owns this directory);\nwith --user a user unit in ~/.config/systemd/user. Prints the commands that enable it.\n"
+        }
+        ("restore", _) => {
+            "Usage: pincer restore DIR [--replace]\n\nBrings an install back from a backup made by `pincer backup DIR`, with pincer stopped. Every file is\nchecked against the manifest first; a damaged backup, or one from a newer pincer, is refused and\nnothing changes. An existing install is refused unless --replace, which keeps it aside as\n<dir>.replaced-<time>.\n"
         }
         _ => {
             eprintln!("pincer: unknown command `{cmd}`\nRun `pincer --help` for usage.");
@@ -159,7 +187,12 @@ fn work_dir() -> anyhow::Result<PathBuf> {
 
 fn with_config(f: impl FnOnce(Config) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let cfg = Config::load(&work_dir()?)?;
-    crate::logger::init(cfg.log_level);
+    let sink = match &cfg.log_file {
+        Some((path, max_bytes)) => crate::logger::Sink::File { path: path.clone(), max_bytes: *max_bytes },
+        None => crate::logger::Sink::Stderr,
+    };
+    crate::logger::init_with(cfg.log_levels.clone(), sink);
+    crate::logger::set_masker(|line| crate::webchat::redact::redact(line).into_owned());
     f(cfg)
 }
 
@@ -484,13 +517,54 @@ fn user_grant(args: &[&str]) -> anyhow::Result<()> {
     })
 }
 
-fn backup(cfg: &Config, file: &Path) -> anyhow::Result<()> {
-    if file.exists() {
-        bail!("{} already exists; choose a new file name", file.display());
+fn backup(cfg: &Config, dir: &Path) -> anyhow::Result<()> {
+    let m = crate::backup::backup(cfg, dir)?;
+    let bytes: u64 = m.files.iter().map(|f| f.size).sum();
+    println!("backed up {} files ({bytes} bytes) to {}", m.files.len(), dir.display());
+    Ok(())
+}
+
+fn service(install: bool, args: &[&str]) -> anyhow::Result<()> {
+    let user = match args {
+        [] => false,
+        ["--user"] => true,
+        [other, ..] => return usage_err(format!("unknown option `{other}`")),
+    };
+    let dir = work_dir()?;
+    let cfg = Config::load(&dir)?;
+    let target = crate::service::Target::detect(user)?;
+    if install {
+        let unit = crate::service::unit(&cfg, &std::env::current_exe()?, user)?;
+        let path = crate::service::install(&target, &unit)?;
+        println!(
+            "wrote {}
+
+{}",
+            path.display(),
+            crate::service::enable_hint(&target)
+        );
+    } else {
+        let path = crate::service::uninstall(&target)?;
+        println!(
+            "removed {}
+
+{}",
+            path.display(),
+            crate::service::disable_hint(&target)
+        );
     }
-    let conn = host::open_central(cfg)?;
-    central::backup_into(&conn, file).with_context(|| format!("writing {}", file.display()))?;
-    println!("backed up {} to {}", host::central_db(cfg).display(), file.display());
+    Ok(())
+}
+
+fn restore(cfg: &Config, dir: &Path, replace: bool) -> anyhow::Result<()> {
+    let m = crate::backup::restore(cfg, dir, replace)?;
+    println!(
+        "restored {} files from the backup of {} into {} and {}",
+        m.files.len(),
+        jiff::Timestamp::from_millisecond(m.created_at).map(|t| t.to_string()).unwrap_or_default(),
+        cfg.data_dir.display(),
+        cfg.groups_dir.display()
+    );
     Ok(())
 }
 

@@ -19,7 +19,12 @@ pub const KEYS: &[(&str, &str)] = &[
     ("PINCER_IMAGE", "agent image (default pincer-agent-<hash of project root>:latest)"),
     ("PINCER_DOCKER", "docker CLI to run (default docker)"),
     ("PINCER_PROVIDER", "default model provider: anthropic | openai | mock"),
-    ("PINCER_LOG", "log level: error | warn | info | debug | trace (default info)"),
+    ("PINCER_LOG", "log levels: info (the default), or per module, e.g. warn,host::router=debug"),
+    (
+        "PINCER_LOG_FILE",
+        "write the log to this file instead of stderr (its size bounded, then rotated to FILE.1)",
+    ),
+    ("PINCER_LOG_FILE_MAX_MB", "size of the log file before it is rotated, 1-1024 (default 10)"),
     ("PINCER_MAX_CONTAINERS", "agent containers running at once, 1-256 (default 16)"),
     ("PINCER_CONTAINER_IDLE_S", "an idle agent container exits after this many seconds (default 1800)"),
     (
@@ -167,7 +172,9 @@ pub struct Config {
     pub image: String,
     pub docker: String,
     pub provider: Provider,
-    pub log_level: log::LevelFilter,
+    pub log_levels: crate::logger::Levels,
+    /// `PINCER_LOG_FILE`, with its size bound in bytes.
+    pub log_file: Option<(PathBuf, u64)>,
     pub max_containers: usize,
     pub container_idle_s: u64,
     pub context_tokens: Option<u64>,
@@ -352,11 +359,21 @@ impl Config {
             },
             docker: get("PINCER_DOCKER").unwrap_or("docker").to_string(),
             provider,
-            log_level: match get("PINCER_LOG") {
-                None => log::LevelFilter::Info,
-                Some(s) => crate::logger::parse_level(s).with_context(|| {
-                    format!("invalid PINCER_LOG={s:?}: expected error, warn, info, debug or trace")
+            log_levels: match get("PINCER_LOG") {
+                None => crate::logger::Levels::all(log::LevelFilter::Info),
+                Some(s) => crate::logger::Levels::parse(s).map_err(|e| {
+                    anyhow::anyhow!(
+                        "invalid PINCER_LOG={s:?}: {e}; use a level (error, warn, info, debug, trace) or \
+                         module=level pairs, e.g. warn,host::router=debug"
+                    )
                 })?,
+            },
+            log_file: match get("PINCER_LOG_FILE") {
+                None => None,
+                Some(_) => Some((
+                    path("PINCER_LOG_FILE", ""),
+                    parse_range(env, "PINCER_LOG_FILE_MAX_MB", 10, 1, 1024)? << 20,
+                )),
             },
             max_containers: parse_range(env, "PINCER_MAX_CONTAINERS", 16, 1, 256)? as usize,
             container_idle_s: parse_range(env, "PINCER_CONTAINER_IDLE_S", 1800, 10, 7 * 86_400)?,

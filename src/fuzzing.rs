@@ -115,3 +115,21 @@ pub fn engage_pattern(data: &[u8]) {
         let _ = crate::host::router::pattern_engages(&re, message);
     }
 }
+
+/// An upload's form: the boundary from the first line (as a Content-Type would give it), then
+/// every part read the way the upload endpoint reads them, with small limits.
+pub fn multipart_form(data: &[u8]) {
+    use crate::webchat::multipart::{Multipart, boundary};
+    let split = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+    let ct = format!("multipart/form-data; boundary={}", String::from_utf8_lossy(&data[..split]));
+    let Ok(b) = boundary(&ct) else { return };
+    let body = data.get(split + 1..).unwrap_or_default();
+    let mut form = Multipart::new(body, &b);
+    let mut parts = 0;
+    while let Ok(Some(_)) = form.next_part() {
+        parts += 1;
+        if parts > 100 || form.copy_part(&mut std::io::sink(), 1 << 16).is_err() {
+            return;
+        }
+    }
+}

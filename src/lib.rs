@@ -16,9 +16,13 @@ pub mod logger;
 #[cfg(feature = "host")]
 pub mod alloc;
 #[cfg(feature = "host")]
+pub mod backup;
+#[cfg(feature = "host")]
 pub mod cli;
 #[cfg(feature = "host")]
 pub mod config;
+#[cfg(feature = "host")]
+pub mod disk;
 #[cfg(feature = "host")]
 pub mod docker;
 #[cfg(feature = "host")]
@@ -33,6 +37,10 @@ pub mod mailbox;
 pub mod net;
 #[cfg(feature = "host")]
 pub mod process;
+#[cfg(feature = "host")]
+pub mod service;
+#[cfg(feature = "host")]
+pub mod status;
 #[cfg(feature = "host")]
 pub mod testing;
 #[cfg(feature = "host")]

@@ -170,13 +170,6 @@ pub struct NewMessage<'a> {
     pub now: i64,
 }
 
-/// A consistent online copy of the database into a new file (`VACUUM INTO`).
-pub fn backup_into(conn: &Connection, dest: &std::path::Path) -> anyhow::Result<()> {
-    let dest = dest.to_str().ok_or_else(|| anyhow::anyhow!("backup path is not UTF-8"))?;
-    conn.execute("VACUUM INTO ?1", [dest])?;
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------------
 // Settings
 
@@ -1013,4 +1006,29 @@ pub fn mark_routed(conn: &Connection, message_id: &str, now: i64) -> rusqlite::R
         params![message_id, now],
     )?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status
+
+/// What `pincer status` counts in the central DB.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Counts {
+    /// Messages stored and not yet handed to the agents.
+    pub unrouted: i64,
+    pub approvals_pending: i64,
+    pub push_subscriptions: i64,
+    pub people: i64,
+    pub rooms: i64,
+}
+
+pub fn counts(conn: &Connection) -> rusqlite::Result<Counts> {
+    let n = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+    Ok(Counts {
+        unrouted: n("SELECT COUNT(*) FROM room_messages WHERE routed_at IS NULL")?,
+        approvals_pending: n("SELECT COUNT(*) FROM approvals WHERE status = 'pending'")?,
+        push_subscriptions: n("SELECT COUNT(*) FROM push_subscriptions")?,
+        people: n("SELECT COUNT(*) FROM users")?,
+        rooms: n("SELECT COUNT(*) FROM rooms")?,
+    })
 }

@@ -165,6 +165,13 @@ pub fn due_count(conn: &Connection, now: i64) -> rusqlite::Result<i64> {
     .query_row([now], |r| r.get(0))
 }
 
+/// Rows the agent has not finished: pending, claimed or not.
+pub fn pending_count(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COUNT(*) FROM messages_in WHERE status = 'pending' AND kind != 'task'", [], |r| {
+        r.get(0)
+    })
+}
+
 /// The soonest `process_after` of a pending triggering row that is not yet due.
 pub fn next_due_at(conn: &Connection, now: i64) -> rusqlite::Result<Option<i64>> {
     conn.query_row(

@@ -169,7 +169,12 @@ pub struct Containers {
     sink: EventSink,
     state: Mutex<State>,
     changed: Condvar,
+    /// The engine's last answer to a probe, for `/health`.
+    probed: Mutex<Option<(Instant, Result<(), String>)>>,
 }
+
+/// `/health` asks the engine at most this often.
+pub const ENGINE_PROBE_EVERY: Duration = Duration::from_secs(15);
 
 impl Containers {
     pub fn new(
@@ -178,7 +183,28 @@ impl Containers {
         links: Arc<Links>,
         sink: EventSink,
     ) -> Containers {
-        Containers { cfg, runtime, links, sink, state: Mutex::new(State::default()), changed: Condvar::new() }
+        Containers {
+            cfg,
+            runtime,
+            links,
+            sink,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            probed: Mutex::new(None),
+        }
+    }
+
+    /// Whether the container engine answers (asked at most every [`ENGINE_PROBE_EVERY`]).
+    pub fn engine_status(&self) -> Result<(), String> {
+        let mut probed = self.probed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, r)) = &*probed
+            && at.elapsed() < ENGINE_PROBE_EVERY
+        {
+            return r.clone();
+        }
+        let r = self.runtime.probe().map(|_| ()).map_err(|e| format!("{e:#}"));
+        *probed = Some((Instant::now(), r.clone()));
+        r
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

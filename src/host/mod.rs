@@ -80,6 +80,16 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     ensure_dirs(&cfg)?;
     // Before anything touches the data: a second host on it is refused here.
     let _lock = lock::acquire(&cfg.data_dir)?;
+    if let Some(copy) =
+        crate::backup::before_upgrade(&cfg.data_dir).context("keeping a copy before the upgrade")?
+    {
+        log::info!(
+            "upgrading the central database; its previous version is kept at {} (to roll back: stop pincer, \
+             copy it over {}, run the older pincer)",
+            copy.display(),
+            central_db(&cfg).display()
+        );
+    }
     let mut conn = open_central(&cfg)?;
     central::reset_container_status(&conn)?;
     agents::ensure_first_agent(&mut conn, &cfg.groups_dir, now_ms())?;
@@ -127,7 +137,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         openai_model: cfg.openai.model.clone(),
         idle_exit_s: cfg.container_idle_s,
         max_containers: cfg.max_containers,
-        log_level: cfg.log_level.to_string().to_lowercase(),
+        log_level: cfg.log_levels.for_target("pincer::agent").to_string().to_lowercase(),
         extra_env: [
             ("PINCER_CONTEXT_TOKENS", cfg.context_tokens),
             ("PINCER_MAX_TOKENS", cfg.max_tokens),

@@ -186,10 +186,37 @@ fn trust(ctx: &Ctx, req: &Req, rest: &[&str]) -> ApiResult {
     }
 }
 
+/// `GET /health`: `ready`, or `degraded` with the reasons (the container engine does not answer,
+/// the disk is nearly full, the HTTPS certificate expires soon). Always 200 while pincer serves.
 fn health(ctx: &Ctx) -> Resp {
+    let mut reasons = Vec::new();
+    if let Err(e) = ctx.containers.engine_status() {
+        reasons.push(format!("docker: {e}"));
+    }
+    if let Some(space) = crate::disk::space(&ctx.cfg.data_dir)
+        && space.nearly_full()
+    {
+        reasons.push(format!(
+            "disk: {} MiB free of {} MiB where the data is",
+            space.free >> 20,
+            space.total >> 20
+        ));
+    }
+    if let Some(tls) = &ctx.tls {
+        let days = tls.leaf().days_left(now_ms() / 1000);
+        if days < super::tls::WARN_DAYS {
+            reasons.push(format!("tls: the certificate expires in {days} days"));
+        }
+    }
     Resp::json(
         200,
-        &json!({ "ok": true, "uptime_s": ctx.started.elapsed().as_secs(), "version": env!("CARGO_PKG_VERSION") }),
+        &json!({
+            "ok": true,
+            "status": if reasons.is_empty() { "ready" } else { "degraded" },
+            "reasons": reasons,
+            "uptime_s": ctx.started.elapsed().as_secs(),
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
     )
 }
 

@@ -57,15 +57,16 @@ fn agents_rooms_and_backup_from_the_command_line() {
     assert_eq!(code, Some(0));
     assert!(out.contains("night-owl") && out.contains("Night Owl"), "{out}");
 
-    let backup = dirs.root().join("backup.db");
-    let (code, _, err) = run(&dirs, &["backup", backup.to_str().unwrap()], &[]);
+    let backup = dirs.root().join("backup");
+    let (code, out, err) = run(&dirs, &["backup", backup.to_str().unwrap()], &[]);
     assert_eq!(code, Some(0), "{err}");
-    let copy = rusqlite::Connection::open(&backup).unwrap();
+    assert!(out.contains("backed up"), "{out}");
+    let copy = rusqlite::Connection::open(backup.join("data/pincer.db")).unwrap();
     let n: i64 = copy.query_row("SELECT COUNT(*) FROM agents", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 1);
     let (code, _, err) = run(&dirs, &["backup", backup.to_str().unwrap()], &[]);
-    assert_eq!(code, Some(1), "an existing file is not overwritten");
-    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(code, Some(1), "a backup is never written over");
+    assert!(err.contains("not empty"), "{err}");
 }
 
 #[test]

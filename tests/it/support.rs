@@ -52,6 +52,16 @@ impl Dirs {
     }
 
     /// A command for the `pincer` binary with a clean environment pointing at these dirs.
+    /// Runs a pincer command to its end: its exit code and what it wrote (stdout, then stderr).
+    pub fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.args(args)

@@ -12,7 +12,7 @@ const KEY: &str = "sk-test-secret-key-0123456789abcdef";
 const BOUNDARY: &str = "----pincer-test-7MA4YWxkTrZu0gW";
 
 /// A form body: `(field, file name, bytes)`.
-fn form(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+pub fn form(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, file, data) in parts {
         out.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
@@ -31,7 +31,7 @@ fn form(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
     out
 }
 
-fn upload(host: &Host, room: &str, body: &[u8], content_type: &str) -> (u16, Value) {
+pub fn upload(host: &Host, room: &str, body: &[u8], content_type: &str) -> (u16, Value) {
     let (status, _, bytes) = http_raw(
         host.port,
         "POST",
@@ -42,7 +42,7 @@ fn upload(host: &Host, room: &str, body: &[u8], content_type: &str) -> (u16, Val
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
-fn multipart() -> String {
+pub fn multipart() -> String {
     format!("multipart/form-data; boundary={BOUNDARY}")
 }
 
