@@ -24,6 +24,11 @@
   const CLOSED_STREAMS_MAX = 200; // remembered per room, so late frames cannot revive a bubble
   const AT_BOTTOM_PX = 48;
   const STAGED_MAX = 10; // files chosen for one message
+  const OLDER_PAGE = 100; // messages fetched per scroll back
+  const OLDER_PAGE_MAX = 1000; // the API's largest page (a jump back fetches up to this many)
+  const OLDER_AT_PX = 300; // this close to the top, the next older page is fetched
+  const SEARCH_DEBOUNCE_MS = 250;
+  const FLASH_MS = 2000; // a message jumped to stays marked this long
   const GROUP_GAP_MS = 5 * 60 * 1000; // consecutive messages within this gap are grouped
   const STORE_ROOM = 'pincer.room';
   const STORE_BANNER = 'pincer.mockBannerDismissed';
@@ -41,6 +46,11 @@
     newAgent: $('new-agent'),
     newRoom: $('new-room'),
     roomSettings: $('room-settings'),
+    openSearch: $('open-search'),
+    searchDialog: $('search-dialog'),
+    searchInput: $('search-input'),
+    searchStatus: $('search-status'),
+    searchResults: $('search-results'),
     roomTitle: $('room-title'),
     roomSubtitle: $('room-subtitle'),
     conn: $('conn-state'),
@@ -100,6 +110,8 @@
         id,
         messages: new Map(), // id -> Message
         maxSeq: 0,
+        minSeq: Infinity, // the oldest message here; older ones are fetched on scrolling up
+        loadingOlder: null, // the fetch of an older page under way
         loaded: false, // some history has arrived
         pending: new Map(), // client_id -> {text, failed, error}
         uploads: new Map(), // client_id -> {file, caption, loaded, xhr, failed, error}
@@ -265,6 +277,8 @@
     const catchUp = r.loaded;
     r.loaded = true;
     addMessages(r, f.messages || [], catchUp);
+    if (state.jump && state.jump.room === r.id) runJump();
+    else if (r.id === state.current) fillViewport(r);
   }
 
   function onMessage(f) {
@@ -527,6 +541,7 @@
       if (!m || !m.id || r.messages.has(m.id)) continue;
       r.messages.set(m.id, m);
       r.maxSeq = Math.max(r.maxSeq, m.seq);
+      r.minSeq = Math.min(r.minSeq, m.seq);
       if (m.sender_type === 'user') fromUsers = true;
       const own = isOwn(m);
       // The stored copy of a message this page sent replaces its pending bubble.
@@ -579,6 +594,7 @@
     updateEmpty();
     updateActivity();
     scrollToBottom();
+    if (r && r.loaded) fillViewport(r);
   }
 
   /** The placeholder shown while the open room's message list is empty. */
@@ -683,6 +699,8 @@
       node.dataset.card = card.question_id || '1';
       node.dataset.answer = answer || '';
       bubble.append(cardEl(r, m, card, answer));
+    } else if (m.deleted_at) {
+      bubble.append(el('div', 'body body-deleted', 'Message deleted'));
     } else {
       const body = el('div', 'body');
       body.innerHTML = m.html || ''; // rendered and sanitised (ammonia) by the server
@@ -694,7 +712,9 @@
     }
     const files = filesEl(m.files);
     if (files) bubble.append(files);
-    bubble.append(stampEl(m.created_at, m.edited_at));
+    const stamp = stampEl(m.created_at, m.edited_at);
+    if (own && !m.deleted_at) stamp.append(deleteButton(m));
+    bubble.append(stamp);
     node.append(bubble);
     const reactions = reactionsEl(m.reactions);
     if (reactions) node.append(reactions);
@@ -872,6 +892,178 @@
     t.title = fullDate(createdMs);
     line.append(t);
     return line;
+  }
+
+  function deleteButton(m) {
+    const b = el('button', 'link-btn msg-delete', 'Delete');
+    b.type = 'button';
+    b.setAttribute('aria-label', 'Delete this message');
+    b.addEventListener('click', async () => {
+      if (!window.confirm('Delete this message for everyone? Agents that already read it keep what they read.')) return;
+      const res = await fetch(`/api/rooms/${encodeURIComponent(m.room_id)}/messages/${encodeURIComponent(m.id)}`,
+        { method: 'DELETE', headers: { 'X-Webchat-CSRF': '1' } }).catch(() => null);
+      const body = res ? await res.json().catch(() => ({})) : {};
+      if (!res || !res.ok) toast(body.error || 'Could not delete the message');
+      else if (body.message) onUpdate({ room_id: m.room_id, message: body.message });
+    });
+    return b;
+  }
+
+  // ---------------------------------------------------------------- older messages, search
+
+  /** Fetches the page of messages before the oldest one here; resolves when shown. */
+  function loadOlder(r, want) {
+    if (r.loadingOlder) return r.loadingOlder;
+    if (!(r.minSeq > 1) || !Number.isFinite(r.minSeq)) return Promise.resolve(false);
+    const limit = Math.min(OLDER_PAGE_MAX, Math.max(OLDER_PAGE, want || 0));
+    const url = `/api/rooms/${encodeURIComponent(r.id)}/messages?before=${r.minSeq}&limit=${limit}`;
+    showOlderStatus(r, 'Loading earlier messages…');
+    r.loadingOlder = fetch(url)
+      .then((res) => (res.ok ? res.json() : Promise.reject(new Error(`${res.status}`))))
+      .then((body) => {
+        addOlder(r, body.messages || []);
+        showOlderStatus(r, r.minSeq > 1 ? '' : 'The beginning of the conversation');
+        return true;
+      })
+      .catch(() => {
+        showOlderStatus(r, 'Could not load earlier messages; scroll up to try again');
+        return false;
+      })
+      .finally(() => {
+        r.loadingOlder = null;
+        // Still at the top (a fast scroll): the next page at once.
+        if (r.id === state.current && ui.messages.scrollTop < OLDER_AT_PX && r.minSeq > 1) loadOlder(r);
+      });
+    return r.loadingOlder;
+  }
+
+  /** Shows older messages above what is in view without moving what the reader looks at. */
+  function addOlder(r, messages) {
+    if (r.id !== state.current) {
+      for (const m of messages) {
+        r.messages.set(m.id, m);
+        r.minSeq = Math.min(r.minSeq, m.seq);
+      }
+      return;
+    }
+    const box = ui.messages;
+    const height = box.scrollHeight;
+    const top = box.scrollTop;
+    // One batch above the oldest message shown (each page is older than everything here).
+    const fresh = messages.filter((m) => m && m.id && !r.messages.has(m.id)).sort((a, b) => a.seq - b.seq);
+    const nodes = fresh.map((m) => {
+      r.messages.set(m.id, m);
+      r.minSeq = Math.min(r.minSeq, m.seq);
+      return messageEl(m);
+    });
+    const first = box.querySelector('.msg[data-seq]');
+    const frag = document.createDocumentFragment();
+    frag.append(...nodes);
+    box.insertBefore(frag, first);
+    for (const n of nodes) decorate(n);
+    if (first) decorate(first);
+    updateEmpty();
+    box.scrollTop = top + (box.scrollHeight - height);
+  }
+
+  function showOlderStatus(r, text) {
+    if (r.id !== state.current) return;
+    let node = ui.messages.querySelector('.older-status');
+    if (!text) {
+      if (node) node.remove();
+      return;
+    }
+    if (!node) {
+      node = el('div', 'older-status');
+      node.dataset.seq = '0'; // above every message
+      node.setAttribute('role', 'status');
+      ui.messages.prepend(node);
+    }
+    node.textContent = text;
+  }
+
+  /** Loads older pages until the list can scroll (a short first page leaves nothing to scroll). */
+  async function fillViewport(r) {
+    for (let i = 0; i < 5 && r.id === state.current; i++) {
+      if (ui.messages.scrollHeight > ui.messages.clientHeight + 40 || !(r.minSeq > 1)) return;
+      if (!(await loadOlder(r))) return;
+    }
+  }
+
+  /** Opens a room at a message (from search): loads back to it, centres and marks it. */
+  function jumpTo(roomId, seq, id) {
+    state.jump = { room: roomId, seq, id };
+    if (state.current !== roomId) selectRoom(roomId);
+    runJump(); // waits for the room's history when it is not here yet (onHistory runs it)
+  }
+
+  async function runJump() {
+    const j = state.jump;
+    if (!j) return;
+    const r = roomState(j.room);
+    if (!r.loaded || r.id !== state.current) return;
+    state.jump = null;
+    while (r.minSeq > j.seq) {
+      if (!(await loadOlder(r, r.minSeq - j.seq + 10))) break;
+    }
+    const node = ui.messages.querySelector(`[data-id="${CSS.escape(j.id)}"]`);
+    if (!node) {
+      toast('That message is no longer here');
+      return;
+    }
+    node.scrollIntoView({ block: 'center' });
+    node.classList.add('flash');
+    node.tabIndex = -1;
+    node.focus({ preventScroll: true });
+    setTimeout(() => node.classList.remove('flash'), FLASH_MS);
+  }
+
+  let searchTimer = 0;
+  let searchSeq = 0;
+
+  function openSearch() {
+    ui.searchDialog.showModal();
+    ui.searchInput.select();
+  }
+
+  async function runSearch() {
+    const q = ui.searchInput.value.trim();
+    const mine = ++searchSeq;
+    if (!q) {
+      ui.searchResults.replaceChildren();
+      ui.searchStatus.textContent = '';
+      return;
+    }
+    ui.searchStatus.textContent = 'Searching…';
+    const res = await fetch(`/api/search?q=${encodeURIComponent(q)}&limit=50`).catch(() => null);
+    if (mine !== searchSeq) return; // a newer search is under way
+    const body = res ? await res.json().catch(() => ({})) : {};
+    if (!res || !res.ok) {
+      ui.searchStatus.textContent = body.error || 'Could not search; try again.';
+      return;
+    }
+    const results = body.results || [];
+    ui.searchStatus.textContent = results.length ? `${results.length} found` : 'Nothing found';
+    ui.searchResults.replaceChildren(...results.map((hit) => {
+      const li = el('li');
+      const b = el('button', 'search-hit');
+      b.type = 'button';
+      const room = state.rooms.find((x) => x.id === hit.room_id);
+      const m = hit.message || {};
+      b.append(
+        el('span', 'search-meta', `${room ? room.name : hit.room_id} · ${m.sender || ''} · ${fullDate(m.created_at)}`),
+        el('span', 'search-snippet', hit.snippet || ''),
+      );
+      b.dataset.room = hit.room_id;
+      b.dataset.seq = String(hit.seq);
+      b.addEventListener('click', () => {
+        ui.searchDialog.close();
+        closeDrawer();
+        jumpTo(hit.room_id, hit.seq, m.id);
+      });
+      li.append(b);
+      return li;
+    }));
   }
 
   function fullDate(ms) {
@@ -1556,6 +1748,7 @@
     if (state.current) sendFrame({ type: 'stop', room_id: state.current });
   });
   ui.messages.addEventListener('scroll', () => {
+    if (state.current && ui.messages.scrollTop < OLDER_AT_PX) loadOlder(roomState(state.current));
     if (atBottom()) ui.newPill.hidden = true;
   });
   ui.newPill.addEventListener('click', () => scrollToBottom(true));
@@ -1571,6 +1764,22 @@
   ui.scrim.addEventListener('click', closeDrawer);
   document.addEventListener('keydown', (ev) => {
     if (ev.key === 'Escape') closeDrawer();
+    if ((ev.ctrlKey || ev.metaKey) && ev.key.toLowerCase() === 'k') {
+      ev.preventDefault();
+      openSearch();
+    }
+  });
+  ui.openSearch.addEventListener('click', openSearch);
+  $('search-close').addEventListener('click', () => ui.searchDialog.close());
+  ui.searchInput.addEventListener('input', () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(runSearch, SEARCH_DEBOUNCE_MS);
+  });
+  ui.searchInput.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter') {
+      clearTimeout(searchTimer);
+      runSearch();
+    }
   });
   ui.newAgent.addEventListener('click', () => {
     closeDrawer();

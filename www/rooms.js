@@ -53,6 +53,8 @@ window.PincerRooms = (() => {
     $('room-name').value = r.name;
     $('room-default').value = r.engage_default || 'broadcast';
     $('room-archived').checked = !!r.archived;
+    $('room-export-md').href = `${room(r.id)}/export?format=md`;
+    $('room-export-json').href = `${room(r.id)}/export?format=json`;
     $('room-delete').hidden = !owner;
     const list = $('room-agents');
     list.replaceChildren();

@@ -124,9 +124,12 @@ pub struct RoomMessage {
     pub reactions: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edited_at: Option<i64>,
+    /// Taken back by its sender: text, HTML and files are gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
 }
 
-const MESSAGE_COLUMNS: &str = "id, seq, room_id, sender, sender_id, sender_type, text, html, files, created_at, client_id, card, reactions, edited_at";
+const MESSAGE_COLUMNS: &str = "id, seq, room_id, sender, sender_id, sender_type, text, html, files, created_at, client_id, card, reactions, edited_at, deleted_at";
 
 impl RoomMessage {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<RoomMessage> {
@@ -148,6 +151,7 @@ impl RoomMessage {
             card: card.and_then(|c| serde_json::from_str(&c).ok()),
             reactions: serde_json::from_str(&reactions).unwrap_or_else(|_| serde_json::json!([])),
             edited_at: r.get("edited_at")?,
+            deleted_at: r.get("deleted_at")?,
         })
     }
 }
@@ -826,6 +830,7 @@ pub fn insert_message(conn: &Connection, m: &NewMessage<'_>) -> rusqlite::Result
         card: m.card.cloned(),
         reactions: serde_json::json!([]),
         edited_at: None,
+        deleted_at: None,
     };
     Ok((stored, true))
 }
@@ -884,6 +889,15 @@ pub fn edit_message(conn: &Connection, id: &str, text: &str, html: &str, now: i6
         params![id, text, html, now],
     )?;
     Ok(())
+}
+
+/// Takes a message back: its text, HTML, files, card and reactions cleared, the row kept.
+pub fn delete_message(conn: &Connection, id: &str, now: i64) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "UPDATE room_messages SET text = '', html = '', files = '[]', card = NULL, reactions = '[]', deleted_at = ?2
+         WHERE id = ?1 AND deleted_at IS NULL",
+        params![id, now],
+    )? == 1)
 }
 
 /// Replaces a message's reactions (JSON array).

@@ -160,6 +160,8 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
         ("DELETE", ["rooms", room, "prime"]) => super::rooms::clear_prime(ctx, &user, room),
         ("GET", ["rooms", room, "dropped"]) => super::rooms::dropped(ctx, &user, room),
         ("POST", ["rooms", room, "messages"]) => post_message(ctx, &user, room, req),
+        ("DELETE", ["rooms", room, "messages", id]) => super::history::delete(ctx, &user, room, id),
+        ("GET", ["rooms", room, "export"]) => super::history::export(ctx, &user, room, req),
         ("GET", ["files", room, name]) => file(ctx, &user, room, name),
         (
             _,

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod destinations;
 pub mod files;
 pub mod front;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod login;

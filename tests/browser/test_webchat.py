@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -710,6 +711,99 @@ def step_console_clean(ctx):
 
 
 
+BIG_ROOM_MESSAGES = 10_000
+
+
+def step_long_history(ctx):
+    """A 10 000-message room: scroll back to its start, search and jump, delete, export."""
+    p = ctx.page
+    port = ctx.host.port
+    res = api(port, "POST", "/api/rooms", {"name": "Archive", "agents": []})
+    room = res["room"]["id"]
+    # The history written straight into the database (as if over years): 10 000 rows in one go.
+    db = sqlite3.connect(ctx.host.tmp / "data" / "pincer.db", timeout=10)
+    now = int(time.time() * 1000) - BIG_ROOM_MESSAGES * 60_000
+    rows = [
+        (f"big-{i}", room, i, "local user", "webchat:local-owner", "user",
+         f"note {i}" + (" the walrus sings" if i == 42 else ""), f"<p>note {i}</p>", "[]", now + i * 60_000, now)
+        for i in range(1, BIG_ROOM_MESSAGES + 1)
+    ]
+    db.executemany(
+        "INSERT INTO room_messages (id, room_id, seq, sender, sender_id, sender_type, text, html, files,"
+        " created_at, routed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    db.commit()
+    db.close()
+    p.wait(lambda _: p.find_all(f'#rooms [data-room-id="{room}"] button'), "the Archive room listed")
+    p.find(f'#rooms [data-room-id="{room}"] button').click()
+    p.wait(lambda _: p.js("return document.querySelectorAll('#messages > .msg[data-seq]').length") >= 50,
+           "the newest messages")
+    # Scrolling to the top brings the next older page, until the first message: each time the
+    # list grows, the script scrolls to the top again.
+    p.d.set_script_timeout(120)
+    elapsed_ms = p.d.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        const box = document.getElementById('messages');
+        const t0 = performance.now();
+        const first = () => box.querySelector('.msg[data-seq="1"]');
+        const kick = () => { box.scrollTop = 0; box.dispatchEvent(new Event('scroll')); };
+        if (first()) return done(0);
+        const seen = new MutationObserver(() => {
+          if (first()) { seen.disconnect(); done(performance.now() - t0); } else kick();
+        });
+        seen.observe(box, { childList: true });
+        kick();
+        """
+    )
+    elapsed = elapsed_ms / 1000
+    seqs = p.js("return [...document.querySelectorAll('#messages > .msg[data-seq]')].map((m) => Number(m.dataset.seq))")
+    check(seqs == list(range(1, BIG_ROOM_MESSAGES + 1)), f"all {BIG_ROOM_MESSAGES} in order once; got {len(seqs)}")
+    status = p.find(".older-status").text
+    check("beginning" in status, f"the top says {status!r}")
+    print(f"      scrolled back through {BIG_ROOM_MESSAGES} messages in {elapsed:.1f} s", flush=True)
+
+    # Search from another room, then jump: the page loads back to the message and marks it.
+    p.find(f'#rooms [data-room-id="{ROOM}"] button').click()
+    p.wait(lambda _: p.find("#room-title").text == "Assistant", "back in Assistant")
+    p.find("#composer").send_keys(Keys.CONTROL, "k")
+    p.wait(lambda _: p.find("#search-dialog").is_displayed(), "Ctrl+K opens search")
+    p.find("#search-input").send_keys("walrus sings")
+    hit = p.wait(lambda _: next(iter(p.find_all("#search-results .search-hit")), None), "a search result")
+    check("walrus" in hit.text and "Archive" in hit.text, f"the result says {hit.text!r}")
+    hit.click()
+    p.wait(lambda _: p.find("#room-title").text == "Archive", "the Archive room opened")
+    target = p.wait(lambda _: next(iter(p.find_all('#messages .msg[data-id="big-42"].flash')), None),
+                    "message 42 marked")
+    in_view = p.js(
+        "const r = arguments[0].getBoundingClientRect(), b = document.getElementById('messages').getBoundingClientRect();"
+        "return r.top >= b.top && r.bottom <= b.bottom", target)
+    check(in_view, "the message jumped to is in view")
+
+    # Export links, and deleting one's own message.
+    p.find("#room-settings").click()
+    p.wait(lambda _: p.find("#room-dialog").is_displayed(), "room settings")
+    href = p.find("#room-export-md").get_attribute("href")
+    check(href.endswith(f"/api/rooms/{room}/export?format=md"), f"export link {href}")
+    p.find("#room-close").click()
+    delete = target.find_element(By.CSS_SELECTOR, ".msg-delete")
+    p.js("arguments[0].click()", delete)
+    def alert(d):
+        try:
+            return d.switch_to.alert
+        except Exception:  # noqa: BLE001 — not shown yet
+            return None
+
+    p.wait(alert, "the confirmation").accept()
+    shown = "return (document.querySelector('#messages .msg[data-id=\"big-42\"]') || {}).textContent || ''"
+    p.wait(lambda _: "Message deleted" in p.js(shown), "shown as deleted")
+    stored = api(port, "GET", f"/api/rooms/{room}/messages?before=43&limit=1")["messages"][0]
+    check(stored["text"] == "" and stored.get("deleted_at"), f"stored as deleted: {stored}")
+    p.find(f'#rooms [data-room-id="{ROOM}"] button').click()
+    p.wait(lambda _: p.find("#room-title").text == "Assistant", "back in Assistant")
+
+
 def step_installable(ctx):
     """The app is an installable PWA: a manifest with icons and a service worker that controls it."""
     p = ctx.page
@@ -810,6 +904,7 @@ MOCK_STEPS = [
     ("phone width: a room of two agents, @mention, prime", step_team_room),
     ("thinking, streaming with tools and Stop, typing", step_live_activity),
     ("files: picker, caption, drop, progress, lightbox", step_upload),
+    ("a 10 000-message room: scroll back, search and jump, delete, export", step_long_history),
     ("installable: manifest, icons, an active service worker", step_installable),
     ("no CSP violations or script errors", step_console_clean),
 ]

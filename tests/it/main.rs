@@ -14,6 +14,7 @@ mod chat;
 mod cli;
 mod containers;
 mod faults;
+mod history;
 mod models;
 mod proxy;
 mod restart;

@@ -1,0 +1,81 @@
+//! A room's history beyond reading it: a person takes back a message they sent (its row and seq
+//! stay, its text and file go, every page is told, search forgets it), and the room exported as
+//! Markdown and JSON downloads.
+
+use serde_json::Value;
+
+use crate::support::*;
+use crate::uploads::{form, multipart, upload};
+
+#[test]
+fn a_sent_message_is_taken_back_and_the_room_exported() {
+    let dirs = Dirs::new();
+    let host = Host::start(&dirs);
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "the zebra crossing is blue");
+    ws.agent_reply("assistant", "echo: the zebra crossing is blue", COLD);
+    let (status, up) = upload(
+        &host,
+        "assistant",
+        &form(&[("file", Some("zebra.txt"), b"stripes"), ("caption", None, b"zebra file")]),
+        &multipart(),
+    );
+    assert_eq!(status, 200, "{up}");
+    ws.agent_reply("assistant", "echo: zebra file", COLD);
+    let (_, page) = host.get("/api/rooms/assistant/messages");
+    let msgs = page["messages"].as_array().unwrap().clone();
+    let said = msgs.iter().find(|m| m["text"] == "the zebra crossing is blue").unwrap().clone();
+    let reply = msgs.iter().find(|m| m["sender_type"] == "agent").unwrap().clone();
+    let file_msg = &up["message"];
+    let file_url = file_msg["files"][0]["url"].as_str().unwrap().to_string();
+
+    // Export first: Markdown and JSON, as downloads.
+    let (status, headers, body) = http_raw(host.port, "GET", "/api/rooms/assistant/export", None, &[]);
+    assert_eq!(status, 200);
+    let h = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert!(h("content-disposition").starts_with("attachment; filename=\"assistant-"), "{headers:?}");
+    assert!(h("content-type").starts_with("text/markdown"));
+    let md = String::from_utf8(body).unwrap();
+    assert!(md.starts_with("# Assistant\n") && md.contains("the zebra crossing is blue"), "{md}");
+    assert!(md.contains("**Assistant**") && md.contains(&format!("- file: [zebra.txt]({file_url})")), "{md}");
+    let (status, doc) = host.get("/api/rooms/assistant/export?format=json");
+    assert_eq!(status, 200);
+    assert_eq!(doc["messages"].as_array().unwrap().len(), msgs.len(), "{doc}");
+    assert_eq!(doc["room"]["id"], "assistant");
+    assert_eq!(host.get("/api/rooms/assistant/export?format=pdf").0, 400);
+    assert_eq!(host.get("/api/rooms/nowhere/export").0, 404);
+
+    // Taking back: own messages only, once; the row and seq stay.
+    let (status, _) =
+        host.delete(&format!("/api/rooms/assistant/messages/{}", reply["id"].as_str().unwrap()));
+    assert_eq!(status, 403, "an agent's message is not the person's to delete");
+    assert_eq!(host.delete("/api/rooms/assistant/messages/msg-nope").0, 404);
+    let (status, gone) =
+        host.delete(&format!("/api/rooms/assistant/messages/{}", said["id"].as_str().unwrap()));
+    assert_eq!(status, 200, "{gone}");
+    assert_eq!(
+        (gone["message"]["text"].as_str(), gone["message"]["seq"].as_i64()),
+        (Some(""), said["seq"].as_i64())
+    );
+    assert!(gone["message"]["deleted_at"].as_i64().is_some());
+    let update = ws.wait(|f| f["type"] == "update" && f["message"]["id"] == said["id"], WARM);
+    assert_eq!(update["message"]["text"], "", "pages are told");
+    assert_eq!(
+        host.delete(&format!("/api/rooms/assistant/messages/{}", said["id"].as_str().unwrap())).0,
+        409
+    );
+    let (_, found) = host.get("/api/search?q=zebra%20crossing");
+    let hits: Vec<&Value> =
+        found["results"].as_array().unwrap().iter().filter(|r| r["message"]["id"] == said["id"]).collect();
+    assert!(hits.is_empty(), "search forgot it: {found}");
+
+    let (status, _) =
+        host.delete(&format!("/api/rooms/assistant/messages/{}", file_msg["id"].as_str().unwrap()));
+    assert_eq!(status, 200);
+    assert_eq!(http_raw(host.port, "GET", &file_url, None, &[]).0, 404, "its file left the room");
+    let (_, after) = host.get("/api/rooms/assistant/messages");
+    let seqs: Vec<i64> =
+        after["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=msgs.len() as i64).collect::<Vec<_>>(), "seqs stay gap-free");
+}
