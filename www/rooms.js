@@ -1,6 +1,6 @@
 // pincer — rooms with several agents: the room settings dialog (name, who answers, each agent's
-// engage mode, ★ the prime agent, add and remove agents, put the room away) and the New room
-// dialog (a room made with agents already there).
+// engage mode, ★ the prime agent, add and remove agents, put the room away, export), the New room
+// dialog (a room made with agents already there), and an agent's name and instructions.
 //
 // It talks only to the HTTP API (docs/API.md "Rooms with several agents"); the server checks
 // every change and pushes the new room list to every page, which app.js re-renders.
@@ -82,11 +82,15 @@ window.PincerRooms = (() => {
       mode.value = a.engage_mode || 'pattern';
       mode.addEventListener('change', () => change(() => api('PUT', `${room(r.id)}/agents/${encodeURIComponent(a.id)}`,
         { engageMode: mode.value, pattern: a.engage_pattern || '.' })));
+      const edit = el('button', 'link-btn', 'Edit');
+      edit.type = 'button';
+      edit.setAttribute('aria-label', `Edit ${a.name}`);
+      edit.addEventListener('click', () => openAgent(a.id));
       const remove = el('button', 'link-btn danger', 'Remove');
       remove.type = 'button';
       remove.setAttribute('aria-label', `Remove ${a.name} from the room`);
       remove.addEventListener('click', () => change(() => api('DELETE', `${room(r.id)}/agents/${encodeURIComponent(a.id)}`)));
-      li.append(prime, name, mode, remove);
+      li.append(prime, name, mode, edit, remove);
       list.append(li);
     }
     const add = $('room-add-agent');
@@ -130,7 +134,44 @@ window.PincerRooms = (() => {
       }
     });
     $('new-room-form').addEventListener('submit', createRoom);
+    $('agent-edit-form').addEventListener('submit', saveAgent);
+    $('agent-edit-cancel').addEventListener('click', () => $('agent-edit-dialog').close());
     $('new-room-cancel').addEventListener('click', () => $('new-room-dialog').close());
+  }
+
+  // ---------------------------------------------------------------- one agent
+
+  let editing = null; // agent id
+
+  async function openAgent(id) {
+    editing = id;
+    $('agent-edit-error').hidden = true;
+    $('agent-edit-dialog').showModal();
+    try {
+      const a = await api('GET', `/api/agents/${encodeURIComponent(id)}`);
+      $('agent-edit-title').textContent = a.name;
+      $('agent-edit-name').value = a.name;
+      $('agent-edit-instructions').value = a.instructions || '';
+      $('agent-edit-meta').textContent = `@${a.folder} · ${a.provider}${a.model ? ` · ${a.model}` : ''}`;
+    } catch (e) {
+      $('agent-edit-error').textContent = e.message;
+      $('agent-edit-error').hidden = false;
+    }
+  }
+
+  async function saveAgent(ev) {
+    ev.preventDefault();
+    try {
+      await api('PATCH', `/api/agents/${encodeURIComponent(editing)}`, {
+        name: $('agent-edit-name').value,
+        instructions: $('agent-edit-instructions').value,
+      });
+      $('agent-edit-dialog').close();
+      await render();
+    } catch (e) {
+      $('agent-edit-error').textContent = e instanceof TypeError ? 'Could not reach pincer; try again.' : e.message;
+      $('agent-edit-error').hidden = false;
+    }
   }
 
   // ---------------------------------------------------------------- new room

@@ -180,6 +180,11 @@ pub struct NewMessage<'a> {
 // ---------------------------------------------------------------------------------------------
 // Agents
 
+pub fn rename_agent(conn: &Connection, id: &str, name: &str) -> rusqlite::Result<()> {
+    conn.execute("UPDATE agents SET name = ?2 WHERE id = ?1", params![id, name])?;
+    Ok(())
+}
+
 pub fn insert_agent(conn: &Connection, agent: &Agent) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO agents (id, name, folder, provider, model, max_messages_per_prompt, created_at)

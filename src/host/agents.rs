@@ -86,6 +86,49 @@ pub fn unique_slug(
     bail!("no free name derived from {base:?}")
 }
 
+/// Renames an agent and/or replaces its instructions (`AGENT.md`, read afresh every turn; a new
+/// name reaches a running container at its next start). Returns the agent as it now is.
+pub fn update(
+    conn: &mut Connection,
+    groups_dir: &Path,
+    agent_id: &str,
+    name: Option<&str>,
+    instructions: Option<&str>,
+) -> anyhow::Result<Agent> {
+    if let Some(text) = instructions
+        && text.len() > INSTRUCTIONS_BYTES_MAX
+    {
+        bail!("instructions are {} bytes; the limit is {INSTRUCTIONS_BYTES_MAX}", text.len());
+    }
+    let name = name.map(|n| validate_name("agent", n)).transpose()?;
+    let agent = db::write_tx(conn, |tx| {
+        let Some(mut agent) = central::agent(tx, agent_id)? else { bail!("no agent {agent_id:?}") };
+        if let Some(n) = &name {
+            if let Some(other) =
+                central::agents(tx)?.into_iter().find(|a| a.id != agent.id && same_name(&a.name, n))
+            {
+                bail!("an agent named {:?} already exists; choose another name", other.name);
+            }
+            central::rename_agent(tx, &agent.id, n)?;
+            agent.name = n.clone();
+        }
+        Ok(agent)
+    })?;
+    if let Some(text) = instructions {
+        let dir = groups_dir.join(&agent.folder);
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".{INSTRUCTIONS_FILE}.tmp"));
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.join(INSTRUCTIONS_FILE))?;
+    }
+    Ok(agent)
+}
+
+/// An agent's instructions as written in its folder.
+pub fn instructions(groups_dir: &Path, agent: &Agent) -> String {
+    std::fs::read_to_string(groups_dir.join(&agent.folder).join(INSTRUCTIONS_FILE)).unwrap_or_default()
+}
+
 /// Creates an agent (and, with `with_room`, its own room wired to it) in one transaction, and its
 /// folder with the instructions file. Nothing is left behind if any step fails.
 pub fn create(

@@ -134,6 +134,8 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
         ("DELETE", ["users", id]) => people::remove_user(ctx, &user, id),
         ("GET", ["agents"]) => list_agents(ctx, &user),
         ("POST", ["agents"]) => create_agent(ctx, &user, req),
+        ("GET", ["agents", id]) => super::agents::get(ctx, &user, id),
+        ("PATCH", ["agents", id]) => super::agents::update(ctx, &user, id, req),
         ("GET", ["agents", id, "tasks"]) => super::tasks::list(ctx, &user, id),
         ("GET", ["approvals"]) => super::approvals::list(ctx, &user),
         ("GET", ["search"]) => super::search::search(ctx, &user, req),

@@ -7,6 +7,7 @@
 //! [`hub`] fans events out.
 
 pub mod adapter;
+pub mod agents;
 pub mod api;
 pub mod approvals;
 pub mod assets;

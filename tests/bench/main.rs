@@ -7,12 +7,14 @@
 //! limit can be read off: `name value unit  (baseline name value unit, xRATIO)`. A third host
 //! serves HTTPS from its own CA: sign-in and socket opening over TLS against a bare rustls
 //! handshake, and memory with 500 idle signed-in clients. A fourth has agents act: how late a
-//! scheduled task's answer reaches the browser, and an agent-to-agent round trip.
+//! scheduled task's answer reaches the browser, and an agent-to-agent round trip. A fifth takes
+//! an upload (against `cp`) and searches 100 000 messages (against the same query on SQLite).
 
 mod access;
 mod agents;
 mod baseline;
 mod docker;
+mod files;
 mod host;
 mod net;
 
@@ -196,6 +198,32 @@ fn run() -> anyhow::Result<()> {
         ms(&acted.a2a, 50),
         "ms",
         &[("warm_round_trip_same_host_p50", warm50, "ms")],
+    );
+
+    let files_dir = tempfile::Builder::new().prefix("pincer-bench-files-").tempdir()?;
+    let f = files::phase(files_dir.path(), &image).context("files phase")?;
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    report(
+        &format!("upload_{}mib_throughput", files::UPLOAD_MIB),
+        median(&f.upload_mb_s),
+        "MB/s",
+        &[("cp_same_file_synced", median(&f.cp_mb_s), "MB/s")],
+    );
+    report(
+        &format!("search_{}k_messages_p50", files::MESSAGES / 1000),
+        ms(&f.search, 50),
+        "ms",
+        &[("sqlite_fts5_same_query_p50", ms(&f.fts_direct, 50), "ms")],
+    );
+    report(
+        &format!("search_{}k_messages_p99", files::MESSAGES / 1000),
+        ms(&f.search, 99),
+        "ms",
+        &[("sqlite_fts5_same_query_p99", ms(&f.fts_direct, 99), "ms")],
     );
 
     eprintln!("bench: host stopped {:.0} ms after SIGTERM", stop_took.as_secs_f64() * 1e3);

@@ -135,3 +135,74 @@ fn a_room_of_two_agents_answers_by_mention_prime_and_stickiness() {
     let (_, agents) = host.get("/api/agents");
     assert_eq!(agents.as_array().unwrap().len(), 2, "the agents stay");
 }
+
+/// An agent renamed and re-instructed through the API: the next turn's system prompt has the
+/// new instructions; refusals say why.
+#[test]
+fn an_agent_is_renamed_and_reinstructed() {
+    use pincer::testing::{FakeModel, openai};
+    let fake = FakeModel::start();
+    fake.reply(openai::text(&["first"], "stop"));
+    fake.reply(openai::text(&["second"], "stop"));
+    let dirs = Dirs::new();
+    let base = format!("{}/v1", fake.url());
+    let host = Host::start_with(
+        &dirs,
+        &[
+            ("PINCER_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", &base),
+            ("OPENAI_MODEL", "m"),
+            ("OPENAI_API_KEY", "k"),
+        ],
+    );
+    let (_, agents) = host.get("/api/agents");
+    let id = agents[0]["id"].as_str().unwrap().to_string();
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "hello");
+    ws.agent_reply("assistant", "first", COLD);
+    fake.next_request(COLD).expect("first call");
+
+    let (status, got) = host.get(&format!("/api/agents/{id}"));
+    assert_eq!(status, 200);
+    assert!(got["instructions"].as_str().unwrap().contains("helpful personal assistant"), "{got}");
+    let patch = |body: Value| {
+        http(
+            host.port,
+            "PATCH",
+            &format!("/api/agents/{id}"),
+            Some(&body.to_string()),
+            &[("X-Webchat-CSRF", "1")],
+        )
+    };
+    let (status, body) = patch(json!({ "name": "Ada", "instructions": "Speak like a pirate." }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["agent"]["name"].as_str(), body["agent"]["folder"].as_str()),
+        (Some("Ada"), Some("assistant"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(dirs.groups().join("assistant/AGENT.md")).unwrap(),
+        "Speak like a pirate."
+    );
+    ws.say("assistant", "again");
+    ws.agent_reply("assistant", "second", COLD);
+    let req = fake.next_request(COLD).expect("second call");
+    let system = req.body["messages"][0]["content"].as_str().unwrap_or_default().to_string();
+    assert!(system.contains("Speak like a pirate."), "the next turn has the new instructions: {system}");
+
+    let (_, made) = host.post("/api/agents", json!({ "name": "Other" }));
+    let other = made["agentGroup"]["id"].as_str().unwrap();
+    let (status, body) = http(
+        host.port,
+        "PATCH",
+        &format!("/api/agents/{other}"),
+        Some(&json!({ "name": "ada" }).to_string()),
+        &[("X-Webchat-CSRF", "1")],
+    );
+    assert_eq!(status, 422, "names are unique ignoring case: {body}");
+    assert!(body["error"].as_str().unwrap().contains("already exists"));
+    let (status, _) = patch(json!({ "instructions": "x".repeat(64 * 1024 + 1) }));
+    assert_eq!(status, 422);
+    assert_eq!(host.get("/api/agents/ag-nope").0, 404);
+}

@@ -1,0 +1,66 @@
+//! One agent for the people who use it: `GET /api/agents/:id` (with its instructions) and
+//! `PATCH /api/agents/:id` (rename, new instructions) for the owner or the agent's admins.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Ctx;
+use super::wire::{ApiError, ApiResult, Req, Resp, User, parse_body};
+use crate::db::central::{self, Agent};
+use crate::db::people;
+use crate::host::agents;
+
+fn visible(ctx: &Ctx, user: &User, id: &str) -> Result<Agent, ApiError> {
+    let conn = ctx.store.conn()?;
+    match central::agent(&conn, id)? {
+        Some(a) if user.owner || central::can_access_agent(&conn, &user.id, &a.id)? => Ok(a),
+        _ => Err(ApiError(404, format!("no agent {id:?}"))),
+    }
+}
+
+fn view(ctx: &Ctx, a: &Agent) -> serde_json::Value {
+    json!({
+        "id": a.id,
+        "name": a.name,
+        "folder": a.folder,
+        "provider": a.provider.as_deref().unwrap_or(ctx.cfg.provider.as_str()),
+        "model": a.model,
+        "created_at": a.created_at,
+        "instructions": agents::instructions(&ctx.cfg.groups_dir, a),
+    })
+}
+
+/// `GET /api/agents/:id`.
+pub fn get(ctx: &Ctx, user: &User, id: &str) -> ApiResult {
+    let a = visible(ctx, user, id)?;
+    Ok(Resp::json(200, &view(ctx, &a)))
+}
+
+/// `PATCH /api/agents/:id {"name"?, "instructions"?}`.
+pub fn update(ctx: &Ctx, user: &User, id: &str, req: &Req) -> ApiResult {
+    #[derive(Deserialize)]
+    struct Body {
+        name: Option<String>,
+        instructions: Option<String>,
+    }
+    let a = visible(ctx, user, id)?;
+    if !user.owner && !people::is_admin_of(&*ctx.store.conn()?, &user.id, Some(&a.id))? {
+        return Err(ApiError(403, format!("only the owner or an admin of {} can change it", a.name)));
+    }
+    let body: Body = parse_body(req, r#"{"name"?: string, "instructions"?: string}"#)?;
+    let mut conn = ctx.store.conn()?;
+    let updated = agents::update(
+        &mut conn,
+        &ctx.cfg.groups_dir,
+        &a.id,
+        body.name.as_deref(),
+        body.instructions.as_deref(),
+    )
+    .map_err(|e| ApiError(422, format!("{e:#}")))?;
+    drop(conn);
+    log::info!("{} changed agent {}", user.id, a.id);
+    if body.name.is_some() {
+        ctx.rooms_changed();
+    }
+    Ok(Resp::json(200, &json!({ "ok": true, "agent": view(ctx, &updated) })))
+}
