@@ -11,7 +11,8 @@
 //! install resumes without losing or repeating a stored message.
 //!
 //! A restore needs the host stopped (the data directory's lock), verifies every file against
-//! the manifest, refuses a backup from a newer pincer, and only then puts the files in place.
+//! the manifest, refuses a backup from a newer pincer, and only then puts the files in place;
+//! an install already there is moved aside, never deleted.
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -131,30 +132,24 @@ pub fn backup(cfg: &Config, dest: &Path) -> anyhow::Result<Manifest> {
     Ok(manifest)
 }
 
-/// Brings an install back from `src`. The host must be stopped. An existing install is refused
-/// unless `replace`, which moves it aside (kept, never deleted).
-pub fn restore(cfg: &Config, src: &Path, replace: bool) -> anyhow::Result<Manifest> {
+/// Brings an install back from `src`. The host must be stopped. An install already there is
+/// moved aside (`<dir>.replaced-<ms>`), never deleted.
+pub fn restore(cfg: &Config, src: &Path) -> anyhow::Result<(Manifest, Vec<PathBuf>)> {
     let manifest = verify(src)?;
-    let data_taken = cfg.data_dir.join("pincer.db").exists();
+    let data_taken = cfg.data_dir.is_dir() && std::fs::read_dir(&cfg.data_dir)?.next().is_some();
     let groups_taken = cfg.groups_dir.is_dir() && std::fs::read_dir(&cfg.groups_dir)?.next().is_some();
     if cfg.data_dir.is_dir() {
         // Held by a running host: refused before anything moves.
         drop(crate::host::lock::acquire(&cfg.data_dir).context("restoring needs pincer stopped")?);
     }
-    if (data_taken || groups_taken) && !replace {
-        bail!(
-            "{} already holds an install: move it away first, or pass --replace to keep it aside as \
-             <dir>.replaced-<time> and restore in its place",
-            if data_taken { cfg.data_dir.display() } else { cfg.groups_dir.display() }
-        );
-    }
     let stamp = crate::ids::now_ms();
-    for dir in [&cfg.data_dir, &cfg.groups_dir] {
-        if dir.exists() && (data_taken || groups_taken) {
+    let mut kept = Vec::new();
+    for (dir, taken) in [(&cfg.data_dir, data_taken), (&cfg.groups_dir, groups_taken)] {
+        if taken {
             let aside = PathBuf::from(format!("{}.replaced-{stamp}", dir.display()));
             std::fs::rename(dir, &aside)
                 .with_context(|| format!("moving {} aside to {}", dir.display(), aside.display()))?;
-            log::info!("kept the replaced {} at {}", dir.display(), aside.display());
+            kept.push(aside);
         }
     }
     for e in &manifest.files {
@@ -170,7 +165,7 @@ pub fn restore(cfg: &Config, src: &Path, replace: bool) -> anyhow::Result<Manife
         std::fs::copy(&from, &to).with_context(|| format!("restoring {}", to.display()))?;
     }
     std::fs::create_dir_all(&cfg.groups_dir)?;
-    Ok(manifest)
+    Ok((manifest, kept))
 }
 
 /// Reads and checks a backup: format, schema not newer than this pincer, every file whole.
@@ -386,10 +381,10 @@ mod tests {
         assert!(!paths.iter().any(|p| p.ends_with(".sock")), "{paths:?}");
         assert!(backup(&c, &out).unwrap_err().to_string().contains("not empty"));
 
-        // Into an install that exists: refused, unless replaced (kept aside).
-        assert!(restore(&c, &out, false).unwrap_err().to_string().contains("already holds an install"));
+        // Over the install that is there: it is kept aside.
         drop(central);
-        restore(&c, &out, true).unwrap();
+        let (_, kept) = restore(&c, &out).unwrap();
+        assert_eq!(kept.len(), 2, "data and groups kept: {kept:?}");
         let back = db::open(&c.data_dir.join("pincer.db"), Kind::Central).unwrap();
         assert_eq!(back.query_row("SELECT x FROM probe", [], |r| r.get::<_, i64>(0)).unwrap(), 42);
         assert_eq!(std::fs::read(c.groups_dir.join("assistant/AGENT.md")).unwrap(), b"Be kind.");

@@ -42,7 +42,7 @@ Commands:
   user grant ID ROLE [--agent AGENT]
                                give someone a role: owner, admin, or member (of --agent)
   backup DIR                   consistent online snapshot of the whole install into DIR
-  restore DIR [--replace]      bring an install back from a backup (pincer stopped)
+  restore DIR                  bring an install back from a backup (pincer stopped)
 
 Run `pincer <command> --help` for a command's options. Configuration comes from the environment
 and a .env file in the current directory (the environment wins); keys:
@@ -100,10 +100,7 @@ pub fn main(args: &[String]) -> Exit {
         ["task", "list", rest @ ..] => task_list(rest),
         ["task", action @ ("pause" | "resume" | "cancel"), id] => task_control(action, id),
         ["backup", dir] => with_config(|cfg| backup(&cfg, Path::new(dir))),
-        ["restore", dir] => with_config(|cfg| restore(&cfg, Path::new(dir), false)),
-        ["restore", dir, "--replace"] | ["restore", "--replace", dir] => {
-            with_config(|cfg| restore(&cfg, Path::new(dir), true))
-        }
+        ["restore", dir] => with_config(|cfg| restore(&cfg, Path::new(dir))),
         _ => Err(UsageError(format!("unknown command `{}`", strs.join(" "))).into()),
     };
     match res {
@@ -170,7 +167,7 @@ fn help(cmd: &str, sub: Option<&str>) -> Exit {
             "Usage: pincer service install [--user]\n       pincer service uninstall [--user]\n\nWrites (or removes) a systemd unit that starts `pincer run` on boot from this directory, with its\n.env, restarting it if it fails, sandboxed, with access to the docker socket. Without --user it is a\nsystem unit in /etc/systemd/system (run as root; pincer runs as the user who owns this directory);\nwith --user a user unit in ~/.config/systemd/user. Prints the commands that enable it.\n"
         }
         ("restore", _) => {
-            "Usage: pincer restore DIR [--replace]\n\nBrings an install back from a backup made by `pincer backup DIR`, with pincer stopped. Every file is\nchecked against the manifest first; a damaged backup, or one from a newer pincer, is refused and\nnothing changes. An existing install is refused unless --replace, which keeps it aside as\n<dir>.replaced-<time>.\n"
+            "Usage: pincer restore DIR\n\nBrings an install back from a backup made by `pincer backup DIR`, with pincer stopped. Every file is\nchecked against the manifest first; a damaged backup, or one from a newer pincer, is refused and\nnothing changes. An install already in the data or agents' directory is moved aside to\n<dir>.replaced-<time> (never deleted).\n"
         }
         _ => {
             eprintln!("pincer: unknown command `{cmd}`\nRun `pincer --help` for usage.");
@@ -556,8 +553,11 @@ fn service(install: bool, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn restore(cfg: &Config, dir: &Path, replace: bool) -> anyhow::Result<()> {
-    let m = crate::backup::restore(cfg, dir, replace)?;
+fn restore(cfg: &Config, dir: &Path) -> anyhow::Result<()> {
+    let (m, kept) = crate::backup::restore(cfg, dir)?;
+    for k in kept {
+        println!("the install that was there is kept at {}", k.display());
+    }
     println!(
         "restored {} files from the backup of {} into {} and {}",
         m.files.len(),

@@ -28,7 +28,8 @@
   const OLDER_PAGE_MAX = 1000; // the API's largest page (a jump back fetches up to this many)
   const OLDER_AT_PX = 300; // this close to the top, the next older page is fetched
   const SEARCH_DEBOUNCE_MS = 250;
-  const FLASH_MS = 2000; // a message jumped to stays marked this long
+  const FLASH_MS = 2000;
+  const COPIED_MS = 1500; // "Copied" shows this long // a message jumped to stays marked this long
   const GROUP_GAP_MS = 5 * 60 * 1000; // consecutive messages within this gap are grouped
   const STORE_ROOM = 'pincer.room';
   const STORE_BANNER = 'pincer.mockBannerDismissed';
@@ -708,6 +709,7 @@
         a.target = '_blank';
         a.rel = 'noopener noreferrer nofollow';
       }
+      for (const pre of body.querySelectorAll('pre')) pre.append(copyButton(pre));
       bubble.append(body);
     }
     const files = filesEl(m.files);
@@ -892,6 +894,25 @@
     t.title = fullDate(createdMs);
     line.append(t);
     return line;
+  }
+
+  /** A Copy button for a code block (its text, without the button's own label). */
+  function copyButton(pre) {
+    const b = el('button', 'copy-code', 'Copy');
+    b.type = 'button';
+    b.setAttribute('aria-label', 'Copy the code');
+    b.addEventListener('click', async () => {
+      const code = pre.querySelector('code') || pre;
+      const text = code.textContent;
+      try {
+        await navigator.clipboard.writeText(text);
+        b.textContent = 'Copied';
+      } catch {
+        b.textContent = 'Select and copy';
+      }
+      setTimeout(() => { b.textContent = 'Copy'; }, COPIED_MS);
+    });
+    return b;
   }
 
   function deleteButton(m) {

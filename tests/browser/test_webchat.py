@@ -724,6 +724,20 @@ def step_console_clean(ctx):
 
 
 
+def step_code_copy(ctx):
+    """A code block has a Copy button that puts exactly the code on the clipboard."""
+    p = ctx.page
+    p.d.execute_cdp_cmd("Browser.grantPermissions", {
+        "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"], "origin": p.url.rstrip("/"),
+    })
+    post(ctx.host.port, "```\nprint('hi')\n```")
+    button = p.wait(lambda _: next(iter(p.find_all("#messages .body pre .copy-code")), None), "a Copy button")
+    button.click()
+    p.wait(lambda _: button.text == "Copied", "the button says Copied")
+    copied = p.d.execute_async_script("navigator.clipboard.readText().then(arguments[0], (e) => arguments[0]('ERR ' + e))")
+    check(copied == "print('hi')\n", f"the clipboard holds {copied!r}")
+
+
 BIG_ROOM_MESSAGES = 10_000
 
 
@@ -917,6 +931,7 @@ MOCK_STEPS = [
     ("phone width: a room of two agents, @mention, prime", step_team_room),
     ("thinking, streaming with tools and Stop, typing", step_live_activity),
     ("files: picker, caption, drop, progress, lightbox", step_upload),
+    ("code blocks: a Copy button", step_code_copy),
     ("a 10 000-message room: scroll back, search and jump, delete, export", step_long_history),
     ("installable: manifest, icons, an active service worker", step_installable),
     ("no CSP violations or script errors", step_console_clean),

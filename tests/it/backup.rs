@@ -78,14 +78,22 @@ fn backup_wipe_restore_and_the_conversation_goes_on() {
     let after = messages(&host);
     assert_eq!(after.len(), restored.len() + 2, "one message and one reply more");
 
+    // Restored again over the install that is there: it is kept aside, the backup comes back.
+    drop(ws);
+    drop(host);
+    let (code, out) = dirs.cli(&["restore", bk.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("kept at"), "{out}");
+    let host = Host::start(&dirs);
+    assert_eq!(summary(&messages(&host)), at_backup, "exactly the backup again");
+    drop(host);
+
     // A damaged backup is refused and changes nothing.
     let agent_md = bk.join("groups/assistant/AGENT.md");
     let mut text = std::fs::read(&agent_md).unwrap();
     text.push(b'!');
     std::fs::write(&agent_md, text).unwrap();
-    drop(ws);
-    drop(host);
-    let (code, out) = dirs.cli(&["restore", bk.to_str().unwrap(), "--replace"], &[]);
+    let (code, out) = dirs.cli(&["restore", bk.to_str().unwrap()], &[]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("damaged") && out.contains("AGENT.md"), "{out}");
     assert!(dirs.data().join("pincer.db").is_file(), "the install stayed in place");
