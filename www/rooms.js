@@ -153,10 +153,47 @@ window.PincerRooms = (() => {
       $('agent-edit-name').value = a.name;
       $('agent-edit-instructions').value = a.instructions || '';
       $('agent-edit-meta').textContent = `@${a.folder} · ${a.provider}${a.model ? ` · ${a.model}` : ''}`;
+      await renderTasks(id);
     } catch (e) {
       $('agent-edit-error').textContent = e.message;
       $('agent-edit-error').hidden = false;
     }
+  }
+
+  /** The agent's scheduled tasks, each with what can be done to it. */
+  async function renderTasks(id) {
+    const list = $('agent-tasks');
+    const tasks = await api('GET', `/api/agents/${encodeURIComponent(id)}/tasks`).catch(() => []);
+    const live = tasks.filter((t) => t.status === 'pending' || t.status === 'paused');
+    if (!live.length) {
+      list.replaceChildren(el('li', 'muted', 'None. Ask the agent to remind you of something, or to do a job every day.'));
+      return;
+    }
+    list.replaceChildren(...live.map((t) => {
+      const li = el('li', 'task');
+      li.dataset.series = t.series_id;
+      li.append(el('span', 'task-prompt', t.prompt));
+      const when = t.status === 'paused' ? 'paused'
+        : t.next_run ? `next ${new Date(t.next_run).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' })}` : '';
+      li.append(el('span', 'task-when', [when, t.recurrence ? `repeats ${t.recurrence}` : ''].filter(Boolean).join(' · ')));
+      const actions = t.status === 'paused' ? ['resume', 'cancel'] : ['pause', 'cancel'];
+      for (const action of actions) {
+        const b = el('button', `link-btn${action === 'cancel' ? ' danger' : ''}`, action[0].toUpperCase() + action.slice(1));
+        b.type = 'button';
+        b.dataset.action = action;
+        b.addEventListener('click', async () => {
+          try {
+            await api('POST', `/api/agents/${encodeURIComponent(id)}/tasks/${encodeURIComponent(t.series_id)}/${action}`);
+          } catch (e) {
+            $('agent-edit-error').textContent = e.message;
+            $('agent-edit-error').hidden = false;
+          }
+          await renderTasks(id);
+        });
+        li.append(b);
+      }
+      return li;
+    }));
   }
 
   async function saveAgent(ev) {

@@ -1424,6 +1424,37 @@ def step_model_no_key(ctx):
     check(len(p.frames) > 20, f"the WebSocket frames were captured ({len(p.frames)})")
 
 
+def step_model_tasks(ctx):
+    """A task the agent scheduled, paused, resumed and cancelled from the agent's settings."""
+    p, fake = ctx.page, ctx.fake
+    fake.push(
+        tool_reply(("call_task", "schedule_task",
+                    {"prompt": "water the ferns", "process_after": "in 3 hours", "recurrence": "0 9 * * *"})),
+        text_reply("I will remind you."),
+    )
+    p.send("remind me to water the ferns every morning")
+    p.wait_message("agent", "I will remind you.", REPLY_S)
+    p.find("#room-settings").click()
+    p.wait(lambda _: p.find("#room-dialog").is_displayed(), "the room settings")
+    row = p.wait(lambda _: next(iter(p.find_all("#room-agents li")), None), "the agent listed")
+    row.find_element(By.XPATH, ".//button[text()='Edit']").click()
+    task = p.wait(lambda _: next(iter(p.find_all("#agent-tasks .task")), None), "the scheduled task listed")
+    check("water the ferns" in task.text and "repeats 0 9 * * *" in task.text, f"the task shows {task.text!r}")
+
+    def act(action, then):
+        p.find(f'#agent-tasks .task button[data-action="{action}"]').click()
+        return p.wait(lambda _: then(p.js("return document.getElementById('agent-tasks').textContent")), f"{action} shown")
+
+    act("pause", lambda t: "paused" in t and "Resume" in t)
+    act("resume", lambda t: "next " in t and "Pause" in t)
+    act("cancel", lambda t: "None." in t)
+    agent = api(ctx.host.port, "GET", "/api/agents")[0]["id"]
+    tasks = api(ctx.host.port, "GET", f"/api/agents/{agent}/tasks")
+    check([t["status"] for t in tasks] == ["cancelled"], f"stored {tasks}")
+    p.find("#agent-edit-cancel").click()
+    p.find("#room-close").click()
+
+
 MODEL_STEPS = [
     ("model: page loads, no mock banner", step_model_loads),
     ("model: streamed reply shown live, then once as markdown", step_model_streams),
@@ -1434,6 +1465,7 @@ MODEL_STEPS = [
     ("model: busy model, retry status line", step_model_busy),
     ("model: model error shown as an error notice", step_model_error),
     ("model: reaction and edit re-render in place", step_model_edit_react),
+    ("model: a scheduled task paused, resumed, cancelled from the app", step_model_tasks),
     ("model: the API key stays with the host", step_model_no_key),
     ("model: no CSP violations or script errors", step_console_clean),
 ]
