@@ -158,6 +158,9 @@ window.PincerAccess = (() => {
     } catch {
       // Signed out or not, the sign-in screen is next.
     }
+    // What the page kept for offline use belongs to the person leaving.
+    localStorage.removeItem('pincer.rooms');
+    localStorage.removeItem('pincer.user');
     location.reload();
   }
 

@@ -33,6 +33,8 @@
   const GROUP_GAP_MS = 5 * 60 * 1000; // consecutive messages within this gap are grouped
   const STORE_ROOM = 'pincer.room';
   const STORE_BANNER = 'pincer.mockBannerDismissed';
+  const STORE_USER = 'pincer.user'; // whose outbox this page shows before the server says
+  const STORE_ROOMS = 'pincer.rooms'; // the last room list, shown while offline
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -226,9 +228,10 @@
     ui.connLabel.textContent = { connecting: 'Connecting…', connected: 'Connected', reconnecting: 'Reconnecting…' }[s];
     ui.reconnectNow.hidden = s !== 'reconnecting';
     const online = s === 'connected';
-    ui.composer.disabled = !online || !state.current;
+    // Typing goes on offline: sends wait in the outbox (kept across reloads) until the connection is back.
+    ui.composer.disabled = !state.current;
     ui.attach.disabled = !online || !state.current;
-    ui.composer.placeholder = online ? 'Message' : 'Waiting for the connection…';
+    ui.composer.placeholder = online ? 'Message' : 'Offline: messages go out when the connection is back';
     updateSendButton();
   }
 
@@ -262,6 +265,8 @@
     ui.signOut.hidden = !(state.user && state.user.via === 'session');
     ui.banner.hidden = f.modelConfigured !== false || sessionStorage.getItem(STORE_BANNER) === '1';
     setConn('connected');
+    if (state.user) localStorage.setItem(STORE_USER, state.user.id);
+    restoreOutbox(state.user ? state.user.id : null);
     setRooms(f.rooms || []);
     window.PincerDevice.reportView();
     // Messages still waiting for an ack were maybe never received: send them again (same client_id).
@@ -320,6 +325,7 @@
         }
         p.failed = true;
         p.error = f.message || 'not sent';
+        outbox.remove(f.client_id); // refused for good: the bubble offers Retry
         if (r.id === state.current) replacePendingEl(f.client_id, p);
         return;
       }
@@ -424,6 +430,7 @@
   /** A new room list: keeps the open room if it is still listed, else opens the remembered one. */
   function setRooms(rooms) {
     state.rooms = rooms;
+    localStorage.setItem(STORE_ROOMS, JSON.stringify(rooms));
     let next = state.current;
     if (state.wantRoom && rooms.some((x) => x.id === state.wantRoom)) {
       next = state.wantRoom;
@@ -547,6 +554,7 @@
       const own = isOwn(m);
       // The stored copy of a message this page sent replaces its pending bubble.
       const sentHere = m.client_id && (r.pending.delete(m.client_id) | r.uploads.delete(m.client_id));
+      if (sentHere) outbox.remove(m.client_id);
       if (sentHere && isCurrent) {
         const p = ui.messages.querySelector(`[data-client-id="${CSS.escape(m.client_id)}"]`);
         if (p) p.remove();
@@ -1152,17 +1160,68 @@
 
   /** Sends `text` to the room with a new client_id, shown at once as pending; false if offline. */
   function sendText(r, text) {
-    if (!isOpen()) return false;
     const clientId = newClientId();
     const p = { text, failed: false, error: '' };
     r.pending.set(clientId, p);
+    outbox.put({ client_id: clientId, room_id: r.id, text, user: state.user ? state.user.id : localStorage.getItem(STORE_USER), created: Date.now() });
     if (r.id === state.current) {
       ui.messages.append(pendingEl(clientId, p));
       decorate(ui.messages.lastElementChild);
       updateEmpty();
       scrollToBottom();
     }
-    return sendFrame({ type: 'send', room_id: r.id, client_id: clientId, text });
+    if (isOpen()) sendFrame({ type: 'send', room_id: r.id, client_id: clientId, text });
+    return true;
+  }
+
+  // ---------------------------------------------------------------- the outbox (IndexedDB)
+
+  /** Messages sent but not yet stored by the server, kept across reloads and offline spells. */
+  const outbox = (() => {
+    let opened = null;
+    const db = () => {
+      if (!opened) {
+        opened = new Promise((resolve, reject) => {
+          const req = indexedDB.open('pincer', 1);
+          req.onupgradeneeded = () => req.result.createObjectStore('outbox', { keyPath: 'client_id' });
+          req.onsuccess = () => resolve(req.result);
+          req.onerror = () => reject(req.error);
+        });
+      }
+      return opened;
+    };
+    const run = async (mode, fn) => {
+      const d = await db();
+      return new Promise((resolve, reject) => {
+        const tx = d.transaction('outbox', mode);
+        const req = fn(tx.objectStore('outbox'));
+        tx.oncomplete = () => resolve(req.result);
+        tx.onerror = () => reject(tx.error);
+      });
+    };
+    return {
+      put: (entry) => run('readwrite', (st) => st.put(entry)).catch(() => {}),
+      remove: (id) => run('readwrite', (st) => st.delete(id)).catch(() => {}),
+      all: () => run('readonly', (st) => st.getAll()).catch(() => []),
+    };
+  })();
+
+  /** Shows (and, when connected, sends again) what this person left in the outbox. */
+  async function restoreOutbox(userId) {
+    if (!userId) return;
+    for (const e of await outbox.all()) {
+      if (e.user !== userId || !e.room_id || typeof e.text !== 'string') continue;
+      const r = roomState(e.room_id);
+      if (r.pending.has(e.client_id) || [...r.messages.values()].some((m) => m.client_id === e.client_id)) continue;
+      const p = { text: e.text, failed: false, error: '' };
+      r.pending.set(e.client_id, p);
+      if (r.id === state.current) {
+        ui.messages.append(pendingEl(e.client_id, p));
+        decorate(ui.messages.lastElementChild);
+        updateEmpty();
+      }
+      if (isOpen()) sendFrame({ type: 'send', room_id: r.id, client_id: e.client_id, text: e.text });
+    }
   }
 
   function retry(roomId, clientId) {
@@ -1183,7 +1242,7 @@
     node.dataset.time = String(Date.now());
     const bubble = el('div', 'bubble');
     bubble.append(el('div', 'body body-plain', p.text));
-    bubble.append(el('span', 'stamp', p.failed ? 'Not sent' : 'Sending…'));
+    bubble.append(el('span', 'stamp', p.failed ? 'Not sent' : isOpen() ? 'Sending…' : 'Waiting for the connection'));
     node.append(bubble);
     if (p.failed) {
       const note = el('div', 'send-error');
@@ -1578,7 +1637,7 @@
 
   function updateSendButton() {
     const staged = state.current ? roomState(state.current).staged.length : 0;
-    ui.send.disabled = !isOpen() || !state.current || (!ui.composer.value.trim() && !staged);
+    ui.send.disabled = !state.current || (!ui.composer.value.trim() && !staged) || (staged > 0 && !isOpen());
   }
 
   function atBottom() {
@@ -1830,6 +1889,14 @@
       selectRoom: (id) => selectRoom(id),
     });
     // Opened from a notification: that room.
+    // Offline after a reload: the last room list and what waits in the outbox, until connected.
+    if (!state.rooms.length) {
+      try {
+        const cached = JSON.parse(localStorage.getItem(STORE_ROOMS) || '[]');
+        if (Array.isArray(cached) && cached.length) setRooms(cached);
+      } catch { /* no usable cache */ }
+      restoreOutbox(localStorage.getItem(STORE_USER));
+    }
     const wanted = new URLSearchParams(location.search).get('room');
     if (wanted) {
       state.wantRoom = wanted;

@@ -79,7 +79,7 @@ pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Filed>
             let text = format!(
                 "message {i} about topic{} and word{} in the archive of the bench run",
                 i % 1000,
-                i % 50
+                i % 7
             );
             let seq = base + i as i64 + 1;
             insert.execute(rusqlite::params![
@@ -93,8 +93,8 @@ pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Filed>
     }
     db.execute_batch("COMMIT")?;
     for n in 0..SEARCHES {
-        // One word shared by 100 messages and one by 2 000: both hit the result limit's ordering.
-        let q = format!("topic{} word{}", (n * 37) % 1000, n % 50);
+        // A word shared by 100 messages and one by 14 000: about 14 hold both.
+        let q = format!("topic{} word{}", (n * 37) % 1000, n % 7);
         let started = Instant::now();
         let (status, found) =
             http_json(port, "GET", &format!("/api/search?q={}", q.replace(' ', "%20")), None)?;
@@ -107,7 +107,7 @@ pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Filed>
              WHERE message_search MATCH ?1 ORDER BY rank LIMIT 50",
         )?;
         let rows: Vec<(String, String)> = stmt
-            .query_map([format!("\"topic{}\" \"word{}\"", (n * 37) % 1000, n % 50)], |r| {
+            .query_map([format!("\"topic{}\" \"word{}\"", (n * 37) % 1000, n % 7)], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?
             .collect::<Result<_, _>>()?;

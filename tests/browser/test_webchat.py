@@ -458,7 +458,8 @@ def step_catch_up(ctx):
     port = ctx.host.port
     ctx.host.stop()
     p.wait(lambda _: p.conn_state() == "reconnecting", "the connection state 'reconnecting'")
-    check(not p.find("#composer").is_enabled(), "the composer is disabled while disconnected")
+    check(p.find("#composer").is_enabled(), "typing goes on while disconnected (the outbox holds sends)")
+    check("Offline" in p.find("#composer").get_attribute("placeholder"), "the composer says it is offline")
     check(p.find("#reconnect-now").is_displayed(), "a 'Retry now' button while disconnected")
 
     # Another client writes while the page is away: a host on another port, same data.
@@ -724,6 +725,43 @@ def step_console_clean(ctx):
 
 
 
+def step_offline_outbox(ctx):
+    """Sent while the host is down, kept across a reload, sent once when the host is back."""
+    p = ctx.page
+    port = ctx.host.port
+    ctx.host.stop()
+    p.wait(lambda _: p.conn_state() == "reconnecting", "the connection state 'reconnecting'")
+    text = "typed while offline"
+    p.send(text)
+
+    def waiting(_):
+        return next((m for m in p.messages() if m["pending"] and m["text"] == text), None)
+
+    p.wait(waiting, "a bubble waiting for the connection")
+    stamp = p.js("return document.querySelector('#messages .msg.pending .stamp').textContent")
+    check(stamp == "Waiting for the connection", f"the bubble says {stamp!r}")
+    # A reload while offline: the service worker serves the app, the outbox still has it.
+    p.d.refresh()
+    p.wait(waiting, "the waiting bubble after a reload while offline", RECONNECT_S)
+    ctx.host = Host(ctx.tmp, ctx.log, port).start()
+    p.wait_connected(RECONNECT_S)
+    p.wait_message("agent", f"echo: {text}", FIRST_REPLY_S)
+    stored = [m for m in api(port, "GET", f"/api/rooms/{ROOM}/messages?limit=1000")["messages"] if m["text"] == text]
+    check(len(stored) == 1, f"stored once: {stored}")
+    left = p.d.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        const req = indexedDB.open('pincer', 1);
+        req.onsuccess = () => {
+          const all = req.result.transaction('outbox').objectStore('outbox').getAll();
+          all.onsuccess = () => done(all.result.length);
+        };
+        req.onerror = () => done(-1);
+        """
+    )
+    check(left == 0, f"the outbox is empty once the server stored it ({left} left)")
+
+
 def step_code_copy(ctx):
     """A code block has a Copy button that puts exactly the code on the clipboard."""
     p = ctx.page
@@ -934,6 +972,7 @@ MOCK_STEPS = [
     ("code blocks: a Copy button", step_code_copy),
     ("a 10 000-message room: scroll back, search and jump, delete, export", step_long_history),
     ("installable: manifest, icons, an active service worker", step_installable),
+    ("offline: the outbox keeps a send across a reload and sends it once", step_offline_outbox),
     ("no CSP violations or script errors", step_console_clean),
 ]
 
