@@ -136,6 +136,7 @@ window.PincerRooms = (() => {
     $('new-room-form').addEventListener('submit', createRoom);
     $('agent-edit-form').addEventListener('submit', saveAgent);
     $('agent-edit-cancel').addEventListener('click', () => $('agent-edit-dialog').close());
+    $('agent-delete').addEventListener('click', deleteAgent);
     $('new-room-cancel').addEventListener('click', () => $('new-room-dialog').close());
   }
 
@@ -146,6 +147,7 @@ window.PincerRooms = (() => {
   async function openAgent(id) {
     editing = id;
     $('agent-edit-error').hidden = true;
+    $('agent-delete').hidden = !(current && current.user && current.user.owner);
     $('agent-edit-dialog').showModal();
     try {
       const a = await api('GET', `/api/agents/${encodeURIComponent(id)}`);
@@ -194,6 +196,19 @@ window.PincerRooms = (() => {
       }
       return li;
     }));
+  }
+
+  async function deleteAgent() {
+    const name = $('agent-edit-name').value;
+    if (!window.confirm(`Delete ${name}? Its containers stop and it leaves every room; its folder and conversations are kept in an archive on the server.`)) return;
+    try {
+      await api('DELETE', `/api/agents/${encodeURIComponent(editing)}`);
+      $('agent-edit-dialog').close();
+      await render();
+    } catch (e) {
+      $('agent-edit-error').textContent = e.message;
+      $('agent-edit-error').hidden = false;
+    }
   }
 
   async function saveAgent(ev) {

@@ -180,6 +180,19 @@ pub struct NewMessage<'a> {
 // ---------------------------------------------------------------------------------------------
 // Agents
 
+/// Deletes an agent: its row (wirings, sessions, memberships, its own destinations, approvals
+/// and drop records go with it; rooms lose it as prime or sticky) and other agents'
+/// destinations that name it. Returns the agents that had such a destination.
+pub fn delete_agent(conn: &Connection, id: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT agent_id FROM agent_destinations WHERE target_type = 'agent' AND target_id = ?1 AND agent_id != ?1",
+    )?;
+    let linked: Vec<String> = stmt.query_map([id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    conn.execute("DELETE FROM agent_destinations WHERE target_type = 'agent' AND target_id = ?1", [id])?;
+    conn.execute("DELETE FROM agents WHERE id = ?1", [id])?;
+    Ok(linked)
+}
+
 pub fn rename_agent(conn: &Connection, id: &str, name: &str) -> rusqlite::Result<()> {
     conn.execute("UPDATE agents SET name = ?2 WHERE id = ?1", params![id, name])?;
     Ok(())
@@ -464,6 +477,12 @@ pub fn insert_wiring(
 }
 
 /// A room's wirings, highest priority first (priority only orders the fan-out).
+/// The rooms an agent is wired into.
+pub fn rooms_of_agent(conn: &Connection, agent_id: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT room_id FROM wirings WHERE agent_id = ?1 ORDER BY room_id")?;
+    stmt.query_map([agent_id], |r| r.get(0))?.collect()
+}
+
 pub fn wirings_of_room(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<Wiring>> {
     let mut stmt = conn.prepare_cached(
         "SELECT w.* FROM wirings w JOIN agents a ON a.id = w.agent_id

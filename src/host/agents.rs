@@ -124,6 +124,41 @@ pub fn update(
     Ok(agent)
 }
 
+/// Where deleted agents' folders and session directories are kept.
+pub const ARCHIVE_DIR: &str = ".archived";
+
+/// Deletes an agent (its containers must be stopping): the row and everything hanging off it in
+/// the central DB, its folder moved to `groups/.archived/<folder>.<ms>` and its sessions to
+/// `data/.archived/sessions/<id>.<ms>` (kept, never deleted); agents that could message it are
+/// told it is gone. Returns where the folder went.
+pub fn delete(
+    conn: &mut Connection,
+    data_dir: &Path,
+    groups_dir: &Path,
+    agent: &Agent,
+    now: i64,
+) -> anyhow::Result<PathBuf> {
+    let linked = db::write_tx(conn, |tx| Ok(central::delete_agent(tx, &agent.id)?))?;
+    let folder = groups_dir.join(&agent.folder);
+    let kept = groups_dir.join(ARCHIVE_DIR).join(format!("{}.{now}", agent.folder));
+    if folder.exists() {
+        std::fs::create_dir_all(groups_dir.join(ARCHIVE_DIR))?;
+        std::fs::rename(&folder, &kept)
+            .with_context(|| format!("moving {} to {}", folder.display(), kept.display()))?;
+    }
+    let sessions = data_dir.join("sessions").join(&agent.id);
+    if sessions.exists() {
+        let to = data_dir.join(ARCHIVE_DIR).join("sessions");
+        std::fs::create_dir_all(&to)?;
+        std::fs::rename(&sessions, to.join(format!("{}.{now}", agent.id)))
+            .with_context(|| format!("moving {}", sessions.display()))?;
+    }
+    for other in linked {
+        reproject(conn, data_dir, &other);
+    }
+    Ok(kept)
+}
+
 /// An agent's instructions as written in its folder.
 pub fn instructions(groups_dir: &Path, agent: &Agent) -> String {
     std::fs::read_to_string(groups_dir.join(&agent.folder).join(INSTRUCTIONS_FILE)).unwrap_or_default()

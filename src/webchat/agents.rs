@@ -1,5 +1,6 @@
-//! One agent for the people who use it: `GET /api/agents/:id` (with its instructions) and
-//! `PATCH /api/agents/:id` (rename, new instructions) for the owner or the agent's admins.
+//! One agent for the people who use it: `GET /api/agents/:id` (with its instructions),
+//! `PATCH /api/agents/:id` (rename, new instructions) for the owner or the agent's admins, and
+//! `DELETE /api/agents/:id` for the owner (its folder and conversations kept in an archive).
 
 use serde::Deserialize;
 use serde_json::json;
@@ -63,4 +64,29 @@ pub fn update(ctx: &Ctx, user: &User, id: &str, req: &Req) -> ApiResult {
         ctx.rooms_changed();
     }
     Ok(Resp::json(200, &json!({ "ok": true, "agent": view(ctx, &updated) })))
+}
+
+/// `DELETE /api/agents/:id` (the owner): its containers stop, its rooms lose it, its folder and
+/// conversations are archived.
+pub fn delete(ctx: &Ctx, user: &User, id: &str) -> ApiResult {
+    let a = visible(ctx, user, id)?;
+    if !user.owner {
+        return Err(ApiError(403, "only the owner can delete an agent".into()));
+    }
+    let mut conn = ctx.store.conn()?;
+    for s in central::sessions_of_agent(&conn, &a.id)? {
+        if ctx.containers.is_running(&s.id) {
+            ctx.containers.stop(&s.id, "its agent was deleted");
+        }
+    }
+    let rooms: Vec<String> = central::rooms_of_agent(&conn, &a.id)?;
+    let kept = agents::delete(&mut conn, &ctx.cfg.data_dir, &ctx.cfg.groups_dir, &a, crate::ids::now_ms())
+        .map_err(|e| ApiError(500, format!("{e:#}")))?;
+    drop(conn);
+    log::info!("{} deleted agent {} (folder kept at {})", user.id, a.id, kept.display());
+    if !rooms.is_empty() {
+        ctx.rooms_changed();
+    }
+    let rel = kept.strip_prefix(&ctx.cfg.groups_dir).unwrap_or(&kept).display().to_string();
+    Ok(Resp::json(200, &json!({ "ok": true, "archived": format!("groups/{rel}") })))
 }

@@ -631,6 +631,26 @@ def step_team_room(ctx):
     p.wait(lambda _: not p.find("#agent-edit-dialog").is_displayed(), "the editor closes")
     got = api(ctx.host.port, "GET", f"/api/agents/{helper_id}")
     check(got["instructions"] == "Answer in haiku.", f"stored instructions {got['instructions']!r}")
+    # An agent deleted from its editor (the owner): it leaves the room's list.
+    temp = api(ctx.host.port, "POST", "/api/agents", {"name": "Temp"})["agentGroup"]["id"]
+    api(ctx.host.port, "POST", "/api/rooms/team/agents", {"agentId": temp})
+    p.find("#room-close").click()
+    p.find("#room-settings").click()
+    row = p.wait(lambda _: next((li for li in p.find_all("#room-agents li") if "Temp" in li.text), None), "Temp listed")
+    row.find_element(By.XPATH, ".//button[text()='Edit']").click()
+    p.wait(lambda _: p.find("#agent-delete").is_displayed(), "the Delete button for the owner")
+    p.find("#agent-delete").click()
+
+    def confirm(d):
+        try:
+            return d.switch_to.alert
+        except Exception:  # noqa: BLE001 — not shown yet
+            return None
+
+    p.wait(confirm, "the confirmation").accept()
+    p.wait(lambda _: "Temp" not in p.js("return document.getElementById('room-agents').textContent"),
+           "Temp gone from the room")
+    check(temp not in [a["id"] for a in api(ctx.host.port, "GET", "/api/agents")], "Temp deleted")
     p.find("#room-close").click()
     p.wait(lambda _: "Assistant ★" in p.find("#room-subtitle").text, "the prime shown in the header")
     p.send("who answers now?")

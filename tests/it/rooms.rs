@@ -206,3 +206,50 @@ fn an_agent_is_renamed_and_reinstructed() {
     assert_eq!(status, 422);
     assert_eq!(host.get("/api/agents/ag-nope").0, 404);
 }
+
+/// An agent deleted by the owner: its container stops, it leaves its rooms and the agents that
+/// could message it, and its folder and conversations are kept in an archive.
+#[test]
+fn a_deleted_agent_is_archived_and_stopped() {
+    let dirs = Dirs::new();
+    let host = Host::start(&dirs);
+    let (_, agents) = host.get("/api/agents");
+    let assistant = agents[0]["id"].as_str().unwrap().to_string();
+    let (status, made) = host.post("/api/agents", json!({ "name": "Helper", "withRoom": true }));
+    assert_eq!(status, 201, "{made}");
+    let helper = made["agentGroup"]["id"].as_str().unwrap().to_string();
+    let (status, _) =
+        host.post(&format!("/api/agents/{assistant}/destinations"), json!({ "agentId": helper }));
+    assert_eq!(status, 201);
+    let mut ws = host.ws();
+    ws.join("helper", None);
+    ws.say("helper", "hello helper");
+    ws.agent_reply("helper", "echo: hello helper", COLD);
+    let running = containers_of(&dirs.install());
+    assert_eq!(running.len(), 1, "{running:?}");
+
+    let (status, gone) = host.delete(&format!("/api/agents/{helper}"));
+    assert_eq!(status, 200, "{gone}");
+    let archived = gone["archived"].as_str().unwrap();
+    assert!(archived.starts_with("groups/.archived/helper."), "{archived}");
+    assert!(dirs.root().join(archived).join("AGENT.md").is_file() && !dirs.groups().join("helper").exists());
+    assert!(
+        std::fs::read_dir(dirs.data().join(".archived/sessions")).unwrap().count() == 1,
+        "conversations kept"
+    );
+    eventually("the helper's container to stop", COLD, || {
+        containers_of(&dirs.install()).is_empty().then_some(())
+    });
+    let (_, agents) = host.get("/api/agents");
+    assert_eq!(agents.as_array().unwrap().len(), 1, "{agents}");
+    let (_, dests) = host.get(&format!("/api/agents/{assistant}/destinations"));
+    assert!(!dests.as_array().unwrap().iter().any(|d| d["agent_id"] == helper.as_str()), "{dests}");
+    let (_, rooms) = host.get("/api/rooms");
+    let room = rooms.as_array().unwrap().iter().find(|r| r["id"] == "helper").unwrap().clone();
+    assert_eq!(room["agents"], json!([]), "the room and its history stay, without the agent");
+    assert_eq!(host.delete(&format!("/api/agents/{helper}")).0, 404);
+    // The assistant still answers.
+    ws.join("assistant", None);
+    ws.say("assistant", "still here?");
+    ws.agent_reply("assistant", "echo: still here?", COLD);
+}
