@@ -137,12 +137,15 @@ window.PincerRooms = (() => {
     $('agent-edit-form').addEventListener('submit', saveAgent);
     $('agent-edit-cancel').addEventListener('click', () => $('agent-edit-dialog').close());
     $('agent-delete').addEventListener('click', deleteAgent);
+    $('agent-edit-provider').addEventListener('change', fillModels);
     $('new-room-cancel').addEventListener('click', () => $('new-room-dialog').close());
   }
 
   // ---------------------------------------------------------------- one agent
 
   let editing = null; // agent id
+  let models = null; // GET /api/models, for the owner and admins
+  let loaded = { provider: null, model: null }; // the agent's choice as opened
 
   async function openAgent(id) {
     editing = id;
@@ -155,11 +158,46 @@ window.PincerRooms = (() => {
       $('agent-edit-name').value = a.name;
       $('agent-edit-instructions').value = a.instructions || '';
       $('agent-edit-meta').textContent = `@${a.folder} · ${a.provider}${a.model ? ` · ${a.model}` : ''}`;
+      await renderModels(a);
       await renderTasks(id);
     } catch (e) {
       $('agent-edit-error').textContent = e.message;
       $('agent-edit-error').hidden = false;
     }
+  }
+
+  /** The provider and model picker (the owner and admins): the host's endpoints and their models. */
+  async function renderModels(a) {
+    const box = $('agent-edit-model-box');
+    models = await api('GET', '/api/models').catch(() => null);
+    box.hidden = !models;
+    if (!models) return;
+    // The API shows the host default when the agent has none of its own: compare with it.
+    loaded = { provider: a.provider === models.default_provider && !a.model ? '' : a.provider, model: a.model || '' };
+    const sel = $('agent-edit-provider');
+    sel.replaceChildren(el('option', '', `Host default (${models.default_provider})`));
+    sel.firstChild.value = '';
+    for (const p of models.providers) {
+      const o = el('option', '', p.endpoint ? `${p.provider} · ${p.endpoint}` : p.provider);
+      o.value = p.provider;
+      sel.append(o);
+    }
+    sel.value = loaded.provider || '';
+    $('agent-edit-model').value = a.model || '';
+    fillModels();
+  }
+
+  function fillModels() {
+    const chosen = $('agent-edit-provider').value || (models && models.default_provider);
+    const p = models && models.providers.find((x) => x.provider === chosen);
+    $('agent-edit-models').replaceChildren(...(p ? p.models : []).map((m) => {
+      const o = el('option');
+      o.value = m;
+      return o;
+    }));
+    const note = $('agent-edit-model-note');
+    note.textContent = !p ? '' : p.error ? `Could not list its models: ${p.error}`
+      : `${p.models.length} model(s) offered${p.default_model ? `; default ${p.default_model}` : ''}`;
   }
 
   /** The agent's scheduled tasks, each with what can be done to it. */
@@ -214,10 +252,16 @@ window.PincerRooms = (() => {
   async function saveAgent(ev) {
     ev.preventDefault();
     try {
-      await api('PATCH', `/api/agents/${encodeURIComponent(editing)}`, {
-        name: $('agent-edit-name').value,
-        instructions: $('agent-edit-instructions').value,
-      });
+      const body = { name: $('agent-edit-name').value, instructions: $('agent-edit-instructions').value };
+      if (models) {
+        const provider = $('agent-edit-provider').value;
+        const model = $('agent-edit-model').value.trim();
+        if (provider !== (loaded.provider || '') || model !== (loaded.model || '')) {
+          body.provider = provider || null;
+          body.model = model || null;
+        }
+      }
+      await api('PATCH', `/api/agents/${encodeURIComponent(editing)}`, body);
       $('agent-edit-dialog').close();
       await render();
     } catch (e) {

@@ -513,6 +513,20 @@ pub fn agents_of_room(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<
 }
 
 /// Replaces an agent's approved MCP servers (a JSON object: name → {command, args, env}).
+/// The agent's own provider and model (`None`: the host's default).
+pub fn set_agent_model(
+    conn: &Connection,
+    agent_id: &str,
+    provider: Option<&str>,
+    model: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE agents SET provider = ?2, model = ?3 WHERE id = ?1",
+        params![agent_id, provider, model],
+    )?;
+    Ok(())
+}
+
 pub fn set_mcp_servers(conn: &Connection, agent_id: &str, json: &str) -> rusqlite::Result<()> {
     conn.execute("UPDATE agents SET mcp_servers = ?2 WHERE id = ?1", [agent_id, json])?;
     Ok(())

@@ -43,14 +43,31 @@ pub fn update(ctx: &Ctx, user: &User, id: &str, req: &Req) -> ApiResult {
     struct Body {
         name: Option<String>,
         instructions: Option<String>,
+        /// Present (even `null`): the agent's provider changes; `null` is the host's default.
+        #[serde(default, deserialize_with = "some")]
+        provider: Option<Option<String>>,
+        #[serde(default, deserialize_with = "some")]
+        model: Option<Option<String>>,
+    }
+    fn some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(d).map(Some)
     }
     let a = visible(ctx, user, id)?;
     if !user.owner && !people::is_admin_of(&*ctx.store.conn()?, &user.id, Some(&a.id))? {
         return Err(ApiError(403, format!("only the owner or an admin of {} can change it", a.name)));
     }
-    let body: Body = parse_body(req, r#"{"name"?: string, "instructions"?: string}"#)?;
+    let body: Body = parse_body(
+        req,
+        r#"{"name"?: string, "instructions"?: string, "provider"?: "anthropic" | "openai" | "mock" | null, "model"?: string | null}"#,
+    )?;
+    let model_change = body.provider.is_some() || body.model.is_some();
+    let provider = body.provider.clone().unwrap_or(a.provider.clone());
+    let model = body.model.clone().unwrap_or(a.model.clone());
+    if model_change {
+        super::models::check_choice(ctx, provider.as_deref(), model.as_deref())?;
+    }
     let mut conn = ctx.store.conn()?;
-    let updated = agents::update(
+    let mut updated = agents::update(
         &mut conn,
         &ctx.cfg.groups_dir,
         &a.id,
@@ -58,6 +75,16 @@ pub fn update(ctx: &Ctx, user: &User, id: &str, req: &Req) -> ApiResult {
         body.instructions.as_deref(),
     )
     .map_err(|e| ApiError(422, format!("{e:#}")))?;
+    if model_change {
+        central::set_agent_model(&conn, &a.id, provider.as_deref(), model.as_deref())?;
+        (updated.provider, updated.model) = (provider, model);
+        // The model is chosen when a container starts: the next message starts a fresh one.
+        for s in central::sessions_of_agent(&conn, &a.id)? {
+            if ctx.containers.is_running(&s.id) {
+                ctx.containers.stop(&s.id, "its model changed");
+            }
+        }
+    }
     drop(conn);
     log::info!("{} changed agent {}", user.id, a.id);
     if body.name.is_some() {

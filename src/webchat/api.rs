@@ -135,6 +135,7 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
         ("GET", ["agents"]) => list_agents(ctx, &user),
         ("POST", ["agents"]) => create_agent(ctx, &user, req),
         ("GET", ["agents", id]) => super::agents::get(ctx, &user, id),
+        ("GET", ["models"]) => super::models::list(ctx, &user),
         ("PATCH", ["agents", id]) => super::agents::update(ctx, &user, id, req),
         ("DELETE", ["agents", id]) => super::agents::delete(ctx, &user, id),
         ("GET", ["agents", id, "tasks"]) => super::tasks::list(ctx, &user, id),

@@ -19,6 +19,7 @@ pub mod history;
 pub mod http;
 pub mod hub;
 pub mod login;
+pub mod models;
 pub mod multipart;
 pub mod people;
 pub mod push;

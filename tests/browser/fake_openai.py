@@ -148,11 +148,23 @@ class FakeOpenAI:
             return [dict(r) for r in self.requests]
 
 
+# What `GET /v1/models` lists.
+LISTED_MODELS = ["fake-model", "fake-model-large"]
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):  # quiet: the test prints what matters
         pass
+
+    def do_GET(self):
+        """The model list, as llama.cpp and vLLM serve it (not recorded: not a model call)."""
+        self.close_connection = True
+        if self.path.rstrip("/") == "/v1/models":
+            self._json(200, {"object": "list", "data": [{"id": m} for m in LISTED_MODELS]})
+        else:
+            self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
 
     def do_POST(self):
         fake = self.server.fake

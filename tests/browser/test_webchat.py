@@ -53,7 +53,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_BIN = Path(os.environ.get("PINCER_BIN") or ROOT / "target" / "debug" / "pincer").absolute()
@@ -309,6 +309,14 @@ class Page:
 
     def read_console(self):
         self.console.extend(self.d.get_log("browser"))
+
+
+def shown_alert(d):
+    """The page's confirm() dialog once it is up (for a wait)."""
+    try:
+        return d.switch_to.alert
+    except Exception:  # noqa: BLE001 — not shown yet
+        return None
 
 
 def check_history_sane(msgs):
@@ -641,13 +649,7 @@ def step_team_room(ctx):
     p.wait(lambda _: p.find("#agent-delete").is_displayed(), "the Delete button for the owner")
     p.find("#agent-delete").click()
 
-    def confirm(d):
-        try:
-            return d.switch_to.alert
-        except Exception:  # noqa: BLE001 — not shown yet
-            return None
-
-    p.wait(confirm, "the confirmation").accept()
+    p.wait(shown_alert, "the confirmation").accept()
     p.wait(lambda _: "Temp" not in p.js("return document.getElementById('room-agents').textContent"),
            "Temp gone from the room")
     check(temp not in [a["id"] for a in api(ctx.host.port, "GET", "/api/agents")], "Temp deleted")
@@ -874,13 +876,7 @@ def step_long_history(ctx):
     p.find("#room-close").click()
     delete = target.find_element(By.CSS_SELECTOR, ".msg-delete")
     p.js("arguments[0].click()", delete)
-    def alert(d):
-        try:
-            return d.switch_to.alert
-        except Exception:  # noqa: BLE001 — not shown yet
-            return None
-
-    p.wait(alert, "the confirmation").accept()
+    p.wait(shown_alert, "the confirmation").accept()
     shown = "return (document.querySelector('#messages .msg[data-id=\"big-42\"]') || {}).textContent || ''"
     p.wait(lambda _: "Message deleted" in p.js(shown), "shown as deleted")
     stored = api(port, "GET", f"/api/rooms/{room}/messages?before=43&limit=1")["messages"][0]
@@ -1498,6 +1494,10 @@ def step_model_tasks(ctx):
     row = p.wait(lambda _: next(iter(p.find_all("#room-agents li")), None), "the agent listed")
     row.find_element(By.XPATH, ".//button[text()='Edit']").click()
     task = p.wait(lambda _: next(iter(p.find_all("#agent-tasks .task")), None), "the scheduled task listed")
+    # The model picker offers the endpoint's models (asked by the host).
+    p.wait(lambda _: p.find("#agent-edit-model-box").is_displayed(), "the model picker for the owner")
+    offered = p.js("return [...document.querySelectorAll('#agent-edit-models option')].map((o) => o.value)")
+    check(offered == ["fake-model", "fake-model-large"], f"models offered {offered}")
     check("water the ferns" in task.text and "repeats 0 9 * * *" in task.text, f"the task shows {task.text!r}")
 
     def act(action, then):
@@ -1507,11 +1507,27 @@ def step_model_tasks(ctx):
     act("pause", lambda t: "paused" in t and "Resume" in t)
     act("resume", lambda t: "next " in t and "Pause" in t)
     act("cancel", lambda t: "None." in t)
+    # Its own model, chosen here, is what the next call asks for.
+    Select(p.find("#agent-edit-provider")).select_by_value("openai")
+    p.find("#agent-edit-model").send_keys("fake-model-large")
+    p.find("#agent-edit-save").click()
+    p.wait(lambda _: not p.find("#agent-edit-dialog").is_displayed(), "the editor closes")
+    agent_id = api(ctx.host.port, "GET", "/api/agents")[0]["id"]
+    got = api(ctx.host.port, "GET", f"/api/agents/{agent_id}")
+    check((got["provider"], got["model"]) == ("openai", "fake-model-large"), f"stored {got}")
+    p.find("#room-close").click()
+    n0 = len(fake.requests)
+    fake.push(text_reply("From the large model."))
+    p.send("which model are you?")
+    p.wait_message("agent", "From the large model.", FIRST_REPLY_S)
+    check(fake.requests[n0]["body"]["model"] == "fake-model-large", "the next call used the agent's model")
+    p.find("#room-settings").click()
+    p.wait(lambda _: p.find("#room-dialog").is_displayed(), "the room settings again")
     agent = api(ctx.host.port, "GET", "/api/agents")[0]["id"]
     tasks = api(ctx.host.port, "GET", f"/api/agents/{agent}/tasks")
     check([t["status"] for t in tasks] == ["cancelled"], f"stored {tasks}")
-    p.find("#agent-edit-cancel").click()
     p.find("#room-close").click()
+    api(ctx.host.port, "PATCH", f"/api/agents/{agent}", {"provider": None, "model": None})  # as it was
 
 
 MODEL_STEPS = [

@@ -425,3 +425,95 @@ fn retries_rate_limits_then_answers() {
     assert!(retry["summary"].as_str().unwrap().contains("retry 1 in 1s"), "{retry}");
     ws.agent_reply("assistant", "after the wait", Duration::from_secs(30));
 }
+
+/// Two agents, each with its own model: one on the Anthropic endpoint, one on the
+/// OpenAI-compatible one; the endpoints' model lists discovered through the host.
+#[test]
+fn each_agent_uses_its_own_model() {
+    let claude = FakeModel::start();
+    let local = FakeModel::start();
+    let dirs = Dirs::new();
+    let base = format!("{}/v1", local.url());
+    let host = Host::start_with(
+        &dirs,
+        &[
+            ("PINCER_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", &base),
+            ("OPENAI_MODEL", "qwen-local"),
+            ("ANTHROPIC_API_KEY", KEY),
+            ("ANTHROPIC_BASE_URL", &claude.url()),
+            ("ANTHROPIC_MODEL", "claude-default"),
+        ],
+    );
+    // Discovery: each endpoint's own list, asked by the host with the key it holds.
+    local.reply(pincer::testing::Reply::json(
+        200,
+        r#"{"object":"list","data":[{"id":"qwen-local"},{"id":"llama-3b"}]}"#,
+    ));
+    claude.reply(pincer::testing::Reply::json(
+        200,
+        r#"{"data":[{"id":"claude-haiku-x","type":"model"}],"has_more":false}"#,
+    ));
+    let (status, models) = host.get("/api/models");
+    assert_eq!(status, 200, "{models}");
+    let by = |p: &str| {
+        models["providers"].as_array().unwrap().iter().find(|e| e["provider"] == p).unwrap().clone()
+    };
+    assert_eq!(by("openai")["models"], json!(["qwen-local", "llama-3b"]), "{models}");
+    assert_eq!(by("anthropic")["models"], json!(["claude-haiku-x"]), "{models}");
+    let asked = claude.next_request(WARM).expect("the anthropic list was asked for");
+    assert_eq!((asked.method.as_str(), asked.header("x-api-key")), ("GET", Some(KEY)));
+    let asked = local.next_request(WARM).expect("the openai list was asked for");
+    assert_eq!((asked.method.as_str(), asked.path.as_str()), ("GET", "/v1/models"));
+
+    let (_, made) = host.post("/api/agents", json!({ "name": "Poet", "withRoom": true }));
+    let poet = made["agentGroup"]["id"].as_str().unwrap().to_string();
+    let patch = |body: Value| {
+        http(
+            host.port,
+            "PATCH",
+            &format!("/api/agents/{poet}"),
+            Some(&body.to_string()),
+            &[("X-Webchat-CSRF", "1")],
+        )
+    };
+    let (status, body) = patch(json!({ "provider": "anthropic", "model": "claude-haiku-x" }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["agent"]["provider"].as_str(), body["agent"]["model"].as_str()),
+        (Some("anthropic"), Some("claude-haiku-x"))
+    );
+
+    claude.reply(anthropic::text(&["A haiku."]));
+    local.reply(openai::text(&["Local answer."], "stop"));
+    let mut ws = host.ws();
+    ws.join("poet", None);
+    ws.join("assistant", None);
+    ws.say("poet", "write a haiku");
+    ws.agent_reply("poet", "A haiku.", COLD);
+    ws.say("assistant", "and you?");
+    ws.agent_reply("assistant", "Local answer.", COLD);
+    assert_eq!(claude.next_request(COLD).unwrap().body["model"], "claude-haiku-x", "the poet's own model");
+    assert_eq!(
+        local.next_request(COLD).unwrap().body["model"],
+        "qwen-local",
+        "the assistant keeps the default"
+    );
+
+    // Back to the host's default; a provider that is not configured is refused with the fix.
+    let (status, body) = patch(json!({ "provider": null, "model": null }));
+    assert_eq!((status, body["agent"]["provider"].as_str()), (200, Some("openai")));
+    let dirs2 = Dirs::new();
+    let bare = Host::start(&dirs2);
+    let (_, agents) = bare.get("/api/agents");
+    let id = agents[0]["id"].as_str().unwrap();
+    let (status, body) = http(
+        bare.port,
+        "PATCH",
+        &format!("/api/agents/{id}"),
+        Some(&json!({ "provider": "anthropic" }).to_string()),
+        &[("X-Webchat-CSRF", "1")],
+    );
+    assert_eq!(status, 422);
+    assert!(body["error"].as_str().unwrap().contains("ANTHROPIC_API_KEY"), "{body}");
+}
