@@ -1660,6 +1660,36 @@
     ui.agentName.focus();
   }
 
+  /** ✨ Asks the host's model for a name and instructions from the one-line description. */
+  async function draftAgent() {
+    const prompt = $('agent-describe').value.trim();
+    if (!prompt) {
+      $('agent-describe').focus();
+      return;
+    }
+    const btn = $('agent-draft');
+    btn.disabled = true;
+    btn.textContent = '✨ Drafting…';
+    ui.agentError.hidden = true;
+    try {
+      const res = await fetch('/api/agents/draft', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-Webchat-CSRF': '1' },
+        body: JSON.stringify({ prompt }),
+      });
+      const data = await res.json().catch(() => ({}));
+      if (!res.ok) throw new Error(data.error || `The server answered ${res.status}.`);
+      ui.agentName.value = data.name || '';
+      ui.agentInstructions.value = data.instructions || '';
+    } catch (e) {
+      ui.agentError.textContent = e instanceof TypeError ? 'Could not reach pincer; try again.' : e.message;
+      ui.agentError.hidden = false;
+    } finally {
+      btn.disabled = false;
+      btn.textContent = '✨ Draft';
+    }
+  }
+
   async function createAgent(ev) {
     ev.preventDefault();
     ui.agentError.hidden = true;
@@ -1867,6 +1897,7 @@
   });
   ui.agentCancel.addEventListener('click', () => ui.dialog.close());
   ui.agentForm.addEventListener('submit', createAgent);
+  $('agent-draft').addEventListener('click', draftAgent);
   window.addEventListener('online', reconnectNow);
   document.addEventListener('visibilitychange', () => {
     if (document.hidden) return;

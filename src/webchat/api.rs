@@ -136,6 +136,7 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
         ("POST", ["agents"]) => create_agent(ctx, &user, req),
         ("GET", ["agents", id]) => super::agents::get(ctx, &user, id),
         ("GET", ["models"]) => super::models::list(ctx, &user),
+        ("POST", ["agents", "draft"]) => super::drafter::draft(ctx, &user, req),
         ("PATCH", ["agents", id]) => super::agents::update(ctx, &user, id, req),
         ("DELETE", ["agents", id]) => super::agents::delete(ctx, &user, id),
         ("GET", ["agents", id, "tasks"]) => super::tasks::list(ctx, &user, id),

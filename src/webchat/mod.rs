@@ -13,6 +13,7 @@ pub mod approvals;
 pub mod assets;
 pub mod auth;
 pub mod destinations;
+pub mod drafter;
 pub mod files;
 pub mod front;
 pub mod history;

@@ -534,6 +534,14 @@ def step_new_agent(ctx):
     p.find("#new-agent").click()
     dialog = p.find("#agent-dialog")
     p.wait(lambda _: dialog.is_displayed(), "the new-agent dialog")
+    # ✨ drafts a name and instructions from one line (the mock provider drafts from the words).
+    p.find("#agent-describe").send_keys("plan my weekly meals")
+    p.find("#agent-draft").click()
+    p.wait(lambda _: p.find("#agent-name").get_attribute("value") == "Plan Weekly Meals", "the drafted name")
+    drafted = p.find("#agent-instructions").get_attribute("value")
+    check("plan my weekly meals" in drafted, f"the drafted instructions {drafted!r}")
+    p.find("#agent-name").clear()
+    p.find("#agent-instructions").clear()
     # The server's refusal is shown as it is.
     p.find("#agent-name").send_keys("   ")
     p.find("#agent-create").click()

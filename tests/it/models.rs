@@ -517,3 +517,34 @@ fn each_agent_uses_its_own_model() {
     assert_eq!(status, 422);
     assert!(body["error"].as_str().unwrap().contains("ANTHROPIC_API_KEY"), "{body}");
 }
+
+/// ✨ The drafter asks the host's model for a name and instructions from one line, with the key
+/// the host holds; only the owner may ask.
+#[test]
+fn the_drafter_proposes_a_name_and_instructions() {
+    let fake = FakeModel::start();
+    let dirs = Dirs::new();
+    let host = openai_host(&dirs, &fake);
+    let answer = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "fake-model",
+        "choices": [{ "index": 0, "finish_reason": "stop", "message": { "role": "assistant",
+            "content": "{\"name\": \"Garden Helper\", \"instructions\": \"You help with the garden.\"}" } }],
+    });
+    fake.reply(pincer::testing::Reply::json(200, &answer.to_string()));
+    let (status, draft) =
+        host.post("/api/agents/draft", json!({ "prompt": "someone to plan my vegetable garden" }));
+    assert_eq!(status, 200, "{draft}");
+    assert_eq!(draft, json!({ "name": "Garden Helper", "instructions": "You help with the garden." }));
+    let asked = next_request(&fake);
+    assert_eq!(asked.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+    assert!(asked.body["messages"][1]["content"].as_str().unwrap().contains("vegetable garden"));
+
+    fake.reply(pincer::testing::Reply::json(
+        200,
+        &json!({ "choices": [{ "message": { "content": "I cannot." } }] }).to_string(),
+    ));
+    let (status, body) = host.post("/api/agents/draft", json!({ "prompt": "anything" }));
+    assert_eq!(status, 502, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("did not answer with a draft"));
+    assert_eq!(host.post("/api/agents/draft", json!({ "prompt": " " })).0, 422);
+}
