@@ -24,6 +24,10 @@
   const CLOSED_STREAMS_MAX = 200; // remembered per room, so late frames cannot revive a bubble
   const AT_BOTTOM_PX = 48;
   const STAGED_MAX = 10; // files chosen for one message
+  const RESUMABLE_FROM = 8 * 1024 * 1024; // larger files go in chunks that survive a dropped link
+  const UPLOAD_CHUNK = 4 * 1024 * 1024;
+  const RESUME_TRIES_MAX = 8; // failed chunks in a row before giving up
+  const RESUME_PAUSE_MAX_MS = 30000;
   const OLDER_PAGE = 100; // messages fetched per scroll back
   const OLDER_PAGE_MAX = 1000; // the API's largest page (a jump back fetches up to this many)
   const OLDER_AT_PX = 300; // this close to the top, the next older page is fetched
@@ -1318,6 +1322,10 @@
 
   function upload(r, file, caption, clientId, done) {
     clientId = clientId || newClientId();
+    if (file.size > RESUMABLE_FROM) {
+      uploadResumable(r, file, caption, clientId, done);
+      return;
+    }
     const u = { file, caption, loaded: 0, xhr: null, failed: false, error: '' };
     r.uploads.set(clientId, u);
     const form = new FormData();
@@ -1361,6 +1369,100 @@
     }
   }
 
+  /**
+   * A large file in chunks that survive a dropped link: a chunk that fails is sent again from
+   * what the server says has arrived, after a pause that grows; Cancel abandons the upload.
+   */
+  async function uploadResumable(r, file, caption, clientId, done) {
+    const u = { file, caption, loaded: 0, xhr: null, failed: false, error: '', cancelled: false };
+    r.uploads.set(clientId, u);
+    if (r.id === state.current) {
+      ui.messages.append(uploadEl(r, clientId, u));
+      decorate(ui.messages.lastElementChild);
+      updateEmpty();
+      scrollToBottom();
+    }
+    const call = async (method, url, body) => {
+      const headers = { 'X-Webchat-CSRF': '1' };
+      if (body) headers['Content-Type'] = 'application/json';
+      const res = await fetch(url, { method, headers, body: body ? JSON.stringify(body) : undefined });
+      return { res, data: await res.json().catch(() => ({})) };
+    };
+    let id = null;
+    try {
+      const opened = await call('POST', `/api/rooms/${encodeURIComponent(r.id)}/uploads`,
+        { name: file.name, size: file.size, caption: caption || undefined, client_id: clientId });
+      if (!opened.res.ok) throw new Error(opened.data.error || `upload failed (${opened.res.status})`);
+      id = opened.data.upload_id;
+      const chunk = Math.min(opened.data.chunk_max || UPLOAD_CHUNK, UPLOAD_CHUNK);
+      let received = 0;
+      let misses = 0;
+      while (received < file.size) {
+        if (u.cancelled) throw new Error('cancelled');
+        try {
+          received = await putChunk(u, `/api/uploads/${id}?offset=${received}`, file.slice(received, received + chunk),
+            received, (loaded) => showProgress(r, clientId, u, loaded));
+          misses = 0;
+        } catch (e) {
+          if (u.cancelled || (e.status && e.status !== 408 && e.status < 500)) throw e;
+          misses += 1;
+          if (misses > RESUME_TRIES_MAX) throw new Error('the connection keeps dropping; try again later');
+          await new Promise((ok) => setTimeout(ok, Math.min(RESUME_PAUSE_MAX_MS, 1000 * 2 ** (misses - 1))));
+          const st = await call('GET', `/api/uploads/${id}`).catch(() => null);
+          if (st && st.res.ok) received = st.data.received;
+        }
+      }
+      const fin = await call('POST', `/api/uploads/${id}/finish`);
+      if (!fin.res.ok) throw new Error(fin.data.error || `upload failed (${fin.res.status})`);
+      addMessages(r, [fin.data.message], true);
+    } catch (e) {
+      if (u.cancelled) {
+        if (id) call('DELETE', `/api/uploads/${id}`).catch(() => {});
+        r.uploads.delete(clientId);
+        uploadNode(r, clientId)?.remove();
+        updateEmpty();
+      } else {
+        failUpload(r, clientId, e instanceof TypeError ? 'the connection was lost' : e.message);
+      }
+    } finally {
+      done();
+    }
+  }
+
+  /** One chunk; resolves with what the server now has (a 409 says where to go on). */
+  function putChunk(u, url, blob, offset, progress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      u.xhr = xhr;
+      xhr.open('PUT', url);
+      xhr.setRequestHeader('X-Webchat-CSRF', '1');
+      xhr.responseType = 'json';
+      xhr.upload.onprogress = (ev) => progress(offset + ev.loaded);
+      xhr.onload = () => {
+        const body = xhr.response || {};
+        if (xhr.status === 200 || xhr.status === 409) {
+          resolve(Number(body.received) || 0);
+          return;
+        }
+        const err = new Error(body.error || `the chunk was refused (${xhr.status})`);
+        err.status = xhr.status;
+        reject(err);
+      };
+      xhr.onerror = () => reject(new Error('the connection was lost'));
+      xhr.onabort = () => reject(new Error('cancelled'));
+      xhr.send(blob);
+    });
+  }
+
+  function showProgress(r, clientId, u, loaded) {
+    u.loaded = loaded;
+    const bar = uploadNode(r, clientId)?.querySelector('progress');
+    if (bar) {
+      bar.max = u.file.size || 1;
+      bar.value = loaded;
+    }
+  }
+
   function uploadNode(r, clientId) {
     if (r.id !== state.current) return null;
     return ui.messages.querySelector(`[data-client-id="${CSS.escape(clientId)}"]`);
@@ -1401,6 +1503,7 @@
     const cancel = el('button', 'link-btn upload-cancel', u.failed ? 'Remove' : 'Cancel');
     cancel.type = 'button';
     cancel.addEventListener('click', () => {
+      u.cancelled = true;
       if (u.xhr) u.xhr.abort();
       else {
         r.uploads.delete(clientId);

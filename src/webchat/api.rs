@@ -82,6 +82,9 @@ pub fn admit(ctx: &Ctx, req: &Req) -> Result<Admitted, Resp> {
     if method == "POST" && super::upload::is_upload_path(&req.path) {
         return Ok(Admitted { user: Some(user), body_max: ctx.cfg.webchat.upload_bytes_max, upload: true });
     }
+    if method == "PUT" && super::resumable::is_chunk_path(&req.path) {
+        return Ok(Admitted { user: Some(user), body_max: super::resumable::CHUNK_BYTES_MAX, upload: true });
+    }
     Ok(Admitted { user: Some(user), body_max: if changes { JSON_BODY_BYTES_MAX } else { 0 }, upload: false })
 }
 
@@ -168,6 +171,10 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
         ("DELETE", ["rooms", room, "messages", id]) => super::history::delete(ctx, &user, room, id),
         ("GET", ["rooms", room, "export"]) => super::history::export(ctx, &user, room, req),
         ("GET", ["files", room, name]) => file(ctx, &user, room, name),
+        ("POST", ["rooms", room, "uploads"]) => super::resumable::open(ctx, &user, room, req),
+        ("GET", ["uploads", id]) => super::resumable::status(ctx, &user, id),
+        ("POST", ["uploads", id, "finish"]) => super::resumable::finish(ctx, &user, id),
+        ("DELETE", ["uploads", id]) => super::resumable::abandon(ctx, &user, id),
         (
             _,
             ["auth", "check"] | ["agents"] | ["rooms"] | ["rooms", _, "messages"] | ["invites"] | ["users"],

@@ -213,7 +213,11 @@ fn request(ctx: &Arc<Ctx>, mut conn: BufReader<Transport>, head: Head, peer: Pee
         // connection closes.
         let mut body = Body::new(&mut conn, framing, admitted.body_max);
         let resp = catch_unwind(AssertUnwindSafe(|| {
-            super::upload::receive(ctx, &req, admitted.user.as_ref(), &mut body)
+            if super::resumable::is_chunk_path(&req.path) {
+                super::resumable::receive(ctx, &req, admitted.user.as_ref(), &mut body)
+            } else {
+                super::upload::receive(ctx, &req, admitted.user.as_ref(), &mut body)
+            }
         }))
         .unwrap_or_else(|_| {
             log::error!("panic while handling {what}");

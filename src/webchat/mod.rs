@@ -27,6 +27,7 @@ pub mod push;
 pub mod rate;
 pub mod redact;
 pub mod render;
+pub mod resumable;
 pub mod rooms;
 pub mod search;
 pub mod store;

@@ -34,13 +34,13 @@ pub fn is_upload_path(path: &str) -> bool {
 pub struct Active(Mutex<HashMap<String, usize>>);
 
 /// One upload under way; ends when dropped.
-struct Slot<'a> {
+pub(crate) struct Slot<'a> {
     active: &'a Active,
     user: String,
 }
 
 impl Active {
-    fn enter(&self, user: &str) -> Option<Slot<'_>> {
+    pub(crate) fn enter(&self, user: &str) -> Option<Slot<'_>> {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(user.to_string()).or_insert(0);
         if *n >= ACTIVE_PER_USER_MAX {
@@ -64,9 +64,9 @@ impl Drop for Slot<'_> {
 }
 
 /// A file being written; removed unless kept.
-struct Partial {
-    path: PathBuf,
-    kept: bool,
+pub(crate) struct Partial {
+    pub(crate) path: PathBuf,
+    pub(crate) kept: bool,
 }
 
 impl Drop for Partial {
@@ -87,6 +87,7 @@ pub fn receive(ctx: &Ctx, req: &Req, user: Option<&User>, body: &mut dyn Read) -
 
 fn receive_inner(ctx: &Ctx, req: &Req, user: Option<&User>, body: &mut dyn Read) -> Result<Resp, ApiError> {
     let Some(user) = user else { return Err(ApiError(401, "not authenticated".into())) };
+
     let room_id = req.path.trim_start_matches("/api/rooms/").trim_end_matches("/upload");
     let room = ctx.room_for(user, room_id)?;
     let boundary = multipart::boundary(req.header("content-type").unwrap_or("")).map_err(|e| {
@@ -164,25 +165,43 @@ fn receive_inner(ctx: &Ctx, req: &Req, user: Option<&User>, body: &mut dyn Read)
     if caption.len() > TEXT_BYTES_MAX || caption.contains('\0') {
         return Err(ApiError(422, "the caption is too long or holds a NUL character".into()));
     }
-    if let Some(id) = &client_id {
+    post_file(ctx, user, &room, &mut partial, &saved, &name, size, &caption, client_id.as_deref())
+}
+
+/// Posts a file written whole at `partial.path` as the person's message: the same `client_id`
+/// again returns the first message (the new copy is dropped); else the file takes its stored
+/// name and the message is stored and routed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn post_file(
+    ctx: &Ctx,
+    user: &User,
+    room: &crate::db::central::Room,
+    partial: &mut Partial,
+    saved: &str,
+    name: &str,
+    size: u64,
+    caption: &str,
+    client_id: Option<&str>,
+) -> Result<Resp, ApiError> {
+    if let Some(id) = client_id {
         validate_client_id(id)?;
         if let Some(m) = ctx.store.message_by_client_id(&room.id, &user.id, id)? {
             // Sent before (a retry after a lost answer): the first copy stands.
             return Ok(Resp::json(200, &json!({ "ok": true, "message": super::redact::message(&m) })));
         }
     }
-    let final_path = dir.join(&saved);
+    let final_path = files::room_dir(&ctx.uploads, &room.id).join(saved);
     std::fs::rename(&partial.path, &final_path)
         .map_err(|e| ApiError(507, format!("cannot store the file: {e}")))?;
     partial.kept = true;
-    let (mime, _) = files::mime_of(&saved);
+    let (mime, _) = files::mime_of(saved);
     let entry = json!({
         "name": name,
         "url": format!("/api/files/{}/{saved}", files::sanitize(&room.id)),
         "mime": mime,
         "size": size,
     });
-    let stored = ctx.store_and_route(user, &room, caption.trim_end(), client_id.as_deref(), &json!([entry]));
+    let stored = ctx.store_and_route(user, room, caption.trim_end(), client_id, &json!([entry]));
     let (message, _) = match stored {
         Ok(m) => m,
         Err(e) => {

@@ -921,6 +921,13 @@ PNG_1PX = bytes.fromhex(
 )
 
 
+def pick_files(p, paths):
+    """Chooses files in the picker, as a phone's camera or file chooser fills it in."""
+    p.js("const i = document.getElementById('file-input'); i.hidden = false; i.style.display = 'block';")
+    p.find("#file-input").send_keys("\n".join(str(x) for x in paths))
+    p.js("const i = document.getElementById('file-input'); i.hidden = true; i.style.display = '';")
+
+
 def step_upload(ctx):
     p = ctx.page
     photo = ctx.tmp / "photo.png"
@@ -929,9 +936,7 @@ def step_upload(ctx):
     notes.write_text("uploaded from the browser\n")
     before = len(api(ctx.host.port, "GET", f"/api/rooms/{ROOM}/messages?limit=1000")["messages"])
     # The picker (what a phone's camera or file chooser fills in).
-    p.js("const i = document.getElementById('file-input'); i.hidden = false; i.style.display = 'block';")
-    p.find("#file-input").send_keys(f"{photo}\n{notes}")
-    p.js("const i = document.getElementById('file-input'); i.hidden = true; i.style.display = '';")
+    pick_files(p, [photo, notes])
     chips = p.wait(lambda _: p.find_all("#staged .staged-file") if len(p.find_all("#staged .staged-file")) == 2 else None,
                    "two files staged")
     check(len(chips[0].find_elements(By.CSS_SELECTOR, "img")) == 1, "the photo is previewed")
@@ -971,12 +976,24 @@ def step_upload(ctx):
     p.wait(lambda _: len(p.find_all("#staged .staged-file")) == 1, "the dropped file staged")
     p.find("#send").click()
 
-    def dropped(_):
-        msgs = api(ctx.host.port, "GET", f"/api/rooms/{ROOM}/messages?limit=1000")["messages"][before:]
-        return next((m for m in msgs if m["files"] and m["files"][0]["name"] == "dropped.txt"), None)
+    def stored_file(name):
+        def probe(_):
+            msgs = api(ctx.host.port, "GET", f"/api/rooms/{ROOM}/messages?limit=1000")["messages"][before:]
+            return next((m for m in msgs if m["files"] and m["files"][0]["name"] == name), None)
+        return probe
 
-    m = p.wait(dropped, "the dropped file stored", REPLY_S)
+    m = p.wait(stored_file("dropped.txt"), "the dropped file stored", REPLY_S)
     check(m["files"][0]["size"] == len("dropped text"), f"stored {m['files'][0]}")
+    # A large file goes in chunks that survive a dropped link (the resumable protocol).
+    big = ctx.tmp / "big.bin"
+    big.write_bytes(os.urandom(10 * 1024 * 1024 + 123))
+    pick_files(p, [big])
+    p.wait(lambda _: len(p.find_all("#staged .staged-file")) == 1, "the big file staged")
+    p.find("#send").click()
+    m = p.wait(stored_file("big.bin"), "the big file stored", REPLY_S)
+    check(m["files"][0]["size"] == big.stat().st_size, f"stored {m['files'][0]}")
+    chunks = p.js("return performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/uploads/')).length")
+    check(chunks >= 3, f"sent in chunks ({chunks} chunk requests)")
 
 
 MOCK_STEPS = [

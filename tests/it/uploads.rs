@@ -270,3 +270,85 @@ fn a_photo_reaches_the_model_as_an_image_in_both_protocols() {
         assert_eq!(image, want, "{protocol}: the photo's bytes");
     }
 }
+
+fn put_chunk(host: &Host, id: &str, offset: u64, bytes: &[u8]) -> (u16, Value) {
+    let (status, _, body) = http_raw(
+        host.port,
+        "PUT",
+        &format!("/api/uploads/{id}?offset={offset}"),
+        Some(bytes),
+        &[("X-Webchat-CSRF", "1"), ("Content-Type", "application/octet-stream")],
+    );
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// A large file sent in chunks over a link that drops: a chunk cut short is taken back whole,
+/// the client asks how much arrived and goes on from there, and the finished file is posted.
+#[test]
+fn a_resumable_upload_survives_a_dropped_chunk() {
+    use std::io::{Read, Write};
+    let dirs = Dirs::new();
+    let host = Host::start_with(&dirs, &[("WEBCHAT_UPLOAD_MAX_MB", "4")]);
+    let mib = 1 << 20;
+    let data: Vec<u8> = (0..3 * mib + 5).map(|i| (i * 7 % 251) as u8).collect();
+    let (status, opened) = host.post(
+        "/api/rooms/assistant/uploads",
+        json!({ "name": "video.mp4", "size": data.len(), "client_id": "r-1" }),
+    );
+    assert_eq!(status, 201, "{opened}");
+    let id = opened["upload_id"].as_str().unwrap().to_string();
+    assert_eq!((opened["received"].as_u64(), opened["chunk_max"].as_u64()), (Some(0), Some(8 * mib as u64)));
+
+    let (status, r) = put_chunk(&host, &id, 0, &data[..mib]);
+    assert_eq!((status, r["received"].as_u64()), (200, Some(mib as u64)), "{r}");
+    let (status, r) = put_chunk(&host, &id, 0, &data[..mib]);
+    assert_eq!(
+        (status, r["received"].as_u64()),
+        (409, Some(mib as u64)),
+        "a stale offset says where to go on: {r}"
+    );
+
+    // The link drops halfway through the next chunk.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", host.port)).unwrap();
+    write!(
+        s,
+        "PUT /api/uploads/{id}?offset={mib} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nX-Webchat-CSRF: 1\r\nContent-Length: {mib}\r\n\r\n",
+        host.port
+    )
+    .unwrap();
+    s.write_all(&data[mib..mib + mib / 2]).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("not kept"), "{answer}");
+    let (_, st) = host.get(&format!("/api/uploads/{id}"));
+    assert_eq!(st["received"].as_u64(), Some(mib as u64), "the cut chunk was taken back: {st}");
+
+    let (status, _) = host.post(&format!("/api/uploads/{id}/finish"), json!({}));
+    assert_eq!(status, 409, "not whole yet");
+    let (status, _) = put_chunk(&host, &id, mib as u64, &data[mib..2 * mib]);
+    assert_eq!(status, 200);
+    let (status, r) = put_chunk(&host, &id, 2 * mib as u64, &data[2 * mib..]);
+    assert_eq!((status, r["received"].as_u64()), (200, Some(data.len() as u64)));
+    let (status, done) = host.post(&format!("/api/uploads/{id}/finish"), json!({}));
+    assert_eq!(status, 200, "{done}");
+    let f = &done["message"]["files"][0];
+    assert_eq!((f["name"].as_str(), f["size"].as_u64()), (Some("video.mp4"), Some(data.len() as u64)));
+    let (status, _, bytes) = http_raw(host.port, "GET", f["url"].as_str().unwrap(), None, &[]);
+    assert!(status == 200 && bytes == data, "the file arrived whole");
+    assert_eq!(host.post(&format!("/api/uploads/{id}/finish"), json!({})).0, 404, "finished once");
+
+    // Limits: the file's size, a chunk's size, and past the end.
+    let (status, _) = host.post("/api/rooms/assistant/uploads", json!({ "name": "huge", "size": 5 * mib }));
+    assert_eq!(status, 413);
+    let (_, small) = host.post("/api/rooms/assistant/uploads", json!({ "name": "s.txt", "size": 4 }));
+    let sid = small["upload_id"].as_str().unwrap().to_string();
+    let (status, r) = put_chunk(&host, &sid, 0, b"12345");
+    assert_eq!(status, 413, "past the end: {r}");
+    let (_, st) = host.get(&format!("/api/uploads/{sid}"));
+    assert_eq!(st["received"].as_u64(), Some(0));
+    assert_eq!(host.delete(&format!("/api/uploads/{sid}")).0, 200);
+    assert_eq!(host.get(&format!("/api/uploads/{sid}")).0, 404);
+    let (status, _) = put_chunk(&host, &"a".repeat(20), 0, b"x");
+    assert_eq!(status, 404);
+}
