@@ -455,8 +455,9 @@
   }
 
   function renderRoomList() {
-    // Rooms put away go last, dimmed; they stay reachable.
-    const ordered = [...state.rooms.filter((x) => !x.archived), ...state.rooms.filter((x) => x.archived)];
+    // Pinned rooms first; rooms put away last, dimmed (they stay reachable).
+    const rank = (x) => (x.pinned && !x.archived ? 0 : x.archived ? 2 : 1);
+    const ordered = [...state.rooms].sort((a, b) => rank(a) - rank(b));
     ui.rooms.replaceChildren(...ordered.map((room) => {
       const li = document.createElement('li');
       li.dataset.roomId = room.id;
@@ -466,6 +467,7 @@
       const active = room.id === state.current;
       li.classList.toggle('active', active);
       li.classList.toggle('archived', !!room.archived);
+      li.classList.toggle('pinned', !!room.pinned && !room.archived);
       if (active) btn.setAttribute('aria-current', 'true');
       const first = (room.agents || [])[0];
       const avatar = el('span', `avatar hue-${hue(first ? first.name : room.name)}`, initials(room.name));

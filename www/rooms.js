@@ -53,6 +53,7 @@ window.PincerRooms = (() => {
     $('room-name').value = r.name;
     $('room-default').value = r.engage_default || 'broadcast';
     $('room-archived').checked = !!r.archived;
+    $('room-pinned').checked = !!r.pinned;
     $('room-export-md').href = `${room(r.id)}/export?format=md`;
     $('room-export-json').href = `${room(r.id)}/export?format=json`;
     $('room-delete').hidden = !owner;
@@ -120,6 +121,7 @@ window.PincerRooms = (() => {
     $('room-name').addEventListener('change', () => change(() => api('PATCH', room(current.roomId), { name: $('room-name').value })));
     $('room-default').addEventListener('change', () => change(() => api('PATCH', room(current.roomId), { engageDefault: $('room-default').value })));
     $('room-archived').addEventListener('change', () => change(() => api('PATCH', room(current.roomId), { archived: $('room-archived').checked })));
+    $('room-pinned').addEventListener('change', () => change(() => api('PATCH', room(current.roomId), { pinned: $('room-pinned').checked })));
     $('room-add-agent').addEventListener('change', () => {
       const id = $('room-add-agent').value;
       if (id) change(() => api('POST', `${room(current.roomId)}/agents`, { agentId: id }));

@@ -317,6 +317,33 @@ pub fn set_archived(
     Ok(())
 }
 
+/// Keeps a room at the top of one person's list, or not.
+pub fn set_pinned(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+    pinned: bool,
+    now: i64,
+) -> rusqlite::Result<()> {
+    if pinned {
+        conn.execute(
+            "INSERT OR IGNORE INTO room_pins (room_id, user_id, pinned_at) VALUES (?1, ?2, ?3)",
+            params![room_id, user_id, now],
+        )?;
+    } else {
+        conn.execute("DELETE FROM room_pins WHERE room_id = ?1 AND user_id = ?2", [room_id, user_id])?;
+    }
+    Ok(())
+}
+
+pub fn is_pinned(conn: &Connection, room_id: &str, user_id: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM room_pins WHERE room_id = ?1 AND user_id = ?2)",
+        [room_id, user_id],
+        |r| r.get(0),
+    )
+}
+
 pub fn is_archived(conn: &Connection, room_id: &str, user_id: &str) -> rusqlite::Result<bool> {
     conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM room_archives WHERE room_id = ?1 AND user_id = ?2)",

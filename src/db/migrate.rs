@@ -24,6 +24,7 @@ pub const CENTRAL: &[Migration] = &[
     ("0008_search.sql", include_str!("../../sql/central/0008_search.sql")),
     ("0009_room_engagement.sql", include_str!("../../sql/central/0009_room_engagement.sql")),
     ("0010_message_deleted.sql", include_str!("../../sql/central/0010_message_deleted.sql")),
+    ("0011_room_pins.sql", include_str!("../../sql/central/0011_room_pins.sql")),
 ];
 pub const INBOUND: &[Migration] = &[
     ("0001_init.sql", include_str!("../../sql/inbound/0001_init.sql")),

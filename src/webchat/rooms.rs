@@ -139,8 +139,8 @@ pub fn create(ctx: &Ctx, user: &User, req: &Req) -> ApiResult {
     ))
 }
 
-/// `PATCH /api/rooms/:id {"name"?, "engageDefault"?, "archived"?}`: `archived` is the caller's
-/// own; the others change the room for everyone.
+/// `PATCH /api/rooms/:id {"name"?, "engageDefault"?, "archived"?, "pinned"?}`: `archived` and
+/// `pinned` are the caller's own; the others change the room for everyone.
 pub fn update(ctx: &Ctx, user: &User, room_id: &str, req: &Req) -> ApiResult {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -148,11 +148,12 @@ pub fn update(ctx: &Ctx, user: &User, room_id: &str, req: &Req) -> ApiResult {
         name: Option<String>,
         engage_default: Option<String>,
         archived: Option<bool>,
+        pinned: Option<bool>,
     }
     let room = room_of(ctx, user, room_id)?;
     let body: Body = parse_body(
         req,
-        r#"{"name"?: string, "engageDefault"?: "broadcast" | "mention-only", "archived"?: bool}"#,
+        r#"{"name"?: string, "engageDefault"?: "broadcast" | "mention-only", "archived"?: bool, "pinned"?: bool}"#,
     )?;
     if body.name.is_some() || body.engage_default.is_some() {
         may_change(ctx, user, &room)?;
@@ -177,6 +178,9 @@ pub fn update(ctx: &Ctx, user: &User, room_id: &str, req: &Req) -> ApiResult {
     }
     if let Some(a) = body.archived {
         central::set_archived(&conn, &room.id, &user.id, a, now_ms())?;
+    }
+    if let Some(p) = body.pinned {
+        central::set_pinned(&conn, &room.id, &user.id, p, now_ms())?;
     }
     changed(ctx)
 }

@@ -69,6 +69,8 @@ pub struct RoomInfo {
     pub engage_default: String,
     /// The caller has put the room away.
     pub archived: bool,
+    /// The caller keeps the room at the top of their list.
+    pub pinned: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -248,6 +250,7 @@ impl Store {
             let wirings = central::wirings_of_room(&conn, &room.id)?;
             let eng = central::engagement(&conn, &room.id)?;
             let archived = central::is_archived(&conn, &room.id, user_id)?;
+            let pinned = central::is_pinned(&conn, &room.id, user_id)?;
             out.push(RoomInfo {
                 agents: agents
                     .into_iter()
@@ -270,6 +273,7 @@ impl Store {
                 prime_agent_id: eng.prime_agent_id,
                 engage_default: eng.engage_default,
                 archived,
+                pinned,
             });
         }
         Ok(out)

@@ -881,6 +881,10 @@ def step_long_history(ctx):
     p.wait(lambda _: p.find("#room-dialog").is_displayed(), "room settings")
     href = p.find("#room-export-md").get_attribute("href")
     check(href.endswith(f"/api/rooms/{room}/export?format=md"), f"export link {href}")
+    # Pinned: first in the list (for this person).
+    p.find("#room-pinned").click()
+    first = "return document.querySelector('#rooms li').dataset.roomId"
+    p.wait(lambda _: p.js(first) == room, "the pinned room first in the list")
     p.find("#room-close").click()
     delete = target.find_element(By.CSS_SELECTOR, ".msg-delete")
     p.js("arguments[0].click()", delete)

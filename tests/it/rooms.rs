@@ -121,6 +121,16 @@ fn a_room_of_two_agents_answers_by_mention_prime_and_stickiness() {
     assert_eq!(status, 200);
     let info = room_info(&host, "team");
     assert_eq!((info["name"].as_str(), info["archived"].as_bool()), (Some("The Team"), Some(true)));
+    assert_eq!(info["pinned"], false);
+    let (status, _) = http(
+        host.port,
+        "PATCH",
+        "/api/rooms/team",
+        Some(&json!({ "pinned": true }).to_string()),
+        &[("X-Webchat-CSRF", "1")],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(room_info(&host, "team")["pinned"], true, "kept at the top, for this person");
     let (status, _) = http(
         host.port,
         "PATCH",
