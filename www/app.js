@@ -24,6 +24,8 @@
   const CLOSED_STREAMS_MAX = 200; // remembered per room, so late frames cannot revive a bubble
   const AT_BOTTOM_PX = 48;
   const STAGED_MAX = 10; // files chosen for one message
+  const PREVIEW_BYTES_MAX = 64 * 1024; // text files this small can be previewed in the message
+  const PREVIEW_LINES_MAX = 200;
   const RESUMABLE_FROM = 8 * 1024 * 1024; // larger files go in chunks that survive a dropped link
   const UPLOAD_CHUNK = 4 * 1024 * 1024;
   const RESUME_TRIES_MAX = 8; // failed chunks in a row before giving up
@@ -1138,8 +1140,39 @@
         a.append(el('span', 'file-name', f.name || 'file'), el('span', 'file-size', size));
       }
       box.append(a);
+      if (isText(f)) box.append(textPreview(f));
     }
     return box;
+  }
+
+  /** Small text files (notes, CSV, JSON, logs) can be read in the message. */
+  function isText(f) {
+    const mime = String(f.mime || '');
+    return (mime.startsWith('text/') || mime.startsWith('application/json'))
+      && typeof f.size === 'number' && f.size <= PREVIEW_BYTES_MAX;
+  }
+
+  /** A preview fetched when opened, shown as plain text. */
+  function textPreview(f) {
+    const d = el('details', 'file-preview');
+    d.append(el('summary', '', `Preview ${f.name || 'file'}`));
+    const pre = el('pre', 'file-preview-text');
+    d.append(pre);
+    d.addEventListener('toggle', async () => {
+      if (!d.open || pre.dataset.loaded) return;
+      pre.dataset.loaded = '1';
+      pre.textContent = 'Loading…';
+      try {
+        const res = await fetch(f.url);
+        if (!res.ok) throw new Error(String(res.status));
+        const lines = (await res.text()).split('\n');
+        pre.textContent = lines.slice(0, PREVIEW_LINES_MAX).join('\n')
+          + (lines.length > PREVIEW_LINES_MAX ? `\n… ${lines.length - PREVIEW_LINES_MAX} more lines` : '');
+      } catch {
+        pre.textContent = 'Could not load the preview; open the file instead.';
+      }
+    });
+    return d;
   }
 
   // ---------------------------------------------------------------- sending
@@ -1979,6 +2012,15 @@
   ui.scrim.addEventListener('click', closeDrawer);
   document.addEventListener('keydown', (ev) => {
     if (ev.key === 'Escape') closeDrawer();
+    if (ev.altKey && (ev.key === 'ArrowUp' || ev.key === 'ArrowDown') && state.rooms.length) {
+      // The previous or next room, in the order the list shows them.
+      ev.preventDefault();
+      const ids = [...ui.rooms.querySelectorAll('li')].map((li) => li.dataset.roomId);
+      const at = ids.indexOf(state.current);
+      const next = ids[(at + (ev.key === 'ArrowDown' ? 1 : ids.length - 1)) % ids.length];
+      if (next) selectRoom(next);
+      return;
+    }
     if ((ev.ctrlKey || ev.metaKey) && ev.key.toLowerCase() === 'k') {
       ev.preventDefault();
       openSearch();

@@ -55,6 +55,8 @@ pub fn estimate_tokens(m: &Message) -> usize {
             Block::ToolResult { content, .. } => content.len() + 20,
             // A picture costs up to about 1,600 tokens with either protocol.
             Block::Image { .. } => 1600 * 4,
+            // A PDF costs about that per page; a few pages is typical.
+            Block::Pdf { .. } => 8000 * 4,
         })
         .sum();
     bytes / 4 + 4

@@ -1,6 +1,7 @@
-//! Pictures people send, given to the model as image input as well as by path: which files
-//! qualify (PNG, JPEG, GIF and WebP, what both protocols take), the size both accept as base64,
-//! and reading them when a request is built (history keeps only the path).
+//! Pictures and PDFs people send, given to the model as input as well as by path: which files
+//! qualify (PNG, JPEG, GIF and WebP; PDF, which both protocols read as documents), the sizes
+//! both accept as base64, and reading them when a request is built (history keeps only the
+//! path).
 
 use std::path::Path;
 
@@ -14,6 +15,8 @@ use crate::db::inbound::InboundRow;
 pub const IMAGE_BYTES_MAX: u64 = 3_750_000;
 /// Pictures per batch of messages.
 pub const IMAGES_PER_BATCH_MAX: usize = 8;
+/// Largest PDF given to the model (its base64 stays well under the 32 MB a request may carry).
+pub const PDF_BYTES_MAX: u64 = 10_000_000;
 
 /// The image type of a file name, for the types models accept.
 pub fn media_type(name: &str) -> Option<&'static str> {
@@ -40,7 +43,11 @@ pub fn blocks(workspace: &Path, rows: &[InboundRow]) -> (Vec<Block>, Vec<String>
             else {
                 continue;
             };
-            let Some(media) = media_type(path) else { continue };
+            let pdf = path.to_ascii_lowercase().ends_with(".pdf");
+            let media = media_type(path);
+            if media.is_none() && !pdf {
+                continue;
+            }
             let Some(rel) = path.strip_prefix("/workspace/").filter(|r| !r.split('/').any(|c| c == ".."))
             else {
                 continue;
@@ -50,6 +57,22 @@ pub fn blocks(workspace: &Path, rows: &[InboundRow]) -> (Vec<Block>, Vec<String>
             if size == 0 {
                 continue;
             }
+            if pdf {
+                if size > PDF_BYTES_MAX {
+                    notes.push(format!(
+                        "[The PDF {name} is {:.1} MB, too large to read whole here (the limit is {} MB); it is at {path}.]",
+                        size as f64 / 1e6,
+                        PDF_BYTES_MAX / 1_000_000
+                    ));
+                } else {
+                    images.push(Block::Pdf {
+                        path: real.to_string_lossy().into_owned(),
+                        name: name.to_string(),
+                    });
+                }
+                continue;
+            }
+            let Some(media) = media else { continue };
             if size > IMAGE_BYTES_MAX {
                 notes.push(format!(
                     "[The picture {name} is {:.1} MB, too large to look at (the limit is {:.2} MB); it is still at {path}.]",
@@ -70,7 +93,16 @@ pub fn blocks(workspace: &Path, rows: &[InboundRow]) -> (Vec<Block>, Vec<String>
 
 /// A picture's bytes as base64, read now; `None` when it is gone or grew too large.
 pub fn base64_of(path: &str) -> Option<String> {
-    let bytes = std::fs::read(path).ok().filter(|b| !b.is_empty() && b.len() as u64 <= IMAGE_BYTES_MAX)?;
+    read_base64(path, IMAGE_BYTES_MAX)
+}
+
+/// A PDF's bytes as base64, read now; `None` when it is gone or grew too large.
+pub fn pdf_base64_of(path: &str) -> Option<String> {
+    read_base64(path, PDF_BYTES_MAX)
+}
+
+fn read_base64(path: &str, max: u64) -> Option<String> {
+    let bytes = std::fs::read(path).ok().filter(|b| !b.is_empty() && b.len() as u64 <= max)?;
     Some(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
@@ -113,6 +145,12 @@ mod tests {
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].contains("huge.png") && notes[0].contains("too large"), "{notes:?}");
         assert_eq!(base64_of(&cat).as_deref(), Some("anBlZyBieXRlcw=="));
+        std::fs::write(inbox.join("r.PDF"), b"%PDF-1.4").unwrap();
+        let pdf = serde_json::json!({"files": [{"name": "r.PDF", "path": "/workspace/inbox/m1/r.PDF"}]});
+        let (blocks_, _) = blocks(ws.path(), &[row(pdf)]);
+        let path = inbox.join("r.PDF").to_string_lossy().into_owned();
+        assert_eq!(blocks_, vec![Block::Pdf { path: path.clone(), name: "r.PDF".into() }]);
+        assert_eq!(pdf_base64_of(&path).as_deref(), Some("JVBERi0xLjQ="));
         assert_eq!(base64_of("/nonexistent/x.png"), None);
     }
 }

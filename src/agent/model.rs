@@ -40,6 +40,11 @@ pub enum Block {
         path: String,
         media_type: String,
     },
+    /// A PDF for the model to read (as a document), read from `path` each time a request is built.
+    Pdf {
+        path: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -860,6 +860,14 @@ def step_long_history(ctx):
     print(f"      scrolled back through {BIG_ROOM_MESSAGES} messages in {elapsed:.1f} s", flush=True)
 
     # Search from another room, then jump: the page loads back to the message and marks it.
+    # Alt+Down goes to the next room in the list, Alt+Up back.
+    ids = p.js("return [...document.querySelectorAll('#rooms li')].map((li) => li.dataset.roomId)")
+    at = ids.index(room)
+    p.find("#composer").send_keys(Keys.ALT, Keys.ARROW_DOWN)
+    p.wait(lambda _: p.js("return document.querySelector('#rooms li.active').dataset.roomId") == ids[(at + 1) % len(ids)],
+           "Alt+Down: the next room")
+    p.find("#composer").send_keys(Keys.ALT, Keys.ARROW_UP)
+    p.wait(lambda _: p.js("return document.querySelector('#rooms li.active').dataset.roomId") == room, "Alt+Up: back")
     p.find(f'#rooms [data-room-id="{ROOM}"] button').click()
     p.wait(lambda _: p.find("#room-title").text == "Assistant", "back in Assistant")
     p.find("#composer").send_keys(Keys.CONTROL, "k")
@@ -961,6 +969,10 @@ def step_upload(ctx):
     p.wait(lambda _: p.js("return arguments[0].complete && arguments[0].naturalWidth", img) == 1, "the photo loaded")
     link = p.find(f'[data-id="{ups[1]["id"]}"] .file-download')
     check("notes.txt" in link.text, f"the text file is a download: {link.text!r}")
+    # A small text file can be read in the message.
+    p.find(f'[data-id="{ups[1]["id"]}"] .file-preview summary').click()
+    preview = f"return document.querySelector('[data-id=\"{ups[1]['id']}\"] .file-preview-text').textContent"
+    p.wait(lambda _: p.js(preview) == "uploaded from the browser\n", "the text preview")
     p.wait(lambda _: not any(m["pending"] or m["failed"] for m in p.messages()), "no upload left pending")
     # An image opens in the lightbox.
     img.click()

@@ -207,9 +207,10 @@ fn hostile_file_names_stay_inert() {
     assert!(!dirs.data().join("etc").exists() && !dirs.root().join("etc/passwd").exists());
 }
 
-/// A picture from a phone reaches the model as image input, in each protocol's own form.
+/// A picture from a phone reaches the model as image input, and a PDF as a document, in each
+/// protocol's own form.
 #[test]
-fn a_photo_reaches_the_model_as_an_image_in_both_protocols() {
+fn a_photo_and_a_pdf_reach_the_model_in_both_protocols() {
     use base64::Engine;
     let photo: Vec<u8> = b"\x89PNG\r\n\x1a\n not really decoded by anyone here".to_vec();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&photo);
@@ -268,6 +269,44 @@ fn a_photo_reaches_the_model_as_an_image_in_both_protocols() {
         };
         let want = if protocol == "openai" { format!("data:image/png;base64,{b64}") } else { b64.clone() };
         assert_eq!(image, want, "{protocol}: the photo's bytes");
+
+        // A PDF is read as a document, each protocol in its own form.
+        let pdf = b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n".to_vec();
+        let pdf64 = base64::engine::general_purpose::STANDARD.encode(&pdf);
+        if protocol == "openai" {
+            fake.reply(openai::text(&["A report."], "stop"));
+        } else {
+            fake.reply(pincer::testing::anthropic::text(&["A report."]));
+        }
+        let body = form(&[("file", Some("report.pdf"), &pdf), ("caption", None, b"summarise this")]);
+        let (status, resp) = upload(&host, "assistant", &body, &multipart());
+        assert_eq!(status, 200, "{resp}");
+        ws.agent_reply("assistant", "A report.", COLD);
+        let req = fake.next_request(COLD).expect("the model was called again");
+        let user = req.body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .unwrap()
+            .clone();
+        let parts = user["content"].as_array().unwrap_or_else(|| panic!("{protocol}: content parts: {user}"));
+        if protocol == "openai" {
+            let f = parts.iter().find(|p| p["type"] == "file").unwrap_or_else(|| panic!("{user}"));
+            assert_eq!(f["file"]["filename"], "report.pdf");
+            assert_eq!(
+                f["file"]["file_data"].as_str().unwrap(),
+                format!("data:application/pdf;base64,{pdf64}")
+            );
+        } else {
+            let d = parts.iter().find(|p| p["type"] == "document").unwrap_or_else(|| panic!("{user}"));
+            assert_eq!(
+                (d["source"]["media_type"].as_str(), d["title"].as_str()),
+                (Some("application/pdf"), Some("report.pdf"))
+            );
+            assert_eq!(d["source"]["data"].as_str().unwrap(), pdf64);
+        }
     }
 }
 

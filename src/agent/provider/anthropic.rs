@@ -162,6 +162,9 @@ fn block_json(b: &Block) -> Option<Value> {
         Block::Image { path, media_type } => crate::agent::images::base64_of(path).map(|data| {
             json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
         }),
+        Block::Pdf { path, name } => crate::agent::images::pdf_base64_of(path).map(|data| {
+            json!({"type": "document", "title": name, "source": {"type": "base64", "media_type": "application/pdf", "data": data}})
+        }),
     }
 }
 

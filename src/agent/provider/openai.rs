@@ -206,6 +206,9 @@ fn messages_json(system: &str, messages: &[Message]) -> Vec<Value> {
                         Block::Image { path, media_type } => crate::agent::images::base64_of(path).map(|d| {
                             json!({"type": "image_url", "image_url": {"url": format!("data:{media_type};base64,{d}")}})
                         }),
+                        Block::Pdf { path, name } => crate::agent::images::pdf_base64_of(path).map(|d| {
+                            json!({"type": "file", "file": {"filename": name, "file_data": format!("data:application/pdf;base64,{d}")}})
+                        }),
                         _ => None,
                     })
                     .collect();
