@@ -207,6 +207,27 @@ fn hostile_file_names_stay_inert() {
     assert!(!dirs.data().join("etc").exists() && !dirs.root().join("etc/passwd").exists());
 }
 
+/// Uploads a file with a caption, waits for the agent's reply, and returns the content parts of
+/// the last user message the model received.
+fn send_and_read_parts(
+    host: &Host,
+    ws: &mut Ws,
+    fake: &FakeModel,
+    name: &str,
+    bytes: &[u8],
+    caption: &str,
+    reply: &str,
+) -> Vec<Value> {
+    let body = form(&[("file", Some(name), bytes), ("caption", None, caption.as_bytes())]);
+    let (status, resp) = upload(host, "assistant", &body, &multipart());
+    assert_eq!(status, 200, "{resp}");
+    ws.agent_reply("assistant", reply, COLD);
+    let req = fake.next_request(COLD).expect("the model was called");
+    let messages = req.body["messages"].as_array().unwrap();
+    let user = messages.iter().rev().find(|m| m["role"] == "user").unwrap();
+    user["content"].as_array().unwrap_or_else(|| panic!("content parts: {user}")).clone()
+}
+
 /// A picture from a phone reaches the model as image input, and a PDF as a document, in each
 /// protocol's own form.
 #[test]
@@ -237,21 +258,15 @@ fn a_photo_and_a_pdf_reach_the_model_in_both_protocols() {
         let host = Host::start_with(&dirs, &env);
         let mut ws = host.ws();
         ws.join("assistant", None);
-        let body =
-            form(&[("file", Some("IMG_0042.PNG"), &photo), ("caption", None, b"what is in this photo?")]);
-        let (status, resp) = upload(&host, "assistant", &body, &multipart());
-        assert_eq!(status, 200, "{resp}");
-        ws.agent_reply("assistant", "A photo.", COLD);
-        let req = fake.next_request(COLD).expect("the model was called");
-        let user = req.body["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .rev()
-            .find(|m| m["role"] == "user")
-            .unwrap()
-            .clone();
-        let parts = user["content"].as_array().unwrap_or_else(|| panic!("{protocol}: content parts: {user}"));
+        let parts = send_and_read_parts(
+            &host,
+            &mut ws,
+            &fake,
+            "IMG_0042.PNG",
+            &photo,
+            "what is in this photo?",
+            "A photo.",
+        );
         let text = parts.iter().find(|p| p["type"] == "text").unwrap()["text"].as_str().unwrap().to_string();
         assert!(text.contains("what is in this photo?") && text.contains("IMG_0042.PNG"), "{text}");
         let image = if protocol == "openai" {
@@ -278,29 +293,17 @@ fn a_photo_and_a_pdf_reach_the_model_in_both_protocols() {
         } else {
             fake.reply(pincer::testing::anthropic::text(&["A report."]));
         }
-        let body = form(&[("file", Some("report.pdf"), &pdf), ("caption", None, b"summarise this")]);
-        let (status, resp) = upload(&host, "assistant", &body, &multipart());
-        assert_eq!(status, 200, "{resp}");
-        ws.agent_reply("assistant", "A report.", COLD);
-        let req = fake.next_request(COLD).expect("the model was called again");
-        let user = req.body["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .rev()
-            .find(|m| m["role"] == "user")
-            .unwrap()
-            .clone();
-        let parts = user["content"].as_array().unwrap_or_else(|| panic!("{protocol}: content parts: {user}"));
+        let parts =
+            send_and_read_parts(&host, &mut ws, &fake, "report.pdf", &pdf, "summarise this", "A report.");
         if protocol == "openai" {
-            let f = parts.iter().find(|p| p["type"] == "file").unwrap_or_else(|| panic!("{user}"));
+            let f = parts.iter().find(|p| p["type"] == "file").unwrap_or_else(|| panic!("{parts:?}"));
             assert_eq!(f["file"]["filename"], "report.pdf");
             assert_eq!(
                 f["file"]["file_data"].as_str().unwrap(),
                 format!("data:application/pdf;base64,{pdf64}")
             );
         } else {
-            let d = parts.iter().find(|p| p["type"] == "document").unwrap_or_else(|| panic!("{user}"));
+            let d = parts.iter().find(|p| p["type"] == "document").unwrap_or_else(|| panic!("{parts:?}"));
             assert_eq!(
                 (d["source"]["media_type"].as_str(), d["title"].as_str()),
                 (Some("application/pdf"), Some("report.pdf"))
