@@ -730,6 +730,8 @@
     }
     const files = filesEl(m.files);
     if (files) bubble.append(files);
+    const tools = toolsEl(m.tools);
+    if (tools) bubble.append(tools);
     const stamp = stampEl(m.created_at, m.edited_at);
     if (own && !m.deleted_at) stamp.append(deleteButton(m));
     bubble.append(stamp);
@@ -1143,6 +1145,22 @@
       if (isText(f)) box.append(textPreview(f));
     }
     return box;
+  }
+
+  /** The tools an agent used for a reply, folded under it. */
+  function toolsEl(tools) {
+    if (!Array.isArray(tools) || !tools.length) return null;
+    const d = el('details', 'tools-used');
+    d.append(el('summary', '', tools.length === 1 ? 'Used 1 tool' : `Used ${tools.length} tools`));
+    const list = el('ul');
+    for (const t of tools) {
+      const li = el('li');
+      li.append(el('span', 'tool-name', String(t.name || 'tool')));
+      if (t.summary) li.append(el('span', 'tool-summary', ` ${t.summary}`));
+      list.append(li);
+    }
+    d.append(list);
+    return d;
   }
 
   /** Small text files (notes, CSV, JSON, logs) can be read in the message. */

@@ -127,9 +127,12 @@ pub struct RoomMessage {
     /// Taken back by its sender: text, HTML and files are gone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<i64>,
+    /// The tools an agent used for this reply: `[{"name", "summary"}]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<serde_json::Value>,
 }
 
-const MESSAGE_COLUMNS: &str = "id, seq, room_id, sender, sender_id, sender_type, text, html, files, created_at, client_id, card, reactions, edited_at, deleted_at";
+const MESSAGE_COLUMNS: &str = "id, seq, room_id, sender, sender_id, sender_type, text, html, files, created_at, client_id, card, reactions, edited_at, deleted_at, tools";
 
 impl RoomMessage {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<RoomMessage> {
@@ -152,6 +155,7 @@ impl RoomMessage {
             reactions: serde_json::from_str(&reactions).unwrap_or_else(|_| serde_json::json!([])),
             edited_at: r.get("edited_at")?,
             deleted_at: r.get("deleted_at")?,
+            tools: r.get::<_, Option<String>>("tools")?.and_then(|t| serde_json::from_str(&t).ok()),
         })
     }
 }
@@ -896,6 +900,7 @@ pub fn insert_message(conn: &Connection, m: &NewMessage<'_>) -> rusqlite::Result
         reactions: serde_json::json!([]),
         edited_at: None,
         deleted_at: None,
+        tools: None,
     };
     Ok((stored, true))
 }
@@ -963,6 +968,12 @@ pub fn delete_message(conn: &Connection, id: &str, now: i64) -> rusqlite::Result
          WHERE id = ?1 AND deleted_at IS NULL",
         params![id, now],
     )? == 1)
+}
+
+/// Records the tools an agent used for a reply.
+pub fn set_tools(conn: &Connection, id: &str, tools: &serde_json::Value) -> rusqlite::Result<()> {
+    conn.execute("UPDATE room_messages SET tools = ?2 WHERE id = ?1", params![id, tools.to_string()])?;
+    Ok(())
 }
 
 /// Replaces a message's reactions (JSON array).

@@ -25,6 +25,7 @@ pub const CENTRAL: &[Migration] = &[
     ("0009_room_engagement.sql", include_str!("../../sql/central/0009_room_engagement.sql")),
     ("0010_message_deleted.sql", include_str!("../../sql/central/0010_message_deleted.sql")),
     ("0011_room_pins.sql", include_str!("../../sql/central/0011_room_pins.sql")),
+    ("0012_message_tools.sql", include_str!("../../sql/central/0012_message_tools.sql")),
 ];
 pub const INBOUND: &[Migration] = &[
     ("0001_init.sql", include_str!("../../sql/inbound/0001_init.sql")),

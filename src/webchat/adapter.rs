@@ -50,7 +50,12 @@ pub struct Streams {
     /// Per open stream: the agent's name and the text held back.
     open: HashMap<String, (String, StreamRedactor)>,
     ended: std::collections::VecDeque<String>,
+    /// Per stream: the tools it showed finishing (`{"name", "summary"}`), kept with its message.
+    tools: HashMap<String, Vec<serde_json::Value>>,
 }
+
+/// Tools remembered per stream.
+const TOOLS_PER_STREAM_MAX: usize = 100;
 
 impl Streams {
     fn is_ended(&self, stream: &str) -> bool {
@@ -117,7 +122,10 @@ impl Channel for WebchatChannel {
                     text
                 };
                 let files = serde_json::Value::Array(entries);
-                let (stored, created) = self
+                let tools = msg
+                    .stream_id
+                    .and_then(|sid| self.streams.lock().unwrap_or_else(|e| e.into_inner()).tools.remove(sid));
+                let (mut stored, created) = self
                     .store
                     .agent_message(
                         msg.room,
@@ -130,6 +138,11 @@ impl Channel for WebchatChannel {
                         *notice,
                     )
                     .map_err(|e| retry("storing the message", e))?;
+                if let Some(tools) = tools.filter(|t| !t.is_empty())
+                    && let Ok(Some(with)) = self.store.set_tools(&stored.id, &serde_json::Value::Array(tools))
+                {
+                    stored = with;
+                }
                 if let Some(sid) = msg.stream_id
                     && self.streams.lock().unwrap_or_else(|e| e.into_inner()).end(sid)
                 {
@@ -211,14 +224,26 @@ impl Channel for WebchatChannel {
             {
                 return;
             }
-            Activity::Tool { stream, name, state, summary } => json!({
-                "type": "tool",
-                "room_id": room.id,
-                "stream_id": stream,
-                "name": name,
-                "state": match state { ToolState::Start => "start", ToolState::End => "end" },
-                "summary": summary,
-            }),
+            Activity::Tool { stream, name, state, summary } => {
+                if matches!(state, ToolState::End) {
+                    let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+                    if streams.tools.len() >= STREAMS_REDACTED_MAX && !streams.tools.contains_key(*stream) {
+                        streams.tools.clear();
+                    }
+                    let list = streams.tools.entry((*stream).to_string()).or_default();
+                    if list.len() < TOOLS_PER_STREAM_MAX {
+                        list.push(json!({ "name": name, "summary": summary }));
+                    }
+                }
+                json!({
+                    "type": "tool",
+                    "room_id": room.id,
+                    "stream_id": stream,
+                    "name": name,
+                    "state": match state { ToolState::Start => "start", ToolState::End => "end" },
+                    "summary": summary,
+                })
+            }
             Activity::StreamEnd { stream } => {
                 let rest = {
                     let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());

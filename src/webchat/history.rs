@@ -109,6 +109,14 @@ fn markdown(room: &str, messages: &[std::borrow::Cow<'_, RoomMessage>], tz: &jif
             out.push_str(m.text.trim_end());
             out.push('\n');
         }
+        for t in m.tools.as_ref().and_then(|t| t.as_array()).into_iter().flatten() {
+            let name = t.get("name").and_then(|v| v.as_str()).unwrap_or("tool");
+            let summary = t.get("summary").and_then(|v| v.as_str()).unwrap_or("");
+            out.push_str(&format!(
+                "\n- tool: {name}{}{summary}\n",
+                if summary.is_empty() { "" } else { " — " }
+            ));
+        }
         for f in m.files.as_array().into_iter().flatten() {
             let name = f.get("name").and_then(|v| v.as_str()).unwrap_or("file");
             let url = f.get("url").and_then(|v| v.as_str()).unwrap_or("");
@@ -140,6 +148,7 @@ mod tests {
             reactions: json!([]),
             edited_at: None,
             deleted_at: None,
+            tools: None,
         };
         let mut with_file = msg(2, "Assistant", "here", 1_796_000_060_000);
         with_file.files = json!([{ "name": "a[1].pdf", "url": "/api/files/r/x-a_1_.pdf" }]);

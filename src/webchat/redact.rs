@@ -117,12 +117,20 @@ fn mask(label: &str, secret: &str) -> String {
 pub fn message(m: &RoomMessage) -> Cow<'_, RoomMessage> {
     let text = redact(&m.text);
     let html = redact(&m.html);
-    if matches!((&text, &html), (Cow::Borrowed(_), Cow::Borrowed(_))) {
+    let raw_tools = m.tools.as_ref().map(|t| t.to_string());
+    let masked_tools = raw_tools.as_deref().map(redact);
+    let tools_changed = matches!(masked_tools, Some(Cow::Owned(_)));
+    let tools = masked_tools.map(Cow::into_owned);
+    if matches!((&text, &html), (Cow::Borrowed(_), Cow::Borrowed(_))) && !tools_changed {
         return Cow::Borrowed(m);
     }
     let mut shown = m.clone();
     shown.text = text.into_owned();
     shown.html = html.into_owned();
+    if tools_changed {
+        // Masking works on the JSON text; a mask never breaks its syntax, else the list is dropped.
+        shown.tools = tools.and_then(|t| serde_json::from_str(&t).ok());
+    }
     Cow::Owned(shown)
 }
 
@@ -152,6 +160,35 @@ fn might_be_secret(word: &str, before: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_summaries_of_a_message_are_masked_too() {
+        let m = RoomMessage {
+            id: "m".into(),
+            seq: 1,
+            room_id: "r".into(),
+            sender: "A".into(),
+            sender_id: None,
+            sender_type: "agent".into(),
+            text: "done".into(),
+            html: "<p>done</p>".into(),
+            files: serde_json::json!([]),
+            created_at: 0,
+            client_id: None,
+            card: None,
+            reactions: serde_json::json!([]),
+            edited_at: None,
+            deleted_at: None,
+            tools: Some(
+                serde_json::json!([{ "name": "bash", "summary": "curl -H 'x-api-key: sk-ant-api03-AAAAbbbbCCCCddddEEEEffff1234'" }]),
+            ),
+        };
+        let shown = message(&m);
+        let summary = shown.tools.as_ref().unwrap()[0]["summary"].as_str().unwrap().to_string();
+        assert!(summary.contains("[ANTHROPIC_KEY:sk-a****34]") && !summary.contains("EEEEffff"), "{summary}");
+        let plain = RoomMessage { tools: Some(serde_json::json!([{ "name": "ls", "summary": "." }])), ..m };
+        assert!(matches!(message(&plain), Cow::Borrowed(_)), "nothing to mask: no copy");
+    }
 
     #[test]
     fn streamed_secrets_are_masked_however_they_are_split() {

@@ -215,6 +215,17 @@ impl Store {
         Ok(central::message(&conn, message_id)?)
     }
 
+    /// Records the tools an agent used for a reply; returns the updated message.
+    pub fn set_tools(
+        &self,
+        message_id: &str,
+        tools: &serde_json::Value,
+    ) -> anyhow::Result<Option<RoomMessage>> {
+        let conn = self.conn()?;
+        central::set_tools(&conn, message_id, tools)?;
+        Ok(central::message(&conn, message_id)?)
+    }
+
     /// Adds a reaction (once per emoji and reacting party); returns the updated message.
     pub fn react(
         &self,

@@ -1221,8 +1221,15 @@ def step_model_tools(ctx):
     ctx.file_msg = f  # the send_file message, edited later
 
     hold.release()
-    p.wait_message("agent", "Saved and sent notes/hello.txt.")
+    final = p.wait_message("agent", "Saved and sent notes/hello.txt.")
     p.wait(lambda _: not live_bubbles(p), "the live bubble (and its chips) to go")
+    # The tools it used stay with the reply, folded under it.
+    used = p.js(
+        "const m = document.querySelector(`#messages [data-id='${arguments[0]}'] .tools-used`);"
+        "return m && [m.querySelector('summary').textContent, [...m.querySelectorAll('.tool-name')].map((e) => e.textContent)]",
+        final["id"],
+    )
+    check(used == ["Used 2 tools", ["write_file", "send_file"]], f"the reply's tools: {used}")
     reqs = fake.snapshot()
     check(len(reqs) == n0 + 3, f"three model calls for the turn, saw {len(reqs) - n0}")
     ok_result(reqs[n0 + 1]["body"], "call_write")

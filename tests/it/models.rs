@@ -136,6 +136,18 @@ fn a_scripted_model_writes_a_file_reads_it_back_and_replies_with_it() {
     }
     let reply = ws.agent_reply("assistant", "The file says", COLD);
     assert_eq!(reply["text"], "The file says: file content 42");
+    // The tools it used stay with the reply, and go into the export.
+    let tools: Vec<&str> = reply["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{reply}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["write_file", "read_file"], "{reply}");
+    assert!(reply["tools"][0]["summary"].as_str().unwrap().contains("notes/a.txt"));
+    let (_, _, md) = http_raw(host.port, "GET", "/api/rooms/assistant/export", None, &[]);
+    let md = String::from_utf8(md).unwrap();
+    assert!(md.contains("- tool: write_file — ") && md.contains("- tool: read_file — "), "{md}");
     assert_eq!(
         std::fs::read_to_string(dirs.groups().join("assistant/notes/a.txt")).unwrap(),
         "file content 42"
