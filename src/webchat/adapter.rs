@@ -143,11 +143,22 @@ impl Channel for WebchatChannel {
                 {
                     stored = with;
                 }
-                if let Some(sid) = msg.stream_id
-                    && self.streams.lock().unwrap_or_else(|e| e.into_inner()).end(sid)
-                {
-                    let ev = json!({ "type": "stream_end", "room_id": msg.room.id, "stream_id": sid });
-                    self.hub.broadcast(&msg.room.id, &ev.to_string(), None);
+                if let Some(sid) = msg.stream_id {
+                    // The stream's held-back text goes out before its end and the message, even
+                    // when the message is delivered before the stream's own end arrives.
+                    let (rest, was_open) = {
+                        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+                        let rest = streams.open.remove(sid).map(|(agent, mut r)| (agent, r.finish()));
+                        (rest, streams.end(sid))
+                    };
+                    if let Some((agent, rest)) = rest.filter(|(_, r)| !r.is_empty()) {
+                        let ev = json!({ "type": "stream", "room_id": msg.room.id, "stream_id": sid, "agent": agent, "delta": rest });
+                        self.hub.broadcast(&msg.room.id, &ev.to_string(), None);
+                    }
+                    if was_open {
+                        let ev = json!({ "type": "stream_end", "room_id": msg.room.id, "stream_id": sid });
+                        self.hub.broadcast(&msg.room.id, &ev.to_string(), None);
+                    }
                 }
                 if created {
                     let notify = self
