@@ -19,7 +19,8 @@ fn visible(ctx: &Ctx, user: &User, id: &str) -> Result<Agent, ApiError> {
     }
 }
 
-fn view(ctx: &Ctx, a: &Agent) -> serde_json::Value {
+/// An agent as listed: its provider is the host's default when it has none of its own.
+fn summary(ctx: &Ctx, a: &Agent) -> serde_json::Value {
     json!({
         "id": a.id,
         "name": a.name,
@@ -27,8 +28,26 @@ fn view(ctx: &Ctx, a: &Agent) -> serde_json::Value {
         "provider": a.provider.as_deref().unwrap_or(ctx.cfg.provider.as_str()),
         "model": a.model,
         "created_at": a.created_at,
-        "instructions": agents::instructions(&ctx.cfg.groups_dir, a),
     })
+}
+
+/// One agent: as listed, with its instructions.
+fn view(ctx: &Ctx, a: &Agent) -> serde_json::Value {
+    let mut v = summary(ctx, a);
+    v["instructions"] = json!(agents::instructions(&ctx.cfg.groups_dir, a));
+    v
+}
+
+/// `GET /api/agents`: the agents the caller may use.
+pub fn list(ctx: &Ctx, user: &User) -> ApiResult {
+    let conn = ctx.store.conn()?;
+    let mut out = Vec::new();
+    for a in central::agents(&conn)? {
+        if user.owner || central::can_access_agent(&conn, &user.id, &a.id)? {
+            out.push(summary(ctx, &a));
+        }
+    }
+    Ok(Resp::json(200, &serde_json::Value::Array(out)))
 }
 
 /// `GET /api/agents/:id`.

@@ -7,7 +7,7 @@
 //! is read. Errors are `{"error": "<what was wrong and how to fix it>"}` with a 4xx/5xx status.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::Ctx;
 use super::assets;
@@ -135,7 +135,7 @@ fn route(ctx: &Ctx, req: &Req, user: Option<User>) -> ApiResult {
         ("POST", ["users", id, "grant"]) => people::change_role(ctx, req, &user, id, true),
         ("POST", ["users", id, "revoke"]) => people::change_role(ctx, req, &user, id, false),
         ("DELETE", ["users", id]) => people::remove_user(ctx, &user, id),
-        ("GET", ["agents"]) => list_agents(ctx, &user),
+        ("GET", ["agents"]) => super::agents::list(ctx, &user),
         ("POST", ["agents"]) => create_agent(ctx, &user, req),
         ("GET", ["agents", id]) => super::agents::get(ctx, &user, id),
         ("GET", ["models"]) => super::models::list(ctx, &user),
@@ -273,24 +273,6 @@ fn auth_check(ctx: &Ctx, user: &User) -> Resp {
             "modelConfigured": ctx.cfg.provider != crate::config::Provider::Mock,
         }),
     )
-}
-
-fn list_agents(ctx: &Ctx, user: &User) -> ApiResult {
-    let conn = ctx.store.conn()?;
-    let mut out = Vec::new();
-    for a in central::agents(&conn)? {
-        if user.owner || central::can_access_agent(&conn, &user.id, &a.id)? {
-            out.push(json!({
-                "id": a.id,
-                "name": a.name,
-                "folder": a.folder,
-                "provider": a.provider.as_deref().unwrap_or(ctx.cfg.provider.as_str()),
-                "model": a.model,
-                "created_at": a.created_at,
-            }));
-        }
-    }
-    Ok(Resp::json(200, &Value::Array(out)))
 }
 
 #[derive(Deserialize)]
