@@ -48,7 +48,7 @@ from fake_openai import FakeOpenAI, Hold, error_reply, text_reply, tool_reply  #
 os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager go online for drivers
 
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -226,7 +226,10 @@ class Page:
     def wait(self, cond, what, timeout=UI_S):
         """Waits for `cond(driver)` to be truthy; a Failure naming `what` on timeout."""
         try:
-            return WebDriverWait(self.d, timeout, poll_frequency=0.1).until(cond)
+            # A list re-rendered while the condition reads it: read it again on the next poll.
+            return WebDriverWait(
+                self.d, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+            ).until(cond)
         except TimeoutException:
             raise Failure(f"timed out after {timeout} s waiting for {what}") from None
 
