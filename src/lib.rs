@@ -27,6 +27,8 @@ pub mod disk;
 pub mod docker;
 #[cfg(feature = "host")]
 pub mod doctor;
+#[cfg(feature = "host")]
+pub mod egress;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 #[cfg(feature = "host")]

@@ -17,6 +17,8 @@ pub const SOCKET_NAME: &str = "link.sock";
 pub const FRAME_BYTES_MAX: usize = 256 * 1024;
 /// Text of one `delta` frame; longer model output is sent as several frames.
 pub const DELTA_BYTES_MAX: usize = 16 * 1024;
+/// Largest tool arguments or output sent for people to read (the model gets the whole output).
+pub const TOOL_DETAIL_BYTES_MAX: usize = 4 * 1024;
 
 /// Container → host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,7 +31,18 @@ pub enum ToHost {
     /// Model text as it arrives.
     Delta { stream: String, text: String },
     /// A tool call started or ended.
-    Tool { stream: String, name: String, state: ToolState, summary: String },
+    Tool {
+        stream: String,
+        name: String,
+        state: ToolState,
+        summary: String,
+        /// The call's arguments as JSON, cut to [`TOOL_DETAIL_BYTES_MAX`] (on start and end).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+        /// What the tool returned (on end), cut in the middle to [`TOOL_DETAIL_BYTES_MAX`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
+    },
     /// The streamed turn is over (its final reply arrives as an outbound row).
     StreamEnd { stream: String },
 }
@@ -150,6 +163,8 @@ mod tests {
                 name: "bash".into(),
                 state: ToolState::Start,
                 summary: "ls".into(),
+                input: Some(r#"{"command":"ls"}"#.into()),
+                output: None,
             },
             ToHost::StreamEnd { stream: "s1".into() },
         ];

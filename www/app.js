@@ -51,6 +51,7 @@
     roomsEmpty: $('rooms-empty'),
     whoami: $('whoami'),
     openPeople: $('open-people'),
+    openModels: $('open-models'),
     signOut: $('sign-out'),
     newAgent: $('new-agent'),
     newRoom: $('new-room'),
@@ -256,6 +257,7 @@
       case 'tool': return onTool(f);
       case 'stream_end': return onStreamEnd(f);
       case 'typing': return onTyping(f);
+      case 'pins': return window.PincerPins.set(f.room_id, f.pins);
       default: return undefined; // newer server, older page: ignore what we do not know
     }
   }
@@ -268,6 +270,7 @@
     ui.newRoom.hidden = !(state.user && state.user.owner);
     ui.whoami.textContent = state.user ? `Signed in as ${state.user.displayName}` : '';
     ui.openPeople.hidden = !(state.user && state.user.admin);
+    ui.openModels.hidden = !(state.user && state.user.owner);
     ui.signOut.hidden = !(state.user && state.user.via === 'session');
     ui.banner.hidden = f.modelConfigured !== false || sessionStorage.getItem(STORE_BANNER) === '1';
     setConn('connected');
@@ -362,11 +365,12 @@
       if (running) {
         running.done = true;
         if (f.summary) running.summary = f.summary;
+        if (f.output != null) running.output = f.output;
       } else {
-        s.tools.push({ name: f.name, summary: f.summary || '', done: true });
+        s.tools.push({ name: f.name, summary: f.summary || '', input: f.input, output: f.output, done: true });
       }
     } else {
-      s.tools.push({ name: f.name, summary: f.summary || '', done: false });
+      s.tools.push({ name: f.name, summary: f.summary || '', input: f.input, done: false, open: false });
     }
     setThinking(r, false);
     if (r.id === state.current) updateStreamEl(f.stream_id, s);
@@ -528,6 +532,7 @@
     renderRoomList();
     renderRoomHeader();
     renderRoom();
+    window.PincerPins.show(id);
     if (id) joinRoom(id);
     window.PincerDevice.reportView();
   }
@@ -725,6 +730,7 @@
         a.target = '_blank';
         a.rel = 'noopener noreferrer nofollow';
       }
+      window.PincerHighlight.highlight(body);
       for (const pre of body.querySelectorAll('pre')) pre.append(copyButton(pre));
       bubble.append(body);
     }
@@ -733,11 +739,13 @@
     const tools = toolsEl(m.tools);
     if (tools) bubble.append(tools);
     const stamp = stampEl(m.created_at, m.edited_at);
+    if (!m.deleted_at && m.id) stamp.append(window.PincerPins.button(m));
     if (own && !m.deleted_at) stamp.append(deleteButton(m));
     bubble.append(stamp);
     node.append(bubble);
     const reactions = reactionsEl(m.reactions);
     if (reactions) node.append(reactions);
+    if (m.room_id === state.current) window.PincerPins.mark(node);
     return node;
   }
 
@@ -1155,12 +1163,39 @@
     const list = el('ul');
     for (const t of tools) {
       const li = el('li');
-      li.append(el('span', 'tool-name', String(t.name || 'tool')));
-      if (t.summary) li.append(el('span', 'tool-summary', ` ${t.summary}`));
+      const head = [el('span', 'tool-name', String(t.name || 'tool'))];
+      if (t.summary) head.push(el('span', 'tool-summary', ` ${t.summary}`));
+      const detail = toolDetail(t);
+      if (detail) {
+        const inner = el('details', 'tool-call');
+        const s = el('summary');
+        s.append(...head);
+        inner.append(s, detail);
+        li.append(inner);
+      } else {
+        li.append(...head);
+      }
       list.append(li);
     }
     d.append(list);
     return d;
+  }
+
+  /** A tool call's arguments and output, as plain text (never markup). */
+  function toolDetail(t) {
+    if (t.input == null && t.output == null) return null;
+    const box = el('div', 'tool-detail');
+    if (t.input != null) {
+      let args = String(t.input);
+      try { args = JSON.stringify(JSON.parse(args), null, 2); } catch { /* cut or not JSON: as sent */ }
+      box.append(el('div', 'tool-detail-label', 'Arguments'), el('pre', 'tool-io', args));
+    }
+    if (t.output != null) {
+      box.append(el('div', 'tool-detail-label', 'Output'), el('pre', 'tool-io', String(t.output) || '(nothing)'));
+    } else {
+      box.append(el('div', 'tool-detail-label muted', 'Running…'));
+    }
+    return box;
   }
 
   /** Small text files (notes, CSV, JSON, logs) can be read in the message. */
@@ -1627,7 +1662,16 @@
       chip.append(el('span', 'tool-name', t.name));
       if (t.summary) chip.append(el('span', 'tool-summary', t.summary));
       chip.title = t.summary ? `${t.name}: ${t.summary}` : t.name;
-      return chip;
+      const detail = toolDetail(t);
+      if (!detail) return chip;
+      // Unfolds to the call's arguments and (once done) its output; stays open across updates.
+      const d = el('details', 'tool-live');
+      d.open = !!t.open;
+      const summary = el('summary');
+      summary.append(chip);
+      d.append(summary, detail);
+      d.addEventListener('toggle', () => { t.open = d.open; });
+      return d;
     }));
     if (stick) scrollToBottom();
     updateActivity();
@@ -2075,6 +2119,9 @@
     window.PincerAccess.openPeople(state.user);
   });
   ui.signOut.addEventListener('click', () => window.PincerAccess.signOut());
+  window.PincerModels.init(ui.openModels);
+  window.PincerPins.init({ currentRoom: () => state.current, jumpTo, toast });
+  ui.openModels.addEventListener('click', closeDrawer);
 
   updateEmpty();
   // Signed in (or shown the sign-in / invitation screen until then), then connect.

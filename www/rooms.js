@@ -180,7 +180,7 @@ window.PincerRooms = (() => {
     sel.replaceChildren(el('option', '', `Host default (${models.default_provider})`));
     sel.firstChild.value = '';
     for (const p of models.providers) {
-      const o = el('option', '', p.endpoint ? `${p.provider} · ${p.endpoint}` : p.provider);
+      const o = el('option', '', p.name ? `${p.name} · ${p.endpoint}` : p.endpoint ? `${p.provider} · ${p.endpoint}` : p.provider);
       o.value = p.provider;
       sel.append(o);
     }

@@ -9,7 +9,7 @@
 const VERSION = '__PINCER_VERSION__';
 const CACHE = `pincer-${VERSION}`;
 const SHELL = [
-  '/', '/app.js', '/access.js', '/device.js', '/rooms.js', '/style.css', '/icon.svg', '/manifest.webmanifest',
+  '/', '/app.js', '/access.js', '/device.js', '/rooms.js', '/models.js', '/pins.js', '/highlight.js', '/style.css', '/icon.svg', '/manifest.webmanifest',
   '/icon-192.png', '/icon-512.png', '/icon-maskable-512.png',
 ];
 const NEVER = [/^\/api\//, /^\/ws$/, /^\/invite\//, /^\/trust/, /^\/health$/];

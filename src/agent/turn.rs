@@ -27,7 +27,7 @@ use crate::db::central::ResolvedDestination;
 use crate::db::inbound::{self, Address, InboundRow};
 use crate::db::{self, outbound};
 use crate::ids::{new_id, now_ms};
-use crate::link::{ToHost, ToolState};
+use crate::link::{TOOL_DETAIL_BYTES_MAX, ToHost, ToolState};
 
 /// Model calls in one turn (tool rounds included).
 pub const CALLS_MAX: usize = 40;
@@ -205,6 +205,8 @@ pub fn run(
                     name: "retry".into(),
                     state: ToolState::Start,
                     summary: format!("model unavailable ({err}); retry {attempt} in {}s", wait.as_secs()),
+                    input: None,
+                    output: None,
                 });
             }
             provider::pause_or_cancel(&cancel, wait)
@@ -467,12 +469,20 @@ impl ToolRound<'_, '_> {
     fn run_one(&mut self, tool: &dyn Tool, name: &str, input: &Value) -> ToolOutput {
         let (cfg, out, link) = (self.actions.cfg, self.actions.out, self.actions.link);
         let summary: String = tool.summary(input).chars().take(120).collect();
-        let report = |state: ToolState, summary: String| {
+        let shown_input = super::tools::cap_middle(&input.to_string(), TOOL_DETAIL_BYTES_MAX);
+        let report = |state: ToolState, summary: String, output: Option<String>| {
             if let Some(s) = self.stream {
-                link.send(&ToHost::Tool { stream: s.into(), name: name.into(), state, summary });
+                link.send(&ToHost::Tool {
+                    stream: s.into(),
+                    name: name.into(),
+                    state,
+                    summary,
+                    input: Some(shown_input.clone()),
+                    output,
+                });
             }
         };
-        report(ToolState::Start, summary.clone());
+        report(ToolState::Start, summary.clone(), None);
         // The host's stuck detection waits at least as long as the tool says it may take.
         if let Err(e) =
             outbound::set_current_tool(out, Some((name, tool.declared_timeout_ms(input))), now_ms())
@@ -492,7 +502,11 @@ impl ToolRound<'_, '_> {
             if output.is_error { "failed" } else { "ok" },
             started.elapsed()
         );
-        report(ToolState::End, if output.is_error { format!("{summary} — failed") } else { summary });
+        report(
+            ToolState::End,
+            if output.is_error { format!("{summary} — failed") } else { summary },
+            Some(super::tools::cap_middle(&output.content, TOOL_DETAIL_BYTES_MAX)),
+        );
         output
     }
 }

@@ -543,7 +543,6 @@ pub fn agents_of_room(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<
     stmt.query_map([room_id], Agent::from_row)?.collect()
 }
 
-/// Replaces an agent's approved MCP servers (a JSON object: name → {command, args, env}).
 /// The agent's own provider and model (`None`: the host's default).
 pub fn set_agent_model(
     conn: &Connection,
@@ -558,6 +557,7 @@ pub fn set_agent_model(
     Ok(())
 }
 
+/// Replaces an agent's approved MCP servers (a JSON object: name → {command, args, env}).
 pub fn set_mcp_servers(conn: &Connection, agent_id: &str, json: &str) -> rusqlite::Result<()> {
     conn.execute("UPDATE agents SET mcp_servers = ?2 WHERE id = ?1", [agent_id, json])?;
     Ok(())

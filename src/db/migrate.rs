@@ -26,6 +26,8 @@ pub const CENTRAL: &[Migration] = &[
     ("0010_message_deleted.sql", include_str!("../../sql/central/0010_message_deleted.sql")),
     ("0011_room_pins.sql", include_str!("../../sql/central/0011_room_pins.sql")),
     ("0012_message_tools.sql", include_str!("../../sql/central/0012_message_tools.sql")),
+    ("0013_model_endpoints.sql", include_str!("../../sql/central/0013_model_endpoints.sql")),
+    ("0014_message_pins.sql", include_str!("../../sql/central/0014_message_pins.sql")),
 ];
 pub const INBOUND: &[Migration] = &[
     ("0001_init.sql", include_str!("../../sql/inbound/0001_init.sql")),

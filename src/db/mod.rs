@@ -8,10 +8,12 @@
 
 pub mod approvals;
 pub mod central;
+pub mod endpoints;
 pub mod inbound;
 pub mod migrate;
 pub mod outbound;
 pub mod people;
+pub mod pins;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -5,6 +5,7 @@ use super::*;
 use crate::db::central::{self, NewMessage};
 use crate::db::inbound::{self, NewInbound};
 use crate::db::outbound::{self, NewOutbound};
+use crate::db::pins;
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -191,6 +192,25 @@ fn agent_replies_are_stored_once_per_source() {
     assert!(!created);
     assert_eq!(first, second);
     assert!(central::unrouted_messages(&conn, 10).unwrap().is_empty());
+}
+
+#[test]
+fn pins_are_bounded_per_room_and_leave_with_their_message() {
+    let (_dir, conn) = central_with_room();
+    let files = serde_json::json!([]);
+    let ids: Vec<String> = (0..3)
+        .map(|i| central::insert_message(&conn, &user_msg(&format!("m{i}"), None, &files)).unwrap().0.id)
+        .collect();
+    assert!(pins::pin(&conn, "r1", &ids[0], "webchat:ann", 1, 2).unwrap());
+    assert!(pins::pin(&conn, "r1", &ids[0], "webchat:ann", 2, 2).unwrap(), "pinned again: still one");
+    assert!(pins::pin(&conn, "r1", &ids[1], "webchat:ann", 3, 2).unwrap());
+    assert!(!pins::pin(&conn, "r1", &ids[2], "webchat:ann", 4, 2).unwrap(), "over the bound");
+    assert!(pins::pin(&conn, "r1", &ids[1], "webchat:ann", 5, 2).unwrap(), "a pin there stays at the bound");
+    let listed: Vec<String> = pins::list(&conn, "r1").unwrap().into_iter().map(|p| p.message_id).collect();
+    assert_eq!(listed, [ids[1].clone(), ids[0].clone()], "newest first");
+    assert_eq!(pins::forget(&conn, &ids[0]).unwrap(), 1);
+    assert_eq!(pins::unpin(&conn, "r1", &ids[1]).unwrap(), 1);
+    assert!(pins::list(&conn, "r1").unwrap().is_empty());
 }
 
 #[test]

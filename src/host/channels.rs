@@ -49,9 +49,23 @@ pub enum DeliverError {
 /// Ephemeral activity of a running turn.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Activity<'a> {
-    Delta { stream: &'a str, agent: &'a str, text: &'a str },
-    Tool { stream: &'a str, name: &'a str, state: ToolState, summary: &'a str },
-    StreamEnd { stream: &'a str },
+    Delta {
+        stream: &'a str,
+        agent: &'a str,
+        text: &'a str,
+    },
+    Tool {
+        stream: &'a str,
+        name: &'a str,
+        state: ToolState,
+        summary: &'a str,
+        /// The arguments (JSON) and, at the end, the output, both cut for reading.
+        input: Option<&'a str>,
+        output: Option<&'a str>,
+    },
+    StreamEnd {
+        stream: &'a str,
+    },
 }
 
 pub trait Channel: Send + Sync {

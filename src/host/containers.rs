@@ -283,11 +283,20 @@ impl Containers {
             .with_context(|| format!("binding the session sockets in {}", dir.path().display()))?;
         let generation = central::next_container_gen(conn, &session.id)?;
         let provider = agent.provider.clone().unwrap_or_else(|| self.cfg.default_provider.clone());
-        let model = agent.model.clone().or_else(|| match provider.as_str() {
-            "anthropic" => self.cfg.anthropic_model.clone(),
-            "openai" => self.cfg.openai_model.clone(),
-            _ => None,
-        });
+        // An endpoint added in the app: the runner speaks its protocol; the proxy sends the
+        // session's calls there.
+        let own = crate::db::endpoints::get(conn, &provider)?;
+        let (provider, model) = match own {
+            Some(e) => (e.kind, agent.model.clone().or(e.default_model)),
+            None => {
+                let model = agent.model.clone().or_else(|| match provider.as_str() {
+                    "anthropic" => self.cfg.anthropic_model.clone(),
+                    "openai" => self.cfg.openai_model.clone(),
+                    _ => None,
+                });
+                (provider, model)
+            }
+        };
         let mut env = vec![
             ("TZ".to_string(), self.cfg.tz.clone()),
             ("HOME".to_string(), "/workspace/agent".to_string()),

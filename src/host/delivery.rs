@@ -228,11 +228,18 @@ impl Loop {
                     &Activity::Delta { stream: &stream, agent: &agent, text: &text },
                 );
             }
-            ToHost::Tool { stream, name, state, summary } => {
+            ToHost::Tool { stream, name, state, summary, input, output } => {
                 self.activity(
                     session,
                     &stream,
-                    &Activity::Tool { stream: &stream, name: &name, state, summary: &summary },
+                    &Activity::Tool {
+                        stream: &stream,
+                        name: &name,
+                        state,
+                        summary: &summary,
+                        input: input.as_deref(),
+                        output: output.as_deref(),
+                    },
                 );
             }
             ToHost::StreamEnd { stream } => {

@@ -166,7 +166,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let c = containers.clone();
     let mut watch = runtime.watch(&install, Box::new(move |w| c.watched(w)))?;
-    let model_proxy = Arc::new(proxy::Proxy::new(proxy::ProxyConfig::from_config(&cfg)));
+    let model_proxy = Arc::new(proxy::Proxy::new(proxy::ProxyConfig::from_config(&cfg), central_db(&cfg)));
 
     let store = Arc::new(webchat::store::Store::new(&central_db(&cfg)));
     let hub = Arc::new(webchat::hub::Hub::default());

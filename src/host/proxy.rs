@@ -8,17 +8,26 @@
 //! `[redacted]`. The socket is the credential: only that session's container can reach it, and
 //! no network port is opened for containers at all. Keys are never logged.
 //!
+//! Which endpoint a call goes to is the host's decision, not the container's: a session whose
+//! agent uses an endpoint added in the app (`model_endpoints`, looked up per call) goes there with
+//! that endpoint's key; any other goes to the endpoint configured for the route's protocol.
+//! Every address is checked by [`crate::egress`] when it is connected to.
+//!
 //! A stop closes the runner's end at once; the proxy then drops the upstream connection (which
 //! makes the model stop generating) when the next bytes arrive from it — immediately in practice,
 //! as a model streams tokens continuously.
 
 use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rusqlite::Connection;
+
 use super::links::ModelCalls;
 use crate::config::{Config, Secret};
+use crate::db::{self, endpoints};
 use crate::http1;
 
 /// Largest request the runner may send (long conversations are big).
@@ -78,13 +87,35 @@ impl ProxyConfig {
         ProxyConfig { anthropic, openai, response_timeout: Duration::from_secs(cfg.model_timeout_s) }
     }
 
-    /// The upstream URL and auth header for a route, or an error response.
-    fn route(&self, method: &str, path: &str) -> Result<(String, Option<AuthHeader>), (u16, String)> {
+    /// The upstream URL and auth header for a route, or an error response. `own` is the
+    /// endpoint the session's agent was given in the app, if any.
+    fn route(
+        &self,
+        method: &str,
+        path: &str,
+        own: Option<&endpoints::Endpoint>,
+    ) -> Result<(String, Option<AuthHeader>), (u16, String)> {
         if method != "POST" {
             return Err((
                 405,
                 format!("{method} is not allowed; the model proxy only forwards POST requests"),
             ));
+        }
+        if let Some(e) = own {
+            let key = e.api_key.as_deref();
+            return match (e.kind.as_str(), path) {
+                ("anthropic", "/anthropic/v1/messages") => {
+                    Ok((format!("{}/v1/messages", e.base_url), key.map(|k| ("x-api-key", k.to_string()))))
+                }
+                ("openai", "/openai/chat/completions") => Ok((
+                    format!("{}/chat/completions", e.base_url),
+                    key.map(|k| ("authorization", format!("Bearer {k}"))),
+                )),
+                (kind, _) => Err((
+                    400,
+                    format!("this agent's endpoint {:?} speaks the {kind} protocol, not {path}", e.name),
+                )),
+            };
         }
         match path {
             "/anthropic/v1/messages" => {
@@ -132,19 +163,40 @@ pub struct Proxy {
     cfg: ProxyConfig,
     agent: ureq::Agent,
     active: Mutex<usize>,
+    /// The central DB, where endpoints added in the app are (opened at the first call).
+    central: PathBuf,
+    registry: Mutex<Option<Connection>>,
 }
 
 impl Proxy {
-    pub fn new(cfg: ProxyConfig) -> Proxy {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+    pub fn new(cfg: ProxyConfig, central: PathBuf) -> Proxy {
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_recv_response(Some(cfg.response_timeout))
             .timeout_recv_body(Some(BODY_TIMEOUT))
             .max_redirects(0)
-            .build()
-            .into();
-        Proxy { cfg, agent, active: Mutex::new(0) }
+            .build();
+        Proxy {
+            cfg,
+            agent: crate::egress::agent(config),
+            active: Mutex::new(0),
+            central,
+            registry: Mutex::new(None),
+        }
+    }
+
+    /// The endpoint added in the app that the session's agent uses, if any.
+    fn own_endpoint(&self, session: &str) -> Result<Option<endpoints::Endpoint>, String> {
+        let mut conn = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if conn.is_none() {
+            *conn = Some(
+                db::open_readonly(&self.central, db::Kind::Central)
+                    .map_err(|e| format!("opening the central DB: {e:#}"))?,
+            );
+        }
+        let c = conn.as_ref().expect("opened above");
+        endpoints::of_session(c, session).map_err(|e| format!("looking up the session's endpoint: {e}"))
     }
 
     /// Serves one connection from a runner: one request, one (streamed) response.
@@ -167,7 +219,16 @@ impl Proxy {
     }
 
     fn forward(&self, session: &str, req: ProxyRequest, conn: &mut UnixStream) -> Result<(u16, u64), String> {
-        let (url, auth) = match self.cfg.route(&req.method, &req.path) {
+        let own = match self.own_endpoint(session) {
+            Ok(own) => own,
+            Err(e) => {
+                write_error(conn, 500, &e).map_err(|e| e.to_string())?;
+                return Ok((500, 0));
+            }
+        };
+        let mut secrets = self.cfg.secrets();
+        secrets.extend(own.as_ref().and_then(|e| e.api_key.clone()).filter(|k| k.len() >= 4));
+        let (url, auth) = match self.cfg.route(&req.method, &req.path, own.as_ref()) {
             Ok(r) => r,
             Err((status, msg)) => {
                 write_error(conn, status, &msg).map_err(|e| e.to_string())?;
@@ -188,7 +249,7 @@ impl Proxy {
             }
             *active += 1;
         }
-        let res = self.call_upstream(session, &url, auth, &req, conn);
+        let res = self.call_upstream(session, &url, auth, &req, conn, &secrets);
         *self.active.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
         res
     }
@@ -200,6 +261,7 @@ impl Proxy {
         auth: Option<AuthHeader>,
         req: &ProxyRequest,
         conn: &mut UnixStream,
+        secrets: &[String],
     ) -> Result<(u16, u64), String> {
         let mut builder = ureq::http::Request::builder().method("POST").uri(url);
         for (k, v) in &req.headers {
@@ -214,10 +276,8 @@ impl Proxy {
         let resp = match self.agent.run(http_req) {
             Ok(r) => r,
             Err(e) => {
-                let msg = redact(
-                    &format!("cannot reach the model endpoint {}: {e}", url_origin(url)),
-                    &self.cfg.secrets(),
-                );
+                let msg =
+                    redact(&format!("cannot reach the model endpoint {}: {e}", url_origin(url)), secrets);
                 write_error(conn, 502, &msg).map_err(|e| e.to_string())?;
                 return Ok((502, 0));
             }
@@ -231,13 +291,13 @@ impl Proxy {
                 || name.starts_with("x-ratelimit-"))
                 && let Ok(v) = v.to_str()
             {
-                head.push_str(&format!("{name}: {}\r\n", redact(v, &self.cfg.secrets())));
+                head.push_str(&format!("{name}: {}\r\n", redact(v, secrets)));
             }
         }
         head.push_str("Connection: close\r\n\r\n");
         conn.write_all(head.as_bytes()).map_err(|e| format!("runner went away: {e}"))?;
         let mut body = resp.into_body().into_reader();
-        let mut redactor = Redactor::new(self.cfg.secrets());
+        let mut redactor = Redactor::new(secrets.to_vec());
         let mut buf = vec![0u8; 16 * 1024];
         let mut total = 0u64;
         loop {
@@ -424,14 +484,29 @@ mod tests {
             openai: None,
             response_timeout: Duration::from_secs(600),
         };
-        let (url, auth) = cfg.route("POST", "/anthropic/v1/messages").unwrap();
+        let (url, auth) = cfg.route("POST", "/anthropic/v1/messages", None).unwrap();
         assert_eq!(url, "https://api.anthropic.com/v1/messages");
         assert_eq!(auth, Some(("x-api-key", "sk-ant".to_string())));
-        let (status, msg) = cfg.route("POST", "/openai/chat/completions").unwrap_err();
+        let (status, msg) = cfg.route("POST", "/openai/chat/completions", None).unwrap_err();
         assert_eq!(status, 503);
         assert!(msg.contains("OPENAI_BASE_URL"));
-        assert_eq!(cfg.route("GET", "/anthropic/v1/messages").unwrap_err().0, 405);
-        assert_eq!(cfg.route("POST", "/anthropic/v1/files").unwrap_err().0, 404);
+        assert_eq!(cfg.route("GET", "/anthropic/v1/messages", None).unwrap_err().0, 405);
+        assert_eq!(cfg.route("POST", "/anthropic/v1/files", None).unwrap_err().0, 404);
+        // An endpoint added in the app wins over the configured one, with its own key, and only
+        // for its own protocol.
+        let own = endpoints::Endpoint {
+            id: "ep-1".into(),
+            name: "Box".into(),
+            kind: "openai".into(),
+            base_url: "http://10.0.0.5:8080/v1".into(),
+            api_key: Some("sk-own".into()),
+            default_model: None,
+            created_at: 0,
+        };
+        let (url, auth) = cfg.route("POST", "/openai/chat/completions", Some(&own)).unwrap();
+        assert_eq!(url, "http://10.0.0.5:8080/v1/chat/completions");
+        assert_eq!(auth, Some(("authorization", "Bearer sk-own".to_string())));
+        assert_eq!(cfg.route("POST", "/anthropic/v1/messages", Some(&own)).unwrap_err().0, 400);
         assert_eq!(url_origin("https://h.example:8443/v1/messages"), "https://h.example:8443");
     }
 

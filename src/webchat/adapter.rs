@@ -56,6 +56,8 @@ pub struct Streams {
 
 /// Tools remembered per stream.
 const TOOLS_PER_STREAM_MAX: usize = 100;
+/// Tool arguments and output kept with one message; past it only names and summaries.
+const TOOL_DETAILS_KEPT_BYTES_MAX: usize = 64 * 1024;
 
 impl Streams {
     fn is_ended(&self, stream: &str) -> bool {
@@ -235,7 +237,11 @@ impl Channel for WebchatChannel {
             {
                 return;
             }
-            Activity::Tool { stream, name, state, summary } => {
+            Activity::Tool { stream, name, state, summary, input, output } => {
+                // Arguments and output are shown to people: masked like message text.
+                let input = input.map(|t| super::redact::redact(t).into_owned());
+                let output = output.map(|t| super::redact::redact(t).into_owned());
+                let summary = super::redact::redact(summary);
                 if matches!(state, ToolState::End) {
                     let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
                     if streams.tools.len() >= STREAMS_REDACTED_MAX && !streams.tools.contains_key(*stream) {
@@ -243,7 +249,19 @@ impl Channel for WebchatChannel {
                     }
                     let list = streams.tools.entry((*stream).to_string()).or_default();
                     if list.len() < TOOLS_PER_STREAM_MAX {
-                        list.push(json!({ "name": name, "summary": summary }));
+                        let mut entry = json!({ "name": name, "summary": summary });
+                        let kept: usize = list.iter().map(|t| t.to_string().len()).sum();
+                        let detail =
+                            input.as_ref().map_or(0, String::len) + output.as_ref().map_or(0, String::len);
+                        if kept + detail <= TOOL_DETAILS_KEPT_BYTES_MAX {
+                            if let Some(i) = &input {
+                                entry["input"] = json!(i);
+                            }
+                            if let Some(o) = &output {
+                                entry["output"] = json!(o);
+                            }
+                        }
+                        list.push(entry);
                     }
                 }
                 json!({
@@ -253,6 +271,8 @@ impl Channel for WebchatChannel {
                     "name": name,
                     "state": match state { ToolState::Start => "start", ToolState::End => "end" },
                     "summary": summary,
+                    "input": input,
+                    "output": output,
                 })
             }
             Activity::StreamEnd { stream } => {
@@ -343,7 +363,14 @@ mod tests {
         ch.activity(&room, &Activity::Delta { stream: "s1", agent: "Agent", text: "world" });
         ch.activity(
             &room,
-            &Activity::Tool { stream: "s1", name: "bash", state: ToolState::End, summary: "ls" },
+            &Activity::Tool {
+                stream: "s1",
+                name: "bash",
+                state: ToolState::End,
+                summary: "ls",
+                input: None,
+                output: None,
+            },
         );
         ch.activity(&room, &Activity::StreamEnd { stream: "s1" });
         let types: Vec<String> = frames(&outbox).into_iter().map(|(t, _)| t).collect();
@@ -372,5 +399,56 @@ mod tests {
         assert_eq!(types, ["stream_end", "message"], "one end, then the message: {got:?}");
         let text: String = got.iter().map(|(_, d)| d.as_str()).collect();
         assert_eq!(text, "all of it", "every delta shown, the held-back end included");
+    }
+
+    /// A tool's arguments and output reach the room live and stay with the reply, masked like
+    /// message text.
+    #[test]
+    fn tool_arguments_and_output_are_shown_masked_and_kept() {
+        let (_dir, ch, room, agent, outbox, _poll) = setup();
+        let secret = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789";
+        let input = format!(r#"{{"command":"curl -H 'x-api-key: {secret}' example.org"}}"#);
+        let tool = |state, output| Activity::Tool {
+            stream: "s3",
+            name: "bash",
+            state,
+            summary: "curl example.org",
+            input: Some(&input),
+            output,
+        };
+        ch.activity(&room, &tool(ToolState::Start, None));
+        ch.activity(&room, &tool(ToolState::End, Some("<html>ok</html>")));
+        let live: Vec<serde_json::Value> =
+            outbox.take(usize::MAX).iter().map(|f| serde_json::from_str(f).unwrap()).collect();
+        assert_eq!(live.len(), 2);
+        assert!(live[0]["input"].as_str().unwrap().contains("curl -H"), "{}", live[0]);
+        assert!(!live[0].to_string().contains(secret), "masked: {}", live[0]);
+        assert_eq!(
+            (live[0]["output"].clone(), live[1]["output"].as_str()),
+            (serde_json::Value::Null, Some("<html>ok</html>"))
+        );
+        ch.activity(&room, &Activity::StreamEnd { stream: "s3" });
+        let body = Body::Message { text: "done", files: &[], card: None, notice: false };
+        ch.deliver(&Outgoing {
+            room: &room,
+            agent: &agent,
+            source_id: "sess/3",
+            stream_id: Some("s3"),
+            body,
+        })
+        .unwrap();
+        let msg = outbox
+            .take(usize::MAX)
+            .iter()
+            .map(|f| serde_json::from_str::<serde_json::Value>(f).unwrap())
+            .find(|v| v["type"] == "message")
+            .unwrap();
+        let kept = &msg["message"]["tools"][0];
+        assert_eq!(
+            (kept["name"].as_str(), kept["output"].as_str()),
+            (Some("bash"), Some("<html>ok</html>")),
+            "{msg}"
+        );
+        assert!(kept["input"].as_str().unwrap().contains("example.org") && !msg.to_string().contains(secret));
     }
 }

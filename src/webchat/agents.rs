@@ -77,7 +77,7 @@ pub fn update(ctx: &Ctx, user: &User, id: &str, req: &Req) -> ApiResult {
     }
     let body: Body = parse_body(
         req,
-        r#"{"name"?: string, "instructions"?: string, "provider"?: "anthropic" | "openai" | "mock" | null, "model"?: string | null}"#,
+        r#"{"name"?: string, "instructions"?: string, "provider"?: "anthropic" | "openai" | "mock" | endpoint id | null, "model"?: string | null}"#,
     )?;
     let model_change = body.provider.is_some() || body.model.is_some();
     let provider = body.provider.clone().unwrap_or(a.provider.clone());

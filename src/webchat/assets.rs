@@ -31,6 +31,21 @@ pub static ASSETS: &[Asset] = &[
         body: include_bytes!("../../www/rooms.js"),
     },
     Asset {
+        path: "/models.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../www/models.js"),
+    },
+    Asset {
+        path: "/pins.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../www/pins.js"),
+    },
+    Asset {
+        path: "/highlight.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../www/highlight.js"),
+    },
+    Asset {
         path: "/app.js",
         mime: "text/javascript; charset=utf-8",
         body: include_bytes!("../../www/app.js"),

@@ -45,6 +45,9 @@ pub fn delete(ctx: &Ctx, user: &User, room_id: &str, message_id: &str) -> ApiRes
     }
     let gone = central::message(&conn, &m.id)?.ok_or_else(|| ApiError(404, "no such message".into()))?;
     ctx.hub.broadcast(&room.id, &update_event(&gone), None);
+    if crate::db::pins::forget(&conn, &m.id)? > 0 {
+        super::pins::announce(ctx, &conn, &room.id)?;
+    }
     log::info!("{} deleted message {} in room {}", user.id, m.id, room.id);
     Ok(Resp::json(200, &json!({ "ok": true, "message": super::redact::message(&gone) })))
 }

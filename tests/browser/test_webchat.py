@@ -807,6 +807,44 @@ def step_code_copy(ctx):
     p.wait(lambda _: button.text == "Copied", "the button says Copied")
     copied = p.d.execute_async_script("navigator.clipboard.readText().then(arguments[0], (e) => arguments[0]('ERR ' + e))")
     check(copied == "print('hi')\n", f"the clipboard holds {copied!r}")
+    # A block marked with its language is coloured; its text (and what Copy takes) is unchanged.
+    code = 'fn main() { let s = "<b>hi</b>"; } // done 42'
+    post(ctx.host.port, f"```rust\n{code}\n```")
+    spans = p.wait(lambda _: p.js(
+        "const c = [...document.querySelectorAll('#messages pre code.language-rust')].at(-1);"
+        "return c && c.dataset.hl && [c.textContent, [...c.querySelectorAll('span')].map((s) => [s.className, s.textContent])]"
+    ), "a coloured rust block")
+    check(spans[0] == code + "\n", f"the code's text is kept: {spans[0]!r}")
+    check(["hl-keyword", "fn"] in spans[1] and ["hl-keyword", "let"] in spans[1]
+          and ["hl-string", '"<b>hi</b>"'] in spans[1] and ["hl-comment", "// done 42"] in spans[1],
+          f"keywords, string and comment coloured: {spans[1]}")
+    check(not p.find_all("#messages pre code b"), "markup in code stays text")
+
+
+def step_pins(ctx):
+    """A message pinned from its button: counted in the header, listed, jumped to; an unpin made
+    elsewhere reaches the page at once."""
+    p = ctx.page
+    reply = p.chat("pin me")
+    button = p.find(f"#messages [data-id='{reply['id']}'] .msg-pin")
+    check(button.text == "Pin", f"the button offers {button.text!r}")
+    p.js("arguments[0].click()", button)  # shown on hover; a tap on a phone
+    p.wait(lambda _: p.find("#open-pins").is_displayed() and p.find("#pins-count").text == "1", "one pin counted in the header")
+    check(p.js("return document.querySelector(`#messages [data-id='${arguments[0]}']`).classList.contains('pinned')", reply["id"]),
+          "the message is marked pinned")
+    pins = api(ctx.host.port, "GET", f"/api/rooms/{ROOM}/pins")["pins"]
+    check([x["message_id"] for x in pins] == [reply["id"]], f"stored pins {pins}")
+    p.chat("something after the pin")
+    p.find("#open-pins").click()
+    item = p.wait(lambda _: next(iter(p.find_all("#pins-list .pin-item")), None), "the pin listed")
+    check("echo: pin me" in item.text, f"the listed pin shows {item.text!r}")
+    item.click()
+    p.wait(lambda _: p.js("return document.activeElement && document.activeElement.dataset.id") == reply["id"],
+           "the pinned message jumped to")
+    api(ctx.host.port, "DELETE", f"/api/rooms/{ROOM}/pins/{reply['id']}")
+    p.wait(lambda _: not p.find("#open-pins").is_displayed(), "the header's pin button gone after an unpin elsewhere")
+    p.wait(lambda _: p.find(f"#messages [data-id='{reply['id']}'] .msg-pin").get_attribute("aria-pressed") == "false",
+           "the message's button back to Pin")
 
 
 BIG_ROOM_MESSAGES = 10_000
@@ -1030,6 +1068,7 @@ MOCK_STEPS = [
     ("thinking, streaming with tools and Stop, typing", step_live_activity),
     ("files: picker, caption, drop, progress, lightbox", step_upload),
     ("code blocks: a Copy button", step_code_copy),
+    ("pinned messages: pin, count, list, jump, unpin seen live", step_pins),
     ("a 10 000-message room: scroll back, search and jump, delete, export", step_long_history),
     ("installable: manifest, icons, an active service worker", step_installable),
     ("offline: the outbox keeps a send across a reload and sends it once", step_offline_outbox),
@@ -1190,6 +1229,15 @@ def step_model_tools(ctx):
         == [[{"name": "write_file", "done": True}, {"name": "send_file", "done": True}]],
         "tool chips for write_file and send_file, both finished",
     )
+    # A chip unfolds to the call's arguments and what the tool returned, and stays open.
+    p.find("#messages .msg.streaming .tool-live summary").click()
+    detail = p.wait(lambda _: p.js(
+        "const d = document.querySelector('#messages .msg.streaming .tool-live[open]');"
+        "return d && [...d.querySelectorAll('.tool-io')].map((e) => e.textContent)"
+    ), "the write_file chip unfolded")
+    check(len(detail) == 2 and '"path": "notes/hello.txt"' in detail[0] and FILE_TEXT in detail[0],
+          f"its arguments, then its output: {detail}")
+    check(detail[1].strip() != "", f"the tool's output shown: {detail}")
     files = p.wait(
         lambda _: p.js(
             """
@@ -1233,6 +1281,13 @@ def step_model_tools(ctx):
         final["id"],
     )
     check(used == ["Used 2 tools", ["write_file", "send_file"]], f"the reply's tools: {used}")
+    kept = p.js(
+        "return [...document.querySelectorAll(`#messages [data-id='${arguments[0]}'] .tools-used .tool-call`)]"
+        ".map((d) => [...d.querySelectorAll('.tool-io')].map((e) => e.textContent))",
+        final["id"],
+    )
+    check(len(kept) == 2 and '"path": "notes/hello.txt"' in kept[1][0] and len(kept[1]) == 2,
+          f"each kept tool unfolds to its arguments and output: {kept}")
     reqs = fake.snapshot()
     check(len(reqs) == n0 + 3, f"three model calls for the turn, saw {len(reqs) - n0}")
     ok_result(reqs[n0 + 1]["body"], "call_write")
@@ -1509,7 +1564,10 @@ def step_model_no_key(ctx):
     p, fake = ctx.page, ctx.fake
     reqs = fake.snapshot()
     check(reqs, "the fake model saw requests")
-    bad = [i for i, r in enumerate(reqs) if r["headers"].get("authorization") != f"Bearer {API_KEY}"]
+    # The one call made through the endpoint added on the Models page carries that endpoint's key.
+    own = ctx.second_box_call
+    bad = [i for i, r in enumerate(reqs)
+           if r["headers"].get("authorization") != f"Bearer {SECOND_KEY if i == own else API_KEY}"]
     check(not bad, f"model requests without the key's Authorization header: {bad}")
     check(not [r for r in reqs if API_KEY in json.dumps(r["body"])], "the key appears in a request body")
     p.ws_frames()
@@ -1525,7 +1583,7 @@ def step_model_no_key(ctx):
         "the WebSocket frames": json.dumps(p.frames, ensure_ascii=False),
         "the stored history": json.dumps(history, ensure_ascii=False),
     }
-    leaks = [where for where, text in places.items() if API_KEY in text]
+    leaks = [where for where, text in places.items() if API_KEY in text or SECOND_KEY in text]
     check(not leaks, f"the API key appears in {', '.join(leaks)}")
     check(len(p.frames) > 20, f"the WebSocket frames were captured ({len(p.frames)})")
 
@@ -1581,6 +1639,71 @@ def step_model_tasks(ctx):
     api(ctx.host.port, "PATCH", f"/api/agents/{agent}", {"provider": None, "model": None})  # as it was
 
 
+SECOND_KEY = "sk-second-box-key-987654321"
+
+
+def step_models_page(ctx):
+    """The owner adds a model server on the Models page (checked first, its models offered, its key
+    kept on the host), gives the agent that endpoint, and the next call goes there with its key and
+    default model; then removes it."""
+    p, fake = ctx.page, ctx.fake
+    p.js("document.getElementById('open-models').click()")
+    p.wait(lambda _: p.find("#models-dialog").is_displayed(), "the Models page")
+    p.wait(lambda _: len(p.find_all("#models-list li.endpoint")) == 2, "the .env endpoint and the mock listed")
+    p.find("#endpoint-url").send_keys(fake.base_url)
+    p.find("#endpoint-key").send_keys(SECOND_KEY)
+    p.find("#endpoint-probe").click()
+    p.wait(lambda _: p.find("#endpoint-found").is_displayed(), "the endpoint checked")
+    check("OpenAI-compatible" in p.find("#endpoint-kind").text, f"the server found: {p.find('#endpoint-kind').text!r}")
+    offered = p.js("return [...document.querySelectorAll('#endpoint-model option')].map((o) => o.value)")
+    check(offered == ["fake-model", "fake-model-large"], f"its models offered {offered}")
+    name = p.find("#endpoint-name")
+    name.clear()
+    name.send_keys("Second box")
+    Select(p.find("#endpoint-model")).select_by_value("fake-model-large")
+    p.find("#endpoint-add").click()
+    row = p.wait(lambda _: next((li for li in p.find_all("#models-list li.endpoint") if "Second box" in li.text), None),
+                 "the endpoint listed")
+    check("key kept" in row.text and "default fake-model-large" in row.text, f"the row shows {row.text!r}")
+    listed = api(ctx.host.port, "GET", "/api/models")
+    check(SECOND_KEY not in json.dumps(listed), "the key is never shown again")
+    ep = next(e for e in listed["providers"] if e.get("name") == "Second box")
+    p.find("#models-close").click()
+
+    p.find("#room-settings").click()
+    p.wait(lambda _: p.find("#room-dialog").is_displayed(), "the room settings")
+    row = p.wait(lambda _: next(iter(p.find_all("#room-agents li")), None), "the agent listed")
+    row.find_element(By.XPATH, ".//button[text()='Edit']").click()
+    p.wait(lambda _: p.find("#agent-edit-model-box").is_displayed()
+           and ep["id"] in p.js("return [...document.querySelectorAll('#agent-edit-provider option')].map((o) => o.value)"),
+           "the new endpoint offered in the agent's model picker")
+    Select(p.find("#agent-edit-provider")).select_by_value(ep["id"])
+    p.find("#agent-edit-model").clear()
+    p.find("#agent-edit-save").click()
+    p.wait(lambda _: not p.find("#agent-edit-dialog").is_displayed(), "the editor closes")
+    p.find("#room-close").click()
+    n0 = len(fake.requests)
+    fake.push(text_reply("From the second box."))
+    p.send("where do you run?")
+    p.wait_message("agent", "From the second box.", FIRST_REPLY_S)
+    call = fake.requests[n0]
+    ctx.second_box_call = n0
+    check(call["headers"].get("authorization") == f"Bearer {SECOND_KEY}", "the call carried the endpoint's own key")
+    check(call["body"]["model"] == "fake-model-large", f"the endpoint's default model: {call['body']['model']}")
+
+    # Removing it (the agent goes back to the host's default) from the page.
+    p.js("document.getElementById('open-models').click()")
+    row = p.wait(lambda _: next((li for li in p.find_all("#models-list li.endpoint") if "Second box" in li.text), None),
+                 "the endpoint listed again")
+    check("Used by 1 agent" in row.text, f"its use shown: {row.text!r}")
+    row.find_element(By.XPATH, ".//button[text()='Remove']").click()
+    p.wait(shown_alert, "the confirmation").accept()
+    p.wait(lambda _: not any("Second box" in li.text for li in p.find_all("#models-list li.endpoint")), "the endpoint removed")
+    p.find("#models-close").click()
+    agent = api(ctx.host.port, "GET", "/api/agents")[0]
+    check(agent["provider"] == "openai", f"the agent is back on the default: {agent}")
+
+
 MODEL_STEPS = [
     ("model: page loads, no mock banner", step_model_loads),
     ("model: streamed reply shown live, then once as markdown", step_model_streams),
@@ -1592,6 +1715,7 @@ MODEL_STEPS = [
     ("model: model error shown as an error notice", step_model_error),
     ("model: reaction and edit re-render in place", step_model_edit_react),
     ("model: a scheduled task paused, resumed, cancelled from the app", step_model_tasks),
+    ("model: an endpoint added on the Models page serves the agent", step_models_page),
     ("model: the API key stays with the host", step_model_no_key),
     ("model: no CSP violations or script errors", step_console_clean),
 ]
@@ -1763,6 +1887,7 @@ class Ctx:
         self.page = page
         self.fake = None
         self.file_msg = None  # the agent's file message (model phase)
+        self.second_box_call = None  # the model call made through the endpoint added in the app
         self.guest = None  # a second person's page (access phase)
         self.tls_page = None  # a browser trusting pincer's CA (TLS phase)
 

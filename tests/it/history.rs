@@ -79,3 +79,69 @@ fn a_sent_message_is_taken_back_and_the_room_exported() {
         after["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (1..=msgs.len() as i64).collect::<Vec<_>>(), "seqs stay gap-free");
 }
+
+/// A pinned message: listed for the room, announced to every page in it, gone from the pins
+/// when it is deleted; what does not exist or is not in the room is refused.
+#[test]
+fn messages_are_pinned_for_the_room() {
+    let dirs = Dirs::new();
+    let host = Host::start(&dirs);
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "remember the gate code");
+    let reply = ws.agent_reply("assistant", "echo: remember the gate code", COLD);
+    let (_, page) = host.get("/api/rooms/assistant/messages");
+    let said =
+        page["messages"].as_array().unwrap().iter().find(|m| m["sender_type"] == "user").unwrap().clone();
+    let pin = |id: &str, method: &str| {
+        http(host.port, method, &format!("/api/rooms/assistant/pins/{id}"), None, &[("X-Webchat-CSRF", "1")])
+    };
+    for m in [&reply, &said] {
+        let (status, body) = pin(m["id"].as_str().unwrap(), "PUT");
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, again) = pin(said["id"].as_str().unwrap(), "PUT");
+    assert_eq!((status, again["pins"].as_array().unwrap().len()), (200, 2), "pinning twice keeps one pin");
+    let frame = ws.wait(|f| f["type"] == "pins" && f["pins"].as_array().is_some_and(|p| p.len() == 2), WARM);
+    assert_eq!(frame["room_id"], "assistant");
+    let (_, listed) = host.get("/api/rooms/assistant/pins");
+    let ids: Vec<&str> =
+        listed["pins"].as_array().unwrap().iter().map(|p| p["message_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&reply["id"].as_str().unwrap()) && ids.contains(&said["id"].as_str().unwrap()));
+    let first = &listed["pins"][0];
+    assert_eq!(first["message"]["id"], first["message_id"]);
+    assert!(first["seq"].as_i64().unwrap() > 0 && first["pinned_by"].as_str().is_some(), "{first}");
+
+    assert_eq!(pin("no-such-message", "PUT").0, 404);
+    assert_eq!(
+        http(
+            host.port,
+            "PUT",
+            &format!("/api/rooms/elsewhere/pins/{}", said["id"].as_str().unwrap()),
+            None,
+            &[("X-Webchat-CSRF", "1")]
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        http(host.port, "PUT", "/api/rooms/assistant/pins/x", None, &[]).0,
+        403,
+        "CSRF header required"
+    );
+
+    // Deleting a pinned message unpins it for everyone.
+    let (status, _) = http(
+        host.port,
+        "DELETE",
+        &format!("/api/rooms/assistant/messages/{}", said["id"].as_str().unwrap()),
+        None,
+        &[("X-Webchat-CSRF", "1")],
+    );
+    assert_eq!(status, 200);
+    ws.wait(|f| f["type"] == "pins" && f["pins"].as_array().is_some_and(|p| p.len() == 1), WARM);
+    let (status, body) = pin(reply["id"].as_str().unwrap(), "DELETE");
+    assert_eq!((status, body["pins"].as_array().unwrap().len()), (200, 0), "{body}");
+    assert_eq!(pin(said["id"].as_str().unwrap(), "PUT").0, 409, "a deleted message cannot be pinned");
+}

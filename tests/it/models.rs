@@ -133,6 +133,14 @@ fn a_scripted_model_writes_a_file_reads_it_back_and_replies_with_it() {
     {
         let t = ws.wait(|f| f["type"] == "tool" && f["name"] == name && f["state"] == state, COLD);
         assert!(t["summary"].as_str().unwrap().contains("notes/a.txt"), "{t}");
+        // The arguments as the model sent them; the output once the tool is done.
+        let args: Value = serde_json::from_str(t["input"].as_str().unwrap_or_else(|| panic!("{t}"))).unwrap();
+        assert_eq!(args["path"], "notes/a.txt", "{t}");
+        match (name, state) {
+            (_, "start") => assert!(t["output"].is_null(), "{t}"),
+            ("read_file", _) => assert!(t["output"].as_str().unwrap().contains("file content 42"), "{t}"),
+            _ => assert!(t["output"].as_str().unwrap().contains("15"), "write_file's report: {t}"),
+        }
     }
     let reply = ws.agent_reply("assistant", "The file says", COLD);
     assert_eq!(reply["text"], "The file says: file content 42");
@@ -145,6 +153,7 @@ fn a_scripted_model_writes_a_file_reads_it_back_and_replies_with_it() {
         .collect();
     assert_eq!(tools, ["write_file", "read_file"], "{reply}");
     assert!(reply["tools"][0]["summary"].as_str().unwrap().contains("notes/a.txt"));
+    assert!(reply["tools"][1]["output"].as_str().unwrap().contains("file content 42"), "kept: {reply}");
     let (_, _, md) = http_raw(host.port, "GET", "/api/rooms/assistant/export", None, &[]);
     let md = String::from_utf8(md).unwrap();
     assert!(md.contains("- tool: write_file — ") && md.contains("- tool: read_file — "), "{md}");
@@ -559,4 +568,131 @@ fn the_drafter_proposes_a_name_and_instructions() {
     assert_eq!(status, 502, "{body}");
     assert!(body["error"].as_str().unwrap().contains("did not answer with a draft"));
     assert_eq!(host.post("/api/agents/draft", json!({ "prompt": " " })).0, 422);
+}
+
+/// Endpoints added in the app: a URL probed for what it serves (a llama.cpp-style list, an
+/// Anthropic list, Ollama's tags), saved only once it answers and accepts the key, the key kept
+/// on the host; an agent given the endpoint sends its calls there with that key; metadata
+/// addresses refused; removal refused while an agent uses it.
+#[test]
+fn endpoints_added_in_the_app_serve_their_agents() {
+    const BOX_KEY: &str = "sk-box-key-abcdefghijklmnop0123";
+    let llama = FakeModel::start();
+    let claude = FakeModel::start();
+    let ollama = FakeModel::start();
+    let dirs = Dirs::new();
+    let host = Host::start(&dirs);
+
+    llama.reply(pincer::testing::Reply::json(
+        200,
+        r#"{"object":"list","data":[{"id":"qwen3-4b","object":"model"}]}"#,
+    ));
+    let (status, p) = host.post("/api/models/probe", json!({ "url": llama.url() }));
+    assert_eq!(status, 200, "{p}");
+    assert_eq!((p["kind"].as_str(), p["models"].clone()), (Some("openai"), json!(["qwen3-4b"])));
+    assert_eq!(p["endpoint"], format!("{}/v1", llama.url()));
+    assert_eq!(llama.next_request(WARM).unwrap().path, "/v1/models");
+
+    let refusal = r#"{"type":"error","error":{"type":"authentication_error","message":"x-api-key header is required"}}"#;
+    claude.reply(pincer::testing::Reply::json(401, refusal));
+    let (status, p) = host.post("/api/models/probe", json!({ "url": claude.url() }));
+    assert_eq!(
+        (status, p["kind"].as_str(), p["requires_credential"].as_bool()),
+        (200, Some("anthropic"), Some(true))
+    );
+    claude.reply(pincer::testing::Reply::json(401, refusal));
+    let (status, body) = host.post("/api/models", json!({ "name": "Claude box", "url": claude.url() }));
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("needs a key"), "{body}");
+    claude.reply(pincer::testing::Reply::json(
+        200,
+        r#"{"data":[{"id":"claude-x","type":"model"}],"has_more":false}"#,
+    ));
+    let (status, body) =
+        host.post("/api/models", json!({ "name": "Claude box", "url": claude.url(), "api_key": BOX_KEY }));
+    assert_eq!(status, 200, "{body}");
+    let ep = body["endpoint"].clone();
+    assert_eq!(
+        (ep["kind"].as_str(), ep["default_model"].as_str(), ep["has_key"].as_bool()),
+        (Some("anthropic"), Some("claude-x"), Some(true))
+    );
+    assert!(!body.to_string().contains(BOX_KEY), "the key is never shown: {body}");
+    while let Some(r) = claude.next_request(Duration::from_millis(0)) {
+        if r.path.starts_with("/v1/models") && r.header("x-api-key") == Some(BOX_KEY) {
+            break;
+        }
+    }
+    let id = ep["id"].as_str().unwrap().to_string();
+    let (status, body) = host.post("/api/models", json!({ "name": "claude BOX", "url": claude.url() }));
+    assert_eq!(status, 409, "names are unique: {body}");
+
+    // Ollama: no OpenAI list at the root or /v1 here, its own tags list answers.
+    ollama.reply(pincer::testing::Reply::json(404, r#"{"error":"not found"}"#));
+    ollama.reply(pincer::testing::Reply::json(404, r#"{"error":"not found"}"#));
+    ollama.reply(pincer::testing::Reply::json(200, r#"{"models":[{"name":"llama3.2:3b"}]}"#));
+    let (status, p) = host.post("/api/models/probe", json!({ "url": ollama.url() }));
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(
+        (p["server"].as_str(), p["endpoint"].clone()),
+        (Some("Ollama"), json!(format!("{}/v1", ollama.url())))
+    );
+    let paths: Vec<String> = (0..3).map(|_| ollama.next_request(WARM).unwrap().path).collect();
+    assert_eq!(paths, ["/v1/models", "/models", "/api/tags"]);
+
+    for (url, says) in [
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://metadata.google.internal/", "metadata"),
+        ("file:///etc/passwd", "http"),
+        ("http://user:pw@127.0.0.1:9/", "key field"),
+    ] {
+        let (status, body) = host.post("/api/models", json!({ "name": "Bad", "url": url }));
+        assert_eq!(status, 422, "{url}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(says), "{url}: {body}");
+    }
+
+    // The assistant uses the box: its calls go there with the box's key and default model.
+    let (_, agents) = host.get("/api/agents");
+    let agent = agents[0]["id"].as_str().unwrap().to_string();
+    let (status, body) = http(
+        host.port,
+        "PATCH",
+        &format!("/api/agents/{agent}"),
+        Some(&json!({ "provider": id }).to_string()),
+        &[("X-Webchat-CSRF", "1")],
+    );
+    assert_eq!(status, 200, "{body}");
+    claude.reply(pincer::testing::Reply::json(
+        200,
+        r#"{"data":[{"id":"claude-x","type":"model"}],"has_more":false}"#,
+    ));
+    let (_, models) = host.get("/api/models");
+    let listed =
+        models["providers"].as_array().unwrap().iter().find(|e| e["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(
+        (listed["models"].clone(), listed["agents"].clone()),
+        (json!(["claude-x"]), json!([agent])),
+        "{models}"
+    );
+    assert!(!models.to_string().contains(BOX_KEY));
+    claude.next_request(WARM).expect("the list was asked for");
+
+    claude.reply(anthropic::text(&["From the box."]));
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "hello box");
+    ws.agent_reply("assistant", "From the box.", COLD);
+    let call = claude.next_request(COLD).expect("the agent's call reached its endpoint");
+    assert_eq!((call.path.as_str(), call.header("x-api-key")), ("/v1/messages", Some(BOX_KEY)));
+    assert_eq!(call.body["model"], "claude-x");
+
+    let delete = |q: &str| {
+        http(host.port, "DELETE", &format!("/api/models/{id}{q}"), None, &[("X-Webchat-CSRF", "1")])
+    };
+    let (status, body) = delete("");
+    assert_eq!((status, body["agents"].clone()), (409, json!([agent])), "{body}");
+    let (status, body) = delete("?force=1");
+    assert_eq!((status, body["unassigned"].as_i64()), (200, Some(1)), "{body}");
+    let (_, a) = host.get(&format!("/api/agents/{agent}"));
+    assert_eq!(a["provider"], "mock", "back to the host's default");
+    assert_eq!(delete("").0, 404);
 }
