@@ -38,11 +38,14 @@ pub fn blocks(workspace: &Path, rows: &[InboundRow]) -> (Vec<Block>, Vec<String>
     for row in rows.iter().filter(|r| r.kind == "chat") {
         let Ok(content) = serde_json::from_str::<Value>(&row.content) else { continue };
         for f in content.get("files").and_then(Value::as_array).into_iter().flatten() {
-            let (Some(name), Some(path)) =
+            let (Some(name), Some(shown_path)) =
                 (f.get("name").and_then(Value::as_str), f.get("path").and_then(Value::as_str))
             else {
                 continue;
             };
+            // A picture too large for the model comes with a copy made for it (the host scaled
+            // it down): the model sees that, the agent's tools the original.
+            let path = f.get("model_path").and_then(Value::as_str).unwrap_or(shown_path);
             let pdf = path.to_ascii_lowercase().ends_with(".pdf");
             let media = media_type(path);
             if media.is_none() && !pdf {
@@ -60,7 +63,7 @@ pub fn blocks(workspace: &Path, rows: &[InboundRow]) -> (Vec<Block>, Vec<String>
             if pdf {
                 if size > PDF_BYTES_MAX {
                     notes.push(format!(
-                        "[The PDF {name} is {:.1} MB, too large to read whole here (the limit is {} MB); it is at {path}.]",
+                        "[The PDF {name} is {:.1} MB, too large to read whole here (the limit is {} MB); it is at {shown_path}.]",
                         size as f64 / 1e6,
                         PDF_BYTES_MAX / 1_000_000
                     ));
@@ -75,14 +78,16 @@ pub fn blocks(workspace: &Path, rows: &[InboundRow]) -> (Vec<Block>, Vec<String>
             let Some(media) = media else { continue };
             if size > IMAGE_BYTES_MAX {
                 notes.push(format!(
-                    "[The picture {name} is {:.1} MB, too large to look at (the limit is {:.2} MB); it is still at {path}.]",
+                    "[The picture {name} is {:.1} MB, too large to look at (the limit is {:.2} MB); it is still at {shown_path}.]",
                     size as f64 / 1e6,
                     IMAGE_BYTES_MAX as f64 / 1e6
                 ));
                 continue;
             }
             if images.len() == IMAGES_PER_BATCH_MAX {
-                notes.push(format!("[More than {IMAGES_PER_BATCH_MAX} pictures: {name} is only at {path}.]"));
+                notes.push(format!(
+                    "[More than {IMAGES_PER_BATCH_MAX} pictures: {name} is only at {shown_path}.]"
+                ));
                 continue;
             }
             images.push(Block::Image { path: real.to_string_lossy().into_owned(), media_type: media.into() });
@@ -152,5 +157,15 @@ mod tests {
         assert_eq!(blocks_, vec![Block::Pdf { path: path.clone(), name: "r.PDF".into() }]);
         assert_eq!(pdf_base64_of(&path).as_deref(), Some("JVBERi0xLjQ="));
         assert_eq!(base64_of("/nonexistent/x.png"), None);
+        // A picture with a copy made for the model: the model sees the copy.
+        std::fs::write(inbox.join(".huge.png.model.jpg"), b"small jpeg").unwrap();
+        let with_copy = serde_json::json!({"files": [{"name": "huge.png", "path": "/workspace/inbox/m1/huge.png",
+            "model_path": "/workspace/inbox/m1/.huge.png.model.jpg"}]});
+        let (blocks_, notes) = blocks(ws.path(), &[row(with_copy)]);
+        let copy = inbox.join(".huge.png.model.jpg").to_string_lossy().into_owned();
+        assert_eq!(
+            (blocks_, notes),
+            (vec![Block::Image { path: copy, media_type: "image/jpeg".into() }], vec![])
+        );
     }
 }

@@ -22,6 +22,7 @@ pub mod engage;
 pub mod image;
 pub mod links;
 pub mod lock;
+pub mod pictures;
 pub mod proxy;
 pub mod rooms;
 pub mod router;

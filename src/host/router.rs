@@ -362,6 +362,14 @@ impl Router {
             }
             let mut f = e.clone();
             f["path"] = serde_json::json!(format!("/workspace/inbox/{}/{local}", m.id));
+            // The picture's copy made for the model, beside it.
+            let copy = super::pictures::model_copy(&src);
+            if copy.exists() {
+                let name = format!(".{local}.model.jpg");
+                std::fs::copy(&copy, inbox.join(&name))
+                    .map_err(|e| anyhow::anyhow!("copying {stored}'s picture for the model: {e}"))?;
+                f["model_path"] = serde_json::json!(format!("/workspace/inbox/{}/{name}", m.id));
+            }
             if let Some(o) = f.as_object_mut() {
                 o.remove("url");
             }

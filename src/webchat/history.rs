@@ -40,7 +40,9 @@ pub fn delete(ctx: &Ctx, user: &User, room_id: &str, message_id: &str) -> ApiRes
     for f in m.files.as_array().into_iter().flatten() {
         let stored = f.get("url").and_then(|u| u.as_str()).and_then(|u| u.rsplit_once('/')).map(|(_, n)| n);
         if let Some(name) = stored.filter(|n| super::files::safe_name(n)) {
-            let _ = std::fs::remove_file(super::files::room_dir(&ctx.uploads, &room.id).join(name));
+            let path = super::files::room_dir(&ctx.uploads, &room.id).join(name);
+            let _ = std::fs::remove_file(crate::host::pictures::model_copy(&path));
+            let _ = std::fs::remove_file(path);
         }
     }
     let gone = central::message(&conn, &m.id)?.ok_or_else(|| ApiError(404, "no such message".into()))?;

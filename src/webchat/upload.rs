@@ -194,6 +194,10 @@ pub(crate) fn post_file(
     std::fs::rename(&partial.path, &final_path)
         .map_err(|e| ApiError(507, format!("cannot store the file: {e}")))?;
     partial.kept = true;
+    // A phone photo is too large for a model: its copy for the model is there before routing.
+    if let Err(e) = crate::host::pictures::prepare(&final_path) {
+        log::info!("{saved} is not given to the model as a picture: {e}");
+    }
     let (mime, _) = files::mime_of(saved);
     let entry = json!({
         "name": name,
@@ -206,6 +210,7 @@ pub(crate) fn post_file(
         Ok(m) => m,
         Err(e) => {
             let _ = std::fs::remove_file(&final_path);
+            let _ = std::fs::remove_file(crate::host::pictures::model_copy(&final_path));
             return Err(match e {
                 SendRefusal::Refused(e) => e,
                 SendRefusal::Limited(_) => ApiError(429, "too many messages".into()),

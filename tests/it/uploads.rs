@@ -394,3 +394,51 @@ fn a_resumable_upload_survives_a_dropped_chunk() {
     let (status, _) = put_chunk(&host, &"a".repeat(20), 0, b"x");
     assert_eq!(status, 404);
 }
+
+/// A phone-sized photo (far over the 5 MB a model takes as base64) reaches the model as a JPEG
+/// scaled to 1568 px on its long edge; the agent's tools still get the original.
+#[test]
+fn a_large_photo_reaches_the_model_scaled_down() {
+    use base64::Engine;
+    let mut seed = 1u32;
+    let pixels = image::ImageBuffer::from_fn(3000, 2000, |_, _| {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let b = seed.to_le_bytes();
+        image::Rgb([b[1], b[2], b[3]])
+    });
+    let mut photo = Vec::new();
+    image::DynamicImage::ImageRgb8(pixels)
+        .write_to(&mut std::io::Cursor::new(&mut photo), image::ImageFormat::Png)
+        .unwrap();
+    assert!(photo.len() > 5_000_000, "the photo is over what a model takes: {}", photo.len());
+    let fake = FakeModel::start();
+    fake.reply(openai::text(&["A big photo."], "stop"));
+    let dirs = Dirs::new();
+    let base = format!("{}/v1", fake.url());
+    let host = Host::start_with(
+        &dirs,
+        &[
+            ("PINCER_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", &base),
+            ("OPENAI_MODEL", "m"),
+            ("OPENAI_API_KEY", KEY),
+        ],
+    );
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    let parts =
+        send_and_read_parts(&host, &mut ws, &fake, "IMG_1234.png", &photo, "what is this?", "A big photo.");
+    let url = parts.iter().find(|p| p["type"] == "image_url").unwrap_or_else(|| panic!("{parts:?}"))["image_url"]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b64 = url.strip_prefix("data:image/jpeg;base64,").unwrap_or_else(|| panic!("a JPEG: {}", &url[..40]));
+    let jpeg = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let seen = image::load_from_memory(&jpeg).unwrap();
+    assert_eq!((seen.width(), seen.height()), (1568, 1045));
+    let text = parts.iter().find(|p| p["type"] == "text").unwrap()["text"].as_str().unwrap().to_string();
+    assert!(
+        text.contains("IMG_1234.png") && !text.contains(".model.jpg"),
+        "the agent is told of the original: {text}"
+    );
+}
