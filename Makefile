@@ -46,7 +46,7 @@ test-faults: deps image
 	$(CARGO) build --bin pincer
 	PINCER_FAULT_KILLS=$${PINCER_FAULT_KILLS:-25} $(CARGO) test --test it faults:: -- --test-threads=1 --nocapture
 
-bench: image
+bench: deps image
 	$(CARGO) bench --bench bench
 
 check:

@@ -33,9 +33,16 @@
   const OLDER_PAGE = 100; // messages fetched per scroll back
   const OLDER_PAGE_MAX = 1000; // the API's largest page (a jump back fetches up to this many)
   const OLDER_AT_PX = 300; // this close to the top, the next older page is fetched
+  // Formatters made once: toLocale*String builds a new one on every call, which dominated
+  // showing a page of older messages.
+  const FULL_DATE = new Intl.DateTimeFormat([], { dateStyle: 'full', timeStyle: 'medium' });
+  const CLOCK = new Intl.DateTimeFormat([], { hour: 'numeric', minute: '2-digit' });
+  const DAY = new Intl.DateTimeFormat([], { weekday: 'long', month: 'long', day: 'numeric' });
+  const DAY_YEAR = new Intl.DateTimeFormat([], { weekday: 'long', month: 'long', day: 'numeric', year: 'numeric' });
+
   const SEARCH_DEBOUNCE_MS = 250;
-  const FLASH_MS = 2000;
-  const COPIED_MS = 1500; // "Copied" shows this long // a message jumped to stays marked this long
+  const FLASH_MS = 2000; // a message jumped to stays marked this long
+  const COPIED_MS = 1500; // "Copied" shows this long
   const GROUP_GAP_MS = 5 * 60 * 1000; // consecutive messages within this gap are grouped
   const STORE_ROOM = 'pincer.room';
   const STORE_BANNER = 'pincer.mockBannerDismissed';
@@ -915,7 +922,7 @@
       line.append(edited);
     }
     const d = new Date(createdMs);
-    const t = el('time', '', d.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' }));
+    const t = el('time', '', CLOCK.format(d));
     t.dateTime = d.toISOString();
     t.title = fullDate(createdMs);
     line.append(t);
@@ -1016,8 +1023,10 @@
   function showOlderStatus(r, text) {
     if (r.id !== state.current) return;
     let node = ui.messages.querySelector('.older-status');
+    // The line stays (empty) once there: adding or removing it above thousands of messages
+    // would move them all, a layout of the whole list for every page loaded.
     if (!text) {
-      if (node) node.remove();
+      if (node) node.textContent = '';
       return;
     }
     if (!node) {
@@ -1114,7 +1123,7 @@
   }
 
   function fullDate(ms) {
-    return new Date(ms).toLocaleString([], { dateStyle: 'full', timeStyle: 'medium' });
+    return FULL_DATE.format(new Date(ms));
   }
 
   function filesEl(files) {
@@ -1960,9 +1969,7 @@
     const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
     if (dayKey(ms) === dayKey(today.getTime())) return 'Today';
     if (dayKey(ms) === dayKey(yesterday.getTime())) return 'Yesterday';
-    const opts = { weekday: 'long', month: 'long', day: 'numeric' };
-    if (d.getFullYear() !== today.getFullYear()) opts.year = 'numeric';
-    return d.toLocaleDateString([], opts);
+    return (d.getFullYear() !== today.getFullYear() ? DAY_YEAR : DAY).format(d);
   }
 
   function formatSize(n) {

@@ -1,6 +1,8 @@
 //! The files-and-history phase: how fast an upload streams to disk (against `cp` of the same
-//! file on the same file system), and how long a search over 100 000 stored messages takes
-//! through the API (against the same full-text query run directly on the database).
+//! file on the same file system), how long a search over 100 000 stored messages takes
+//! through the API (against the same full-text query run directly on the database), and how
+//! long the app in headless Chromium takes to open a 10 000-message room and scroll back to its
+//! first message (against the same browser laying out 10 000 plain message elements).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,6 +20,8 @@ const UPLOADS: usize = 3;
 /// Messages searched.
 pub(crate) const MESSAGES: usize = 100_000;
 const SEARCHES: usize = 50;
+/// Messages in the room the browser opens.
+pub(crate) const RENDERED: usize = 10_000;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) struct Filed {
@@ -27,6 +31,8 @@ pub(crate) struct Filed {
     pub(crate) cp_mb_s: Vec<f64>,
     pub(crate) search: Vec<Duration>,
     pub(crate) fts_direct: Vec<Duration>,
+    /// `tests/bench/render.py`'s figures (ms): open_ms, scroll_back_ms, static_ms.
+    pub(crate) render: serde_json::Value,
 }
 
 pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Filed> {
@@ -43,8 +49,13 @@ pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Filed>
     getrandom::fill(&mut data).map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::write(&src, &data)?;
     let mb = data.len() as f64 / 1e6;
-    let mut out =
-        Filed { upload_mb_s: Vec::new(), cp_mb_s: Vec::new(), search: Vec::new(), fts_direct: Vec::new() };
+    let mut out = Filed {
+        upload_mb_s: Vec::new(),
+        cp_mb_s: Vec::new(),
+        search: Vec::new(),
+        fts_direct: Vec::new(),
+        render: serde_json::Value::Null,
+    };
     for n in 0..UPLOADS {
         let copy = dir.join(format!("copy-{n}.bin"));
         let started = Instant::now();
@@ -114,7 +125,41 @@ pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Filed>
         out.fts_direct.push(started.elapsed());
         ensure!(!rows.is_empty(), "the direct query found nothing");
     }
+    // A room of its own with 10 000 messages, opened and scrolled back in the browser.
+    let (status, made) =
+        http_json(port, "POST", "/api/rooms", Some(&json!({ "name": "Render", "agents": [] })))?;
+    ensure!(status == 201, "POST /api/rooms answered {status}: {made}");
+    let render_room = made["room"]["id"].as_str().context("room id")?.to_string();
+    db.execute_batch("BEGIN IMMEDIATE")?;
+    {
+        let mut insert = db.prepare(
+            "INSERT INTO room_messages (id, room_id, seq, sender, sender_id, sender_type, text, html, files, created_at, routed_at)
+             VALUES (?1, ?2, ?3, 'bench', 'webchat:local-owner', 'user', ?4, ?5, '[]', ?6, ?6)",
+        )?;
+        for i in 1..=RENDERED {
+            insert.execute(rusqlite::params![
+                format!("render-{i}"),
+                render_room,
+                i as i64,
+                format!("note {i}"),
+                format!("<p>note {i}</p>"),
+                1_700_000_000_000i64 + i as i64 * 60_000
+            ])?;
+        }
+    }
+    db.execute_batch("COMMIT")?;
     drop(db);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bench/render.py");
+    let run = std::process::Command::new("python3")
+        .args([script, &port.to_string(), &render_room, &RENDERED.to_string()])
+        .output()
+        .context("running tests/bench/render.py (make deps installs Chromium and selenium)")?;
+    ensure!(
+        run.status.success(),
+        "render.py failed: {}",
+        String::from_utf8_lossy(&run.stderr).lines().last().unwrap_or_default()
+    );
+    out.render = serde_json::from_slice(&run.stdout).context("render.py's figures")?;
     host.stop()?;
     Ok(out)
 }

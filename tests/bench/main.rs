@@ -225,6 +225,20 @@ fn run() -> anyhow::Result<()> {
         "ms",
         &[("sqlite_fts5_same_query_p99", ms(&f.fts_direct, 99), "ms")],
     );
+    let r = |k: &str| f.render[k].as_f64().unwrap_or(f64::NAN);
+    let laid_out = format!("chromium_{}k_plain_messages_laid_out", files::RENDERED / 1000);
+    report(
+        &format!("open_{}k_message_room", files::RENDERED / 1000),
+        r("open_ms"),
+        "ms",
+        &[(&laid_out, r("static_ms"), "ms")],
+    );
+    report(
+        &format!("scroll_back_{}k_message_room", files::RENDERED / 1000),
+        r("scroll_back_ms"),
+        "ms",
+        &[(&laid_out, r("static_ms"), "ms")],
+    );
 
     eprintln!("bench: host stopped {:.0} ms after SIGTERM", stop_took.as_secs_f64() * 1e3);
     eprintln!("bench: host logged {log_lines} lines at info, {} at WARN/ERROR", warnings.len());
