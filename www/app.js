@@ -1082,6 +1082,28 @@
     ui.searchInput.select();
   }
 
+  /** Rooms whose name has the words typed: the search dialog switches rooms too (Ctrl/Cmd+K). */
+  function roomHits(q) {
+    const words = q.toLowerCase().split(/\s+/).filter(Boolean);
+    return state.rooms
+      .filter((r) => words.every((w) => String(r.name || '').toLowerCase().includes(w)))
+      .slice(0, 5)
+      .map((r) => {
+        const li = el('li');
+        const b = el('button', 'search-room');
+        b.type = 'button';
+        b.dataset.room = r.id;
+        b.append(el('span', 'search-meta', 'Room'), el('span', 'search-snippet', r.name));
+        b.addEventListener('click', () => {
+          ui.searchDialog.close();
+          closeDrawer();
+          selectRoom(r.id);
+        });
+        li.append(b);
+        return li;
+      });
+  }
+
   async function runSearch() {
     const q = ui.searchInput.value.trim();
     const mine = ++searchSeq;
@@ -1090,6 +1112,8 @@
       ui.searchStatus.textContent = '';
       return;
     }
+    const rooms = roomHits(q);
+    ui.searchResults.replaceChildren(...rooms);
     ui.searchStatus.textContent = 'Searching…';
     const res = await fetch(`/api/search?q=${encodeURIComponent(q)}&limit=50`).catch(() => null);
     if (mine !== searchSeq) return; // a newer search is under way
@@ -1100,7 +1124,7 @@
     }
     const results = body.results || [];
     ui.searchStatus.textContent = results.length ? `${results.length} found` : 'Nothing found';
-    ui.searchResults.replaceChildren(...results.map((hit) => {
+    ui.searchResults.replaceChildren(...rooms, ...results.map((hit) => {
       const li = el('li');
       const b = el('button', 'search-hit');
       b.type = 'button';
@@ -2105,7 +2129,23 @@
     if (ev.key === 'Enter') {
       clearTimeout(searchTimer);
       runSearch();
+    } else if (ev.key === 'ArrowDown') {
+      const first = ui.searchResults.querySelector('button');
+      if (first) {
+        ev.preventDefault();
+        first.focus();
+      }
     }
+  });
+  // Up and down move through the results; up from the first goes back to the words.
+  ui.searchResults.addEventListener('keydown', (ev) => {
+    if (ev.key !== 'ArrowDown' && ev.key !== 'ArrowUp') return;
+    const buttons = [...ui.searchResults.querySelectorAll('button')];
+    const at = buttons.indexOf(document.activeElement);
+    if (at < 0) return;
+    ev.preventDefault();
+    const next = ev.key === 'ArrowDown' ? buttons[at + 1] : buttons[at - 1] || ui.searchInput;
+    if (next) next.focus();
   });
   ui.newAgent.addEventListener('click', () => {
     closeDrawer();

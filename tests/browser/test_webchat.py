@@ -911,8 +911,22 @@ def step_long_history(ctx):
     p.wait(lambda _: p.js("return document.querySelector('#rooms li.active').dataset.roomId") == room, "Alt+Up: back")
     p.find(f'#rooms [data-room-id="{ROOM}"] button').click()
     p.wait(lambda _: p.find("#room-title").text == "Assistant", "back in Assistant")
+    # Ctrl+K also switches rooms: a room's name, Down to it, Enter.
     p.find("#composer").send_keys(Keys.CONTROL, "k")
     p.wait(lambda _: p.find("#search-dialog").is_displayed(), "Ctrl+K opens search")
+    p.find("#search-input").send_keys("archi")
+    p.wait(lambda _: [b.text for b in p.find_all("#search-results .search-room")] == ["Room\nArchive"],
+           "the Archive room offered")
+    p.find("#search-input").send_keys(Keys.ARROW_DOWN)
+    p.wait(lambda _: p.js("return document.activeElement.dataset.room") == room, "Down: the room result focused")
+    p.d.switch_to.active_element.send_keys(Keys.ENTER)
+    p.wait(lambda _: p.find("#room-title").text == "Archive" and not p.find("#search-dialog").is_displayed(),
+           "the room switched to")
+    p.find(f'#rooms [data-room-id="{ROOM}"] button').click()
+    p.wait(lambda _: p.find("#room-title").text == "Assistant", "back in Assistant again")
+    p.find("#composer").send_keys(Keys.CONTROL, "k")
+    p.wait(lambda _: p.find("#search-dialog").is_displayed(), "Ctrl+K opens search")
+    p.find("#search-input").clear()
     p.find("#search-input").send_keys("walrus sings")
     hit = p.wait(lambda _: next(iter(p.find_all("#search-results .search-hit")), None), "a search result")
     check("walrus" in hit.text and "Archive" in hit.text, f"the result says {hit.text!r}")
