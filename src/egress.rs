@@ -16,6 +16,8 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// Longest URL an operator may give.
 pub const URL_CHARS_MAX: usize = 2048;
+/// Longest wait for a host name to resolve (the request's own deadline when shorter).
+pub const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Host names of cloud metadata services.
 const BLOCKED_HOSTS: &[&str] =
@@ -103,7 +105,7 @@ impl Resolver for GuardedResolver {
         &self,
         uri: &Uri,
         _config: &ureq::config::Config,
-        _timeout: NextTimeout,
+        timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let refuse =
             |msg: String| ureq::Error::Io(std::io::Error::new(std::io::ErrorKind::PermissionDenied, msg));
@@ -114,7 +116,8 @@ impl Resolver for GuardedResolver {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let found: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => (bare, port).to_socket_addrs().map_err(ureq::Error::Io)?.collect(),
+            Err(_) => lookup(bare, port, (*timeout.after).min(RESOLVE_TIMEOUT))
+                .map_err(|e| e.unwrap_or(ureq::Error::Timeout(timeout.reason)))?,
         };
         let mut out = ResolvedSocketAddrs::from_fn(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let mut refused = None;
@@ -131,6 +134,27 @@ impl Resolver for GuardedResolver {
             return Err(refused.map_or(ureq::Error::HostNotFound, refuse));
         }
         Ok(out)
+    }
+}
+
+/// The system resolver within a deadline (it has none of its own): asked on a thread of its
+/// own, given up on after `deadline` (`Err(None)`; the thread finishes on its own).
+fn lookup(
+    host: &str,
+    port: u16,
+    deadline: std::time::Duration,
+) -> Result<Vec<SocketAddr>, Option<ureq::Error>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Iterator::collect));
+        })
+        .map_err(|e| Some(ureq::Error::Io(e)))?;
+    match rx.recv_timeout(deadline) {
+        Ok(found) => found.map_err(|e| Some(ureq::Error::Io(e))),
+        Err(_) => Err(None),
     }
 }
 

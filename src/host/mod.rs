@@ -30,6 +30,7 @@ pub mod runtime;
 pub mod sessions;
 pub mod sweep;
 pub mod tasks;
+pub mod workers;
 
 use std::collections::HashSet;
 use std::sync::Arc;

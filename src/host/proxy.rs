@@ -40,7 +40,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Hard cap on one streamed response.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(60 * 60);
-/// Concurrent proxied calls (each holds a thread).
+/// Concurrent proxied calls (each holds a pool thread).
 pub const CALLS_MAX: usize = 64;
 
 /// One model endpoint.
@@ -437,17 +437,26 @@ fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The handler for accepted `model.sock` connections: each call is served on its own thread
-/// (at most [`CALLS_MAX`] at once; more are answered 429).
+/// Idle proxy threads end after this long.
+pub const THREAD_IDLE_EXIT: Duration = Duration::from_secs(120);
+
+/// Threads beyond [`CALLS_MAX`]: calls over the limit are still read and answered 429 (which the
+/// runner retries later); past these too, a connection is closed unread.
+const REFUSING_THREADS: usize = 8;
+
+/// The handler for accepted `model.sock` connections: each call is served on a thread of a
+/// bounded pool, reused while calls keep coming (no thread is started per call on a busy host).
 pub fn handler(proxy: Arc<Proxy>) -> ModelCalls {
+    let pool = super::workers::Workers::new("model-proxy", CALLS_MAX + REFUSING_THREADS, THREAD_IDLE_EXIT);
     Box::new(move |session: &str, stream: UnixStream| {
         let proxy = proxy.clone();
         let session = session.to_string();
-        let spawned = std::thread::Builder::new()
-            .name("model-proxy".into())
-            .spawn(move || proxy.serve(&session, stream));
-        if let Err(e) = spawned {
-            log::error!("model proxy: cannot start a thread: {e}");
+        if let Err(refused) = pool.run(move || proxy.serve(&session, stream)) {
+            drop(refused);
+            log::warn!(
+                "model proxy: more than {} connections at once; one closed unread",
+                CALLS_MAX + REFUSING_THREADS
+            );
         }
     })
 }
