@@ -2,26 +2,29 @@
 
 CARGO       ?= cargo
 TARGET      := x86_64-unknown-linux-gnu
-AGENT_BIN   := target/$(TARGET)/release/pincer-agent
-HOST_BIN    := target/release/pincer
-# A static runner for the FROM-scratch agent image (see README.md).
-AGENT_FLAGS := -C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"
+RELEASE_DIR := target/$(TARGET)/release
+HOST_BIN    := $(RELEASE_DIR)/pincer
+AGENT_BIN   := $(RELEASE_DIR)/pincer-agent
+# One build for both binaries, both static (no libc to match at run time; the runner goes into
+# the FROM-scratch agent image, see README.md): one cargo invocation, one target, one crate graph.
+STATIC_FLAGS := -C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"
 # Two cores: keep parallelism modest so docker and the tests keep some CPU.
 TEST_THREADS ?= 2
 
-.PHONY: run test test-faults fuzz bench image agent host check deps clean
+.PHONY: run test test-faults fuzz bench image agent host build check deps clean
 
-run: host image
+run: build image
 	$(HOST_BIN) run
 
-host:
-	$(CARGO) build --release --bin pincer
+# target/release/pincer stays where the README's commands find it.
+build:
+	RUSTFLAGS='$(STATIC_FLAGS)' $(CARGO) build --release --target $(TARGET) --bin pincer --bin pincer-agent
+	@mkdir -p target/release && ln -sf ../$(TARGET)/release/pincer target/release/pincer
 
-agent:
-	RUSTFLAGS='$(AGENT_FLAGS)' $(CARGO) build --release --target $(TARGET) --bin pincer-agent --no-default-features
+host agent: build
 
 # Builds the agent image; unchanged inputs are not rebuilt.
-image: agent host image-deps
+image: build image-deps
 	$(HOST_BIN) image build --agent $(AGENT_BIN)
 
 image-deps:
