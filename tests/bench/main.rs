@@ -13,6 +13,7 @@
 mod access;
 mod agents;
 mod baseline;
+mod build;
 mod docker;
 mod files;
 mod host;
@@ -240,6 +241,18 @@ fn run() -> anyhow::Result<()> {
         &[(&laid_out, r("static_ms"), "ms")],
     );
 
+    if std::env::var("PINCER_BENCH_COLD_BUILD").is_ok_and(|v| v == "1") {
+        let build_dir = tempfile::Builder::new().prefix("pincer-bench-build-").tempdir()?;
+        let b = build::phase(build_dir.path()).context("cold build phase")?;
+        report(
+            "cold_build_host_and_runner",
+            b.one_build.as_secs_f64(),
+            "s",
+            &[("cold_build_host_alone", b.host_alone.as_secs_f64(), "s")],
+        );
+    } else {
+        eprintln!("bench: the cold build is measured with PINCER_BENCH_COLD_BUILD=1 (minutes)");
+    }
     eprintln!("bench: host stopped {:.0} ms after SIGTERM", stop_took.as_secs_f64() * 1e3);
     eprintln!("bench: host logged {log_lines} lines at info, {} at WARN/ERROR", warnings.len());
     for w in &warnings {
