@@ -18,6 +18,7 @@ mod docker;
 mod files;
 mod host;
 mod net;
+mod proxy;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -200,6 +201,18 @@ fn run() -> anyhow::Result<()> {
         "ms",
         &[("warm_round_trip_same_host_p50", warm50, "ms")],
     );
+
+    let proxy_dir = tempfile::Builder::new().prefix("pincer-bench-proxy-").tempdir()?;
+    let px = proxy::phase(proxy_dir.path()).context("proxy phase")?;
+    let (via50, direct50) = (ms(&px.through_proxy, 50), ms(&px.direct, 50));
+    report("model_first_byte_via_proxy_p50", via50, "ms", &[("same_call_direct_p50", direct50, "ms")]);
+    report(
+        "model_first_byte_via_proxy_p99",
+        ms(&px.through_proxy, 99),
+        "ms",
+        &[("same_call_direct_p99", ms(&px.direct, 99), "ms")],
+    );
+    println!("proxy_added_first_byte_p50 {} ms  (target <= 0.3 ms)", num(via50 - direct50));
 
     let files_dir = tempfile::Builder::new().prefix("pincer-bench-files-").tempdir()?;
     let f = files::phase(files_dir.path(), &image).context("files phase")?;
