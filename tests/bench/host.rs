@@ -98,6 +98,22 @@ impl Host {
         Ok(kb * 1024.0 / 1e6)
     }
 
+    /// CPU time the host process has used so far (user + system, all threads), from
+    /// `/proc/<pid>/stat` in clock ticks of 10 ms.
+    pub(crate) fn cpu(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the command name (which may hold spaces) in parentheses.
+        let rest = stat.rsplit_once(')').context("no ')' in /proc/<pid>/stat")?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks: u64 = f
+            .get(11)
+            .zip(f.get(12))
+            .and_then(|(u, s)| Some(u.parse::<u64>().ok()? + s.parse::<u64>().ok()?))
+            .context("no utime/stime")?;
+        Ok(Duration::from_millis(ticks * 10))
+    }
+
     /// How many lines the host has logged so far, and those at WARN or ERROR level.
     pub(crate) fn warnings(&self) -> (usize, Vec<String>) {
         let log = self.log.lock().unwrap();

@@ -91,9 +91,11 @@ fn run() -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let cold = round_trip(&mut senders[0], &mut ws, &room, 0, COLD_TIMEOUT)?;
+    let cpu_before = host.cpu()?;
     let warm = (1..=SAMPLES)
         .map(|i| round_trip(&mut senders[i % SENDERS], &mut ws, &room, i, WARM_TIMEOUT))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let host_cpu_per_message = (host.cpu()? - cpu_before).as_secs_f64() * 1e3 / SAMPLES as f64;
 
     let containers = docker::containers(&leftovers.0)?;
     ensure!(!containers.is_empty(), "no agent container named {}* after the warm run", leftovers.0);
@@ -124,6 +126,10 @@ fn run() -> anyhow::Result<()> {
         &[("ws_echo_loopback_p99", echo99, "ms"), ("sqlite_commit_delete_p99", sql99, "ms")],
     );
     println!("host_rss_idle {} MB  (target < 20 MB)", num(rss_idle));
+    println!(
+        "host_cpu_per_round_trip {} ms  (user+system of the host over {SAMPLES} warm round trips, /proc/<pid>/stat; target <= 1 ms)",
+        num(host_cpu_per_message)
+    );
     println!(
         "host_rss_after {} MB  (after {} round trips; idle {} MB)",
         num(rss_after),
