@@ -200,6 +200,9 @@ struct Worker {
     webhook: Option<String>,
     http: ureq::Agent,
     unread: Arc<Mutex<HashMap<String, u32>>>,
+    /// The central DB, opened at the first message and kept (opening it for every message
+    /// was a large share of the host's CPU per message); dropped after an error.
+    conn: Option<db::Connection>,
 }
 
 impl Notifier {
@@ -219,6 +222,7 @@ impl Notifier {
             webhook: webhook.clone(),
             http,
             unread: unread.clone(),
+            conn: None,
         };
         let thread = std::thread::Builder::new()
             .name("notify".into())
@@ -261,12 +265,13 @@ impl Notifier {
 }
 
 impl Worker {
-    fn run(self, rx: Receiver<Job>) {
+    fn run(mut self, rx: Receiver<Job>) {
         while let Ok(job) = rx.recv() {
             match job {
                 Job::Message { room, message, looking } => {
                     if let Err(e) = self.message(&room, &message, &looking) {
                         log::warn!("notifying about message {}: {e:#}", message.id);
+                        self.conn = None;
                     }
                 }
             }
@@ -274,31 +279,34 @@ impl Worker {
     }
 
     fn message(
-        &self,
+        &mut self,
         room: &Room,
         message: &RoomMessage,
         looking: &std::collections::HashSet<String>,
     ) -> anyhow::Result<()> {
-        let conn = db::open(&self.central_path, Kind::Central)?;
+        if self.conn.is_none() {
+            self.conn = Some(db::open(&self.central_path, Kind::Central)?);
+        }
+        let conn = self.conn.as_ref().expect("opened above");
         let title = format!("{} · {}", message.sender, room.name);
         let text = super::redact::redact(&message.text);
         let body: String =
             text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(PREVIEW_CHARS).collect();
         let away = |user: &str| -> anyhow::Result<bool> {
-            let owner = crate::db::central::is_owner(&conn, user)?;
+            let owner = crate::db::central::is_owner(conn, user)?;
             let may = owner
-                || crate::db::central::wirings_of_room(&conn, &room.id)?.iter().try_fold(
+                || crate::db::central::wirings_of_room(conn, &room.id)?.iter().try_fold(
                     false,
                     |acc, w| {
                         Ok::<_, rusqlite::Error>(
-                            acc || crate::db::central::can_access_agent(&conn, user, &w.agent_id)?,
+                            acc || crate::db::central::can_access_agent(conn, user, &w.agent_id)?,
                         )
                     },
                 )?;
             Ok(may && !looking.contains(user))
         };
         let mut by_user: HashMap<String, Vec<people::PushSub>> = HashMap::new();
-        for s in people::push_subs(&conn)? {
+        for s in people::push_subs(conn)? {
             by_user.entry(s.user_id.clone()).or_default().push(s);
         }
         for (user, subs) in by_user {
@@ -317,12 +325,12 @@ impl Worker {
             })
             .to_string();
             for s in subs {
-                self.push(&conn, &s, &payload);
+                self.push(conn, &s, &payload);
             }
         }
         if let Some(url) = &self.webhook {
             let mut wanted = false;
-            for u in people::webhook_users(&conn)? {
+            for u in people::webhook_users(conn)? {
                 wanted |= away(&u)?;
             }
             if wanted {
