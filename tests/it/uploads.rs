@@ -55,6 +55,20 @@ fn stored_files(dirs: &Dirs, room: &str) -> Vec<String> {
     names
 }
 
+/// A host whose agents use the fake model over the OpenAI protocol, with the test key.
+fn openai_host(dirs: &Dirs, fake: &FakeModel) -> Host {
+    let base = format!("{}/v1", fake.url());
+    Host::start_with(
+        dirs,
+        &[
+            ("PINCER_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", &base),
+            ("OPENAI_MODEL", "fake-model"),
+            ("OPENAI_API_KEY", KEY),
+        ],
+    )
+}
+
 #[test]
 fn an_uploaded_file_reaches_the_agent_in_its_container() {
     let fake = FakeModel::start();
@@ -62,16 +76,7 @@ fn an_uploaded_file_reaches_the_agent_in_its_container() {
     fake.reply(openai::tool_calls(&[("call_1", "bash", &[read.as_str()])]));
     fake.reply(openai::text(&["The notes say the code is 7319."], "stop"));
     let dirs = Dirs::new();
-    let base = format!("{}/v1", fake.url());
-    let host = Host::start_with(
-        &dirs,
-        &[
-            ("PINCER_PROVIDER", "openai"),
-            ("OPENAI_BASE_URL", &base),
-            ("OPENAI_MODEL", "fake-model"),
-            ("OPENAI_API_KEY", KEY),
-        ],
-    );
+    let host = openai_host(&dirs, &fake);
     let mut ws = host.ws();
     ws.join("assistant", None);
 
@@ -414,16 +419,7 @@ fn a_large_photo_reaches_the_model_scaled_down() {
     let fake = FakeModel::start();
     fake.reply(openai::text(&["A big photo."], "stop"));
     let dirs = Dirs::new();
-    let base = format!("{}/v1", fake.url());
-    let host = Host::start_with(
-        &dirs,
-        &[
-            ("PINCER_PROVIDER", "openai"),
-            ("OPENAI_BASE_URL", &base),
-            ("OPENAI_MODEL", "m"),
-            ("OPENAI_API_KEY", KEY),
-        ],
-    );
+    let host = openai_host(&dirs, &fake);
     let mut ws = host.ws();
     ws.join("assistant", None);
     let parts =
