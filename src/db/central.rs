@@ -192,30 +192,31 @@ pub fn delete_agent(conn: &Connection, id: &str) -> rusqlite::Result<Vec<String>
         "SELECT DISTINCT agent_id FROM agent_destinations WHERE target_type = 'agent' AND target_id = ?1 AND agent_id != ?1",
     )?;
     let linked: Vec<String> = stmt.query_map([id], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    conn.execute("DELETE FROM agent_destinations WHERE target_type = 'agent' AND target_id = ?1", [id])?;
-    conn.execute("DELETE FROM agents WHERE id = ?1", [id])?;
+    conn.prepare_cached("DELETE FROM agent_destinations WHERE target_type = 'agent' AND target_id = ?1")?
+        .execute([id])?;
+    conn.prepare_cached("DELETE FROM agents WHERE id = ?1")?.execute([id])?;
     Ok(linked)
 }
 
 pub fn rename_agent(conn: &Connection, id: &str, name: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE agents SET name = ?2 WHERE id = ?1", params![id, name])?;
+    conn.prepare_cached("UPDATE agents SET name = ?2 WHERE id = ?1")?.execute(params![id, name])?;
     Ok(())
 }
 
 pub fn insert_agent(conn: &Connection, agent: &Agent) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO agents (id, name, folder, provider, model, max_messages_per_prompt, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            agent.id,
-            agent.name,
-            agent.folder,
-            agent.provider,
-            agent.model,
-            agent.max_messages_per_prompt,
-            agent.created_at
-        ],
-    )?;
+    )?
+    .execute(params![
+        agent.id,
+        agent.name,
+        agent.folder,
+        agent.provider,
+        agent.model,
+        agent.max_messages_per_prompt,
+        agent.created_at
+    ])?;
     Ok(())
 }
 
@@ -225,15 +226,16 @@ pub fn agents(conn: &Connection) -> rusqlite::Result<Vec<Agent>> {
 }
 
 pub fn agent(conn: &Connection, id: &str) -> rusqlite::Result<Option<Agent>> {
-    conn.query_row("SELECT * FROM agents WHERE id = ?1", [id], Agent::from_row).optional()
+    conn.prepare_cached("SELECT * FROM agents WHERE id = ?1")?.query_row([id], Agent::from_row).optional()
 }
 
 pub fn agent_count(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("SELECT COUNT(*) FROM agents", [], |r| r.get(0))
+    conn.prepare_cached("SELECT COUNT(*) FROM agents")?.query_row([], |r| r.get(0))
 }
 
 pub fn folder_taken(conn: &Connection, folder: &str) -> rusqlite::Result<bool> {
-    conn.query_row("SELECT EXISTS (SELECT 1 FROM agents WHERE folder = ?1)", [folder], |r| r.get(0))
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM agents WHERE folder = ?1)")?
+        .query_row([folder], |r| r.get(0))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,11 +243,18 @@ pub fn folder_taken(conn: &Connection, folder: &str) -> rusqlite::Result<bool> {
 
 /// Stores a room; who its agents answer starts `strict` (people with access to them).
 pub fn insert_room(conn: &Connection, room: &Room) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO rooms (id, channel_type, platform_id, name, is_group, created_at, unknown_sender_policy)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'strict')",
-        params![room.id, room.channel_type, room.platform_id, room.name, room.is_group, room.created_at],
-    )?;
+    )?
+    .execute(params![
+        room.id,
+        room.channel_type,
+        room.platform_id,
+        room.name,
+        room.is_group,
+        room.created_at
+    ])?;
     Ok(())
 }
 
@@ -261,46 +270,44 @@ pub struct Engagement {
 }
 
 pub fn engagement(conn: &Connection, room_id: &str) -> rusqlite::Result<Engagement> {
-    conn.query_row(
-        "SELECT prime_agent_id, engage_default, sticky_agent_id FROM rooms WHERE id = ?1",
-        [room_id],
-        |r| {
+    conn.prepare_cached("SELECT prime_agent_id, engage_default, sticky_agent_id FROM rooms WHERE id = ?1")?
+        .query_row([room_id], |r| {
             Ok(Engagement {
                 prime_agent_id: r.get(0)?,
                 engage_default: r.get(1)?,
                 sticky_agent_id: r.get(2)?,
             })
-        },
-    )
-    .optional()
-    .map(Option::unwrap_or_default)
+        })
+        .optional()
+        .map(Option::unwrap_or_default)
 }
 
 pub fn set_prime(conn: &Connection, room_id: &str, agent_id: Option<&str>) -> rusqlite::Result<()> {
-    conn.execute("UPDATE rooms SET prime_agent_id = ?2 WHERE id = ?1", params![room_id, agent_id])?;
+    conn.prepare_cached("UPDATE rooms SET prime_agent_id = ?2 WHERE id = ?1")?
+        .execute(params![room_id, agent_id])?;
     Ok(())
 }
 
 pub fn set_engage_default(conn: &Connection, room_id: &str, default: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE rooms SET engage_default = ?2 WHERE id = ?1", params![room_id, default])?;
+    conn.prepare_cached("UPDATE rooms SET engage_default = ?2 WHERE id = ?1")?
+        .execute(params![room_id, default])?;
     Ok(())
 }
 
 pub fn set_sticky(conn: &Connection, room_id: &str, agent_id: Option<&str>) -> rusqlite::Result<()> {
-    conn.execute("UPDATE rooms SET sticky_agent_id = ?2 WHERE id = ?1", params![room_id, agent_id])?;
+    conn.prepare_cached("UPDATE rooms SET sticky_agent_id = ?2 WHERE id = ?1")?
+        .execute(params![room_id, agent_id])?;
     Ok(())
 }
 
 pub fn rename_room(conn: &Connection, room_id: &str, name: &str) -> rusqlite::Result<bool> {
-    Ok(conn.execute("UPDATE rooms SET name = ?2 WHERE id = ?1", params![room_id, name])? == 1)
+    Ok(conn.prepare_cached("UPDATE rooms SET name = ?2 WHERE id = ?1")?.execute(params![room_id, name])? == 1)
 }
 
 pub fn delete_room(conn: &Connection, room_id: &str) -> rusqlite::Result<bool> {
-    conn.execute(
-        "DELETE FROM agent_destinations WHERE target_type = 'channel' AND target_id = ?1",
-        [room_id],
-    )?;
-    Ok(conn.execute("DELETE FROM rooms WHERE id = ?1", [room_id])? == 1)
+    conn.prepare_cached("DELETE FROM agent_destinations WHERE target_type = 'channel' AND target_id = ?1")?
+        .execute([room_id])?;
+    Ok(conn.prepare_cached("DELETE FROM rooms WHERE id = ?1")?.execute([room_id])? == 1)
 }
 
 pub fn set_archived(
@@ -311,12 +318,13 @@ pub fn set_archived(
     now: i64,
 ) -> rusqlite::Result<()> {
     if archived {
-        conn.execute(
+        conn.prepare_cached(
             "INSERT OR IGNORE INTO room_archives (room_id, user_id, archived_at) VALUES (?1, ?2, ?3)",
-            params![room_id, user_id, now],
-        )?;
+        )?
+        .execute(params![room_id, user_id, now])?;
     } else {
-        conn.execute("DELETE FROM room_archives WHERE room_id = ?1 AND user_id = ?2", [room_id, user_id])?;
+        conn.prepare_cached("DELETE FROM room_archives WHERE room_id = ?1 AND user_id = ?2")?
+            .execute([room_id, user_id])?;
     }
     Ok(())
 }
@@ -330,30 +338,25 @@ pub fn set_pinned(
     now: i64,
 ) -> rusqlite::Result<()> {
     if pinned {
-        conn.execute(
+        conn.prepare_cached(
             "INSERT OR IGNORE INTO room_pins (room_id, user_id, pinned_at) VALUES (?1, ?2, ?3)",
-            params![room_id, user_id, now],
-        )?;
+        )?
+        .execute(params![room_id, user_id, now])?;
     } else {
-        conn.execute("DELETE FROM room_pins WHERE room_id = ?1 AND user_id = ?2", [room_id, user_id])?;
+        conn.prepare_cached("DELETE FROM room_pins WHERE room_id = ?1 AND user_id = ?2")?
+            .execute([room_id, user_id])?;
     }
     Ok(())
 }
 
 pub fn is_pinned(conn: &Connection, room_id: &str, user_id: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM room_pins WHERE room_id = ?1 AND user_id = ?2)",
-        [room_id, user_id],
-        |r| r.get(0),
-    )
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM room_pins WHERE room_id = ?1 AND user_id = ?2)")?
+        .query_row([room_id, user_id], |r| r.get(0))
 }
 
 pub fn is_archived(conn: &Connection, room_id: &str, user_id: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM room_archives WHERE room_id = ?1 AND user_id = ?2)",
-        [room_id, user_id],
-        |r| r.get(0),
-    )
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM room_archives WHERE room_id = ?1 AND user_id = ?2)")?
+        .query_row([room_id, user_id], |r| r.get(0))
 }
 
 /// A wiring's own settings (engage mode and pattern, sender scope, what happens to messages it
@@ -367,27 +370,32 @@ pub fn update_wiring(
     ignored_message_policy: &str,
     session_mode: &str,
 ) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "UPDATE wirings SET engage_mode = ?3, engage_pattern = ?4, ignored_message_policy = ?5, session_mode = ?6
-         WHERE room_id = ?1 AND agent_id = ?2",
-        params![room_id, agent_id, engage_mode, engage_pattern, ignored_message_policy, session_mode],
+    Ok(conn.prepare_cached("UPDATE wirings SET engage_mode = ?3, engage_pattern = ?4, ignored_message_policy = ?5, session_mode = ?6
+         WHERE room_id = ?1 AND agent_id = ?2")?.execute(params![room_id, agent_id, engage_mode, engage_pattern, ignored_message_policy, session_mode],
     )? == 1)
 }
 
 pub fn delete_wiring(conn: &Connection, room_id: &str, agent_id: &str) -> rusqlite::Result<bool> {
-    Ok(conn.execute("DELETE FROM wirings WHERE room_id = ?1 AND agent_id = ?2", [room_id, agent_id])? == 1)
+    Ok(conn
+        .prepare_cached("DELETE FROM wirings WHERE room_id = ?1 AND agent_id = ?2")?
+        .execute([room_id, agent_id])?
+        == 1)
 }
 
 /// Who a room's agents answer: `strict` (people with access to the agent), `request_approval`
 /// (others are asked about), `public` (everyone signed in).
 pub fn room_policy(conn: &Connection, room_id: &str) -> rusqlite::Result<String> {
-    conn.query_row("SELECT unknown_sender_policy FROM rooms WHERE id = ?1", [room_id], |r| r.get(0))
+    conn.prepare_cached("SELECT unknown_sender_policy FROM rooms WHERE id = ?1")?
+        .query_row([room_id], |r| r.get(0))
         .optional()
         .map(|p| p.unwrap_or_else(|| "strict".into()))
 }
 
 pub fn set_room_policy(conn: &Connection, room_id: &str, policy: &str) -> rusqlite::Result<bool> {
-    Ok(conn.execute("UPDATE rooms SET unknown_sender_policy = ?2 WHERE id = ?1", [room_id, policy])? == 1)
+    Ok(conn
+        .prepare_cached("UPDATE rooms SET unknown_sender_policy = ?2 WHERE id = ?1")?
+        .execute([room_id, policy])?
+        == 1)
 }
 
 /// A message an agent did not get, and why.
@@ -411,10 +419,8 @@ pub fn insert_dropped(
     reason: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT OR IGNORE INTO dropped_messages (room_id, message_id, agent_id, sender_id, reason, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![room_id, message_id, agent_id, sender_id, reason, now],
+    conn.prepare_cached("INSERT OR IGNORE INTO dropped_messages (room_id, message_id, agent_id, sender_id, reason, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![room_id, message_id, agent_id, sender_id, reason, now],
     )?;
     Ok(())
 }
@@ -456,11 +462,11 @@ pub fn replay_held(
             .collect::<rusqlite::Result<_>>()?
     };
     for id in &ids {
-        conn.execute("UPDATE room_messages SET routed_at = NULL WHERE id = ?1", [id])?;
-        conn.execute(
+        conn.prepare_cached("UPDATE room_messages SET routed_at = NULL WHERE id = ?1")?.execute([id])?;
+        conn.prepare_cached(
             "UPDATE dropped_messages SET replayed_at = ?3 WHERE message_id = ?1 AND agent_id = ?2",
-            params![id, agent_id, now],
-        )?;
+        )?
+        .execute(params![id, agent_id, now])?;
     }
     Ok(ids.len())
 }
@@ -487,7 +493,7 @@ pub fn room_by_address(
 }
 
 pub fn room_id_taken(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
-    conn.query_row("SELECT EXISTS (SELECT 1 FROM rooms WHERE id = ?1)", [id], |r| r.get(0))
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM rooms WHERE id = ?1)")?.query_row([id], |r| r.get(0))
 }
 
 /// Wires an agent to a room with the default engage settings (every message, shared session).
@@ -498,12 +504,12 @@ pub fn insert_wiring(
     agent_id: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO wirings (id, room_id, agent_id, engage_mode, engage_pattern, sender_scope,
                               ignored_message_policy, session_mode, priority, created_at)
          VALUES (?1, ?2, ?3, ?4, '.', 'all', 'drop', 'shared', 0, ?5)",
-        params![id, room_id, agent_id, DEFAULT_ENGAGE_MODE, now],
-    )?;
+    )?
+    .execute(params![id, room_id, agent_id, DEFAULT_ENGAGE_MODE, now])?;
     Ok(())
 }
 
@@ -550,16 +556,14 @@ pub fn set_agent_model(
     provider: Option<&str>,
     model: Option<&str>,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE agents SET provider = ?2, model = ?3 WHERE id = ?1",
-        params![agent_id, provider, model],
-    )?;
+    conn.prepare_cached("UPDATE agents SET provider = ?2, model = ?3 WHERE id = ?1")?
+        .execute(params![agent_id, provider, model])?;
     Ok(())
 }
 
 /// Replaces an agent's approved MCP servers (a JSON object: name → {command, args, env}).
 pub fn set_mcp_servers(conn: &Connection, agent_id: &str, json: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE agents SET mcp_servers = ?2 WHERE id = ?1", [agent_id, json])?;
+    conn.prepare_cached("UPDATE agents SET mcp_servers = ?2 WHERE id = ?1")?.execute([agent_id, json])?;
     Ok(())
 }
 
@@ -574,20 +578,19 @@ pub fn insert_destination(
     target_id: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO agent_destinations (agent_id, local_name, target_type, target_id, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![agent_id, local_name, target_type, target_id, now],
-    )?;
+    )?
+    .execute(params![agent_id, local_name, target_type, target_id, now])?;
     Ok(())
 }
 
 pub fn destination_name_taken(conn: &Connection, agent_id: &str, local_name: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM agent_destinations WHERE agent_id = ?1 AND local_name = ?2)",
-        [agent_id, local_name],
-        |r| r.get(0),
-    )
+    )?
+    .query_row([agent_id, local_name], |r| r.get(0))
 }
 
 /// A destination resolved for projection into a session: channel targets carry their room's
@@ -634,22 +637,20 @@ pub fn resolved_destinations(
 
 /// True if `agent_id` may send to the room: it has a channel destination pointing at it.
 pub fn may_send_to_room(conn: &Connection, agent_id: &str, room_id: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM agent_destinations
                         WHERE agent_id = ?1 AND target_type = 'channel' AND target_id = ?2)",
-        [agent_id, room_id],
-        |r| r.get(0),
-    )
+    )?
+    .query_row([agent_id, room_id], |r| r.get(0))
 }
 
 /// True if `agent_id` may send to agent `target_id`: it has an agent destination pointing at it.
 pub fn may_send_to_agent(conn: &Connection, agent_id: &str, target_id: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM agent_destinations
                         WHERE agent_id = ?1 AND target_type = 'agent' AND target_id = ?2)",
-        [agent_id, target_id],
-        |r| r.get(0),
-    )
+    )?
+    .query_row([agent_id, target_id], |r| r.get(0))
 }
 
 /// An agent's destinations as stored (name, type, target id).
@@ -661,10 +662,10 @@ pub fn destinations_of(conn: &Connection, agent_id: &str) -> rusqlite::Result<Ve
 }
 
 pub fn delete_destination(conn: &Connection, agent_id: &str, local_name: &str) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "DELETE FROM agent_destinations WHERE agent_id = ?1 AND local_name = ?2",
-        [agent_id, local_name],
-    )? == 1)
+    Ok(conn
+        .prepare_cached("DELETE FROM agent_destinations WHERE agent_id = ?1 AND local_name = ?2")?
+        .execute([agent_id, local_name])?
+        == 1)
 }
 
 /// The active session an agent keeps with another agent (no room; thread `agent:<peer>`).
@@ -700,19 +701,16 @@ pub fn active_session_in_room(
 
 /// The newest active session of an agent in any room.
 pub fn newest_active_session(conn: &Connection, agent_id: &str) -> rusqlite::Result<Option<Session>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT * FROM sessions WHERE agent_id = ?1 AND status = 'active' ORDER BY created_at DESC LIMIT 1",
-        [agent_id],
-        Session::from_row,
-    )
+    )?
+    .query_row([agent_id], Session::from_row)
     .optional()
 }
 
 pub fn insert_session(conn: &Connection, s: &Session) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO sessions (id, agent_id, room_id, thread_id, status, container_status, last_active, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![s.id, s.agent_id, s.room_id, s.thread_id, s.status, s.container_status, s.last_active, s.created_at],
+    conn.prepare_cached("INSERT INTO sessions (id, agent_id, room_id, thread_id, status, container_status, last_active, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![s.id, s.agent_id, s.room_id, s.thread_id, s.status, s.container_status, s.last_active, s.created_at],
     )?;
     Ok(())
 }
@@ -745,47 +743,44 @@ pub fn set_container_status(
     status: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE sessions SET container_status = ?2, last_active = ?3 WHERE id = ?1",
-        params![session_id, status, now],
-    )?;
+    conn.prepare_cached("UPDATE sessions SET container_status = ?2, last_active = ?3 WHERE id = ?1")?
+        .execute(params![session_id, status, now])?;
     Ok(())
 }
 
 /// Marks every session's container stopped (start-up: no container survives a host restart).
 /// The next container generation of a session (1, 2, ...), taken durably.
 pub fn next_container_gen(conn: &Connection, session_id: &str) -> rusqlite::Result<i64> {
-    conn.query_row(
+    conn.prepare_cached(
         "UPDATE sessions SET container_gen = container_gen + 1 WHERE id = ?1 RETURNING container_gen",
-        [session_id],
-        |r| r.get(0),
-    )
+    )?
+    .query_row([session_id], |r| r.get(0))
 }
 
 /// Makes sure the session's next generation is above `gen` (an adopted container's).
 pub fn raise_container_gen(conn: &Connection, session_id: &str, generation: i64) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE sessions SET container_gen = MAX(container_gen, ?2) WHERE id = ?1",
-        params![session_id, generation],
-    )?;
+    conn.prepare_cached("UPDATE sessions SET container_gen = MAX(container_gen, ?2) WHERE id = ?1")?
+        .execute(params![session_id, generation])?;
     Ok(())
 }
 
 /// Ends a session (a new one is created for the next message).
 pub fn close_session(conn: &Connection, session_id: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE sessions SET status = 'closed', container_status = 'stopped' WHERE id = ?1",
-        [session_id],
-    )?;
+    conn.prepare_cached("UPDATE sessions SET status = 'closed', container_status = 'stopped' WHERE id = ?1")?
+        .execute([session_id])?;
     Ok(())
 }
 
 pub fn reset_container_status(conn: &Connection) -> rusqlite::Result<usize> {
-    conn.execute("UPDATE sessions SET container_status = 'stopped' WHERE container_status <> 'stopped'", [])
+    conn.prepare_cached(
+        "UPDATE sessions SET container_status = 'stopped' WHERE container_status <> 'stopped'",
+    )?
+    .execute([])
 }
 
 pub fn touch_session(conn: &Connection, session_id: &str, now: i64) -> rusqlite::Result<()> {
-    conn.execute("UPDATE sessions SET last_active = ?2 WHERE id = ?1", params![session_id, now])?;
+    conn.prepare_cached("UPDATE sessions SET last_active = ?2 WHERE id = ?1")?
+        .execute(params![session_id, now])?;
     Ok(())
 }
 
@@ -799,32 +794,31 @@ pub fn upsert_user(
     display_name: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO users (id, kind, display_name, created_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name
          WHERE users.display_name IS NOT excluded.display_name",
-        params![id, kind, display_name, now],
-    )?;
+    )?
+    .execute(params![id, kind, display_name, now])?;
     Ok(())
 }
 
 /// Makes `user_id` the owner if the install has none yet; atomic (one statement).
 pub fn bootstrap_owner(conn: &Connection, user_id: &str, now: i64) -> rusqlite::Result<bool> {
-    let n = conn.execute(
-        "INSERT INTO user_roles (user_id, role, agent_id, granted_by, granted_at)
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO user_roles (user_id, role, agent_id, granted_by, granted_at)
          SELECT ?1, 'owner', NULL, NULL, ?2 WHERE NOT EXISTS (SELECT 1 FROM user_roles WHERE role = 'owner')",
-        params![user_id, now],
-    )?;
+        )?
+        .execute(params![user_id, now])?;
     Ok(n == 1)
 }
 
 /// Makes `user_id` an owner (another owner may exist); true if it was not one before.
 pub fn grant_owner(conn: &Connection, user_id: &str, now: i64) -> rusqlite::Result<bool> {
-    let n = conn.execute(
-        "INSERT INTO user_roles (user_id, role, agent_id, granted_by, granted_at)
+    let n = conn.prepare_cached("INSERT INTO user_roles (user_id, role, agent_id, granted_by, granted_at)
          SELECT ?1, 'owner', NULL, NULL, ?2
-         WHERE NOT EXISTS (SELECT 1 FROM user_roles WHERE user_id = ?1 AND role = 'owner' AND agent_id IS NULL)",
-        params![user_id, now],
+         WHERE NOT EXISTS (SELECT 1 FROM user_roles WHERE user_id = ?1 AND role = 'owner' AND agent_id IS NULL)")?.execute(params![user_id, now],
     )?;
     Ok(n == 1)
 }
@@ -857,11 +851,9 @@ pub fn insert_message(conn: &Connection, m: &NewMessage<'_>) -> rusqlite::Result
         return Ok((existing, false));
     }
     let id = crate::ids::new_id("msg");
-    let seq: i64 = conn.query_row(
-        "SELECT COALESCE(MAX(seq), 0) + 1 FROM room_messages WHERE room_id = ?1",
-        [m.room_id],
-        |r| r.get(0),
-    )?;
+    let seq: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM room_messages WHERE room_id = ?1")?
+        .query_row([m.room_id], |r| r.get(0))?;
     let routed_at = if m.needs_routing { None } else { Some(m.now) };
     let mut stmt = conn.prepare_cached(
         "INSERT INTO room_messages (id, room_id, seq, sender, sender_id, sender_type, text, html, files,
@@ -949,39 +941,34 @@ pub fn message_by_source(conn: &Connection, source_id: &str) -> rusqlite::Result
 /// Replaces a message's text (an agent editing its own message).
 /// Replaces a message's card (its text stays).
 pub fn set_message_card(conn: &Connection, id: &str, card: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE room_messages SET card = ?2 WHERE id = ?1", [id, card])?;
+    conn.prepare_cached("UPDATE room_messages SET card = ?2 WHERE id = ?1")?.execute([id, card])?;
     Ok(())
 }
 
 pub fn edit_message(conn: &Connection, id: &str, text: &str, html: &str, now: i64) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE room_messages SET text = ?2, html = ?3, edited_at = ?4 WHERE id = ?1",
-        params![id, text, html, now],
-    )?;
+    conn.prepare_cached("UPDATE room_messages SET text = ?2, html = ?3, edited_at = ?4 WHERE id = ?1")?
+        .execute(params![id, text, html, now])?;
     Ok(())
 }
 
 /// Takes a message back: its text, HTML, files, card and reactions cleared, the row kept.
 pub fn delete_message(conn: &Connection, id: &str, now: i64) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "UPDATE room_messages SET text = '', html = '', files = '[]', card = NULL, reactions = '[]', deleted_at = ?2
-         WHERE id = ?1 AND deleted_at IS NULL",
-        params![id, now],
+    Ok(conn.prepare_cached("UPDATE room_messages SET text = '', html = '', files = '[]', card = NULL, reactions = '[]', deleted_at = ?2
+         WHERE id = ?1 AND deleted_at IS NULL")?.execute(params![id, now],
     )? == 1)
 }
 
 /// Records the tools an agent used for a reply.
 pub fn set_tools(conn: &Connection, id: &str, tools: &serde_json::Value) -> rusqlite::Result<()> {
-    conn.execute("UPDATE room_messages SET tools = ?2 WHERE id = ?1", params![id, tools.to_string()])?;
+    conn.prepare_cached("UPDATE room_messages SET tools = ?2 WHERE id = ?1")?
+        .execute(params![id, tools.to_string()])?;
     Ok(())
 }
 
 /// Replaces a message's reactions (JSON array).
 pub fn set_reactions(conn: &Connection, id: &str, reactions: &serde_json::Value) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE room_messages SET reactions = ?2 WHERE id = ?1",
-        params![id, reactions.to_string()],
-    )?;
+    conn.prepare_cached("UPDATE room_messages SET reactions = ?2 WHERE id = ?1")?
+        .execute(params![id, reactions.to_string()])?;
     Ok(())
 }
 
@@ -1090,11 +1077,11 @@ pub fn unrouted_messages(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<
 /// Marks a message routed by a pass that began at `now` — unless a person was let in during the
 /// pass and the message was released for them meanwhile: then it stays queued for another pass.
 pub fn mark_routed(conn: &Connection, message_id: &str, now: i64) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE room_messages SET routed_at = ?2 WHERE id = ?1
          AND NOT EXISTS (SELECT 1 FROM dropped_messages WHERE message_id = ?1 AND replayed_at >= ?2)",
-        params![message_id, now],
-    )?;
+    )?
+    .execute(params![message_id, now])?;
     Ok(())
 }
 

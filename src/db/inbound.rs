@@ -47,7 +47,8 @@ pub fn insert(conn: &Connection, m: &NewInbound<'_>) -> rusqlite::Result<(i64, b
     {
         return Ok((seq, false));
     }
-    let max: Option<i64> = conn.query_row("SELECT MAX(seq) FROM messages_in", [], |r| r.get(0))?;
+    let max: Option<i64> =
+        conn.prepare_cached("SELECT MAX(seq) FROM messages_in")?.query_row([], |r| r.get(0))?;
     let seq = next_even_seq(max);
     conn.prepare_cached(
         "INSERT INTO messages_in (id, seq, kind, timestamp, status, process_after, series_id, trigger,
@@ -75,7 +76,7 @@ pub fn insert(conn: &Connection, m: &NewInbound<'_>) -> rusqlite::Result<(i64, b
 
 /// Rewrites the destination projection wholesale.
 pub fn write_destinations(conn: &Connection, dests: &[ResolvedDestination]) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM destinations", [])?;
+    conn.prepare_cached("DELETE FROM destinations")?.execute([])?;
     let mut stmt = conn.prepare_cached(
         "INSERT INTO destinations (name, display_name, type, channel_type, platform_id, agent_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -100,12 +101,12 @@ pub fn write_routing(
     platform_id: Option<&str>,
     thread_id: Option<&str>,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO session_routing (id, channel_type, platform_id, thread_id) VALUES (1, ?1, ?2, ?3)
          ON CONFLICT (id) DO UPDATE SET channel_type = excluded.channel_type,
              platform_id = excluded.platform_id, thread_id = excluded.thread_id",
-        params![channel_type, platform_id, thread_id],
-    )?;
+    )?
+    .execute(params![channel_type, platform_id, thread_id])?;
     Ok(())
 }
 
@@ -167,16 +168,13 @@ pub fn due_count(conn: &Connection, now: i64) -> rusqlite::Result<i64> {
 
 /// Rows the agent has not finished: pending, claimed or not.
 pub fn pending_count(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("SELECT COUNT(*) FROM messages_in WHERE status = 'pending' AND kind != 'task'", [], |r| {
-        r.get(0)
-    })
+    conn.prepare_cached("SELECT COUNT(*) FROM messages_in WHERE status = 'pending' AND kind != 'task'")?
+        .query_row([], |r| r.get(0))
 }
 
 /// The soonest `process_after` of a pending triggering row that is not yet due.
 pub fn next_due_at(conn: &Connection, now: i64) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
-        "SELECT MIN(process_after) FROM messages_in WHERE status = 'pending' AND trigger = 1 AND process_after > ?1",
-        [now],
+    conn.prepare_cached("SELECT MIN(process_after) FROM messages_in WHERE status = 'pending' AND trigger = 1 AND process_after > ?1")?.query_row([now],
         |r| r.get(0),
     )
 }
@@ -190,26 +188,23 @@ pub struct RetryState {
 }
 
 pub fn retry_state(conn: &Connection, id: &str) -> rusqlite::Result<Option<RetryState>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT id, tries, process_after FROM messages_in WHERE id = ?1 AND status = 'pending'",
-        [id],
-        |r| Ok(RetryState { id: r.get(0)?, tries: r.get(1)?, process_after: r.get(2)? }),
-    )
+    )?
+    .query_row([id], |r| Ok(RetryState { id: r.get(0)?, tries: r.get(1)?, process_after: r.get(2)? }))
     .optional()
 }
 
 /// Schedules another try of a row at `process_after`.
 pub fn schedule_retry(conn: &Connection, id: &str, tries: i64, process_after: i64) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE messages_in SET tries = ?2, process_after = ?3 WHERE id = ?1",
-        params![id, tries, process_after],
-    )?;
+    conn.prepare_cached("UPDATE messages_in SET tries = ?2, process_after = ?3 WHERE id = ?1")?
+        .execute(params![id, tries, process_after])?;
     Ok(())
 }
 
 /// Gives up on a row.
 pub fn mark_failed(conn: &Connection, id: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE messages_in SET status = 'failed' WHERE id = ?1", [id])?;
+    conn.prepare_cached("UPDATE messages_in SET status = 'failed' WHERE id = ?1")?.execute([id])?;
     Ok(())
 }
 
@@ -315,32 +310,30 @@ pub struct OpenTask {
 }
 
 pub fn open_task(conn: &Connection, series_id: &str) -> rusqlite::Result<Option<OpenTask>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT id, status, process_after, recurrence, content FROM messages_in
          WHERE kind = 'task' AND COALESCE(series_id, id) = ?1 ORDER BY seq DESC LIMIT 1",
-        [series_id],
-        |r| {
-            Ok(OpenTask {
-                id: r.get(0)?,
-                status: r.get(1)?,
-                process_after: r.get(2)?,
-                recurrence: r.get(3)?,
-                content: r.get(4)?,
-            })
-        },
-    )
+    )?
+    .query_row([series_id], |r| {
+        Ok(OpenTask {
+            id: r.get(0)?,
+            status: r.get(1)?,
+            process_after: r.get(2)?,
+            recurrence: r.get(3)?,
+            content: r.get(4)?,
+        })
+    })
     .optional()
     .map(|t| t.filter(|t| t.status == "pending" || t.status == "paused"))
 }
 
 /// Open task series (pending or paused).
 pub fn open_task_count(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT COUNT(DISTINCT COALESCE(series_id, id)) FROM messages_in
          WHERE kind = 'task' AND status IN ('pending', 'paused')",
-        [],
-        |r| r.get(0),
-    )
+    )?
+    .query_row([], |r| r.get(0))
 }
 
 /// Changes an open task row's time, schedule and content.
@@ -351,21 +344,19 @@ pub fn update_task(
     recurrence: Option<&str>,
     content: &str,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE messages_in SET process_after = ?2, recurrence = ?3, content = ?4
          WHERE id = ?1 AND status IN ('pending', 'paused')",
-        params![id, process_after, recurrence, content],
-    )?;
+    )?
+    .execute(params![id, process_after, recurrence, content])?;
     Ok(())
 }
 
 /// Moves an open task row to `status` (`paused`, `pending` or `cancelled`; a cancelled task no
 /// longer recurs).
 pub fn set_task_status(conn: &Connection, id: &str, status: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE messages_in SET status = ?2, recurrence = CASE WHEN ?2 = 'cancelled' THEN NULL ELSE recurrence END
-         WHERE id = ?1 AND status IN ('pending', 'paused')",
-        params![id, status],
+    conn.prepare_cached("UPDATE messages_in SET status = ?2, recurrence = CASE WHEN ?2 = 'cancelled' THEN NULL ELSE recurrence END
+         WHERE id = ?1 AND status IN ('pending', 'paused')")?.execute(params![id, status],
     )?;
     Ok(())
 }
@@ -410,7 +401,7 @@ pub fn ended_recurring_tasks(conn: &Connection) -> rusqlite::Result<Vec<EndedRun
 
 /// The row's run has been followed up: it no longer recurs itself.
 pub fn stop_recurring(conn: &Connection, id: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE messages_in SET recurrence = NULL WHERE id = ?1", [id])?;
+    conn.prepare_cached("UPDATE messages_in SET recurrence = NULL WHERE id = ?1")?.execute([id])?;
     Ok(())
 }
 
@@ -424,26 +415,23 @@ pub struct RowMeta {
 }
 
 pub fn row_meta(conn: &Connection, id: &str) -> rusqlite::Result<Option<RowMeta>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT channel_type, platform_id, content, source_session_id FROM messages_in WHERE id = ?1",
-        [id],
-        |r| {
-            Ok(RowMeta {
-                channel_type: r.get(0)?,
-                platform_id: r.get(1)?,
-                content: r.get(2)?,
-                source_session_id: r.get(3)?,
-            })
-        },
-    )
+    )?
+    .query_row([id], |r| {
+        Ok(RowMeta {
+            channel_type: r.get(0)?,
+            platform_id: r.get(1)?,
+            content: r.get(2)?,
+            source_session_id: r.get(3)?,
+        })
+    })
     .optional()
 }
 
 /// The session the newest agent-to-agent message here came from.
 pub fn latest_source_session(conn: &Connection) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
-        "SELECT source_session_id FROM messages_in WHERE source_session_id IS NOT NULL ORDER BY seq DESC LIMIT 1",
-        [],
+    conn.prepare_cached("SELECT source_session_id FROM messages_in WHERE source_session_id IS NOT NULL ORDER BY seq DESC LIMIT 1")?.query_row([],
         |r| r.get(0),
     )
     .optional()
@@ -451,11 +439,13 @@ pub fn latest_source_session(conn: &Connection) -> rusqlite::Result<Option<Strin
 
 /// The id of the row with this seq.
 pub fn id_by_seq(conn: &Connection, seq: i64) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT id FROM messages_in WHERE seq = ?1", [seq], |r| r.get(0)).optional()
+    conn.prepare_cached("SELECT id FROM messages_in WHERE seq = ?1")?
+        .query_row([seq], |r| r.get(0))
+        .optional()
 }
 
 pub fn max_seq(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    conn.query_row("SELECT MAX(seq) FROM messages_in", [], |r| r.get(0))
+    conn.prepare_cached("SELECT MAX(seq) FROM messages_in")?.query_row([], |r| r.get(0))
 }
 
 /// Where a message goes: a channel address (`channel_type` + `platform_id`, optional thread).
@@ -468,10 +458,11 @@ pub struct Address {
 
 /// The session's default reply address.
 pub fn routing(conn: &Connection) -> rusqlite::Result<Option<Address>> {
-    conn.query_row("SELECT channel_type, platform_id, thread_id FROM session_routing WHERE id = 1", [], |r| {
-        Ok(Address { channel_type: r.get(0)?, platform_id: r.get(1)?, thread_id: r.get(2)? })
-    })
-    .optional()
+    conn.prepare_cached("SELECT channel_type, platform_id, thread_id FROM session_routing WHERE id = 1")?
+        .query_row([], |r| {
+            Ok(Address { channel_type: r.get(0)?, platform_id: r.get(1)?, thread_id: r.get(2)? })
+        })
+        .optional()
 }
 
 /// The destination projection as the agent sees it.

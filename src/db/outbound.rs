@@ -30,7 +30,8 @@ pub struct NewOutbound<'a> {
 /// Inserts an outbound row with the next odd seq after both tables (`max_in` is read by the
 /// caller from `inbound.db`). Returns the seq.
 pub fn insert(conn: &Connection, m: &NewOutbound<'_>, max_in: Option<i64>) -> rusqlite::Result<i64> {
-    let max_out: Option<i64> = conn.query_row("SELECT MAX(seq) FROM messages_out", [], |r| r.get(0))?;
+    let max_out: Option<i64> =
+        conn.prepare_cached("SELECT MAX(seq) FROM messages_out")?.query_row([], |r| r.get(0))?;
     let seq = next_odd_seq(max_out, max_in);
     conn.prepare_cached(
         "INSERT INTO messages_out (id, seq, in_reply_to, timestamp, deliver_after, kind,
@@ -76,24 +77,26 @@ pub fn delete_claims(conn: &Connection, ids: &[&str]) -> rusqlite::Result<()> {
 
 /// Drops claims still `processing` (a fresh container retries what its predecessor left).
 pub fn delete_processing_claims(conn: &Connection) -> rusqlite::Result<usize> {
-    conn.execute("DELETE FROM processing_ack WHERE status = 'processing'", [])
+    conn.prepare_cached("DELETE FROM processing_ack WHERE status = 'processing'")?.execute([])
 }
 
 pub fn state(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM session_state WHERE key = ?1", [key], |r| r.get(0)).optional()
+    conn.prepare_cached("SELECT value FROM session_state WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()
 }
 
 pub fn set_state(conn: &Connection, key: &str, value: &str, now: i64) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO session_state (key, value, updated_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        params![key, value, now],
-    )?;
+    )?
+    .execute(params![key, value, now])?;
     Ok(())
 }
 
 pub fn delete_state(conn: &Connection, key: &str) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM session_state WHERE key = ?1", [key])?;
+    conn.prepare_cached("DELETE FROM session_state WHERE key = ?1")?.execute([key])?;
     Ok(())
 }
 
@@ -107,13 +110,11 @@ pub fn set_current_tool(
         Some((name, timeout)) => (Some(name), timeout, Some(now)),
         None => (None, None, None),
     };
-    conn.execute(
-        "INSERT INTO container_state (id, current_tool, tool_declared_timeout_ms, tool_started_at, updated_at)
+    conn.prepare_cached("INSERT INTO container_state (id, current_tool, tool_declared_timeout_ms, tool_started_at, updated_at)
          VALUES (1, ?1, ?2, ?3, ?4)
          ON CONFLICT (id) DO UPDATE SET current_tool = excluded.current_tool,
              tool_declared_timeout_ms = excluded.tool_declared_timeout_ms,
-             tool_started_at = excluded.tool_started_at, updated_at = excluded.updated_at",
-        params![name, timeout, started, now],
+             tool_started_at = excluded.tool_started_at, updated_at = excluded.updated_at")?.execute(params![name, timeout, started, now],
     )?;
     Ok(())
 }
@@ -162,11 +163,13 @@ pub fn rows_after(conn: &Connection, after_seq: i64, limit: i64) -> rusqlite::Re
 /// The id of the row with this seq.
 /// The highest `seq` written so far (0 for none).
 pub fn last_seq(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages_out", [], |r| r.get(0))
+    conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages_out")?.query_row([], |r| r.get(0))
 }
 
 pub fn id_by_seq(conn: &Connection, seq: i64) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT id FROM messages_out WHERE seq = ?1", [seq], |r| r.get(0)).optional()
+    conn.prepare_cached("SELECT id FROM messages_out WHERE seq = ?1")?
+        .query_row([seq], |r| r.get(0))
+        .optional()
 }
 
 /// Finished claims changed at or after `since` (epoch ms): `(message id, status)`.
@@ -188,9 +191,7 @@ pub fn processing_claims(conn: &Connection) -> rusqlite::Result<Vec<(String, i64
 
 /// The tool in flight and its declared timeout, if any.
 pub fn current_tool(conn: &Connection) -> rusqlite::Result<Option<(String, Option<i64>)>> {
-    conn.query_row(
-        "SELECT current_tool, tool_declared_timeout_ms FROM container_state WHERE id = 1 AND current_tool IS NOT NULL",
-        [],
+    conn.prepare_cached("SELECT current_tool, tool_declared_timeout_ms FROM container_state WHERE id = 1 AND current_tool IS NOT NULL")?.query_row([],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .optional()

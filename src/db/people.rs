@@ -38,7 +38,7 @@ pub fn users(conn: &Connection) -> rusqlite::Result<Vec<UserRow>> {
 }
 
 pub fn user(conn: &Connection, id: &str) -> rusqlite::Result<Option<UserRow>> {
-    conn.query_row("SELECT * FROM users WHERE id = ?1", [id], UserRow::from_row).optional()
+    conn.prepare_cached("SELECT * FROM users WHERE id = ?1")?.query_row([id], UserRow::from_row).optional()
 }
 
 /// Case-insensitive match on display names (for refusing look-alike names).
@@ -54,16 +54,14 @@ pub fn insert_user(
     display_name: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO users (id, kind, display_name, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![id, kind, display_name, now],
-    )?;
+    conn.prepare_cached("INSERT INTO users (id, kind, display_name, created_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![id, kind, display_name, now])?;
     Ok(())
 }
 
 /// Removes a user; their roles, memberships and sessions go with them (foreign keys).
 pub fn delete_user(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
-    Ok(conn.execute("DELETE FROM users WHERE id = ?1", [id])? == 1)
+    Ok(conn.prepare_cached("DELETE FROM users WHERE id = ?1")?.execute([id])? == 1)
 }
 
 pub fn roles(conn: &Connection, user_id: &str) -> rusqlite::Result<Vec<RoleRow>> {
@@ -82,9 +80,7 @@ pub fn grant_role(
     by: &str,
     now: i64,
 ) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "INSERT OR IGNORE INTO user_roles (user_id, role, agent_id, granted_by, granted_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![user_id, role, agent_id, by, now],
+    Ok(conn.prepare_cached("INSERT OR IGNORE INTO user_roles (user_id, role, agent_id, granted_by, granted_at) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![user_id, role, agent_id, by, now],
     )? == 1)
 }
 
@@ -95,14 +91,15 @@ pub fn revoke_role(
     role: &str,
     agent_id: Option<&str>,
 ) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2 AND agent_id IS ?3",
-        params![user_id, role, agent_id],
-    )? == 1)
+    Ok(conn
+        .prepare_cached("DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2 AND agent_id IS ?3")?
+        .execute(params![user_id, role, agent_id])?
+        == 1)
 }
 
 pub fn owner_count(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("SELECT COUNT(DISTINCT user_id) FROM user_roles WHERE role = 'owner'", [], |r| r.get(0))
+    conn.prepare_cached("SELECT COUNT(DISTINCT user_id) FROM user_roles WHERE role = 'owner'")?
+        .query_row([], |r| r.get(0))
 }
 
 /// Owner or global admin; with `agent_id`, an admin of that agent counts too.
@@ -127,17 +124,15 @@ pub fn add_member(
     by: &str,
     now: i64,
 ) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "INSERT OR IGNORE INTO agent_members (user_id, agent_id, added_by, added_at) VALUES (?1, ?2, ?3, ?4)",
-        params![user_id, agent_id, by, now],
+    Ok(conn.prepare_cached("INSERT OR IGNORE INTO agent_members (user_id, agent_id, added_by, added_at) VALUES (?1, ?2, ?3, ?4)")?.execute(params![user_id, agent_id, by, now],
     )? == 1)
 }
 
 pub fn remove_member(conn: &Connection, user_id: &str, agent_id: &str) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "DELETE FROM agent_members WHERE user_id = ?1 AND agent_id = ?2",
-        params![user_id, agent_id],
-    )? == 1)
+    Ok(conn
+        .prepare_cached("DELETE FROM agent_members WHERE user_id = ?1 AND agent_id = ?2")?
+        .execute(params![user_id, agent_id])?
+        == 1)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -173,11 +168,20 @@ impl AuthSession {
 const SESSION_COLUMNS: &str = "id, user_id, device, ip, created_at, last_seen, expires_at, revoked_at";
 
 pub fn insert_session(conn: &Connection, s: &AuthSession, secret_hash: &str) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO auth_sessions (id, secret_hash, user_id, device, ip, created_at, last_seen, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![s.id, secret_hash, s.user_id, s.device, s.ip, s.created_at, s.last_seen, s.expires_at],
-    )?;
+    )?
+    .execute(params![
+        s.id,
+        secret_hash,
+        s.user_id,
+        s.device,
+        s.ip,
+        s.created_at,
+        s.last_seen,
+        s.expires_at
+    ])?;
     Ok(())
 }
 
@@ -191,7 +195,8 @@ pub fn live_session(conn: &Connection, secret_hash: &str, now: i64) -> rusqlite:
 }
 
 pub fn touch_session(conn: &Connection, id: &str, now: i64) -> rusqlite::Result<()> {
-    conn.execute("UPDATE auth_sessions SET last_seen = ?2 WHERE id = ?1", params![id, now])?;
+    conn.prepare_cached("UPDATE auth_sessions SET last_seen = ?2 WHERE id = ?1")?
+        .execute(params![id, now])?;
     Ok(())
 }
 
@@ -215,23 +220,22 @@ pub fn session_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<Aut
 
 /// Revokes one session; true if it was live.
 pub fn revoke_session(conn: &Connection, id: &str, now: i64) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "UPDATE auth_sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-        params![id, now],
-    )? == 1)
+    Ok(conn
+        .prepare_cached("UPDATE auth_sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
+        .execute(params![id, now])?
+        == 1)
 }
 
 /// Revokes every session of a user; how many.
 pub fn revoke_sessions_of(conn: &Connection, user_id: &str, now: i64) -> rusqlite::Result<usize> {
-    conn.execute(
-        "UPDATE auth_sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
-        params![user_id, now],
-    )
+    conn.prepare_cached("UPDATE auth_sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL")?
+        .execute(params![user_id, now])
 }
 
 /// Deletes sessions that ended more than `keep_ms` ago.
 pub fn prune_sessions(conn: &Connection, now: i64, keep_ms: i64) -> rusqlite::Result<usize> {
-    conn.execute("DELETE FROM auth_sessions WHERE COALESCE(revoked_at, expires_at) < ?1", [now - keep_ms])
+    conn.prepare_cached("DELETE FROM auth_sessions WHERE COALESCE(revoked_at, expires_at) < ?1")?
+        .execute([now - keep_ms])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,20 +282,20 @@ const INVITE_COLUMNS: &str =
     "id, name, role, agents, created_by, created_at, expires_at, used_at, used_by, revoked_at";
 
 pub fn insert_invite(conn: &Connection, i: &Invite, secret_hash: &str) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO invites (id, secret_hash, name, role, agents, created_by, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            i.id,
-            secret_hash,
-            i.name,
-            i.role,
-            serde_json::to_string(&i.agents).expect("strings serialise"),
-            i.created_by,
-            i.created_at,
-            i.expires_at
-        ],
-    )?;
+    )?
+    .execute(params![
+        i.id,
+        secret_hash,
+        i.name,
+        i.role,
+        serde_json::to_string(&i.agents).expect("strings serialise"),
+        i.created_by,
+        i.created_at,
+        i.expires_at
+    ])?;
     Ok(())
 }
 
@@ -321,18 +325,22 @@ pub fn open_invites(conn: &Connection, now: i64) -> rusqlite::Result<Vec<Invite>
 /// Marks an invitation used; false if it was used (or revoked) meanwhile, so two browsers
 /// racing with one link get one account.
 pub fn use_invite(conn: &Connection, id: &str, user_id: &str, now: i64) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "UPDATE invites SET used_at = ?3, used_by = ?2
+    Ok(conn
+        .prepare_cached(
+            "UPDATE invites SET used_at = ?3, used_by = ?2
          WHERE id = ?1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?3",
-        params![id, user_id, now],
-    )? == 1)
+        )?
+        .execute(params![id, user_id, now])?
+        == 1)
 }
 
 pub fn revoke_invite(conn: &Connection, id: &str, now: i64) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "UPDATE invites SET revoked_at = ?2 WHERE id = ?1 AND used_at IS NULL AND revoked_at IS NULL",
-        params![id, now],
-    )? == 1)
+    Ok(conn
+        .prepare_cached(
+            "UPDATE invites SET revoked_at = ?2 WHERE id = ?1 AND used_at IS NULL AND revoked_at IS NULL",
+        )?
+        .execute(params![id, now])?
+        == 1)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -366,17 +374,15 @@ impl PushSub {
 /// them) and keeps the person's newest `keep` ones: browsers renew subscriptions, and the old
 /// endpoints are not always reported gone.
 pub fn upsert_push(conn: &Connection, s: &PushSub, keep: usize) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO push_subscriptions (endpoint, user_id, session_id, p256dh, auth, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (endpoint) DO UPDATE SET user_id = excluded.user_id, session_id = excluded.session_id,
              p256dh = excluded.p256dh, auth = excluded.auth, created_at = excluded.created_at, failures = 0",
-        params![s.endpoint, s.user_id, s.session_id, s.p256dh, s.auth, s.created_at],
-    )?;
-    conn.execute(
-        "DELETE FROM push_subscriptions WHERE user_id = ?1 AND endpoint NOT IN
-             (SELECT endpoint FROM push_subscriptions WHERE user_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2)",
-        params![s.user_id, keep as i64],
+    )?
+    .execute(params![s.endpoint, s.user_id, s.session_id, s.p256dh, s.auth, s.created_at])?;
+    conn.prepare_cached("DELETE FROM push_subscriptions WHERE user_id = ?1 AND endpoint NOT IN
+             (SELECT endpoint FROM push_subscriptions WHERE user_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2)")?.execute(params![s.user_id, keep as i64],
     )?;
     Ok(())
 }
@@ -394,28 +400,26 @@ pub fn push_subs_of(conn: &Connection, user_id: &str) -> rusqlite::Result<Vec<Pu
 
 /// Removes a subscription; with `user_id`, only if it is theirs.
 pub fn delete_push(conn: &Connection, endpoint: &str, user_id: Option<&str>) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "DELETE FROM push_subscriptions WHERE endpoint = ?1 AND (?2 IS NULL OR user_id = ?2)",
-        params![endpoint, user_id],
-    )? == 1)
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM push_subscriptions WHERE endpoint = ?1 AND (?2 IS NULL OR user_id = ?2)",
+        )?
+        .execute(params![endpoint, user_id])?
+        == 1)
 }
 
 /// Removes the subscriptions made on a signed-in session (it ended).
 pub fn delete_push_of_session(conn: &Connection, session_id: &str) -> rusqlite::Result<usize> {
-    conn.execute("DELETE FROM push_subscriptions WHERE session_id = ?1", [session_id])
+    conn.prepare_cached("DELETE FROM push_subscriptions WHERE session_id = ?1")?.execute([session_id])
 }
 
 pub fn push_result(conn: &Connection, endpoint: &str, ok: bool, now: i64) -> rusqlite::Result<()> {
     if ok {
-        conn.execute(
-            "UPDATE push_subscriptions SET last_ok = ?2, failures = 0 WHERE endpoint = ?1",
-            params![endpoint, now],
-        )?;
+        conn.prepare_cached("UPDATE push_subscriptions SET last_ok = ?2, failures = 0 WHERE endpoint = ?1")?
+            .execute(params![endpoint, now])?;
     } else {
-        conn.execute(
-            "UPDATE push_subscriptions SET failures = failures + 1 WHERE endpoint = ?1",
-            [endpoint],
-        )?;
+        conn.prepare_cached("UPDATE push_subscriptions SET failures = failures + 1 WHERE endpoint = ?1")?
+            .execute([endpoint])?;
     }
     Ok(())
 }
@@ -428,11 +432,11 @@ pub fn webhook_pref(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> 
 }
 
 pub fn set_webhook_pref(conn: &Connection, user_id: &str, on: bool) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO notify_prefs (user_id, webhook) VALUES (?1, ?2)
          ON CONFLICT (user_id) DO UPDATE SET webhook = excluded.webhook",
-        params![user_id, on],
-    )?;
+    )?
+    .execute(params![user_id, on])?;
     Ok(())
 }
 

@@ -26,6 +26,7 @@ use super::sweep::SweepMsg;
 use super::tasks;
 use crate::db::central::{self, Agent, Room, Session};
 use crate::db::inbound::{self, Outcome};
+use crate::db::kept::{Kept, Mode};
 use crate::db::outbound::{self, OutboundRow};
 use crate::db::{self, Connection, Kind};
 use crate::ids::now_ms;
@@ -103,6 +104,8 @@ struct Loop {
     scheduled: HashSet<String>,
     /// Agent-to-agent messages per pair (the loop bound).
     rates: a2a::PairRates,
+    /// Session DB connections kept between passes.
+    kept: Kept,
 }
 
 /// Runs the delivery thread until [`DeliveryMsg::Stop`].
@@ -117,6 +120,7 @@ pub fn run(d: Delivery, poll: Poll, mailbox: Mailbox<DeliveryMsg>) -> anyhow::Re
         again: HashSet::new(),
         scheduled: HashSet::new(),
         rates: a2a::PairRates::default(),
+        kept: Kept::default(),
     };
     lp.run()
 }
@@ -150,6 +154,7 @@ impl Loop {
                     DeliveryMsg::Gone(session) => {
                         self.d.links.close(self.poll.registry(), &session);
                         self.live.remove(&session);
+                        self.kept.forget_part(&session);
                         dirty.insert(session);
                     }
                     DeliveryMsg::Stop => stop = true,
@@ -285,7 +290,7 @@ impl Loop {
         if !dir.outbound().exists() {
             return Ok(());
         }
-        let out = db::open_readonly(&dir.outbound(), Kind::Outbound)?;
+        let out = self.kept.take(&dir.outbound(), Kind::Outbound, Mode::Read)?;
         // The container writes a reply's stream frames to the link before it commits the reply,
         // so once a row is visible its frames are in the link's buffer. Handling them before the
         // rows up to `upto` keeps every stream frame ahead of the message that completes it, also
@@ -296,7 +301,7 @@ impl Loop {
             self.on_link(ev, &mut again);
         }
         self.again.extend(again);
-        let mut inb = dir.open_inbound()?;
+        let mut inb = self.kept.take(&dir.inbound(), Kind::Inbound, Mode::Write)?;
         let mut cursor = self.cursors.remove(session_id).unwrap_or_default();
         let mut writes = Vec::new();
         let pass = Pass { session: &session, agent: &agent, dir: &dir, out: &out, inb: &inb };
@@ -329,6 +334,10 @@ impl Loop {
         }
         if scheduled {
             self.d.sweep.post(SweepMsg::Check(session_id.to_string()));
+        }
+        if delivered.is_ok() && recorded.is_ok() {
+            self.kept.put(out);
+            self.kept.put(inb);
         }
         if recorded.is_ok() {
             // Acks carry the container's clock (same machine); a small overlap re-applies a few,

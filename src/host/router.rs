@@ -21,7 +21,8 @@ use super::sessions::{self, SessionDir, SessionMode};
 use super::sweep::SweepMsg;
 use crate::db::central::{self, Room, Session, Unrouted, Wiring};
 use crate::db::inbound::{self, NewInbound};
-use crate::db::{self, Connection};
+use crate::db::kept::{Kept, Mode};
+use crate::db::{self, Connection, Kind};
 use crate::ids::now_ms;
 use crate::mailbox::{self, Mailbox};
 
@@ -50,6 +51,8 @@ pub struct Router {
     pub retry_at: Option<i64>,
     /// Compiled engage patterns.
     pub patterns: HashMap<String, Option<fancy_regex::Regex>>,
+    /// Session `inbound.db` connections kept between messages.
+    pub kept: Kept,
 }
 
 /// Runs the router until [`RouterMsg::Stop`].
@@ -90,6 +93,7 @@ impl Router {
             attempts: HashMap::new(),
             retry_at: None,
             patterns: HashMap::new(),
+            kept: Kept::default(),
         }
     }
 
@@ -283,7 +287,7 @@ impl Router {
     }
 
     fn write_inbound(
-        &self,
+        &mut self,
         room: &Room,
         session: &Session,
         m: &Unrouted,
@@ -305,8 +309,7 @@ impl Router {
         }
         let content = content.to_string();
         let id = format!("{}:{}", m.id, session.agent_id);
-        let mut inb = dir.open_inbound()?;
-
+        let mut inb = self.kept.take(&dir.inbound(), Kind::Inbound, Mode::Write)?;
         db::write_tx(&mut inb, |tx| {
             inbound::insert(
                 tx,
@@ -327,7 +330,9 @@ impl Router {
                 },
             )?;
             Ok(())
-        })
+        })?;
+        self.kept.put(inb);
+        Ok(())
     }
 
     /// Copies the files a person's message carries into the session's `inbox/<message>/` (again

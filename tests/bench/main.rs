@@ -19,6 +19,7 @@ mod files;
 mod host;
 mod net;
 mod proxy;
+mod scale;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -49,6 +50,12 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let image = image_name(env!("CARGO_MANIFEST_DIR"));
+    if std::env::var("PINCER_BENCH_ONLY").is_ok_and(|v| v == "scale") {
+        // The scale phase alone (minutes less when working on it).
+        let dir = tempfile::Builder::new().prefix("pincer-bench-scale-").tempdir()?;
+        report_scale(&scale::phase(dir.path(), &image).context("scale phase")?);
+        return Ok(());
+    }
     let tmp = tempfile::Builder::new().prefix("pincer-bench-").tempdir()?;
     println!(
         "# pincer bench  date {}  kernel {}  image {image}",
@@ -220,6 +227,10 @@ fn run() -> anyhow::Result<()> {
     );
     println!("proxy_added_first_byte_p50 {} ms  (target <= 0.3 ms)", num(via50 - direct50));
 
+    let scale_dir = tempfile::Builder::new().prefix("pincer-bench-scale-").tempdir()?;
+    let sc = scale::phase(scale_dir.path(), &image).context("scale phase")?;
+    report_scale(&sc);
+
     let files_dir = tempfile::Builder::new().prefix("pincer-bench-files-").tempdir()?;
     let f = files::phase(files_dir.path(), &image).context("files phase")?;
     let median = |v: &[f64]| {
@@ -282,6 +293,51 @@ fn run() -> anyhow::Result<()> {
         eprintln!("bench: containers left after the host stopped (removing them): {}", left.join(", "));
     }
     Ok(())
+}
+
+/// The scale phase's lines.
+fn report_scale(sc: &scale::Scale) {
+    let ms = |d: &[Duration], p: usize| percentile(d, p).as_secs_f64() * 1e3;
+    report(
+        &format!("throughput_{}_concurrent_chats", scale::CHATS),
+        sc.throughput_msg_s,
+        "msg/s",
+        &[("one_chat_alone", 1e3 / ms(&sc.alone_round_trips, 50), "msg/s")],
+    );
+    report(
+        &format!("round_trip_{}_concurrent_chats_p95", scale::CHATS),
+        ms(&sc.chat_round_trips, 95),
+        "ms",
+        &[("one_chat_alone_p95", ms(&sc.alone_round_trips, 95), "ms")],
+    );
+    report(
+        &format!("host_cpu_{}_idle_warm_agents", scale::IDLE_AGENTS),
+        sc.idle_cpu_ms_per_s,
+        "ms/s",
+        &[("same_host_before_any_agent", sc.empty_cpu_ms_per_s, "ms/s")],
+    );
+    report(
+        &format!("host_rss_{}_idle_ws_clients", scale::CLIENTS),
+        sc.rss_clients_mb,
+        "MB",
+        &[("host_rss_before_them", sc.rss_before_clients_mb, "MB")],
+    );
+    println!(
+        "host_rss_per_idle_ws_client {} KiB  (plain WebSocket joined to a room; target <= 20 KiB)",
+        num((sc.rss_clients_mb - sc.rss_before_clients_mb) * 1e6 / 1024.0 / scale::CLIENTS as f64)
+    );
+    report(
+        &format!("broadcast_to_{}_clients_p50", scale::CLIENTS),
+        ms(&sc.broadcast, 50),
+        "ms",
+        &[("loopback_fanout_same_frame_p50", ms(&sc.loopback_fanout, 50), "ms")],
+    );
+    report(
+        &format!("broadcast_to_{}_clients_p99", scale::CLIENTS),
+        ms(&sc.broadcast, 99),
+        "ms",
+        &[("loopback_fanout_same_frame_p99", ms(&sc.loopback_fanout, 99), "ms")],
+    );
 }
 
 /// Sign-ins and socket openings measured over TLS.
