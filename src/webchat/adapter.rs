@@ -326,9 +326,8 @@ mod tests {
         central::insert_agent(&conn, &agent).unwrap();
         let hub = Arc::new(Hub::default());
         let poll = mio::Poll::new().unwrap();
-        let outbox = Arc::new(super::super::hub::Outbox::new(
-            mio::Waker::new(poll.registry(), mio::Token(0)).unwrap(),
-        ));
+        let bell = super::super::hub::Bell::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let outbox = Arc::new(super::super::hub::Outbox::new(Arc::new(bell), 1));
         let id = hub.register("webchat:u", None, outbox.clone());
         hub.join(id, "r1");
         let channel = WebchatChannel {

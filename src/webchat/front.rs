@@ -23,6 +23,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::Ctx;
 use super::auth::Peer;
 use super::transport::Acceptor;
+use super::wsloop::{self, Loops};
 
 /// Open connections at once, all addresses together.
 pub const CONNECTIONS_MAX: usize = 1024;
@@ -137,6 +138,7 @@ pub struct Front {
     waker: Arc<Waker>,
     acceptor: Option<JoinHandle<()>>,
     live: Arc<Live>,
+    loops: Arc<Loops>,
 }
 
 pub fn start(ctx: Arc<Ctx>, listener: TcpListener, tls: Acceptor) -> anyhow::Result<Front> {
@@ -148,11 +150,13 @@ pub fn start(ctx: Arc<Ctx>, listener: TcpListener, tls: Acceptor) -> anyhow::Res
     let live = Arc::new(Live::default());
     let _ = live.waker.set(waker.clone());
     let live2 = live.clone();
+    let loops = Arc::new(Loops::start(wsloop::loop_count())?);
+    let loops2 = loops.clone();
     let acceptor = std::thread::Builder::new()
         .name("webchat-accept".into())
-        .spawn(move || accept_loop(poll, listener, ctx, tls, live2))
+        .spawn(move || accept_loop(poll, listener, ctx, tls, live2, loops2))
         .context("starting the webchat acceptor")?;
-    Ok(Front { waker, acceptor: Some(acceptor), live })
+    Ok(Front { waker, acceptor: Some(acceptor), live, loops })
 }
 
 impl Front {
@@ -164,7 +168,8 @@ impl Front {
         }
     }
 
-    /// Closes every client socket and waits (bounded) for their threads to finish.
+    /// Closes every client socket, waits (bounded) for their threads and loops to let go of
+    /// them, and ends the loops.
     pub fn join(&mut self) {
         self.stop_accepting();
         let st = self.live.lock();
@@ -179,6 +184,8 @@ impl Front {
         if waited.timed_out() {
             log::warn!("{} webchat connection(s) still open at shutdown", st.sockets.len());
         }
+        drop(st);
+        self.loops.stop();
     }
 }
 
@@ -188,6 +195,7 @@ fn accept_loop(
     ctx: Arc<Ctx>,
     tls: Acceptor,
     live: Arc<Live>,
+    loops: Arc<Loops>,
 ) {
     let mut events = Events::with_capacity(16);
     let mut last_refusal_log = Instant::now() - Duration::from_secs(60);
@@ -250,13 +258,11 @@ fn accept_loop(
             };
             let ctx = ctx.clone();
             let tls = tls.clone();
+            let loops = loops.clone();
             let spawned = std::thread::Builder::new()
                 .name("webchat-conn".into())
                 .stack_size(THREAD_STACK_BYTES)
-                .spawn(move || {
-                    let _slot = slot;
-                    connection(&ctx, &tls, stream, addr);
-                });
+                .spawn(move || connection(&ctx, &tls, stream, addr, slot, &loops));
             if let Err(e) = spawned {
                 log::error!("cannot start a connection thread: {e}");
             }
@@ -310,7 +316,16 @@ fn into_std_blocking(stream: mio::net::TcpStream) -> io::Result<TcpStream> {
     Ok(std_stream)
 }
 
-fn connection(ctx: &Arc<Ctx>, tls: &Acceptor, stream: TcpStream, addr: SocketAddr) {
+/// Serves one connection's requests on this thread; a WebSocket goes on to a loop with the
+/// connection's `slot`.
+fn connection(
+    ctx: &Arc<Ctx>,
+    tls: &Acceptor,
+    stream: TcpStream,
+    addr: SocketAddr,
+    slot: Slot,
+    loops: &Loops,
+) {
     let accepted = Instant::now();
     let transport = match tls.accept(stream, accepted) {
         Ok(t) => t,
@@ -320,8 +335,10 @@ fn connection(ctx: &Arc<Ctx>, tls: &Acceptor, stream: TcpStream, addr: SocketAdd
         }
     };
     let peer = Peer { addr, tls: transport.is_tls() };
-    if let Err(e) = super::http::serve(ctx, transport, peer, accepted) {
-        log::debug!("connection from {addr}: {e:#}");
+    match super::http::serve(ctx, transport, peer, accepted) {
+        Ok(Some(upgraded)) => loops.adopt(upgraded, Box::new(slot)),
+        Ok(None) => {}
+        Err(e) => log::debug!("connection from {addr}: {e:#}"),
     }
 }
 

@@ -48,8 +48,14 @@ enum Next {
     Close,
 }
 
-/// Serves requests on one connection until it closes, fails a limit, or becomes a WebSocket.
-pub fn serve(ctx: &Arc<Ctx>, transport: Transport, peer: Peer, accepted: Instant) -> anyhow::Result<()> {
+/// Serves requests on one connection until it closes, fails a limit, or becomes a WebSocket
+/// (returned, for a loop to serve).
+pub(crate) fn serve(
+    ctx: &Arc<Ctx>,
+    transport: Transport,
+    peer: Peer,
+    accepted: Instant,
+) -> anyhow::Result<Option<Box<super::ws::Upgraded>>> {
     transport.tcp().set_write_timeout(Some(WRITE_STALL_TIMEOUT))?;
     let mut conn = BufReader::with_capacity(READ_BUFFER_BYTES, transport);
     let mut head_deadline = accepted + HEAD_TIMEOUT;
@@ -57,7 +63,7 @@ pub fn serve(ctx: &Arc<Ctx>, transport: Transport, peer: Peer, accepted: Instant
         conn.get_mut().set_deadline(Some(head_deadline));
         let head = match http1::read_head(&mut conn, HEAD_BYTES_MAX) {
             Ok(h) => h,
-            Err(http1::Error::Closed) => return Ok(()),
+            Err(http1::Error::Closed) => return Ok(None),
             Err(e) => {
                 let (status, msg) = head_error(&e);
                 if status != 0 {
@@ -73,19 +79,19 @@ pub fn serve(ctx: &Arc<Ctx>, transport: Transport, peer: Peer, accepted: Instant
                 conn = c;
                 (next, status, what)
             }
-            Handled::Upgraded => return Ok(()),
+            Handled::Upgraded(up) => return Ok(Some(up)),
             Handled::Failed(e) => return Err(e),
         };
         log::debug!("{what} {status} {:?}", started.elapsed());
         if let Next::Close = next {
-            return Ok(());
+            return Ok(None);
         }
         // Idle until the next request's first byte, then the head deadline runs again.
         conn.get_mut().set_deadline(Some(Instant::now() + KEEPALIVE_IDLE));
         match conn.fill_buf() {
-            Ok([]) => return Ok(()),
+            Ok([]) => return Ok(None),
             Ok(_) => head_deadline = Instant::now() + HEAD_TIMEOUT,
-            Err(e) if is_timeout(&e) => return Ok(()),
+            Err(e) if is_timeout(&e) => return Ok(None),
             Err(e) => return Err(e.into()),
         }
     }
@@ -114,7 +120,7 @@ fn is_timeout(e: &io::Error) -> bool {
 
 enum Handled {
     Answered { conn: BufReader<Transport>, next: Next, status: u16, what: String },
-    Upgraded,
+    Upgraded(Box<super::ws::Upgraded>),
     Failed(anyhow::Error),
 }
 
@@ -184,7 +190,7 @@ fn request(ctx: &Arc<Ctx>, mut conn: BufReader<Transport>, head: Head, peer: Pee
         let leftover = conn.buffer().to_vec();
         let transport = conn.into_inner();
         return match super::ws::upgrade(ctx, transport, leftover, &head, &line, framing, peer) {
-            Ok(()) => Handled::Upgraded,
+            Ok(up) => Handled::Upgraded(up),
             Err(e) => Handled::Failed(e),
         };
     }

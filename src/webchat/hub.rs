@@ -1,14 +1,15 @@
 //! Fan-out of live events to WebSocket clients.
 //!
-//! Each connected socket registers an [`Outbox`]: a queue bounded in frames and in bytes plus the
-//! mio waker of its connection thread. Broadcasting serialises an event once and pushes it to
-//! every client that joined the room. A client that cannot keep up overflows its queue and is
-//! disconnected (the queue is freed at once); it resumes with `after_seq` and loses nothing
-//! durable (only ephemeral deltas). The connection thread takes frames out only while the
-//! socket keeps up, so what is queued here is what is really unsent.
+//! Each connected socket registers an [`Outbox`]: a queue bounded in frames and in bytes that
+//! rings its loop's [`Bell`] when a frame arrives (once, until the loop looks). Broadcasting
+//! serialises an event once and pushes it to every client that joined the room. A client that
+//! cannot keep up overflows its queue and is disconnected (the queue is freed at once); it
+//! resumes with `after_seq` and loses nothing durable (only ephemeral deltas). The socket's loop
+//! takes frames out only while the socket keeps up, so what is queued here is what is really
+//! unsent.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Frames queued for one client before it counts as too slow.
@@ -33,16 +34,65 @@ struct Queue {
     bytes: usize,
 }
 
+/// A WebSocket loop's doorbell: which of its sockets' outboxes have news (frames, or a close)
+/// since the loop last looked, and the waker of the loop's poll.
+pub struct Bell {
+    waker: mio::Waker,
+    rung: Mutex<Vec<usize>>,
+}
+
+impl Bell {
+    pub fn new(waker: mio::Waker) -> Bell {
+        Bell { waker, rung: Mutex::new(Vec::new()) }
+    }
+
+    fn ring(&self, key: usize) {
+        self.rung.lock().unwrap_or_else(|e| e.into_inner()).push(key);
+        let _ = self.waker.wake();
+    }
+
+    /// Wakes the loop without news from an outbox (a new socket or a stop for it).
+    pub fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+
+    /// The keys of the outboxes that rang, each once.
+    pub fn take(&self) -> Vec<usize> {
+        std::mem::take(&mut *self.rung.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 pub struct Outbox {
     queue: Mutex<Queue>,
-    waker: mio::Waker,
+    bell: Arc<Bell>,
+    /// The socket's key in its loop.
+    key: usize,
+    /// The bell was rung and the loop has not looked yet (a burst rings once).
+    rung: AtomicBool,
     /// 0 open, 1 too slow, 2 shutdown, 3 revoked.
     closed: AtomicU8,
 }
 
 impl Outbox {
-    pub fn new(waker: mio::Waker) -> Outbox {
-        Outbox { queue: Mutex::new(Queue::default()), waker, closed: AtomicU8::new(0) }
+    pub fn new(bell: Arc<Bell>, key: usize) -> Outbox {
+        Outbox {
+            queue: Mutex::new(Queue::default()),
+            bell,
+            key,
+            rung: AtomicBool::new(false),
+            closed: AtomicU8::new(0),
+        }
+    }
+
+    fn ring(&self) {
+        if !self.rung.swap(true, Ordering::SeqCst) {
+            self.bell.ring(self.key);
+        }
+    }
+
+    /// The loop is looking at this outbox now: news from here on rings again.
+    pub fn answered(&self) {
+        self.rung.store(false, Ordering::SeqCst);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -63,7 +113,7 @@ impl Outbox {
                 q.frames.push_back(frame);
             }
         }
-        let _ = self.waker.wake();
+        self.ring();
     }
 
     /// Takes queued frames, up to about `bytes_max` (always at least one if any is queued).
@@ -97,7 +147,7 @@ impl Outbox {
         }
     }
 
-    /// Asks the connection thread to close.
+    /// Asks the socket's loop to close it.
     pub fn close(&self, why: Closed) {
         let code = match why {
             Closed::TooSlow => 1,
@@ -105,7 +155,7 @@ impl Outbox {
             Closed::Revoked => 3,
         };
         self.closed.store(code, Ordering::SeqCst);
-        let _ = self.waker.wake();
+        self.ring();
     }
 }
 

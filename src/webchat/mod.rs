@@ -40,6 +40,7 @@ pub mod trust;
 pub mod upload;
 pub mod wire;
 pub mod ws;
+pub mod wsloop;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};

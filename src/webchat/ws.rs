@@ -1,28 +1,28 @@
-//! One WebSocket connection (CONTRACT.md §4), on its own thread.
+//! One WebSocket connection (CONTRACT.md §4), served by a loop ([`super::wsloop`]).
 //!
 //! [`upgrade`] checks the handshake (400 for a malformed one, 426 for a missing upgrade or an
 //! unsupported version), the `Origin` (same origin only) and the caller's identity, then answers
-//! 101 itself. The socket then runs non-blocking in a mio loop with a waker: frames from the
+//! 101 itself. The socket then runs non-blocking in one of the WebSocket loops: frames from the
 //! browser are read as they come, and events queued in the connection's [`Outbox`] by other
-//! threads are written while the socket keeps up.
+//! threads are written while the socket keeps up. [`Conn`] holds one socket's state; the loop
+//! calls [`Conn::step`] when the socket or its outbox has news and [`Conn::tick`] every second.
 //!
 //! Back-pressure: frames leave the outbox only when what was written before has been taken by
-//! the socket, so unsent data is bounded by the outbox limits plus [`WRITE_BATCH_BYTES`]; replies
-//! to this client's own requests (history above all) wait for the socket to drain past
-//! [`UNSENT_BYTES_MAX`], up to [`DRAIN_TIMEOUT`]. A client over either bound is disconnected
+//! the socket, so unsent data is bounded by the outbox limits plus [`WRITE_BATCH_BYTES`]; a
+//! join's history goes out a frame at a time, and once more than [`UNSENT_BYTES_MAX`] of
+//! replies waits for the client, its next frames are not read until it has taken them (for at
+//! most [`DRAIN_TIMEOUT`]). A client over either bound is disconnected
 //! with a close reason and resumes with `after_seq`. Frames from the client are rate limited per
 //! socket ([`FRAME_RATE`]) and sends per user (`WEBCHAT_SEND_RATE`), answered with a
 //! `rate_limited` error naming when to retry.
 
 use std::collections::HashSet;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tungstenite::protocol::frame::CloseFrame;
@@ -32,7 +32,7 @@ use tungstenite::{Message, WebSocket};
 
 use super::Ctx;
 use super::auth::Peer;
-use super::hub::{Closed, Outbox};
+use super::hub::{Bell, Closed, Outbox};
 use super::rate::{Bucket, Rate};
 use super::transport::Transport;
 use super::wire::{ApiError, Resp, User};
@@ -63,9 +63,6 @@ pub const FRAME_RATE: Rate = Rate { per_s: 20.0, burst: 100.0 };
 pub const RATE_STRIKES_MAX: u32 = 200;
 /// The socket's own read buffer.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
-
-const WAKE: Token = Token(0);
-const SOCK: Token = Token(1);
 
 /// What a valid handshake asked for.
 #[derive(Debug, PartialEq)]
@@ -111,8 +108,15 @@ pub fn check_handshake(head: &Head, line: &RequestLine, framing: Framing) -> Res
     Ok(Handshake { key: key.to_string(), protocols })
 }
 
-/// Completes the upgrade of a request for `/ws` (or refuses it), then runs the connection.
-pub fn upgrade(
+/// An upgraded socket on its way to a loop ([`super::wsloop`]).
+pub(crate) struct Upgraded {
+    ctx: Arc<Ctx>,
+    ws: WebSocket<Transport>,
+    user: User,
+}
+
+/// Completes the upgrade of a request for `/ws` (or refuses it); a loop serves the socket next.
+pub(crate) fn upgrade(
     ctx: &Arc<Ctx>,
     mut transport: Transport,
     leftover: Vec<u8>,
@@ -120,8 +124,8 @@ pub fn upgrade(
     line: &RequestLine,
     framing: Framing,
     peer: Peer,
-) -> anyhow::Result<()> {
-    let refuse = |t: &mut Transport, resp: Resp| -> anyhow::Result<()> {
+) -> anyhow::Result<Box<Upgraded>> {
+    let refuse = |t: &mut Transport, resp: Resp| -> anyhow::Result<Box<Upgraded>> {
         let _ = super::transport::write_response(t, &resp, false, true);
         anyhow::bail!("websocket upgrade refused: {}", resp.status)
     };
@@ -158,10 +162,7 @@ pub fn upgrade(
         .max_message_size(Some(MESSAGE_BYTES_MAX))
         .max_frame_size(Some(MESSAGE_BYTES_MAX));
     let ws = WebSocket::from_partially_read(transport, leftover, Role::Server, Some(config));
-    let mut conn = Conn::new(ctx.clone(), ws, user)?;
-    let res = conn.run();
-    conn.ctx.hub.unregister(conn.client);
-    res
+    Ok(Box::new(Upgraded { ctx: ctx.clone(), ws, user }))
 }
 
 /// `Origin: http://host:port` must name the same host and port as `Host`.
@@ -184,45 +185,56 @@ pub fn same_origin(origin: &str, host: Option<&str>) -> bool {
 #[derive(Debug)]
 struct Hangup(CloseCode, String);
 
-struct Conn {
+/// One socket's state, served by a loop.
+pub(crate) struct Conn {
     ctx: Arc<Ctx>,
     ws: WebSocket<Transport>,
     user: User,
     client: u64,
     outbox: Arc<Outbox>,
-    poll: Poll,
-    events: Events,
     joined: HashSet<String>,
-    writable_wanted: bool,
+    /// The socket holds unsent bytes: its loop also wakes it when it can take more.
+    pub(crate) writable_wanted: bool,
     /// Bytes handed to the socket layer since it last reported everything written.
     unflushed: usize,
+    /// Since when more than [`UNSENT_BYTES_MAX`] has been waiting for the client (its requests
+    /// wait meanwhile).
+    blocked_since: Option<Instant>,
+    /// History still to send for a join, a frame per turn while the socket keeps up.
+    catch_up: Option<CatchUp>,
     last_heard: Instant,
     last_sent: Instant,
     frames: Bucket,
     strikes: u32,
 }
 
+/// Where a join's history continues.
+struct CatchUp {
+    room_id: String,
+    after: i64,
+}
+
 impl Conn {
-    fn new(ctx: Arc<Ctx>, ws: WebSocket<Transport>, user: User) -> anyhow::Result<Conn> {
-        let stream = ws.get_ref().tcp();
+    /// Takes an upgraded socket into a loop: `key` is its token there, `bell` the loop's.
+    pub(crate) fn open(up: Box<Upgraded>, bell: Arc<Bell>, key: usize) -> anyhow::Result<Conn> {
+        let stream = up.ws.get_ref().tcp();
         stream.set_nonblocking(true)?;
         stream.set_read_timeout(None)?;
-        let poll = Poll::new()?;
-        poll.registry().register(&mut SourceFd(&stream.as_raw_fd()), SOCK, Interest::READABLE)?;
-        let outbox = Arc::new(Outbox::new(Waker::new(poll.registry(), WAKE)?));
-        let client = ctx.hub.register(&user.id, user.session.as_deref(), outbox.clone());
+        let outbox = Arc::new(Outbox::new(bell, key));
+        let up = *up;
+        let client = up.ctx.hub.register(&up.user.id, up.user.session.as_deref(), outbox.clone());
         let now = Instant::now();
         Ok(Conn {
-            ctx,
-            ws,
-            user,
+            ctx: up.ctx,
+            ws: up.ws,
+            user: up.user,
             client,
             outbox,
-            poll,
-            events: Events::with_capacity(8),
             joined: HashSet::new(),
             writable_wanted: false,
             unflushed: 0,
+            blocked_since: None,
+            catch_up: None,
             last_heard: now,
             last_sent: now,
             frames: Bucket::full(FRAME_RATE, now),
@@ -230,24 +242,28 @@ impl Conn {
         })
     }
 
-    fn run(&mut self) -> anyhow::Result<()> {
-        match self.serve() {
-            Ok(()) => Ok(()),
-            Err(e) => match e.downcast::<Hangup>() {
-                Ok(Hangup(code, reason)) => {
-                    log::info!("closing the WebSocket of {}: {reason}", self.user.id);
-                    let frame =
-                        CloseFrame { code, reason: reason.chars().take(120).collect::<String>().into() };
-                    let _ = self.ws.close(Some(frame));
-                    let _ = self.ws.flush();
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            },
+    pub(crate) fn fd(&self) -> RawFd {
+        self.ws.get_ref().as_raw_fd()
+    }
+
+    /// Ends the socket: unregistered from the hub; a hangup is told in a close frame (best
+    /// effort: the socket is not waited for).
+    pub(crate) fn end(&mut self, res: anyhow::Result<()>) {
+        self.ctx.hub.unregister(self.client);
+        let Err(e) = res else { return };
+        match e.downcast::<Hangup>() {
+            Ok(Hangup(code, reason)) => {
+                log::info!("closing the WebSocket of {}: {reason}", self.user.id);
+                let frame = CloseFrame { code, reason: reason.chars().take(120).collect::<String>().into() };
+                let _ = self.ws.close(Some(frame));
+                let _ = self.ws.flush();
+            }
+            Err(e) => log::debug!("the WebSocket of {}: {e:#}", self.user.id),
         }
     }
 
-    fn serve(&mut self) -> anyhow::Result<()> {
+    /// The first frame: who the client is and its rooms.
+    pub(crate) fn start(&mut self) -> anyhow::Result<()> {
         let rooms = self.ctx.store.rooms_for(&self.user.id, self.user.owner)?;
         self.send(&json!({
             "type": "ready",
@@ -258,38 +274,68 @@ impl Conn {
             "rooms": rooms,
             "provider": self.ctx.cfg.provider.as_str(),
             "modelConfigured": self.ctx.cfg.provider != crate::config::Provider::Mock,
-        }))?;
+        }))
+    }
+
+    /// Does what the socket allows now: writes what is buffered, goes on with a join's history,
+    /// answers the client's frames in order, then passes on queued events. A client that has
+    /// more than [`UNSENT_BYTES_MAX`] waiting is not read from until it takes it. False when
+    /// the client closed.
+    pub(crate) fn step(&mut self) -> anyhow::Result<bool> {
+        self.outbox.answered();
         loop {
-            self.pump()?;
-            match self.outbox.closed() {
-                Some(Closed::TooSlow) => {
-                    return Err(hangup(
-                        CloseCode::Again,
-                        "too slow: events queued past the limit; reconnect and join with after_seq",
-                    ));
-                }
-                Some(Closed::Shutdown) => return Err(hangup(CloseCode::Away, "server shutting down")),
-                Some(Closed::Revoked) => {
-                    return Err(hangup(
-                        CloseCode::Policy,
-                        "signed out, removed, or access changed; sign in again",
-                    ));
-                }
-                None => {}
+            if !self.flush()? && self.unflushed > UNSENT_BYTES_MAX {
+                self.blocked_since.get_or_insert_with(Instant::now);
+                self.check_closed()?;
+                return Ok(true);
             }
-            let quiet = self.last_heard.elapsed().min(self.last_sent.elapsed());
-            let timeout = PING_INTERVAL.saturating_sub(quiet).max(Duration::from_millis(10));
-            crate::mailbox::poll(&mut self.poll, &mut self.events, Some(timeout))?;
-            if !self.read_frames()? {
-                return Ok(());
+            self.blocked_since = None;
+            if let Some(c) = self.catch_up.take() {
+                self.catch_up_frame(c)?;
+                continue;
             }
-            if self.last_heard.elapsed() > 2 * PING_INTERVAL + Duration::from_secs(5) {
-                anyhow::bail!("client silent for {:?}; closed", self.last_heard.elapsed());
+            match self.read_frame()? {
+                Read::Handled => continue,
+                Read::Closed => return Ok(false),
+                Read::Nothing => break,
             }
-            let quiet = self.last_heard.elapsed().min(self.last_sent.elapsed());
-            if quiet >= PING_INTERVAL {
-                self.write(Message::Ping(Vec::new().into()))?;
+        }
+        self.pump()?;
+        self.check_closed()?;
+        Ok(true)
+    }
+
+    /// The loop's timer: pings a quiet client, drops a silent one and one that took nothing of
+    /// what waits for it for [`DRAIN_TIMEOUT`].
+    pub(crate) fn tick(&mut self) -> anyhow::Result<()> {
+        if self.last_heard.elapsed() > 2 * PING_INTERVAL + Duration::from_secs(5) {
+            anyhow::bail!("client silent for {:?}; closed", self.last_heard.elapsed());
+        }
+        if self.blocked_since.is_some_and(|t| t.elapsed() >= DRAIN_TIMEOUT) {
+            return Err(hangup(
+                CloseCode::Again,
+                "too slow: the client took nothing for 30 s; reconnect and join with after_seq",
+            ));
+        }
+        let quiet = self.last_heard.elapsed().min(self.last_sent.elapsed());
+        if quiet >= PING_INTERVAL {
+            self.write(Message::Ping(Vec::new().into()))?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn check_closed(&self) -> anyhow::Result<()> {
+        match self.outbox.closed() {
+            Some(Closed::TooSlow) => Err(hangup(
+                CloseCode::Again,
+                "too slow: events queued past the limit; reconnect and join with after_seq",
+            )),
+            Some(Closed::Shutdown) => Err(hangup(CloseCode::Away, "server shutting down")),
+            Some(Closed::Revoked) => {
+                Err(hangup(CloseCode::Policy, "signed out, removed, or access changed; sign in again"))
             }
+            None => Ok(()),
         }
     }
 
@@ -309,41 +355,36 @@ impl Conn {
         }
     }
 
-    /// Reads every frame available; false when the connection is over.
-    fn read_frames(&mut self) -> anyhow::Result<bool> {
-        loop {
-            match self.ws.read() {
-                Ok(msg) => {
-                    self.last_heard = Instant::now();
-                    match msg {
-                        Message::Text(t) => {
-                            if self.admit_frame()? {
-                                self.on_text(t.as_str())?;
-                            }
+    /// Reads and answers one frame, if one is there.
+    fn read_frame(&mut self) -> anyhow::Result<Read> {
+        match self.ws.read() {
+            Ok(msg) => {
+                self.last_heard = Instant::now();
+                match msg {
+                    Message::Text(t) => {
+                        if self.admit_frame()? {
+                            self.on_text(t.as_str())?;
                         }
-                        Message::Binary(_) => self.error(
-                            "bad_request",
-                            "binary frames are not supported; send JSON text",
-                            None,
-                        )?,
-                        Message::Close(_) => return Ok(false),
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
+                    Message::Binary(_) => {
+                        self.error("bad_request", "binary frames are not supported; send JSON text", None)?
+                    }
+                    Message::Close(_) => return Ok(Read::Closed),
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                 }
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    return Ok(false);
-                }
-                Err(tungstenite::Error::Capacity(e)) => {
-                    let _ = self.error(
-                        "too_large",
-                        &format!("frame too large ({e}); the limit is {MESSAGE_BYTES_MAX} bytes"),
-                        None,
-                    );
-                    return Err(hangup(CloseCode::Size, "frame too large"));
-                }
-                Err(e) => return Err(e.into()),
+                Ok(Read::Handled)
             }
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::Nothing),
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => Ok(Read::Closed),
+            Err(tungstenite::Error::Capacity(e)) => {
+                let _ = self.error(
+                    "too_large",
+                    &format!("frame too large ({e}); the limit is {MESSAGE_BYTES_MAX} bytes"),
+                    None,
+                );
+                Err(hangup(CloseCode::Size, "frame too large"))
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -391,7 +432,7 @@ impl Conn {
     }
 
     /// Writes out what is buffered; true when everything left, false when the socket is full
-    /// (then its writability is watched).
+    /// (then its loop watches its writability).
     fn flush(&mut self) -> anyhow::Result<bool> {
         let done = match self.ws.flush() {
             Ok(()) => true,
@@ -401,38 +442,14 @@ impl Conn {
         if done {
             self.unflushed = 0;
         }
-        if done == self.writable_wanted {
-            let interest = if done { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
-            let fd = self.ws.get_ref().as_raw_fd();
-            self.poll.registry().reregister(&mut SourceFd(&fd), SOCK, interest)?;
-            self.writable_wanted = !done;
-        }
+        self.writable_wanted = !done;
         Ok(done)
     }
 
-    /// A reply to this client's own request: written, and if too much is unsent, waited out.
+    /// A reply to this client's own request. Past [`UNSENT_BYTES_MAX`] unsent, the client's
+    /// next requests wait until it has taken it ([`Conn::step`]).
     fn send(&mut self, v: &Value) -> anyhow::Result<()> {
-        self.write(Message::text(v.to_string()))?;
-        if self.unflushed > UNSENT_BYTES_MAX {
-            self.drain()?;
-        }
-        Ok(())
-    }
-
-    /// Waits (bounded) until the socket has taken everything written.
-    fn drain(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while !self.flush()? {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(hangup(
-                    CloseCode::Again,
-                    "too slow: the client took nothing for 30 s; reconnect and join with after_seq",
-                ));
-            }
-            crate::mailbox::poll(&mut self.poll, &mut self.events, Some(left))?;
-        }
-        Ok(())
+        self.write(Message::text(v.to_string()))
     }
 
     fn error(&mut self, code: &str, message: &str, client_id: Option<&str>) -> anyhow::Result<()> {
@@ -476,7 +493,6 @@ impl Conn {
         };
         match res {
             Ok(()) => Ok(()),
-            Err(JoinError::Socket(e)) => Err(e),
             Err(JoinError::Api(ApiError(status, msg))) => {
                 let code = match status {
                     404 => "not_found",
@@ -500,56 +516,55 @@ impl Conn {
         // de-duplicate by id) rather than not at all.
         self.ctx.hub.join(self.client, &room.id);
         self.joined.insert(room.id.clone());
-        let ctx = self.ctx.clone();
-        let conn = ctx.store.conn()?;
-        match after_seq {
+        let after = match after_seq {
+            Some(after) => after.max(0),
             None => {
-                let messages = central::latest_messages(&conn, &room.id, HISTORY_DEFAULT)?;
-                self.history(&room.id, &messages, true)?;
+                // The latest few: from just before the oldest of them.
+                let conn = self.ctx.store.conn()?;
+                let latest = central::latest_messages(&conn, &room.id, HISTORY_DEFAULT)?;
+                latest.iter().map(|m| m.seq - 1).min().unwrap_or(i64::MAX)
             }
-            Some(after) => {
-                let mut after = after.max(0);
-                loop {
-                    let messages = central::messages_after(&conn, &room.id, after, HISTORY_PAGE)?;
-                    let last_page = (messages.len() as i64) < HISTORY_PAGE;
-                    self.history(&room.id, &messages, last_page)?;
-                    match messages.last() {
-                        Some(last) if !last_page => after = last.seq,
-                        _ => break,
-                    }
-                }
-            }
-        }
+        };
+        // Sent by [`Conn::step`] a frame at a time, before the client's next frame is read.
+        self.catch_up = Some(CatchUp { room_id: room.id, after });
         Ok(())
     }
 
-    /// Sends messages as `history` frames of at most [`HISTORY_FRAME_BYTES_MAX`] each; the last
-    /// frame says `complete` when `last_page`.
-    fn history(
-        &mut self,
-        room_id: &str,
-        messages: &[central::RoomMessage],
-        last_page: bool,
-    ) -> Result<(), JoinError> {
+    /// Sends the next `history` frame of a join (at most [`HISTORY_FRAME_BYTES_MAX`] of
+    /// messages); the last says `complete`.
+    fn catch_up_frame(&mut self, c: CatchUp) -> anyhow::Result<()> {
+        let read = self
+            .ctx
+            .store
+            .conn()
+            .and_then(|conn| Ok(central::messages_after(&conn, &c.room_id, c.after, HISTORY_PAGE)?));
+        let messages = match read {
+            Ok(m) => m,
+            Err(e) => {
+                return self.error("internal", &format!("reading the room's history failed: {e:#}"), None);
+            }
+        };
         let mut batch: Vec<Value> = Vec::new();
         let mut bytes = 0;
-        for m in messages {
-            let v =
-                serde_json::to_value(super::redact::message(m)).map_err(|e| JoinError::Socket(e.into()))?;
+        let mut after = c.after;
+        for m in &messages {
+            let v = serde_json::to_value(super::redact::message(m))?;
             let size = v.to_string().len();
             if !batch.is_empty() && bytes + size > HISTORY_FRAME_BYTES_MAX {
-                let frame =
-                    json!({ "type": "history", "room_id": room_id, "messages": batch, "complete": false });
-                self.send(&frame).map_err(JoinError::Socket)?;
-                batch = Vec::new();
-                bytes = 0;
+                break;
             }
             batch.push(v);
             bytes += size;
+            after = m.seq;
         }
+        let complete = batch.len() == messages.len() && (messages.len() as i64) < HISTORY_PAGE;
         let frame =
-            json!({ "type": "history", "room_id": room_id, "messages": batch, "complete": last_page });
-        self.send(&frame).map_err(JoinError::Socket)
+            json!({ "type": "history", "room_id": c.room_id, "messages": batch, "complete": complete });
+        self.send(&frame)?;
+        if !complete {
+            self.catch_up = Some(CatchUp { room_id: c.room_id, after });
+        }
+        Ok(())
     }
 
     fn on_send(&mut self, room_id: &str, client_id: &str, text: &str) -> Result<(), SendError> {
@@ -590,7 +605,14 @@ impl Conn {
     }
 }
 
-fn hangup(code: CloseCode, reason: &str) -> anyhow::Error {
+/// What one read from the socket came to.
+enum Read {
+    Handled,
+    Closed,
+    Nothing,
+}
+
+pub(crate) fn hangup(code: CloseCode, reason: &str) -> anyhow::Error {
     anyhow::Error::new(Hangup(code, reason.to_string()))
 }
 
@@ -602,10 +624,9 @@ impl std::fmt::Display for Hangup {
 
 impl std::error::Error for Hangup {}
 
-/// A request that failed: refused (told to the client) or the socket failed.
+/// A request that was refused (told to the client).
 enum JoinError {
     Api(ApiError),
-    Socket(anyhow::Error),
 }
 
 impl From<ApiError> for JoinError {

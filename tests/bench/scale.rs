@@ -128,8 +128,7 @@ impl Chat {
 }
 
 pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Scale> {
-    let mut host =
-        Host::start(dir, image, &[("PINCER_MAX_CONTAINERS", "64"), ("PINCER_LOG", "warn")], TIMEOUT)?;
+    let mut host = Host::start(dir, image, &[("PINCER_MAX_CONTAINERS", "64")], TIMEOUT)?;
     let port = host.port;
     let empty_cpu_ms_per_s = cpu_per_second(&host)?;
 

@@ -145,3 +145,46 @@ fn messages_are_pinned_for_the_room() {
     assert_eq!((status, body["pins"].as_array().unwrap().len()), (200, 0), "{body}");
     assert_eq!(pin(said["id"].as_str().unwrap(), "PUT").0, 409, "a deleted message cannot be pinned");
 }
+
+#[test]
+fn a_join_sends_history_a_frame_at_a_time_before_the_next_request() {
+    let dirs = Dirs::new();
+    let host = Host::start_with(&dirs, &[("WEBCHAT_SEND_RATE", "100000")]);
+    // About 1.2 MB of history: more than one history frame (256 KiB) holds.
+    let big = "y".repeat(60 * 1024);
+    let mut said = Vec::new();
+    for i in 0..20 {
+        let body = serde_json::json!({ "text": format!("part {i} {big}"), "client_id": format!("h-{i}") });
+        let (status, resp) = host.post("/api/rooms/assistant/messages", body);
+        assert_eq!(status, 200, "{resp}");
+        said.push(
+            resp["message"]["id"].as_str().unwrap_or_else(|| panic!("no message id: {resp}")).to_string(),
+        );
+    }
+    let mut ws = host.ws();
+    // Two joins at once: the second is answered only after the first's history is complete.
+    ws.send(serde_json::json!({ "type": "join", "room_id": "assistant", "after_seq": 0 }));
+    ws.send(serde_json::json!({ "type": "join", "room_id": "assistant", "after_seq": 1_000_000 }));
+    let mut frames = Vec::new();
+    loop {
+        let f = ws.wait(|f| f["type"] == "history", WARM);
+        let done = f["complete"] == true;
+        frames.push(f);
+        if done {
+            break;
+        }
+    }
+    assert!(frames.len() >= 4, "1.2 MB came in {} frame(s)", frames.len());
+    let messages: Vec<&Value> = frames.iter().flat_map(|f| f["messages"].as_array().unwrap()).collect();
+    let seqs: Vec<i64> = messages.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "history out of order: {seqs:?}");
+    let ids: Vec<&str> = messages.iter().filter_map(|m| m["id"].as_str()).collect();
+    assert!(said.iter().all(|id| ids.contains(&id.as_str())), "a message is missing from the history");
+    for f in &frames {
+        let bytes = f["messages"].to_string().len();
+        assert!(bytes <= 256 * 1024 + 64 * 1024, "a history frame holds {bytes} bytes of messages");
+    }
+    let second = ws.wait(|f| f["type"] == "history", WARM);
+    assert_eq!(second["complete"], true);
+    assert_eq!(second["messages"].as_array().map(Vec::len), Some(0), "{second}");
+}
