@@ -33,8 +33,12 @@ use crate::ids::now_ms;
 use crate::link::ToHost;
 use crate::mailbox::{self, Mailbox, WAKE};
 
-/// Safety net: sessions with a running container are re-read this often even without a frame.
+/// Safety net for a frame the link lost: this often, a session with a running container is read
+/// again if its `outbound.db` changed since its last pass (its header's change counter: idle
+/// agents cost next to nothing); held rows that are due and sessions whose last pass failed are read again too.
 pub const SAFETY_TICK: Duration = Duration::from_secs(2);
+/// Every session with a running container is read again this often, changed or not.
+pub const RUNNING_SWEEP: Duration = Duration::from_secs(30);
 /// Outbound rows read per session per pass.
 pub const BATCH_MAX: i64 = 100;
 /// Streams (turns) tracked per session at once.
@@ -59,6 +63,23 @@ struct Cursor {
     ack_since: i64,
     /// Retryable failures: row id → when to try again and how often it failed.
     retries: HashMap<String, Retry>,
+    /// The earliest time a row scheduled for later is due (epoch ms).
+    due: Option<i64>,
+    /// `outbound.db` and how it looked when the last pass began.
+    out: Option<(PathBuf, Stamp)>,
+}
+
+/// A SQLite file's change counter (header bytes 24..28, bumped by every commit in rollback
+/// journal mode) and size.
+type Stamp = (u32, u64);
+
+fn stamp(path: &std::path::Path) -> Option<Stamp> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 28];
+    f.read_exact(&mut head).ok()?;
+    let counter = u32::from_be_bytes([head[24], head[25], head[26], head[27]]);
+    Some((counter, f.metadata().ok()?.len()))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -129,6 +150,7 @@ impl Loop {
     fn run(&mut self) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(256);
         let mut next_tick = Instant::now() + SAFETY_TICK;
+        let mut next_sweep = Instant::now() + RUNNING_SWEEP;
         loop {
             let timeout = if self.again.is_empty() {
                 next_tick.saturating_duration_since(Instant::now())
@@ -162,9 +184,25 @@ impl Loop {
             }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + SAFETY_TICK;
-                dirty.extend(self.d.containers.running());
+                let sweep = Instant::now() >= next_sweep;
+                if sweep {
+                    next_sweep = Instant::now() + RUNNING_SWEEP;
+                }
+                for session in self.d.containers.running() {
+                    let changed = match self.cursors.get(&session).and_then(|c| c.out.as_ref()) {
+                        Some((path, seen)) => stamp(path).as_ref() != Some(seen),
+                        None => true,
+                    };
+                    if sweep || changed {
+                        dirty.insert(session);
+                    }
+                }
+                let now = now_ms();
                 dirty.extend(
-                    self.cursors.iter().filter(|(_, c)| !c.retries.is_empty()).map(|(s, _)| s.clone()),
+                    self.cursors
+                        .iter()
+                        .filter(|(_, c)| !c.retries.is_empty() || c.due.is_some_and(|t| t <= now))
+                        .map(|(s, _)| s.clone()),
                 );
                 dirty.extend(self.failed_sessions.drain());
             }
@@ -290,6 +328,8 @@ impl Loop {
         if !dir.outbound().exists() {
             return Ok(());
         }
+        // Stamped before reading: a write during the pass shows as a change at the next tick.
+        let seen = stamp(&dir.outbound());
         let out = self.kept.take(&dir.outbound(), Kind::Outbound, Mode::Read)?;
         // The container writes a reply's stream frames to the link before it commits the reply,
         // so once a row is visible its frames are in the link's buffer. Handling them before the
@@ -340,6 +380,7 @@ impl Loop {
             self.kept.put(inb);
         }
         if recorded.is_ok() {
+            cursor.out = seen.map(|st| (dir.outbound(), st));
             // Acks carry the container's clock (same machine); a small overlap re-applies a few,
             // which is harmless because only pending rows change.
             cursor.ack_since = now - 5_000;
@@ -364,6 +405,7 @@ impl Loop {
         // while the rows after it are still delivered now, in order.
         let mut scan = cursor.seq;
         let mut held = false;
+        cursor.due = None;
         loop {
             let rows = outbound::rows_after(pass.out, scan, BATCH_MAX)?;
             for row in &rows {
@@ -374,9 +416,10 @@ impl Loop {
                 let done = if inbound::has_outcome(pass.inb, &row.id)? {
                     cursor.retries.remove(&row.id);
                     true
-                } else if row.deliver_after.is_some_and(|t| t > now)
-                    || cursor.retries.get(&row.id).is_some_and(|r| r.not_before > now)
-                {
+                } else if let Some(t) = row.deliver_after.filter(|&t| t > now) {
+                    cursor.due = Some(cursor.due.map_or(t, |d| d.min(t)));
+                    false
+                } else if cursor.retries.get(&row.id).is_some_and(|r| r.not_before > now) {
                     false
                 } else {
                     self.deliver_one(pass, row, cursor, writes, now);
@@ -692,4 +735,28 @@ impl Write {
 struct Note {
     id: String,
     text: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_commit_changes_the_stamp_and_reading_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbound.db");
+        let conn = db::open(&path, Kind::Outbound).unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let mut seen = stamp(&path).expect("a stamp");
+        for i in 0..3 {
+            // Same size each time: only the change counter tells them apart.
+            conn.execute("INSERT OR REPLACE INTO t (rowid, x) VALUES (1, ?1)", [i]).unwrap();
+            let now = stamp(&path).unwrap();
+            assert_ne!(now, seen, "commit {i} left the stamp as it was");
+            seen = now;
+        }
+        let _: i64 = conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(stamp(&path).unwrap(), seen);
+        assert_eq!(stamp(&dir.path().join("missing.db")), None);
+    }
 }

@@ -41,7 +41,7 @@ use crate::http1::{Framing, Head, RequestLine};
 
 /// Largest frame or message from a client.
 pub const MESSAGE_BYTES_MAX: usize = 1024 * 1024;
-/// A ping goes out after this long without traffic.
+/// A ping goes out after this long without a frame from the client.
 pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 /// Messages in `history` on a join without `after_seq`.
 pub const HISTORY_DEFAULT: i64 = 50;
@@ -203,7 +203,9 @@ pub(crate) struct Conn {
     /// History still to send for a join, a frame per turn while the socket keeps up.
     catch_up: Option<CatchUp>,
     last_heard: Instant,
-    last_sent: Instant,
+    /// The last ping sent (a client that keeps receiving is pinged too: only its answers show it
+    /// is there).
+    last_ping: Instant,
     frames: Bucket,
     strikes: u32,
 }
@@ -236,7 +238,7 @@ impl Conn {
             blocked_since: None,
             catch_up: None,
             last_heard: now,
-            last_sent: now,
+            last_ping: now,
             frames: Bucket::full(FRAME_RATE, now),
             strikes: 0,
         })
@@ -305,7 +307,8 @@ impl Conn {
         Ok(true)
     }
 
-    /// The loop's timer: pings a quiet client, drops a silent one and one that took nothing of
+    /// The loop's timer: pings a client not heard from for [`PING_INTERVAL`], drops one silent for
+    /// two pings and one that took nothing of
     /// what waits for it for [`DRAIN_TIMEOUT`].
     pub(crate) fn tick(&mut self) -> anyhow::Result<()> {
         if self.last_heard.elapsed() > 2 * PING_INTERVAL + Duration::from_secs(5) {
@@ -317,8 +320,8 @@ impl Conn {
                 "too slow: the client took nothing for 30 s; reconnect and join with after_seq",
             ));
         }
-        let quiet = self.last_heard.elapsed().min(self.last_sent.elapsed());
-        if quiet >= PING_INTERVAL {
+        if self.last_heard.elapsed() >= PING_INTERVAL && self.last_ping.elapsed() >= PING_INTERVAL {
+            self.last_ping = Instant::now();
             self.write(Message::Ping(Vec::new().into()))?;
             self.flush()?;
         }
@@ -419,7 +422,6 @@ impl Conn {
 
     /// Hands a frame to the socket layer (buffered if the socket is full).
     fn write(&mut self, msg: Message) -> anyhow::Result<()> {
-        self.last_sent = Instant::now();
         self.unflushed += msg.len();
         match self.ws.write(msg) {
             Ok(()) => Ok(()),

@@ -10,6 +10,7 @@
 //!   the last client has read it). Baseline: the bench writing the same frame to as many loopback
 //!   sockets itself and reading it on their other ends.
 
+use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -90,8 +91,9 @@ fn round_trip(
     timeout: Duration,
 ) -> anyhow::Result<Duration> {
     let expected = format!("echo: {text}");
+    let client_id = text.replace(' ', "-");
     let started = Instant::now();
-    sender.send_json(&json!({ "type": "send", "room_id": room, "client_id": text, "text": text }))?;
+    sender.send_json(&json!({ "type": "send", "room_id": room, "client_id": client_id, "text": text }))?;
     ws.wait_for(started + timeout, &format!("the reply to {text:?}"), |v: &Value| {
         v["type"] == "message"
             && v["message"]["sender_type"] == "agent"
@@ -157,15 +159,19 @@ pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Scale>
     let throughput_msg_s = chat_round_trips.len() as f64 / took.as_secs_f64();
     drop(chats);
 
-    // Idle agents: the rest are created and woken once, then nobody writes.
-    let mut rest = (CHATS..IDLE_AGENTS)
-        .map(|i| Chat::open(port, &format!("Idle {i}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    for (i, chat) in rest.iter_mut().enumerate() {
-        let room = chat.room.clone();
-        round_trip(&mut chat.senders[0], &mut chat.ws, &room, &format!("wake {i}"), COLD_TIMEOUT)?;
+    // Idle agents: the rest are created and woken once over one pair of sockets, then nobody
+    // writes.
+    let mut ws = ready(port)?;
+    let mut sender = ready(port)?;
+    for i in CHATS..IDLE_AGENTS {
+        let room = agent_with_room(port, &format!("Idle {i}"))?;
+        ws.send_json(&json!({ "type": "join", "room_id": room }))?;
+        ws.wait_for(Instant::now() + TIMEOUT, "the history frame", |v| {
+            v["type"] == "history" && v["room_id"] == room.as_str()
+        })?;
+        round_trip(&mut sender, &mut ws, &room, &format!("wake {i}"), COLD_TIMEOUT)?;
     }
-    drop(rest);
+    drop((ws, sender));
     let running = crate::docker::containers(&format!(
         "pincer-{}-",
         pincer::host::containers::RunnerConfig::install_id(&host.data_dir)
@@ -193,6 +199,7 @@ pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Scale>
         broadcast.push(started.elapsed());
         // The agent's answer reaches them too; the next round starts after it.
         clients.wait_all(&format!("echo: {marker}"), Instant::now() + COLD_TIMEOUT)?;
+        clients.forget();
     }
     drop(clients);
     let loopback_fanout = loopback_fanout(CLIENTS, BROADCASTS)?;
@@ -221,6 +228,8 @@ fn cpu_per_second(host: &Host) -> anyhow::Result<f64> {
 struct Clients {
     ws: Vec<WebSocket<TcpStream>>,
     poll: Poll,
+    /// The lines of the messages each client has read (until [`Clients::forget`]).
+    seen: Vec<HashSet<String>>,
 }
 
 impl Clients {
@@ -241,46 +250,56 @@ impl Clients {
             )?;
             ws.push(c);
         }
-        Ok(Clients { ws, poll })
+        Ok(Clients { seen: vec![HashSet::new(); n], ws, poll })
     }
 
-    /// Waits until every client has read a message frame carrying `marker`.
-    fn wait_all(&mut self, marker: &str, deadline: Instant) -> anyhow::Result<()> {
-        let mut got = vec![false; self.ws.len()];
-        let mut left = self.ws.len();
+    /// Waits until every client has read a message with the line `text`.
+    fn wait_all(&mut self, text: &str, deadline: Instant) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(1024);
-        // A frame may already sit in a client's buffer: look at every client once first.
+        // Frames may already sit in a client's buffer: read every client once first.
         let mut ready: Vec<usize> = (0..self.ws.len()).collect();
-        while left > 0 {
+        loop {
             for i in ready.drain(..) {
-                if !got[i] && drain_for(&mut self.ws[i], marker)? {
-                    got[i] = true;
-                    left -= 1;
-                }
+                drain(&mut self.ws[i], &mut self.seen[i])?;
             }
-            if left == 0 {
-                break;
+            let missing: Vec<usize> = (0..self.ws.len()).filter(|&i| !self.seen[i].contains(text)).collect();
+            if missing.is_empty() {
+                return Ok(());
             }
             let wait = deadline.checked_duration_since(Instant::now()).context("broadcast timed out")?;
             self.poll.poll(&mut events, Some(wait))?;
             if events.is_empty() {
-                bail!("{left} of {} clients did not get the broadcast in time", self.ws.len());
+                bail!(
+                    "{} of {} clients did not get {text:?} in time (the first: {:?})",
+                    missing.len(),
+                    self.ws.len(),
+                    &missing[..missing.len().min(8)]
+                );
             }
             ready.extend(events.iter().map(|e| e.token().0));
         }
-        Ok(())
+    }
+
+    fn forget(&mut self) {
+        self.seen.iter_mut().for_each(HashSet::clear);
     }
 }
 
-/// Reads what a non-blocking client has; whether a message frame with `marker` was among it.
-fn drain_for(ws: &mut WebSocket<TcpStream>, marker: &str) -> anyhow::Result<bool> {
-    let mut found = false;
+/// Reads everything a non-blocking client has, noting the lines of the messages in it.
+fn drain(ws: &mut WebSocket<TcpStream>, seen: &mut HashSet<String>) -> anyhow::Result<()> {
     loop {
         match ws.read() {
-            Ok(Message::Text(t)) => found |= t.contains(marker) && t.contains(r#""type":"message""#),
+            Ok(Message::Text(t)) => {
+                let v: Value = serde_json::from_str(&t)?;
+                if v["type"] == "message"
+                    && let Some(text) = v["message"]["text"].as_str()
+                {
+                    seen.extend(text.lines().map(str::to_string));
+                }
+            }
             Ok(Message::Close(c)) => bail!("a client was closed: {c:?}"),
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => return Ok(found),
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e.into()),
         }
     }
