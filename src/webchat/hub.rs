@@ -46,9 +46,17 @@ impl Bell {
         Bell { waker, rung: Mutex::new(Vec::new()) }
     }
 
+    /// Notes `key`; only the first ring since the loop last looked wakes it (one wake-up per
+    /// broadcast, not one per socket).
     fn ring(&self, key: usize) {
-        self.rung.lock().unwrap_or_else(|e| e.into_inner()).push(key);
-        let _ = self.waker.wake();
+        let first = {
+            let mut rung = self.rung.lock().unwrap_or_else(|e| e.into_inner());
+            rung.push(key);
+            rung.len() == 1
+        };
+        if first {
+            let _ = self.waker.wake();
+        }
     }
 
     /// Wakes the loop without news from an outbox (a new socket or a stop for it).

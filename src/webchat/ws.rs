@@ -195,6 +195,9 @@ pub(crate) struct Conn {
     joined: HashSet<String>,
     /// The socket holds unsent bytes: its loop also wakes it when it can take more.
     pub(crate) writable_wanted: bool,
+    /// The socket may have something to read (it said so, and has not run dry since); a turn
+    /// for outbox news alone does not try to read.
+    pub(crate) readable: bool,
     /// Bytes handed to the socket layer since it last reported everything written.
     unflushed: usize,
     /// Since when more than [`UNSENT_BYTES_MAX`] has been waiting for the client (its requests
@@ -234,6 +237,7 @@ impl Conn {
             outbox,
             joined: HashSet::new(),
             writable_wanted: false,
+            readable: true,
             unflushed: 0,
             blocked_since: None,
             catch_up: None,
@@ -296,10 +300,16 @@ impl Conn {
                 self.catch_up_frame(c)?;
                 continue;
             }
+            if !self.readable {
+                break;
+            }
             match self.read_frame()? {
                 Read::Handled => continue,
                 Read::Closed => return Ok(false),
-                Read::Nothing => break,
+                Read::Nothing => {
+                    self.readable = false;
+                    break;
+                }
             }
         }
         self.pump()?;

@@ -124,7 +124,15 @@ fn run(mut poll: Poll, shared: &Shared) {
             log::error!("WebSocket loop: {e}");
             return;
         }
-        let mut turn: Vec<usize> = events.iter().map(|e| e.token().0).filter(|&k| k != WAKE.0).collect();
+        let mut turn: Vec<usize> = Vec::with_capacity(events.iter().count());
+        for e in events.iter().filter(|e| e.token() != WAKE) {
+            turn.push(e.token().0);
+            if (e.is_readable() || e.is_read_closed() || e.is_error())
+                && let Some(s) = sockets.get_mut(&e.token().0)
+            {
+                s.conn.readable = true;
+            }
+        }
         turn.extend(shared.bell.take());
         let mut stop = false;
         for msg in std::mem::take(&mut *shared.inbox.lock().unwrap_or_else(|e| e.into_inner())) {

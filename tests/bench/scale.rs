@@ -289,7 +289,8 @@ impl Clients {
 fn drain(ws: &mut WebSocket<TcpStream>, seen: &mut HashSet<String>) -> anyhow::Result<()> {
     loop {
         match ws.read() {
-            Ok(Message::Text(t)) => {
+            // Only messages are looked into (not stream deltas, typing, ...).
+            Ok(Message::Text(t)) if t.contains(r#""type":"message""#) => {
                 let v: Value = serde_json::from_str(&t)?;
                 if v["type"] == "message"
                     && let Some(text) = v["message"]["text"].as_str()
