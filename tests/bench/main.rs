@@ -7,8 +7,11 @@
 //! limit can be read off: `name value unit  (baseline name value unit, xRATIO)`. A third host
 //! serves HTTPS from its own CA: sign-in and socket opening over TLS against a bare rustls
 //! handshake, and memory with 500 idle signed-in clients. A fourth has agents act: how late a
-//! scheduled task's answer reaches the browser, and an agent-to-agent round trip. A fifth takes
-//! an upload (against `cp`) and searches 100 000 messages (against the same query on SQLite).
+//! scheduled task's answer reaches the browser, and an agent-to-agent round trip. A sixth is
+//! under load ([`scale`]): 10 concurrent chats, 50 idle warm agents, 1 000 clients' memory and a
+//! broadcast to all of them. A seventh takes an upload (against `cp`) and searches 100 000
+//! messages (against the same query on SQLite). `PINCER_BENCH_ONLY=scale` runs the load phase
+//! alone.
 
 mod access;
 mod agents;
