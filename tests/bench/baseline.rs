@@ -39,3 +39,20 @@ pub(crate) fn sqlite_commits(path: &Path, n: usize) -> anyhow::Result<Vec<Durati
     }
     Ok(times)
 }
+
+/// Durable commits per second when `files` threads each commit rows to a file of their own
+/// (DELETE journal, `synchronous=FULL`, as a session DB): the disk's rate, which bounds how many
+/// messages any number of chats can carry (each message commits several times).
+pub(crate) fn sqlite_commit_rate(dir: &Path, files: usize, per_file: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = (0..files)
+            .map(|f| s.spawn(move || sqlite_commits(&dir.join(format!("rate-{f}.db")), per_file)))
+            .collect();
+        for j in jobs {
+            j.join().map_err(|_| anyhow::anyhow!("a commit thread panicked"))??;
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok((files * per_file) as f64 / started.elapsed().as_secs_f64())
+}

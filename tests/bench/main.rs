@@ -305,7 +305,10 @@ fn report_scale(sc: &scale::Scale) {
         &format!("throughput_{}_concurrent_chats", scale::CHATS),
         sc.throughput_msg_s,
         "msg/s",
-        &[("one_chat_alone", 1e3 / ms(&sc.alone_round_trips, 50), "msg/s")],
+        &[
+            ("one_chat_alone", 1e3 / ms(&sc.alone_round_trips, 50), "msg/s"),
+            ("sqlite_delete_commits_10_files", sc.commits_per_s, "commits/s"),
+        ],
     );
     report(
         &format!("round_trip_{}_concurrent_chats_p95", scale::CHATS),
@@ -338,6 +341,18 @@ fn report_scale(sc: &scale::Scale) {
     report(
         &format!("broadcast_to_{}_clients_p99", scale::CLIENTS),
         ms(&sc.broadcast, 99),
+        "ms",
+        &[("loopback_fanout_same_frame_p99", ms(&sc.loopback_fanout, 99), "ms")],
+    );
+    report(
+        &format!("typing_event_to_{}_clients_p50", scale::CLIENTS),
+        ms(&sc.fanout, 50),
+        "ms",
+        &[("loopback_fanout_same_frame_p50", ms(&sc.loopback_fanout, 50), "ms")],
+    );
+    report(
+        &format!("typing_event_to_{}_clients_p99", scale::CLIENTS),
+        ms(&sc.fanout, 99),
         "ms",
         &[("loopback_fanout_same_frame_p99", ms(&sc.loopback_fanout, 99), "ms")],
     );

@@ -2,13 +2,15 @@
 //!
 //! - Throughput: [`CHATS`] agents, each in its own room, each chatted with by a client that sends
 //!   its next message as soon as the reply to the last one arrived; messages per second over all
-//!   of them and each message's round trip. Baseline: one chat alone on the same host.
+//!   of them and each message's round trip. Baselines: one chat alone on the same host, and the
+//!   disk's durable commits per second to as many files at once.
 //! - Idle agents: [`IDLE_AGENTS`] agents with warm containers; the host's CPU time per second
 //!   while nobody writes. Baseline: the same host before any agent ran.
 //! - Many clients: [`CLIENTS`] plain WebSocket clients joined to one room; the host's memory per
 //!   client, and how long one message takes to reach all of them (the time from its send until
-//!   the last client has read it). Baseline: the bench writing the same frame to as many loopback
-//!   sockets itself and reading it on their other ends.
+//!   the last client has read it; the room's agent answers meanwhile), and how long a `typing`
+//!   event (no store, no agent) takes to reach all of them. Baseline: the bench writing a 1 KB
+//!   frame to as many loopback sockets itself and reading it on their other ends.
 
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
@@ -48,6 +50,8 @@ const COLD_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(crate) struct Scale {
     pub(crate) throughput_msg_s: f64,
+    /// Durable commits per second to [`CHATS`] files at once (the disk's rate).
+    pub(crate) commits_per_s: f64,
     pub(crate) chat_round_trips: Vec<Duration>,
     pub(crate) alone_round_trips: Vec<Duration>,
     pub(crate) idle_cpu_ms_per_s: f64,
@@ -55,6 +59,7 @@ pub(crate) struct Scale {
     pub(crate) rss_before_clients_mb: f64,
     pub(crate) rss_clients_mb: f64,
     pub(crate) broadcast: Vec<Duration>,
+    pub(crate) fanout: Vec<Duration>,
     pub(crate) loopback_fanout: Vec<Duration>,
 }
 
@@ -130,6 +135,9 @@ impl Chat {
 }
 
 pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Scale> {
+    let commit_dir = dir.join("commit-rate");
+    std::fs::create_dir_all(&commit_dir)?;
+    let commits_per_s = crate::baseline::sqlite_commit_rate(&commit_dir, CHATS, 100)?;
     let mut host = Host::start(dir, image, &[("PINCER_MAX_CONTAINERS", "64")], TIMEOUT)?;
     let port = host.port;
     let empty_cpu_ms_per_s = cpu_per_second(&host)?;
@@ -201,11 +209,20 @@ pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Scale>
         clients.wait_all(&format!("echo: {marker}"), Instant::now() + COLD_TIMEOUT)?;
         clients.forget();
     }
+    // The fan-out alone: a `typing` event (no store, no agent) to every client.
+    let mut fanout = Vec::with_capacity(BROADCASTS);
+    for i in 0..BROADCASTS {
+        let started = Instant::now();
+        sender.send_json(&json!({ "type": "typing", "room_id": room, "is_typing": i % 2 == 0 }))?;
+        clients.wait_until(&format!("typing event {i}"), started + TIMEOUT, |_, n| n > i)?;
+        fanout.push(started.elapsed());
+    }
     drop(clients);
     let loopback_fanout = loopback_fanout(CLIENTS, BROADCASTS)?;
     host.stop()?;
     Ok(Scale {
         throughput_msg_s,
+        commits_per_s,
         chat_round_trips,
         alone_round_trips,
         idle_cpu_ms_per_s,
@@ -213,6 +230,7 @@ pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Scale>
         rss_before_clients_mb,
         rss_clients_mb,
         broadcast,
+        fanout,
         loopback_fanout,
     })
 }
@@ -230,6 +248,8 @@ struct Clients {
     poll: Poll,
     /// The lines of the messages each client has read (until [`Clients::forget`]).
     seen: Vec<HashSet<String>>,
+    /// `typing` events each client has read.
+    typing: Vec<usize>,
 }
 
 impl Clients {
@@ -250,19 +270,31 @@ impl Clients {
             )?;
             ws.push(c);
         }
-        Ok(Clients { seen: vec![HashSet::new(); n], ws, poll })
+        Ok(Clients { seen: vec![HashSet::new(); n], typing: vec![0; n], ws, poll })
     }
 
     /// Waits until every client has read a message with the line `text`.
     fn wait_all(&mut self, text: &str, deadline: Instant) -> anyhow::Result<()> {
+        self.wait_until(text, deadline, |seen, _| seen.contains(text))
+    }
+
+    /// Waits until `done` holds for every client (given the lines it has seen and its `typing`
+    /// count); `what` names it in the error.
+    fn wait_until(
+        &mut self,
+        what: &str,
+        deadline: Instant,
+        done: impl Fn(&HashSet<String>, usize) -> bool,
+    ) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(1024);
         // Frames may already sit in a client's buffer: read every client once first.
         let mut ready: Vec<usize> = (0..self.ws.len()).collect();
         loop {
             for i in ready.drain(..) {
-                drain(&mut self.ws[i], &mut self.seen[i])?;
+                drain(&mut self.ws[i], &mut self.seen[i], &mut self.typing[i])?;
             }
-            let missing: Vec<usize> = (0..self.ws.len()).filter(|&i| !self.seen[i].contains(text)).collect();
+            let missing: Vec<usize> =
+                (0..self.ws.len()).filter(|&i| !done(&self.seen[i], self.typing[i])).collect();
             if missing.is_empty() {
                 return Ok(());
             }
@@ -270,7 +302,7 @@ impl Clients {
             self.poll.poll(&mut events, Some(wait))?;
             if events.is_empty() {
                 bail!(
-                    "{} of {} clients did not get {text:?} in time (the first: {:?})",
+                    "{} of {} clients did not get {what:?} in time (the first: {:?})",
                     missing.len(),
                     self.ws.len(),
                     &missing[..missing.len().min(8)]
@@ -285,8 +317,13 @@ impl Clients {
     }
 }
 
-/// Reads everything a non-blocking client has, noting the lines of the messages in it.
-fn drain(ws: &mut WebSocket<TcpStream>, seen: &mut HashSet<String>) -> anyhow::Result<()> {
+/// Reads everything a non-blocking client has, noting the lines of the messages in it and
+/// counting `typing` events.
+fn drain(
+    ws: &mut WebSocket<TcpStream>,
+    seen: &mut HashSet<String>,
+    typing: &mut usize,
+) -> anyhow::Result<()> {
     loop {
         match ws.read() {
             // Only messages are looked into (not stream deltas, typing, ...).
@@ -298,6 +335,7 @@ fn drain(ws: &mut WebSocket<TcpStream>, seen: &mut HashSet<String>) -> anyhow::R
                     seen.extend(text.lines().map(str::to_string));
                 }
             }
+            Ok(Message::Text(t)) if t.contains(r#""type":"typing""#) => *typing += 1,
             Ok(Message::Close(c)) => bail!("a client was closed: {c:?}"),
             Ok(_) => {}
             Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
