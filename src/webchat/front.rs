@@ -29,13 +29,13 @@ use super::wsloop::{self, Loops};
 pub const CONNECTIONS_MAX: usize = 1024;
 /// Open connections from one client address (or one IPv6 /64).
 pub const CONNECTIONS_PER_ADDRESS_MAX: usize = 64;
-/// Stack of a connection thread (HTTP requests and WebSockets run on it).
+/// Stack of a connection thread (its HTTP requests run on it; a WebSocket moves to a loop).
 pub const THREAD_STACK_BYTES: usize = 512 * 1024;
 /// When the last connection of a burst at least this large ends, free memory is handed back...
 pub const TRIM_AFTER_CONNECTIONS: usize = 16;
 /// ...this long after, once the connection threads have exited and freed their stacks.
 pub const TRIM_DELAY: Duration = Duration::from_secs(1);
-/// How long shutdown waits for connection threads after closing their sockets.
+/// How long shutdown waits for connection threads and WebSocket loops to let go of their sockets.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 const LISTENER: Token = Token(1);
