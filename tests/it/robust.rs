@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -297,6 +297,31 @@ fn a_websocket_client_that_never_reads_is_dropped_with_memory_bounded() {
     assert!(line.is_some(), "the non-reading client was not dropped:\n{}", host.log_tail());
     let grown_mib = anon_kib(host.pid()).saturating_sub(before) / 1024;
     assert!(grown_mib < 48, "host memory grew by {grown_mib} MiB for one non-reading client");
+}
+
+#[test]
+fn a_client_that_only_receives_is_still_pinged() {
+    let dirs = Dirs::new();
+    let host = Host::start(&dirs);
+    let mut watcher = host.ws();
+    watcher.join("assistant", None);
+    let mut typist = host.ws();
+    typist.join("assistant", None);
+    // The typist keeps the watcher's socket busy every second; the watcher never sends. Only a
+    // ping (and its answer) shows the server the watcher is still there.
+    let deadline = Instant::now() + pincer::webchat::ws::PING_INTERVAL + Duration::from_secs(15);
+    let mut pinged = false;
+    let mut n = 0;
+    while !pinged && Instant::now() < deadline {
+        typist.send(json!({ "type": "typing", "room_id": "assistant", "is_typing": n % 2 == 0 }));
+        pinged = watcher.pinged_within(Duration::from_secs(1));
+        n += 1;
+    }
+    assert!(pinged, "a client receiving events every second was not pinged ({n} typing events)");
+    assert!(
+        watcher.pending.iter().any(|f| f["type"] == "typing"),
+        "the watcher got no typing events: the test did not keep its socket busy"
+    );
 }
 
 #[test]

@@ -323,7 +323,7 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
 pub struct Ws {
     ws: tungstenite::WebSocket<TcpStream>,
     /// Frames received but not yet consumed by a wait.
-    pending: Vec<Value>,
+    pub pending: Vec<Value>,
     pub ready: Value,
 }
 
@@ -350,6 +350,26 @@ impl Ws {
         let mut ws = Ws { ws, pending: Vec::new(), ready: Value::Null };
         ws.ready = ws.wait(|f| f["type"] == "ready", WARM);
         Ok(ws)
+    }
+
+    /// True if the server pings within `timeout` (text frames before that are kept).
+    pub fn pinged_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.ws.read() {
+                Ok(tungstenite::Message::Text(t)) => {
+                    if let Ok(v) = serde_json::from_str(t.as_str()) {
+                        self.pending.push(v);
+                    }
+                }
+                Ok(tungstenite::Message::Ping(_)) => return true,
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => panic!("websocket read failed: {e}"),
+            }
+        }
+        false
     }
 
     /// True if the server closes the socket within `timeout` (frames before that are kept).
