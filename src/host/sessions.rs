@@ -55,8 +55,8 @@ impl SessionDir {
         Ok(())
     }
 
-    /// Opens `inbound.db` for a host write (open, write, close per operation: closing drops any
-    /// cached pages so both sides always see each other's changes).
+    /// Opens `inbound.db` for a one-off host write. The router and delivery, which write for
+    /// every message, keep theirs open instead ([`crate::db::kept`]).
     pub fn open_inbound(&self) -> anyhow::Result<Connection> {
         db::open(&self.inbound(), Kind::Inbound)
     }

@@ -47,12 +47,7 @@ fn client_config(ca_pem: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
 
 /// A TCP connection from `source` to `port` with a completed TLS handshake for `localhost`.
 fn connect(config: &Arc<rustls::ClientConfig>, source: &str, port: u16) -> anyhow::Result<Tls> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    sock.bind(&format!("{source}:0").parse::<std::net::SocketAddr>()?.into())?;
-    sock.connect(&format!("127.0.0.1:{port}").parse::<std::net::SocketAddr>()?.into())?;
-    let tcp: TcpStream = sock.into();
-    tcp.set_nodelay(true)?;
-    tcp.set_read_timeout(Some(TIMEOUT))?;
+    let tcp = crate::net::tcp_from(source, port, TIMEOUT)?;
     let conn = rustls::ClientConnection::new(config.clone(), "localhost".try_into()?)?;
     let mut s = rustls::StreamOwned::new(conn, tcp);
     while s.conn.is_handshaking() {

@@ -53,6 +53,18 @@ fn dechunk(mut s: &str) -> anyhow::Result<String> {
     }
 }
 
+/// A TCP connection from the loopback address `source` (the host counts connections per
+/// address) to `port` on 127.0.0.1, Nagle off, reads bounded by `timeout`.
+pub(crate) fn tcp_from(source: &str, port: u16, timeout: Duration) -> anyhow::Result<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&format!("{source}:0").parse::<std::net::SocketAddr>()?.into())?;
+    sock.connect(&format!("127.0.0.1:{port}").parse::<std::net::SocketAddr>()?.into())?;
+    let tcp: TcpStream = sock.into();
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    Ok(tcp)
+}
+
 /// A WebSocket client over a plain `TcpStream` (Nagle off).
 pub(crate) struct Ws(WebSocket<TcpStream>);
 

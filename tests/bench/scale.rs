@@ -345,12 +345,7 @@ fn drain(
 }
 
 fn connect_from(source: &str, port: u16) -> anyhow::Result<WebSocket<TcpStream>> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    sock.bind(&format!("{source}:0").parse::<std::net::SocketAddr>()?.into())?;
-    sock.connect(&format!("127.0.0.1:{port}").parse::<std::net::SocketAddr>()?.into())?;
-    let tcp: TcpStream = sock.into();
-    tcp.set_nodelay(true)?;
-    tcp.set_read_timeout(Some(TIMEOUT))?;
+    let tcp = crate::net::tcp_from(source, port, TIMEOUT)?;
     let mut req = format!("ws://127.0.0.1:{port}/ws").into_client_request()?;
     req.headers_mut().insert("Origin", format!("http://127.0.0.1:{port}").parse()?);
     let (ws, _) = tungstenite::client(req, tcp).map_err(|e| anyhow!("WebSocket handshake: {e}"))?;

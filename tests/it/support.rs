@@ -354,42 +354,38 @@ impl Ws {
 
     /// True if the server pings within `timeout` (text frames before that are kept).
     pub fn pinged_within(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            match self.ws.read() {
-                Ok(tungstenite::Message::Text(t)) => {
-                    if let Ok(v) = serde_json::from_str(t.as_str()) {
-                        self.pending.push(v);
-                    }
-                }
-                Ok(tungstenite::Message::Ping(_)) => return true,
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(e) => panic!("websocket read failed: {e}"),
-            }
-        }
-        false
+        self.watch(timeout, |m| matches!(m, tungstenite::Message::Ping(_)))
+            .unwrap_or_else(|e| panic!("websocket read failed: {e}"))
     }
 
     /// True if the server closes the socket within `timeout` (frames before that are kept).
     pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        self.watch(timeout, |m| matches!(m, tungstenite::Message::Close(_))).unwrap_or(true)
+    }
+
+    /// Reads until a frame that `stop` picks (true), `timeout` (false) or a read error; text
+    /// frames on the way are kept for later waits.
+    fn watch(
+        &mut self,
+        timeout: Duration,
+        stop: impl Fn(&tungstenite::Message) -> bool,
+    ) -> Result<bool, tungstenite::Error> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             match self.ws.read() {
+                Ok(m) if stop(&m) => return Ok(true),
                 Ok(tungstenite::Message::Text(t)) => {
                     if let Ok(v) = serde_json::from_str(t.as_str()) {
                         self.pending.push(v);
                     }
                 }
-                Ok(tungstenite::Message::Close(_)) => return true,
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e))
                     if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(_) => return true,
+                Err(e) => return Err(e),
             }
         }
-        false
+        Ok(false)
     }
 
     pub fn send(&mut self, frame: Value) {
