@@ -216,7 +216,18 @@ pub(crate) struct Conn {
 /// Where a join's history continues.
 struct CatchUp {
     room_id: String,
+    /// The last message read from the DB.
     after: i64,
+    /// Read and not sent yet (a page is read once, however many frames it takes).
+    page: std::collections::VecDeque<central::RoomMessage>,
+    /// No messages after `page`.
+    last_page: bool,
+}
+
+impl CatchUp {
+    fn new(room_id: String, after: i64) -> CatchUp {
+        CatchUp { room_id, after, page: Default::default(), last_page: false }
+    }
 }
 
 impl Conn {
@@ -538,43 +549,52 @@ impl Conn {
             }
         };
         // Sent by [`Conn::step`] a frame at a time, before the client's next frame is read.
-        self.catch_up = Some(CatchUp { room_id: room.id, after });
+        self.catch_up = Some(CatchUp::new(room.id, after));
         Ok(())
     }
 
     /// Sends the next `history` frame of a join (at most [`HISTORY_FRAME_BYTES_MAX`] of
     /// messages); the last says `complete`.
-    fn catch_up_frame(&mut self, c: CatchUp) -> anyhow::Result<()> {
-        let read = self
-            .ctx
-            .store
-            .conn()
-            .and_then(|conn| Ok(central::messages_after(&conn, &c.room_id, c.after, HISTORY_PAGE)?));
-        let messages = match read {
-            Ok(m) => m,
-            Err(e) => {
-                return self.error("internal", &format!("reading the room's history failed: {e:#}"), None);
+    fn catch_up_frame(&mut self, mut c: CatchUp) -> anyhow::Result<()> {
+        if c.page.is_empty() && !c.last_page {
+            let read = self
+                .ctx
+                .store
+                .conn()
+                .and_then(|conn| Ok(central::messages_after(&conn, &c.room_id, c.after, HISTORY_PAGE)?));
+            match read {
+                Ok(messages) => {
+                    c.last_page = (messages.len() as i64) < HISTORY_PAGE;
+                    c.after = messages.last().map_or(c.after, |m| m.seq);
+                    c.page = messages.into();
+                }
+                Err(e) => {
+                    return self.error(
+                        "internal",
+                        &format!("reading the room's history failed: {e:#}"),
+                        None,
+                    );
+                }
             }
-        };
+        }
         let mut batch: Vec<Value> = Vec::new();
         let mut bytes = 0;
-        let mut after = c.after;
-        for m in &messages {
+        while let Some(m) = c.page.front() {
             let v = serde_json::to_value(super::redact::message(m))?;
             let size = v.to_string().len();
             if !batch.is_empty() && bytes + size > HISTORY_FRAME_BYTES_MAX {
                 break;
             }
+            c.page.pop_front();
             batch.push(v);
             bytes += size;
-            after = m.seq;
         }
-        let complete = batch.len() == messages.len() && (messages.len() as i64) < HISTORY_PAGE;
+        let complete = c.page.is_empty() && c.last_page;
         let frame =
             json!({ "type": "history", "room_id": c.room_id, "messages": batch, "complete": complete });
         self.send(&frame)?;
         if !complete {
-            self.catch_up = Some(CatchUp { room_id: c.room_id, after });
+            self.catch_up = Some(c);
         }
         Ok(())
     }
