@@ -23,6 +23,7 @@ use super::output::{self, StreamFilter};
 use super::prompt::{self, Formatter};
 use super::provider::{self, Provider};
 use super::tools::{Roots, Tool, ToolCtx, ToolOutput, cap_middle};
+use super::view::View;
 use crate::db::central::ResolvedDestination;
 use crate::db::inbound::{self, Address, InboundRow};
 use crate::db::{self, outbound};
@@ -53,6 +54,8 @@ pub struct Runner {
     /// Loaded from `outbound.db` on first use.
     pub history: Option<Vec<Message>>,
     pub roots: Roots,
+    /// The read-only view of both session DBs.
+    pub view: View,
 }
 
 impl Runner {
@@ -66,7 +69,20 @@ impl Runner {
     ) -> Runner {
         let specs = tools.iter().map(|t| t.spec()).collect();
         let roots = Roots::new(cfg.workspace.clone());
-        Runner { cfg, out, provider, tools, specs, link, cancel, woken: Arc::default(), history: None, roots }
+        let view = View::new(&cfg);
+        Runner {
+            cfg,
+            out,
+            provider,
+            tools,
+            specs,
+            link,
+            cancel,
+            woken: Arc::default(),
+            history: None,
+            roots,
+            view,
+        }
     }
 }
 
@@ -252,7 +268,7 @@ pub fn run(
             }
             .run(&resp.message);
             let mut content = results;
-            let follow = follow_ups(&r.cfg, &r.out, &r.woken, &mut claimed, &mut max_in)?;
+            let follow = follow_ups(&r.cfg, &r.out, &mut r.view, &r.woken, &mut claimed, &mut max_in)?;
             if !follow.is_empty() {
                 content.extend(user_message(formatter.batch(&follow), &r.cfg.workspace, &follow).content);
             }
@@ -270,7 +286,7 @@ pub fn run(
             ));
             continue;
         }
-        let follow = follow_ups(&r.cfg, &r.out, &r.woken, &mut claimed, &mut max_in)?;
+        let follow = follow_ups(&r.cfg, &r.out, &mut r.view, &r.woken, &mut claimed, &mut max_in)?;
         if follow.is_empty() {
             break;
         }
@@ -410,6 +426,7 @@ fn hint(e: &ModelError, provider: &str) -> String {
 fn follow_ups(
     cfg: &AgentConfig,
     out: &Connection,
+    view: &mut View,
     woken: &AtomicBool,
     claimed: &mut Vec<String>,
     max_in: &mut Option<i64>,
@@ -417,9 +434,9 @@ fn follow_ups(
     if !woken.swap(false, Ordering::SeqCst) {
         return Ok(Vec::new());
     }
-    let view = db::open_agent_view(&cfg.inbound_db(), &cfg.outbound_db())?;
-    let rows = inbound::pending(&view, now_ms(), false, cfg.max_messages)?;
-    *max_in = inbound::max_seq(&view)?;
+    let (rows, max) =
+        view.read(|v| Ok((inbound::pending(v, now_ms(), false, cfg.max_messages)?, inbound::max_seq(v)?)))?;
+    *max_in = max;
     if rows.is_empty() {
         return Ok(rows);
     }
@@ -628,6 +645,7 @@ mod tests {
             context_tokens: 100_000,
             max_tokens: 1000,
             mcp_servers: None,
+            keep_view: true,
         };
         let seen = Arc::new(Mutex::new(Vec::new()));
         let provider = Box::new(Scripted { steps, seen: seen.clone() });

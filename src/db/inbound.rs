@@ -467,7 +467,7 @@ pub fn routing(conn: &Connection) -> rusqlite::Result<Option<Address>> {
 
 /// The destination projection as the agent sees it.
 pub fn destinations(conn: &Connection) -> rusqlite::Result<Vec<ResolvedDestination>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT name, display_name, type, channel_type, platform_id, agent_id FROM destinations ORDER BY name",
     )?;
     stmt.query_map([], |r| {

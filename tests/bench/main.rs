@@ -2,7 +2,8 @@
 //! the first reply of a fresh agent (container start included), warm round trips over the
 //! WebSocket, the host's memory and the agent container's memory. A second host talks to a
 //! scripted model server (the OpenAI streaming format) to measure how long a model token takes
-//! to reach the browser, and how long a message takes to reach the model. Every number is printed next
+//! to reach the browser, how long a message takes to reach the model, and a warm round trip with an
+//! instant model through the openai provider (against a direct call to that model). Every number is printed next
 //! to a baseline measured in the same run (CONTRACT.md §6), so the overhead over the physical
 //! limit can be read off: `name value unit  (baseline name value unit, xRATIO)`. A third host
 //! serves HTTPS from its own CA: sign-in and socket opening over TLS against a bare rustls
@@ -178,6 +179,21 @@ fn run() -> anyhow::Result<()> {
         ms(&streamed.to_model, 50),
         "ms",
         &[("sqlite_commit_delete", sql50, "ms")],
+    );
+    report(
+        "warm_round_trip_openai_p50",
+        ms(&streamed.openai_round_trip, 50),
+        "ms",
+        &[
+            ("fake_model_direct_call_p50", ms(&streamed.model_direct, 50), "ms"),
+            ("warm_round_trip_mock_p50", ms(&warm, 50), "ms"),
+        ],
+    );
+    report(
+        "warm_round_trip_openai_p99",
+        ms(&streamed.openai_round_trip, 99),
+        "ms",
+        &[("fake_model_direct_call_p99", ms(&streamed.model_direct, 99), "ms")],
     );
 
     let access_dir = tempfile::Builder::new().prefix("pincer-bench-access-").tempdir()?;
@@ -371,6 +387,10 @@ struct Streamed {
     first_token: Vec<Duration>,
     /// The browser sends a message → the model receives the request.
     to_model: Vec<Duration>,
+    /// Warm round trips through the openai provider against an instant model.
+    openai_round_trip: Vec<Duration>,
+    /// The same model called straight over TCP (alternating with the round trips).
+    model_direct: Vec<Duration>,
 }
 
 /// A host whose agents use a scripted OpenAI-format model: each reply holds before its first
@@ -389,7 +409,12 @@ fn stream_phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Streamed> 
     ws.wait_for(deadline, "the ready frame", |v| v["type"] == "ready")?;
     ws.send_json(&json!({ "type": "join", "room_id": "assistant" }))?;
     ws.wait_for(deadline, "the history frame", |v| v["type"] == "history")?;
-    let mut out = Streamed { first_token: Vec::new(), to_model: Vec::new() };
+    let mut out = Streamed {
+        first_token: Vec::new(),
+        to_model: Vec::new(),
+        openai_round_trip: Vec::new(),
+        model_direct: Vec::new(),
+    };
     // The first message starts the container; it is not measured.
     for n in 0..=STREAM_SAMPLES {
         let gate = Gate::new();
@@ -413,6 +438,22 @@ fn stream_phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Streamed> 
             out.first_token.push(first);
             out.to_model.push(asked);
         }
+    }
+    // Warm round trips with an instant model, each beside a direct call to that model.
+    for n in 0..SAMPLES {
+        fake.reply(openai::text(&["instant"], "stop"));
+        let sent = Instant::now();
+        ws.send_json(&json!({ "type": "send", "room_id": "assistant", "client_id": format!("rt-{n}"), "text": format!("round trip {n}") }))?;
+        ws.wait_for(sent + WARM_TIMEOUT, "the agent's reply", |v| {
+            v["type"] == "message"
+                && v["message"]["sender_type"] == "agent"
+                && v["message"]["text"] == "instant"
+        })?;
+        out.openai_round_trip.push(sent.elapsed());
+        fake.next_request(WARM_TIMEOUT).context("the model was not called")?;
+        fake.reply(openai::text(&["instant"], "stop"));
+        out.model_direct.push(proxy::direct_call(&fake)?);
+        fake.next_request(WARM_TIMEOUT).context("the fake model saw no request")?;
     }
     host.stop()?;
     Ok(out)

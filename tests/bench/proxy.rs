@@ -30,6 +30,20 @@ fn request(path: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// One whole call straight to the fake model over a fresh TCP connection (what an instant model
+/// costs by itself): the request written to the answer read to its end.
+pub(crate) fn direct_call(fake: &FakeModel) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(fake.addr())?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.set_nodelay(true)?;
+    s.write_all(&request("/v1/chat/completions"))?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)?;
+    ensure!(!answer.is_empty(), "no answer");
+    Ok(started.elapsed())
+}
+
 /// Writes the request and waits for the first byte of the answer; reads the rest away.
 fn first_byte(mut s: impl Read + Write, req: &[u8]) -> anyhow::Result<Duration> {
     let started = Instant::now();
