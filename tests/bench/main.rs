@@ -439,11 +439,19 @@ fn stream_phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Streamed> 
             out.to_model.push(asked);
         }
     }
-    // Warm round trips with an instant model, each beside a direct call to that model.
+    // Warm round trips with an instant model, each beside a direct call to that model; sent over
+    // sockets of their own, as in the mock's round trips (the per-socket frame rate).
+    let mut senders = (0..SENDERS)
+        .map(|_| {
+            let mut s = Ws::connect(host.port, "/ws")?;
+            s.wait_for(Instant::now() + WARM_TIMEOUT, "the ready frame", |v| v["type"] == "ready")?;
+            Ok(s)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     for n in 0..SAMPLES {
         fake.reply(openai::text(&["instant"], "stop"));
         let sent = Instant::now();
-        ws.send_json(&json!({ "type": "send", "room_id": "assistant", "client_id": format!("rt-{n}"), "text": format!("round trip {n}") }))?;
+        senders[n % SENDERS].send_json(&json!({ "type": "send", "room_id": "assistant", "client_id": format!("rt-{n}"), "text": format!("round trip {n}") }))?;
         ws.wait_for(sent + WARM_TIMEOUT, "the agent's reply", |v| {
             v["type"] == "message"
                 && v["message"]["sender_type"] == "agent"
