@@ -63,6 +63,14 @@ pub const FRAME_RATE: Rate = Rate { per_s: 20.0, burst: 100.0 };
 pub const RATE_STRIKES_MAX: u32 = 200;
 /// The socket's own read buffer.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Bytes of frames waiting for a slow client before it is dropped (a reply past
+/// [`UNSENT_BYTES_MAX`] already holds its requests back; this bounds the events that keep coming).
+const OUT_BYTES_MAX: usize = 4 * UNSENT_BYTES_MAX + MESSAGE_BYTES_MAX;
+/// The frame buffer's memory a socket keeps between writes; a larger one is freed once sent.
+const OUT_KEPT_BYTES: usize = 1024;
+/// RFC 6455 opcodes of the frames the server writes itself.
+const OP_TEXT: u8 = 0x1;
+const OP_PING: u8 = 0x9;
 
 /// What a valid handshake asked for.
 #[derive(Debug, PartialEq)]
@@ -157,12 +165,30 @@ pub(crate) fn upgrade(
     transport.set_deadline(None);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BATCH_BYTES)
-        .max_write_buffer_size(4 * UNSENT_BYTES_MAX + MESSAGE_BYTES_MAX)
+        .write_buffer_size(0)
+        .max_write_buffer_size(OUT_BYTES_MAX)
         .max_message_size(Some(MESSAGE_BYTES_MAX))
         .max_frame_size(Some(MESSAGE_BYTES_MAX));
     let ws = WebSocket::from_partially_read(transport, leftover, Role::Server, Some(config));
     Ok(Box::new(Upgraded { ctx: ctx.clone(), ws, user }))
+}
+
+/// Appends a server frame: final, not masked (RFC 6455 §5.2).
+fn encode_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    buf.reserve(payload.len() + 10);
+    buf.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => buf.push(n as u8),
+        n if n <= 0xFFFF => {
+            buf.push(126);
+            buf.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            buf.push(127);
+            buf.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    buf.extend_from_slice(payload);
 }
 
 /// `Origin: http://host:port` must name the same host and port as `Host`.
@@ -200,6 +226,14 @@ pub(crate) struct Conn {
     pub(crate) readable: bool,
     /// Bytes handed to the socket layer since it last reported everything written.
     unflushed: usize,
+    /// Frames encoded here and written as the socket takes them. Tungstenite writes only its own
+    /// control replies (a pong, the close): its write buffer would keep the capacity of the
+    /// largest frame it ever held (a join's 256 KiB history frame, a long room list) for the
+    /// socket's whole life, and this one is freed once sent. Nothing is read while these bytes
+    /// wait: a read may write a pong, which must not land inside a half-written frame.
+    out: Vec<u8>,
+    /// How much of `out` the socket took.
+    out_sent: usize,
     /// Since when more than [`UNSENT_BYTES_MAX`] has been waiting for the client (its requests
     /// wait meanwhile).
     blocked_since: Option<Instant>,
@@ -250,6 +284,8 @@ impl Conn {
             writable_wanted: false,
             readable: true,
             unflushed: 0,
+            out: Vec::new(),
+            out_sent: 0,
             blocked_since: None,
             catch_up: None,
             last_heard: now,
@@ -271,6 +307,10 @@ impl Conn {
         match e.downcast::<Hangup>() {
             Ok(Hangup(code, reason)) => {
                 log::info!("closing the WebSocket of {}: {reason}", self.user.id);
+                if self.out_sent > 0 {
+                    // Half a frame went out: a close frame now would land inside it.
+                    return;
+                }
                 let frame = CloseFrame { code, reason: reason.chars().take(120).collect::<String>().into() };
                 let _ = self.ws.close(Some(frame));
                 let _ = self.ws.flush();
@@ -311,7 +351,7 @@ impl Conn {
                 self.catch_up_frame(c)?;
                 continue;
             }
-            if !self.readable {
+            if !self.readable || !self.out.is_empty() {
                 break;
             }
             match self.read_frame()? {
@@ -343,7 +383,7 @@ impl Conn {
         }
         if self.last_heard.elapsed() >= PING_INTERVAL && self.last_ping.elapsed() >= PING_INTERVAL {
             self.last_ping = Instant::now();
-            self.write(Message::Ping(Vec::new().into()))?;
+            self.write_frame(OP_PING, &[])?;
             self.flush()?;
         }
         Ok(())
@@ -374,7 +414,7 @@ impl Conn {
                 return Ok(());
             }
             for f in frames {
-                self.write(Message::text(&*f))?;
+                self.write_frame(OP_TEXT, f.as_bytes())?;
             }
         }
     }
@@ -441,27 +481,23 @@ impl Conn {
         self.send(&ev)
     }
 
-    /// Hands a frame to the socket layer (buffered if the socket is full).
-    fn write(&mut self, msg: Message) -> anyhow::Result<()> {
-        self.unflushed += msg.len();
-        match self.ws.write(msg) {
-            Ok(()) => Ok(()),
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(tungstenite::Error::WriteBufferFull(_)) => {
-                Err(hangup(CloseCode::Again, "too slow: the write buffer is full; reconnect with after_seq"))
-            }
-            Err(e) => Err(e.into()),
+    /// Queues a frame for the socket ([`Conn::flush`] writes it).
+    fn write_frame(&mut self, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
+        if self.out.len() - self.out_sent + payload.len() > OUT_BYTES_MAX {
+            return Err(hangup(
+                CloseCode::Again,
+                "too slow: the write buffer is full; reconnect with after_seq",
+            ));
         }
+        self.unflushed += payload.len();
+        encode_frame(&mut self.out, opcode, payload);
+        Ok(())
     }
 
     /// Writes out what is buffered; true when everything left, false when the socket is full
     /// (then its loop watches its writability).
     fn flush(&mut self) -> anyhow::Result<bool> {
-        let done = match self.ws.flush() {
-            Ok(()) => true,
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => false,
-            Err(e) => return Err(e.into()),
-        };
+        let done = self.write_out()?;
         if done {
             self.unflushed = 0;
         }
@@ -469,10 +505,44 @@ impl Conn {
         Ok(done)
     }
 
+    fn write_out(&mut self) -> anyhow::Result<bool> {
+        // Tungstenite's replies were queued before these frames (nothing is read meanwhile).
+        match self.ws.flush() {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        if self.out.is_empty() {
+            return Ok(true);
+        }
+        let stream = self.ws.get_mut();
+        while self.out_sent < self.out.len() {
+            match io::Write::write(stream, &self.out[self.out_sent..]) {
+                Ok(0) => anyhow::bail!("the socket took nothing"),
+                Ok(n) => self.out_sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.out.capacity() > OUT_KEPT_BYTES {
+            self.out = Vec::new();
+        } else {
+            self.out.clear();
+        }
+        self.out_sent = 0;
+        // A TLS socket may still hold some of it.
+        match io::Write::flush(stream) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A reply to this client's own request. Past [`UNSENT_BYTES_MAX`] unsent, the client's
     /// next requests wait until it has taken it ([`Conn::step`]).
     fn send(&mut self, v: &Value) -> anyhow::Result<()> {
-        self.write(Message::text(v.to_string()))
+        self.write_frame(OP_TEXT, v.to_string().as_bytes())
     }
 
     fn error(&mut self, code: &str, message: &str, client_id: Option<&str>) -> anyhow::Result<()> {
@@ -719,6 +789,48 @@ pub enum ClientFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client's side of the wire: reads what the server wrote, drops what it answers.
+    struct Wire(io::Cursor<Vec<u8>>);
+
+    impl io::Read for Wire {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl io::Write for Wire {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The frames the server writes itself, read back by tungstenite as a client would.
+    #[test]
+    fn frames_written_here_are_read_by_a_websocket_client() {
+        let sizes = [0usize, 1, 125, 126, 65_535, 65_536, 300_000];
+        let mut wire = Vec::new();
+        encode_frame(&mut wire, OP_PING, &[]);
+        for n in sizes {
+            let text: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            encode_frame(&mut wire, OP_TEXT, text.as_bytes());
+        }
+        let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
+        let mut client = WebSocket::from_raw_socket(Wire(io::Cursor::new(wire)), Role::Client, Some(config));
+        assert!(matches!(client.read().unwrap(), Message::Ping(p) if p.is_empty()));
+        for n in sizes {
+            match client.read().unwrap() {
+                Message::Text(t) => {
+                    assert_eq!(t.len(), n);
+                    assert!(t.bytes().enumerate().all(|(i, b)| b == b'a' + (i % 26) as u8));
+                }
+                other => panic!("expected a text frame of {n} bytes, got {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn origin_must_match_host() {
