@@ -31,25 +31,6 @@ pub const SAFETY_POLL: Duration = Duration::from_secs(10);
 /// Messages taken from the queue per query.
 pub const BATCH_MAX: i64 = 64;
 
-/// A message handed to its agents' sessions, not yet marked routed.
-struct Routed {
-    id: String,
-    /// When the pass took it (a "let in" after this time routes it again).
-    at: i64,
-    /// Sessions that got it.
-    touched: Vec<String>,
-    ask: Option<Ask>,
-}
-
-/// Owners to be asked about a sender once the message is marked routed (a quick "let in" then
-/// routes it again instead of racing with this pass).
-struct Ask {
-    room: Room,
-    sender_id: String,
-    sender: String,
-    agents: Vec<String>,
-}
-
 /// The router thread's mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouterMsg {
@@ -129,78 +110,28 @@ impl Router {
             if batch.is_empty() {
                 return;
             }
-            let mut routed = Vec::with_capacity(batch.len());
             for m in &batch {
-                match self.route(m) {
-                    Ok(r) => routed.push(r),
-                    Err(e) => {
-                        let n = self.attempts.entry(m.id.clone()).or_insert(0);
-                        *n += 1;
-                        log::error!("router: message {} (attempt {n}): {e:#}", m.id);
-                        match backoff::ROUTING.delay_ms(*n) {
-                            Some(delay) => {
-                                self.retry_at = Some(now_ms() + delay);
-                                self.mark_routed(routed);
-                                return;
-                            }
-                            None => self.give_up(m, &format!("{e:#}")),
+                if let Err(e) = self.route(m) {
+                    let n = self.attempts.entry(m.id.clone()).or_insert(0);
+                    *n += 1;
+                    log::error!("router: message {} (attempt {n}): {e:#}", m.id);
+                    match backoff::ROUTING.delay_ms(*n) {
+                        Some(delay) => {
+                            self.retry_at = Some(now_ms() + delay);
+                            return;
                         }
+                        None => self.give_up(m, &format!("{e:#}")),
                     }
                 }
             }
-            if !self.mark_routed(routed) {
-                return;
-            }
         }
     }
 
-    /// Marks a batch's messages routed in one commit (one durable write to the central DB per
-    /// batch, not per message: under load a batch holds every chat's latest message), then asks
-    /// the owners about unknown senders. Returns false when the commit failed: the messages stay
-    /// queued and are routed again (a no-op for the sessions that hold them already).
-    fn mark_routed(&mut self, routed: Vec<Routed>) -> bool {
-        if routed.is_empty() {
-            return true;
-        }
-        let marked = db::write_tx(&mut self.central, |tx| {
-            for r in &routed {
-                central::mark_routed(tx, &r.id, r.at)?;
-                for id in &r.touched {
-                    central::touch_session(tx, id, r.at)?;
-                }
-            }
-            Ok(())
-        });
-        if let Err(e) = marked {
-            log::error!("router: marking {} message(s) routed: {e:#}", routed.len());
-            self.retry_at = Some(now_ms() + backoff::ROUTING.delay_ms(1).unwrap_or(1000));
-            return false;
-        }
-        for r in routed {
-            self.attempts.remove(&r.id);
-            let Some(ask) = r.ask else { continue };
-            for agent_id in ask.agents {
-                if let Err(e) = super::approvals::ask_about_sender(
-                    &self.central,
-                    &self.channels,
-                    &ask.room,
-                    &agent_id,
-                    &ask.sender_id,
-                    &ask.sender,
-                    r.at,
-                ) {
-                    log::error!("asking about {} in room {}: {e:#}", ask.sender_id, ask.room.id);
-                }
-            }
-        }
-        true
-    }
-
-    /// Hands a message to the agents of its room; the caller marks it routed.
-    fn route(&mut self, m: &Unrouted) -> anyhow::Result<Routed> {
+    fn route(&mut self, m: &Unrouted) -> anyhow::Result<()> {
         let now = now_ms();
         let Some(room) = central::room(&self.central, &m.room_id)? else {
-            return Ok(Routed { id: m.id.clone(), at: now, touched: Vec::new(), ask: None });
+            central::mark_routed(&self.central, &m.id, now)?;
+            return Ok(());
         };
         let wirings = central::wirings_of_room(&self.central, &room.id)?;
         let policy = central::room_policy(&self.central, &room.id)?;
@@ -279,13 +210,30 @@ impl Router {
                 }
             }
         }
-        let ask = match m.sender_id.as_deref() {
-            Some(sender) if !asks.is_empty() => {
-                Some(Ask { room, sender_id: sender.to_string(), sender: m.sender.clone(), agents: asks })
+        db::write_tx(&mut self.central, |tx| {
+            central::mark_routed(tx, &m.id, now)?;
+            for id in &touched {
+                central::touch_session(tx, id, now)?;
             }
-            _ => None,
-        };
-        Ok(Routed { id: m.id.clone(), at: now, touched, ask })
+            Ok(())
+        })?;
+        self.attempts.remove(&m.id);
+        if let Some(sender) = m.sender_id.as_deref() {
+            for agent_id in asks {
+                if let Err(e) = super::approvals::ask_about_sender(
+                    &self.central,
+                    &self.channels,
+                    &room,
+                    &agent_id,
+                    sender,
+                    &m.sender,
+                    now,
+                ) {
+                    log::error!("asking about {sender} in room {}: {e:#}", room.id);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether the wiring's agent gets a person's message: they may use the agent (or the room
