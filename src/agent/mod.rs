@@ -21,7 +21,6 @@ pub mod prompt;
 pub mod provider;
 pub mod tools;
 pub mod turn;
-pub mod view;
 
 pub use config::AgentConfig;
 

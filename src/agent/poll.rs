@@ -103,18 +103,9 @@ fn all_tools(cfg: &AgentConfig) -> Vec<Box<dyn Tool>> {
 pub fn poll_once(r: &mut Runner, first_poll: bool) -> anyhow::Result<bool> {
     // Wakes from now on may mean rows this read does not see yet.
     r.woken.store(false, std::sync::atomic::Ordering::SeqCst);
-    let max = r.cfg.max_messages;
-    let read = r.view.read(|v| {
-        let batch = inbound::pending(v, now_ms(), first_poll, max)?;
-        if !batch.iter().any(|row| row.trigger) {
-            // Context-only rows stay pending and ride along with the next triggering one.
-            return Ok(None);
-        }
-        Ok(Some((batch, inbound::destinations(v)?, inbound::max_seq(v)?)))
-    });
-    let (batch, dests, max_in) = match read {
-        Ok(Some(found)) => found,
-        Ok(None) => return Ok(false),
+    // A fresh read-only connection per poll: nothing cached survives the other side's writes.
+    let view = match db::open_agent_view(&r.cfg.inbound_db(), &r.cfg.outbound_db()) {
+        Ok(v) => v,
         Err(e) if db::needs_rollback(&e) => {
             // A crashed writer left a hot journal. In outbound.db (ours) reading through the
             // read-write connection rolls it back; in inbound.db the host does on its next write.
@@ -124,6 +115,14 @@ pub fn poll_once(r: &mut Runner, first_poll: bool) -> anyhow::Result<bool> {
         }
         Err(e) => return Err(e),
     };
+    let batch = inbound::pending(&view, now_ms(), first_poll, r.cfg.max_messages)?;
+    if !batch.iter().any(|row| row.trigger) {
+        // Context-only rows stay pending and ride along with the next triggering one.
+        return Ok(false);
+    }
+    let dests = inbound::destinations(&view)?;
+    let max_in = inbound::max_seq(&view)?;
+    drop(view);
     let ids: Vec<&str> = batch.iter().map(|row| row.id.as_str()).collect();
     db::write_tx(&mut r.out, |tx| Ok(outbound::set_ack(tx, &ids, "processing", now_ms())?))?;
     let batch = pre_task_scripts(r, batch)?;

@@ -23,7 +23,6 @@ use super::output::{self, StreamFilter};
 use super::prompt::{self, Formatter};
 use super::provider::{self, Provider};
 use super::tools::{Roots, Tool, ToolCtx, ToolOutput, cap_middle};
-use super::view::View;
 use crate::db::central::ResolvedDestination;
 use crate::db::inbound::{self, Address, InboundRow};
 use crate::db::{self, outbound};
@@ -54,8 +53,6 @@ pub struct Runner {
     /// Loaded from `outbound.db` on first use.
     pub history: Option<Vec<Message>>,
     pub roots: Roots,
-    /// The read-only view of both session DBs.
-    pub view: View,
 }
 
 impl Runner {
@@ -69,20 +66,7 @@ impl Runner {
     ) -> Runner {
         let specs = tools.iter().map(|t| t.spec()).collect();
         let roots = Roots::new(cfg.workspace.clone());
-        let view = View::new(&cfg);
-        Runner {
-            cfg,
-            out,
-            provider,
-            tools,
-            specs,
-            link,
-            cancel,
-            woken: Arc::default(),
-            history: None,
-            roots,
-            view,
-        }
+        Runner { cfg, out, provider, tools, specs, link, cancel, woken: Arc::default(), history: None, roots }
     }
 }
 
@@ -181,7 +165,11 @@ pub fn run(
     let mut last_beat = Instant::now();
     let model = r.cfg.model.clone().unwrap_or_default();
 
-    for _ in 0..CALLS_MAX {
+    for call in 1..=CALLS_MAX {
+        // Messages that arrive meanwhile join the turn only while a model call is left to answer
+        // them; after the last one they stay pending for the next turn (claimed here, they would
+        // be completed unanswered).
+        let may_fold = call < CALLS_MAX;
         history::trim(history, r.cfg.context_tokens);
         let req = Request {
             model: &model,
@@ -268,7 +256,11 @@ pub fn run(
             }
             .run(&resp.message);
             let mut content = results;
-            let follow = follow_ups(&r.cfg, &r.out, &mut r.view, &r.woken, &mut claimed, &mut max_in)?;
+            let follow = if may_fold {
+                follow_ups(&r.cfg, &r.out, &r.woken, &mut claimed, &mut max_in)?
+            } else {
+                Vec::new()
+            };
             if !follow.is_empty() {
                 content.extend(user_message(formatter.batch(&follow), &r.cfg.workspace, &follow).content);
             }
@@ -286,7 +278,11 @@ pub fn run(
             ));
             continue;
         }
-        let follow = follow_ups(&r.cfg, &r.out, &mut r.view, &r.woken, &mut claimed, &mut max_in)?;
+        let follow = if may_fold {
+            follow_ups(&r.cfg, &r.out, &r.woken, &mut claimed, &mut max_in)?
+        } else {
+            Vec::new()
+        };
         if follow.is_empty() {
             break;
         }
@@ -426,7 +422,6 @@ fn hint(e: &ModelError, provider: &str) -> String {
 fn follow_ups(
     cfg: &AgentConfig,
     out: &Connection,
-    view: &mut View,
     woken: &AtomicBool,
     claimed: &mut Vec<String>,
     max_in: &mut Option<i64>,
@@ -434,9 +429,9 @@ fn follow_ups(
     if !woken.swap(false, Ordering::SeqCst) {
         return Ok(Vec::new());
     }
-    let (rows, max) =
-        view.read(|v| Ok((inbound::pending(v, now_ms(), false, cfg.max_messages)?, inbound::max_seq(v)?)))?;
-    *max_in = max;
+    let view = db::open_agent_view(&cfg.inbound_db(), &cfg.outbound_db())?;
+    let rows = inbound::pending(&view, now_ms(), false, cfg.max_messages)?;
+    *max_in = inbound::max_seq(&view)?;
     if rows.is_empty() {
         return Ok(rows);
     }
@@ -645,7 +640,6 @@ mod tests {
             context_tokens: 100_000,
             max_tokens: 1000,
             mcp_servers: None,
-            keep_view: true,
         };
         let seen = Arc::new(Mutex::new(Vec::new()));
         let provider = Box::new(Scripted { steps, seen: seen.clone() });
@@ -723,6 +717,42 @@ mod tests {
         assert_eq!(rows.len(), 1, "one reply for the whole turn: {rows:?}");
         assert_eq!(rows[0].1["text"], "First answer.\n\nSecond answer.");
         assert_eq!(acks(&f), vec![("m1".into(), "completed".into()), ("m2".into(), "completed".into())]);
+    }
+
+    #[test]
+    fn messages_arriving_at_the_last_model_call_wait_for_the_next_turn() {
+        let inbound_path: Arc<Mutex<Option<std::path::PathBuf>>> = Arc::default();
+        let woken = Arc::new(AtomicBool::new(false));
+        // Every call of the turn sees a new message arrive, so the turn reaches its call limit.
+        let steps: Vec<Step> = (0..CALLS_MAX + 1)
+            .map(|i| {
+                let (p, flag) = (inbound_path.clone(), woken.clone());
+                Box::new(move |_: &Request<'_>| {
+                    if i < CALLS_MAX {
+                        insert_chat(
+                            &p.lock().unwrap().clone().unwrap(),
+                            &format!("n{i}"),
+                            &format!("more {i}"),
+                        );
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                    text(&format!("answer {i}"), Stop::EndTurn)
+                }) as Step
+            })
+            .collect();
+        let mut f = fixture(steps);
+        *inbound_path.lock().unwrap() = Some(f.runner.cfg.inbound_db());
+        f.runner.woken = woken;
+        send(&mut f, "m1", "first");
+        assert_eq!(f.seen.lock().unwrap().len(), CALLS_MAX, "the turn stops at its call limit");
+        // Completed: the first message and one arrival per call but the last; each was in a prompt.
+        let completed: Vec<String> = acks(&f).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(completed.len(), CALLS_MAX, "{completed:?}");
+        assert!(!completed.contains(&format!("n{}", CALLS_MAX - 1)), "{completed:?}");
+        // The message that arrived during the last call is answered by the next turn.
+        assert!(crate::agent::poll::poll_once(&mut f.runner, false).unwrap());
+        let prompt = f.seen.lock().unwrap().last().unwrap().last().unwrap().text();
+        assert!(prompt.contains(&format!("more {}", CALLS_MAX - 1)), "{prompt}");
     }
 
     #[test]

@@ -401,8 +401,17 @@ fn killed_at_random_points_under_load_nothing_is_lost_or_answered_twice() {
                     String::from_utf8_lossy(&out.stderr)
                 ));
             }
+            // Whether the answers are stored and only the socket missed them.
+            let stored: Vec<&String> = waiting
+                .iter()
+                .filter(|w| {
+                    all_messages(&host, "assistant")
+                        .iter()
+                        .any(|m| m["text"].as_str().unwrap_or_default().lines().any(|l| l == w.as_str()))
+                })
+                .collect();
             panic!(
-                "never answered (seed {seed}): {waiting:?}\n{logs}---- last ----\n{}\n{containers}",
+                "never answered (seed {seed}): {waiting:?} (stored but not received: {stored:?})\n{logs}---- last ----\n{}\n{containers}",
                 host.log_tail()
             );
         };
