@@ -256,11 +256,7 @@ pub fn run(
             }
             .run(&resp.message);
             let mut content = results;
-            let follow = if may_fold {
-                follow_ups(&r.cfg, &r.out, &r.woken, &mut claimed, &mut max_in)?
-            } else {
-                Vec::new()
-            };
+            let follow = follow_ups(&r.cfg, &r.out, &r.woken, may_fold, &mut claimed, &mut max_in)?;
             if !follow.is_empty() {
                 content.extend(user_message(formatter.batch(&follow), &r.cfg.workspace, &follow).content);
             }
@@ -278,11 +274,7 @@ pub fn run(
             ));
             continue;
         }
-        let follow = if may_fold {
-            follow_ups(&r.cfg, &r.out, &r.woken, &mut claimed, &mut max_in)?
-        } else {
-            Vec::new()
-        };
+        let follow = follow_ups(&r.cfg, &r.out, &r.woken, may_fold, &mut claimed, &mut max_in)?;
         if follow.is_empty() {
             break;
         }
@@ -419,14 +411,17 @@ fn hint(e: &ModelError, provider: &str) -> String {
 }
 
 /// Claims inbound rows that arrived while the turn ran (and refreshes `max_in` from the same view).
+/// None when `may_fold` is false: no model call is left to answer them, so they wait for the next
+/// turn (and the wake stays set for the poll after this turn).
 fn follow_ups(
     cfg: &AgentConfig,
     out: &Connection,
     woken: &AtomicBool,
+    may_fold: bool,
     claimed: &mut Vec<String>,
     max_in: &mut Option<i64>,
 ) -> anyhow::Result<Vec<InboundRow>> {
-    if !woken.swap(false, Ordering::SeqCst) {
+    if !may_fold || !woken.swap(false, Ordering::SeqCst) {
         return Ok(Vec::new());
     }
     let view = db::open_agent_view(&cfg.inbound_db(), &cfg.outbound_db())?;

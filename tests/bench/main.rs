@@ -92,15 +92,7 @@ fn run() -> anyhow::Result<()> {
     ws.send_json(&json!({ "type": "join", "room_id": room }))?;
     ws.wait_for(deadline, "the history frame", |v| v["type"] == "history" && v["room_id"] == room.as_str())?;
 
-    // Messages go out over sockets of their own, so none exceeds the per-socket frame rate (the
-    // bench measures the way through pincer, not its limiter); replies come in on `ws`.
-    let mut senders = (0..SENDERS)
-        .map(|_| {
-            let mut s = Ws::connect(port, "/ws")?;
-            s.wait_for(Instant::now() + WARM_TIMEOUT, "the ready frame", |v| v["type"] == "ready")?;
-            Ok(s)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut senders = senders(port)?;
     let cold = round_trip(&mut senders[0], &mut ws, &room, 0, COLD_TIMEOUT)?;
     let cpu_before = host.cpu()?;
     let warm = (1..=SAMPLES)
@@ -439,15 +431,8 @@ fn stream_phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Streamed> 
             out.to_model.push(asked);
         }
     }
-    // Warm round trips with an instant model, each beside a direct call to that model; sent over
-    // sockets of their own, as in the mock's round trips (the per-socket frame rate).
-    let mut senders = (0..SENDERS)
-        .map(|_| {
-            let mut s = Ws::connect(host.port, "/ws")?;
-            s.wait_for(Instant::now() + WARM_TIMEOUT, "the ready frame", |v| v["type"] == "ready")?;
-            Ok(s)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Warm round trips with an instant model, each beside a direct call to that model.
+    let mut senders = senders(host.port)?;
     for n in 0..SAMPLES {
         fake.reply(openai::text(&["instant"], "stop"));
         let sent = Instant::now();
@@ -465,6 +450,18 @@ fn stream_phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Streamed> 
     }
     host.stop()?;
     Ok(out)
+}
+
+/// Sockets that messages go out over, so none exceeds the per-socket frame rate (the bench
+/// measures the way through pincer, not its limiter); replies come in on a socket of their own.
+fn senders(port: u16) -> anyhow::Result<Vec<Ws>> {
+    (0..SENDERS)
+        .map(|_| {
+            let mut s = Ws::connect(port, "/ws")?;
+            s.wait_for(Instant::now() + WARM_TIMEOUT, "the ready frame", |v| v["type"] == "ready")?;
+            Ok(s)
+        })
+        .collect()
 }
 
 /// Sends message `n` to `room` over `sender` and waits on `ws` for the mock agent's

@@ -402,14 +402,13 @@ fn killed_at_random_points_under_load_nothing_is_lost_or_answered_twice() {
                 ));
             }
             // Whether the answers are stored and only the socket missed them.
-            let stored: Vec<&String> = waiting
+            let stored_lines: HashSet<String> = all_messages(&host, "assistant")
                 .iter()
-                .filter(|w| {
-                    all_messages(&host, "assistant")
-                        .iter()
-                        .any(|m| m["text"].as_str().unwrap_or_default().lines().any(|l| l == w.as_str()))
+                .flat_map(|m| {
+                    m["text"].as_str().unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>()
                 })
                 .collect();
+            let stored: Vec<&String> = waiting.intersection(&stored_lines).collect();
             panic!(
                 "never answered (seed {seed}): {waiting:?} (stored but not received: {stored:?})\n{logs}---- last ----\n{}\n{containers}",
                 host.log_tail()
