@@ -25,6 +25,10 @@ pub struct AgentConfig {
     pub safety_poll: Duration,
     /// How long a model may send nothing before its call fails.
     pub model_timeout: Duration,
+    /// Whether the poll's read-only view of the session DBs stays open between polls: the host
+    /// says so (`PINCER_KEEP_VIEW=1`) when the container's bind mount is the host's own file
+    /// (one kernel, one page cache); over a VM's file share each poll opens the files again.
+    pub keep_view: bool,
     pub tz: String,
     pub log_level: log::LevelFilter,
     /// Context budget in tokens; older exchanges are trimmed to stay under it.
@@ -76,6 +80,7 @@ impl AgentConfig {
             idle_exit: Duration::from_secs(num("PINCER_IDLE_EXIT_S", 1800, 7 * 86_400)?),
             safety_poll: Duration::from_millis(num("PINCER_SAFETY_POLL_MS", 5000, 600_000)?),
             model_timeout: Duration::from_secs(num("PINCER_MODEL_TIMEOUT_S", 600, 86_400)?),
+            keep_view: get("PINCER_KEEP_VIEW").is_some_and(|v| v == "1"),
             tz: get("TZ").unwrap_or_else(|| "UTC".into()),
             log_level: get("PINCER_LOG")
                 .and_then(|l| crate::logger::parse_level(&l))

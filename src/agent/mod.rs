@@ -1,6 +1,6 @@
 //! The agent runner: the program inside every agent container (`pincer-agent`).
 //!
-//! It polls the session's `inbound.db` (read-only), claims what is pending, asks its model
+//! It polls the session's `inbound.db` (read-only), takes what is pending, asks its model
 //! provider for a reply, writes replies to `outbound.db` (its only writer) and tells the host over
 //! the link. It never decides routing or permissions: the host re-validates everything it writes.
 //!
@@ -8,6 +8,7 @@
 //! socket, the heartbeat file), `/workspace/agent` the agent's working folder. `PINCER_WORKSPACE`
 //! moves the root so tests can run the runner outside a container.
 
+pub mod claims;
 pub mod config;
 pub mod history;
 pub mod images;
@@ -21,6 +22,7 @@ pub mod prompt;
 pub mod provider;
 pub mod tools;
 pub mod turn;
+pub mod view;
 
 pub use config::AgentConfig;
 

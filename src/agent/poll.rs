@@ -1,8 +1,9 @@
 //! The poll loop: wait for a wake (or the safety poll), read pending rows, claim them, run a turn.
 //!
-//! Claims make processing at-most-once per container: a row is `processing` in `outbound.db`
-//! before the model sees it and `completed` (or `failed`) in the same transaction that writes the
-//! reply, so a reply is never written twice and a crash leaves a claim the host can retry.
+//! Claims make processing at-most-once per container: a row is `completed` (or `failed`) in
+//! `outbound.db` in the same transaction that writes the reply, so a reply is never written
+//! twice, and `processing` before anything acts on it or once the turn runs long
+//! ([`super::claims`]), so a crash leaves a claim the host can retry.
 
 use std::time::Instant;
 
@@ -41,7 +42,8 @@ pub fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
         provider.name(),
         tools.len()
     );
-    let mut runner = Runner::new(cfg.clone(), out, provider, tools, link.writer.clone(), link.cancel.clone());
+    let mut runner =
+        Runner::new(cfg.clone(), out, provider, tools, link.writer.clone(), link.cancel.clone())?;
     runner.woken = link.woken.clone();
 
     let mut first_poll = true;
@@ -103,9 +105,18 @@ fn all_tools(cfg: &AgentConfig) -> Vec<Box<dyn Tool>> {
 pub fn poll_once(r: &mut Runner, first_poll: bool) -> anyhow::Result<bool> {
     // Wakes from now on may mean rows this read does not see yet.
     r.woken.store(false, std::sync::atomic::Ordering::SeqCst);
-    // A fresh read-only connection per poll: nothing cached survives the other side's writes.
-    let view = match db::open_agent_view(&r.cfg.inbound_db(), &r.cfg.outbound_db()) {
-        Ok(v) => v,
+    let max = r.cfg.max_messages;
+    let read = r.view.read(|v| {
+        let batch = inbound::pending(v, now_ms(), first_poll, max)?;
+        if !batch.iter().any(|row| row.trigger) {
+            // Context-only rows stay pending and ride along with the next triggering one.
+            return Ok(None);
+        }
+        Ok(Some((batch, inbound::destinations(v)?, inbound::max_seq(v)?)))
+    });
+    let (batch, dests, max_in) = match read {
+        Ok(Some(found)) => found,
+        Ok(None) => return Ok(false),
         Err(e) if db::needs_rollback(&e) => {
             // A crashed writer left a hot journal. In outbound.db (ours) reading through the
             // read-write connection rolls it back; in inbound.db the host does on its next write.
@@ -115,31 +126,30 @@ pub fn poll_once(r: &mut Runner, first_poll: bool) -> anyhow::Result<bool> {
         }
         Err(e) => return Err(e),
     };
-    let batch = inbound::pending(&view, now_ms(), first_poll, r.cfg.max_messages)?;
-    if !batch.iter().any(|row| row.trigger) {
-        // Context-only rows stay pending and ride along with the next triggering one.
-        return Ok(false);
-    }
-    let dests = inbound::destinations(&view)?;
-    let max_in = inbound::max_seq(&view)?;
-    drop(view);
     let ids: Vec<&str> = batch.iter().map(|row| row.id.as_str()).collect();
-    db::write_tx(&mut r.out, |tx| Ok(outbound::set_ack(tx, &ids, "processing", now_ms())?))?;
+    r.claims.hold(&ids);
     let batch = pre_task_scripts(r, batch)?;
     if !batch.iter().any(|row| row.trigger) {
         // Every task's script said there is nothing to do; context rows wait for the next turn.
+        r.claims.settle()?;
         let waiting: Vec<&str> = batch.iter().map(|row| row.id.as_str()).collect();
         db::write_tx(&mut r.out, |tx| Ok(outbound::delete_claims(tx, &waiting)?))?;
         return Ok(true);
     }
-    turn::run(r, batch, dests, max_in)?;
+    if let Err(e) = turn::run(r, batch, dests, max_in) {
+        // The rows stay claimed (when the file takes it): the host retries them with backoff.
+        if let Err(w) = r.claims.write_now(&mut r.out) {
+            log::warn!("{w:#}");
+        }
+        return Err(e);
+    }
     Ok(true)
 }
 
 /// How long a pre-task script may run.
 pub const SCRIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Runs the scripts of the batch's task runs (claimed already). A script decides whether its
+/// Runs the scripts of the batch's task runs (their claims written first). A script decides whether its
 /// task wakes the agent: its last output line is JSON `{"wakeAgent": bool, "data": …}`. A run
 /// whose script says `false` is completed without a turn; otherwise the agent gets the task with
 /// the script's `data` (or, when the script failed, what went wrong, so it can say so).
@@ -163,6 +173,8 @@ fn pre_task_scripts(
             keep.push(row);
             continue;
         };
+        // A script acts: the rows are claimed on disk first.
+        r.claims.write_now(&mut r.out)?;
         let run = bash.run_script(script, &r.cfg.agent_dir(), SCRIPT_TIMEOUT, &r.cancel);
         let verdict = script_verdict(&run);
         log::info!(

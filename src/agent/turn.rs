@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
+use super::claims::{CLAIM_AFTER, Claims};
 use super::config::{AgentConfig, touch};
 use super::history;
 use super::link::LinkWriter;
@@ -23,9 +24,10 @@ use super::output::{self, StreamFilter};
 use super::prompt::{self, Formatter};
 use super::provider::{self, Provider};
 use super::tools::{Roots, Tool, ToolCtx, ToolOutput, cap_middle};
+use super::view::View;
 use crate::db::central::ResolvedDestination;
 use crate::db::inbound::{self, Address, InboundRow};
-use crate::db::{self, outbound};
+use crate::db::{self, Kind, outbound};
 use crate::ids::{new_id, now_ms};
 use crate::link::{TOOL_DETAIL_BYTES_MAX, ToHost, ToolState};
 
@@ -53,6 +55,10 @@ pub struct Runner {
     /// Loaded from `outbound.db` on first use.
     pub history: Option<Vec<Message>>,
     pub roots: Roots,
+    /// The batch's claims, written when something acts on the rows or the turn runs long.
+    pub claims: Claims,
+    /// The read-only view of both session DBs.
+    pub view: View,
 }
 
 impl Runner {
@@ -63,10 +69,25 @@ impl Runner {
         tools: Vec<Box<dyn Tool>>,
         link: LinkWriter,
         cancel: Cancel,
-    ) -> Runner {
+    ) -> anyhow::Result<Runner> {
         let specs = tools.iter().map(|t| t.spec()).collect();
         let roots = Roots::new(cfg.workspace.clone());
-        Runner { cfg, out, provider, tools, specs, link, cancel, woken: Arc::default(), history: None, roots }
+        let claims = Claims::start(db::open(&cfg.outbound_db(), Kind::Outbound)?, CLAIM_AFTER)?;
+        let view = View::new(&cfg);
+        Ok(Runner {
+            cfg,
+            out,
+            provider,
+            tools,
+            specs,
+            link,
+            cancel,
+            woken: Arc::default(),
+            history: None,
+            roots,
+            claims,
+            view,
+        })
     }
 }
 
@@ -77,8 +98,8 @@ enum End {
     Failed(ModelError),
 }
 
-/// Runs one turn for `batch` (rows already claimed by the caller, who read the destinations and
-/// the largest inbound seq in the same view).
+/// Runs one turn for `batch` (rows whose claims the caller holds in `r.claims`, and who read the
+/// destinations and the largest inbound seq in the same view).
 pub fn run(
     r: &mut Runner,
     batch: Vec<InboundRow>,
@@ -239,6 +260,8 @@ pub fn run(
         let wants_tools = resp.message.tool_uses().next().is_some();
         history.push(resp.message.clone());
         if wants_tools {
+            // Tools act: the rows are claimed on disk first.
+            r.claims.write_now(&mut r.out)?;
             let mut actions = TurnActions {
                 cfg: &r.cfg,
                 out: &r.out,
@@ -256,7 +279,16 @@ pub fn run(
             }
             .run(&resp.message);
             let mut content = results;
-            let follow = follow_ups(&r.cfg, &r.out, &r.woken, may_fold, &mut claimed, &mut max_in)?;
+            let follow = follow_ups(
+                &r.cfg,
+                &mut r.out,
+                &r.claims,
+                &mut r.view,
+                &r.woken,
+                may_fold,
+                &mut claimed,
+                &mut max_in,
+            )?;
             if !follow.is_empty() {
                 content.extend(user_message(formatter.batch(&follow), &r.cfg.workspace, &follow).content);
             }
@@ -274,7 +306,16 @@ pub fn run(
             ));
             continue;
         }
-        let follow = follow_ups(&r.cfg, &r.out, &r.woken, may_fold, &mut claimed, &mut max_in)?;
+        let follow = follow_ups(
+            &r.cfg,
+            &mut r.out,
+            &r.claims,
+            &mut r.view,
+            &r.woken,
+            may_fold,
+            &mut claimed,
+            &mut max_in,
+        )?;
         if follow.is_empty() {
             break;
         }
@@ -338,6 +379,8 @@ fn finish(
 ) -> anyhow::Result<()> {
     let provider = r.provider.name();
     let ids: Vec<&str> = claimed.iter().map(String::as_str).collect();
+    // A claim not yet written is replaced by this status; one being written lands first.
+    r.claims.settle()?;
     db::write_tx(&mut r.out, |tx| {
         outbox::write_rows(tx, rows, max_in)?;
         outbound::set_ack(tx, &ids, status, now_ms())?;
@@ -415,7 +458,9 @@ fn hint(e: &ModelError, provider: &str) -> String {
 /// turn (and the wake stays set for the poll after this turn).
 fn follow_ups(
     cfg: &AgentConfig,
-    out: &Connection,
+    out: &mut Connection,
+    claims: &Claims,
+    view: &mut View,
     woken: &AtomicBool,
     may_fold: bool,
     claimed: &mut Vec<String>,
@@ -424,9 +469,11 @@ fn follow_ups(
     if !may_fold || !woken.swap(false, Ordering::SeqCst) {
         return Ok(Vec::new());
     }
-    let view = db::open_agent_view(&cfg.inbound_db(), &cfg.outbound_db())?;
-    let rows = inbound::pending(&view, now_ms(), false, cfg.max_messages)?;
-    *max_in = inbound::max_seq(&view)?;
+    // The pending rows read next leave out claimed ones: the turn's own must be on disk.
+    claims.write_now(out)?;
+    let (rows, max) =
+        view.read(|v| Ok((inbound::pending(v, now_ms(), false, cfg.max_messages)?, inbound::max_seq(v)?)))?;
+    *max_in = max;
     if rows.is_empty() {
         return Ok(rows);
     }
@@ -635,12 +682,17 @@ mod tests {
             context_tokens: 100_000,
             max_tokens: 1000,
             mcp_servers: None,
+            keep_view: true,
         };
         let seen = Arc::new(Mutex::new(Vec::new()));
         let provider = Box::new(Scripted { steps, seen: seen.clone() });
         let mut tools = crate::agent::tools::builtin();
         tools.extend(crate::agent::tools::messaging::tools());
-        let runner = Runner::new(cfg, out, provider, tools, LinkWriter::detached(), Cancel::default());
+        let mut runner =
+            Runner::new(cfg, out, provider, tools, LinkWriter::detached(), Cancel::default()).unwrap();
+        // Claims are written only when something acts on the rows (the timer never fires here).
+        let own = db::open(&runner.cfg.outbound_db(), Kind::Outbound).unwrap();
+        runner.claims = Claims::start(own, Duration::from_secs(3600)).unwrap();
         Fixture { _dir: dir, runner, seen }
     }
 
@@ -884,5 +936,61 @@ mod tests {
         assert_eq!(rows[0].1["text"], "_(stopped)_");
         let h = f.runner.history.as_ref().unwrap();
         assert!(matches!(&h.last().unwrap().content[0], Block::ToolResult { is_error: true, .. }), "{h:?}");
+    }
+
+    /// `outbound.db`'s change counter (header bytes 24..28): one more per commit.
+    fn commits(f: &Fixture) -> u32 {
+        let head = std::fs::read(f.runner.cfg.outbound_db()).unwrap();
+        u32::from_be_bytes([head[24], head[25], head[26], head[27]])
+    }
+
+    /// The claims on disk, read through a connection of its own.
+    fn claims_on_disk(path: &std::path::Path) -> Vec<(String, String)> {
+        let conn = db::open(path, Kind::Outbound).unwrap();
+        let mut stmt = conn.prepare("SELECT message_id, status FROM processing_ack ORDER BY 1").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn a_turn_answered_without_acting_is_one_commit_with_no_claim() {
+        let mut f = fixture(vec![Box::new(|_| text("quick", Stop::EndTurn))]);
+        let before = commits(&f);
+        send(&mut f, "m1", "hello");
+        assert_eq!(commits(&f), before + 1, "the reply and its status in one commit");
+        assert_eq!(acks(&f), vec![("m1".to_string(), "completed".to_string())]);
+    }
+
+    #[test]
+    fn rows_are_claimed_on_disk_before_a_tool_runs() {
+        let path: Arc<Mutex<Option<std::path::PathBuf>>> = Arc::default();
+        let p = path.clone();
+        let at_tool_time: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let seen = at_tool_time.clone();
+        let mut f = fixture(vec![
+            Box::new(|_| {
+                Ok(Response {
+                    message: Message {
+                        role: Role::Assistant,
+                        content: vec![Block::ToolUse {
+                            id: "t1".into(),
+                            name: "bash".into(),
+                            input: serde_json::json!({"command": "true"}),
+                        }],
+                    },
+                    stop: Stop::ToolUse,
+                    usage: None,
+                })
+            }),
+            Box::new(move |_| {
+                // The second call comes after the tool ran: what was on disk by then.
+                *seen.lock().unwrap() = claims_on_disk(p.lock().unwrap().as_ref().unwrap());
+                text("done", Stop::EndTurn)
+            }),
+        ]);
+        *path.lock().unwrap() = Some(f.runner.cfg.outbound_db());
+        assert!(claims_on_disk(&f.runner.cfg.outbound_db()).is_empty());
+        send(&mut f, "m1", "run it");
+        assert_eq!(*at_tool_time.lock().unwrap(), vec![("m1".to_string(), "processing".to_string())]);
+        assert_eq!(acks(&f), vec![("m1".to_string(), "completed".to_string())]);
     }
 }

@@ -307,6 +307,10 @@ impl Containers {
             ("PINCER_IDLE_EXIT_S".to_string(), self.cfg.idle_exit_s.to_string()),
             ("PINCER_LOG".to_string(), self.cfg.log_level.clone()),
         ];
+        if crate::db::kept::SHARED_PAGE_CACHE {
+            // The bind mount is this kernel's own file: the runner may keep its view open.
+            env.push(("PINCER_KEEP_VIEW".to_string(), "1".to_string()));
+        }
         if let Some(model) = model {
             env.push(("PINCER_MODEL".to_string(), model));
         }

@@ -12,7 +12,7 @@
 //! under load ([`scale`]): 10 concurrent chats, 50 idle warm agents, 1 000 clients' memory and a
 //! broadcast to all of them. A seventh takes an upload (against `cp`) and searches 100 000
 //! messages (against the same query on SQLite). `PINCER_BENCH_ONLY=scale` runs the load phase
-//! alone.
+//! alone; `PINCER_BENCH_ONLY=rt` stops after the round trips (mock and openai).
 
 mod access;
 mod agents;
@@ -187,6 +187,10 @@ fn run() -> anyhow::Result<()> {
         "ms",
         &[("fake_model_direct_call_p99", ms(&streamed.model_direct, 99), "ms")],
     );
+    if std::env::var("PINCER_BENCH_ONLY").is_ok_and(|v| v == "rt") {
+        // The round trips alone (minutes less when working on them).
+        return Ok(());
+    }
 
     let access_dir = tempfile::Builder::new().prefix("pincer-bench-access-").tempdir()?;
     let a = access::phase(access_dir.path(), &image, ACCESS_SAMPLES, IDLE_CLIENTS).context("access phase")?;
