@@ -159,6 +159,28 @@ pub fn write_tx<T>(
     Ok(res)
 }
 
+/// A write transaction whose loss at a power failure only means doing idempotent work again
+/// (the router's "routed" mark: routing a message twice is a no-op). On a WAL file it commits
+/// without waiting for the disk (`synchronous=NORMAL`: consistent, never corrupt; durable at the
+/// next full commit of any connection, which syncs the whole log, or at the checkpoint). Anything
+/// acknowledged or counted as delivered never goes through here. On a rollback-journal file it is
+/// [`write_tx`].
+pub fn write_tx_redoable<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return write_tx(conn, f);
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let res = write_tx(conn, f);
+    let back = conn.pragma_update(None, "synchronous", "FULL");
+    let value = res?;
+    back?;
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -63,6 +63,21 @@ fn pragmas_on_every_kind() {
 }
 
 #[test]
+fn a_redoable_write_skips_the_disk_wait_on_wal_only_and_leaves_full_after() {
+    let dir = tmp();
+    for (kind, during) in [(Kind::Central, "1"), (Kind::Inbound, "2")] {
+        let mut conn = open(&dir.path().join(format!("redo-{kind:?}.db")), kind).unwrap();
+        let seen = write_tx_redoable(&mut conn, |tx| Ok(pragma(tx, "synchronous"))).unwrap();
+        assert_eq!(seen, during, "{kind:?}: NORMAL (1) on WAL only, FULL (2) on a rollback journal");
+        assert_eq!(pragma(&conn, "synchronous"), "2", "{kind:?}: FULL again after");
+        // A failed transaction also leaves FULL behind.
+        let failed: anyhow::Result<()> = write_tx_redoable(&mut conn, |_| anyhow::bail!("no"));
+        assert!(failed.is_err());
+        assert_eq!(pragma(&conn, "synchronous"), "2", "{kind:?}: FULL after a failure");
+    }
+}
+
+#[test]
 fn busy_retries_start_small() {
     let steps: Vec<u128> = (0..8).map(|n| busy_step(n).as_micros()).collect();
     assert_eq!(steps, [50, 100, 200, 400, 800, 1000, 1000, 1000]);

@@ -210,7 +210,9 @@ impl Router {
                 }
             }
         }
-        db::write_tx(&mut self.central, |tx| {
+        // Losing this mark at a power failure only routes the message again (a no-op): it does
+        // not wait for the disk.
+        db::write_tx_redoable(&mut self.central, |tx| {
             central::mark_routed(tx, &m.id, now)?;
             for id in &touched {
                 central::touch_session(tx, id, now)?;
