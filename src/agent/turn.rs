@@ -456,6 +456,7 @@ fn hint(e: &ModelError, provider: &str) -> String {
 /// Claims inbound rows that arrived while the turn ran (and refreshes `max_in` from the same view).
 /// None when `may_fold` is false: no model call is left to answer them, so they wait for the next
 /// turn (and the wake stays set for the poll after this turn).
+#[allow(clippy::too_many_arguments)]
 fn follow_ups(
     cfg: &AgentConfig,
     out: &mut Connection,
