@@ -510,6 +510,10 @@ fn report(name: &str, value: f64, unit: &str, baselines: &[(&str, f64, &str)]) {
     let base: Vec<String> = baselines
         .iter()
         .map(|(b, v, u)| {
+            if *v == 0.0 {
+                // No ratio to a baseline of nothing.
+                return format!("{b} {} {u}", num(*v));
+            }
             let ratio = value / v;
             let ratio = if ratio >= 10.0 { format!("{ratio:.0}") } else { format!("{ratio:.1}") };
             format!("{b} {} {u}, x{ratio}", num(*v))

@@ -37,7 +37,7 @@ const SENDERS_PER_CHAT: usize = 2;
 /// Agents with warm containers in the idle figure.
 pub(crate) const IDLE_AGENTS: usize = 50;
 /// How long the idle host is watched.
-const IDLE_WATCH: Duration = Duration::from_secs(10);
+const IDLE_WATCH: Duration = Duration::from_secs(30);
 /// Idle WebSocket clients of the memory and broadcast figures.
 pub(crate) const CLIENTS: usize = 1000;
 /// Loopback source addresses they come from (the host allows 64 per address).
