@@ -182,10 +182,17 @@ mod tests {
     use super::*;
     use crate::db::Kind;
 
+    /// Every row's status on disk (`processing` claims and final statuses), by id.
     fn on_disk(path: &std::path::Path) -> Vec<(String, String)> {
         let conn = db::open(path, Kind::Outbound).unwrap();
-        let mut stmt = conn.prepare("SELECT message_id, status FROM processing_ack ORDER BY 1").unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+        let mut all: Vec<(String, String)> = outbound::processing_claims(&conn)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| (id, "processing".to_string()))
+            .chain(outbound::finished_acks_since(&conn, 0).unwrap())
+            .collect();
+        all.sort();
+        all
     }
 
     fn setup(after: Duration) -> (tempfile::TempDir, std::path::PathBuf, Connection, Claims) {

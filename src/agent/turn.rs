@@ -608,6 +608,19 @@ mod tests {
         Ok(Response { message: Message::assistant_text(t), stop, usage: Some(Usage::default()) })
     }
 
+    /// The model asks for these tool calls (`(id, tool, input)`).
+    fn tool_calls(calls: &[(&str, &str, Value)]) -> Result<Response, ModelError> {
+        let content = calls
+            .iter()
+            .map(|(id, name, input)| Block::ToolUse {
+                id: id.to_string(),
+                name: name.to_string(),
+                input: input.clone(),
+            })
+            .collect();
+        Ok(Response { message: Message { role: Role::Assistant, content }, stop: Stop::ToolUse, usage: None })
+    }
+
     struct Fixture {
         _dir: tempfile::TempDir,
         runner: Runner,
@@ -621,19 +634,9 @@ mod tests {
         inbound::insert(
             &inb,
             &NewInbound {
-                id,
-                kind: "chat",
-                timestamp: 1,
-                trigger: true,
-                process_after: None,
-                channel_type: Some("webchat"),
                 platform_id: Some("home"),
-                thread_id: None,
                 content: &content,
-                on_wake: false,
-                recurrence: None,
-                series_id: None,
-                source_session_id: None,
+                ..NewInbound::chat_for_tests(id, true, None)
             },
         )
         .unwrap();
@@ -902,18 +905,7 @@ mod tests {
     #[test]
     fn a_stop_during_a_tool_ends_the_turn_and_keeps_the_history_consistent() {
         let mut f = fixture(vec![Box::new(|_| {
-            Ok(Response {
-                message: Message {
-                    role: Role::Assistant,
-                    content: vec![Block::ToolUse {
-                        id: "t1".into(),
-                        name: "bash".into(),
-                        input: serde_json::json!({"command": "sleep 30"}),
-                    }],
-                },
-                stop: Stop::ToolUse,
-                usage: None,
-            })
+            tool_calls(&[("t1", "bash", serde_json::json!({"command": "sleep 30"}))])
         })]);
         // Read the runner's link: stop when it reports the tool started (as a browser would).
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -945,11 +937,10 @@ mod tests {
         u32::from_be_bytes([head[24], head[25], head[26], head[27]])
     }
 
-    /// The claims on disk, read through a connection of its own.
-    fn claims_on_disk(path: &std::path::Path) -> Vec<(String, String)> {
+    /// The rows claimed (`processing`) on disk, read through a connection of its own.
+    fn claims_on_disk(path: &std::path::Path) -> Vec<String> {
         let conn = db::open(path, Kind::Outbound).unwrap();
-        let mut stmt = conn.prepare("SELECT message_id, status FROM processing_ack ORDER BY 1").unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+        outbound::processing_claims(&conn).unwrap().into_iter().map(|(id, _)| id).collect()
     }
 
     #[test]
@@ -965,23 +956,10 @@ mod tests {
     fn rows_are_claimed_on_disk_before_a_tool_runs() {
         let path: Arc<Mutex<Option<std::path::PathBuf>>> = Arc::default();
         let p = path.clone();
-        let at_tool_time: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let at_tool_time: Arc<Mutex<Vec<String>>> = Arc::default();
         let seen = at_tool_time.clone();
         let mut f = fixture(vec![
-            Box::new(|_| {
-                Ok(Response {
-                    message: Message {
-                        role: Role::Assistant,
-                        content: vec![Block::ToolUse {
-                            id: "t1".into(),
-                            name: "bash".into(),
-                            input: serde_json::json!({"command": "true"}),
-                        }],
-                    },
-                    stop: Stop::ToolUse,
-                    usage: None,
-                })
-            }),
+            Box::new(|_| tool_calls(&[("t1", "bash", serde_json::json!({"command": "true"}))])),
             Box::new(move |_| {
                 // The second call comes after the tool ran: what was on disk by then.
                 *seen.lock().unwrap() = claims_on_disk(p.lock().unwrap().as_ref().unwrap());
@@ -991,7 +969,7 @@ mod tests {
         *path.lock().unwrap() = Some(f.runner.cfg.outbound_db());
         assert!(claims_on_disk(&f.runner.cfg.outbound_db()).is_empty());
         send(&mut f, "m1", "run it");
-        assert_eq!(*at_tool_time.lock().unwrap(), vec![("m1".to_string(), "processing".to_string())]);
+        assert_eq!(*at_tool_time.lock().unwrap(), ["m1"]);
         assert_eq!(acks(&f), vec![("m1".to_string(), "completed".to_string())]);
     }
 }

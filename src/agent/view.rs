@@ -58,21 +58,7 @@ mod tests {
     use crate::db::inbound::{self, NewInbound};
 
     fn row(id: &str) -> NewInbound<'_> {
-        NewInbound {
-            id,
-            kind: "chat",
-            timestamp: 1,
-            trigger: true,
-            process_after: None,
-            channel_type: Some("webchat"),
-            platform_id: Some("r1"),
-            thread_id: None,
-            content: r#"{"text":"x"}"#,
-            on_wake: false,
-            recurrence: None,
-            series_id: None,
-            source_session_id: None,
-        }
+        NewInbound::chat_for_tests(id, true, None)
     }
 
     fn pending_ids(view: &mut View) -> anyhow::Result<Vec<String>> {

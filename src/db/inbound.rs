@@ -38,6 +38,28 @@ pub struct NewInbound<'a> {
     pub source_session_id: Option<&'a str>,
 }
 
+#[cfg(test)]
+impl<'a> NewInbound<'a> {
+    /// A person's chat message in webchat room `r1` (tests).
+    pub(crate) fn chat_for_tests(id: &'a str, trigger: bool, process_after: Option<i64>) -> NewInbound<'a> {
+        NewInbound {
+            id,
+            kind: "chat",
+            timestamp: 1,
+            trigger,
+            process_after,
+            channel_type: Some("webchat"),
+            platform_id: Some("r1"),
+            thread_id: None,
+            content: r#"{"text":"x"}"#,
+            on_wake: false,
+            recurrence: None,
+            series_id: None,
+            source_session_id: None,
+        }
+    }
+}
+
 /// Inserts a row with the next even seq unless a row with the same id exists (re-routing after a
 /// crash is then a no-op). Returns the row's seq and whether it was inserted now.
 pub fn insert(conn: &Connection, m: &NewInbound<'_>) -> rusqlite::Result<(i64, bool)> {

@@ -248,22 +248,8 @@ fn session_dbs() -> (tempfile::TempDir, Connection, Connection) {
     (dir, inb, out)
 }
 
-fn chat<'a>(id: &'a str, trigger: bool, process_after: Option<i64>) -> NewInbound<'a> {
-    NewInbound {
-        id,
-        kind: "chat",
-        timestamp: 1,
-        trigger,
-        process_after,
-        channel_type: Some("webchat"),
-        platform_id: Some("r1"),
-        thread_id: None,
-        content: r#"{"text":"x"}"#,
-        on_wake: false,
-        recurrence: None,
-        series_id: None,
-        source_session_id: None,
-    }
+fn chat(id: &str, trigger: bool, process_after: Option<i64>) -> NewInbound<'_> {
+    NewInbound::chat_for_tests(id, trigger, process_after)
 }
 
 #[test]
