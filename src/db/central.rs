@@ -979,10 +979,35 @@ pub fn messages_after(
     after_seq: i64,
     limit: i64,
 ) -> rusqlite::Result<Vec<RoomMessage>> {
+    Ok(messages_after_within(conn, room_id, after_seq, limit, usize::MAX)?.0)
+}
+
+/// Like [`messages_after`], and stops once `max_bytes` of text and HTML are read (after at least
+/// one message), so a catch-up through a room of large messages holds a frame's worth, not a
+/// page of them. The flag says whether more may follow.
+pub fn messages_after_within(
+    conn: &Connection,
+    room_id: &str,
+    after_seq: i64,
+    limit: i64,
+    max_bytes: usize,
+) -> rusqlite::Result<(Vec<RoomMessage>, bool)> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM room_messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
     ))?;
-    stmt.query_map(params![room_id, after_seq, limit], RoomMessage::from_row)?.collect()
+    let mut rows = stmt.query(params![room_id, after_seq, limit])?;
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next()? {
+        let m = RoomMessage::from_row(row)?;
+        bytes = bytes.saturating_add(m.text.len() + m.html.len());
+        out.push(m);
+        if bytes >= max_bytes {
+            return Ok((out, true));
+        }
+    }
+    let more = out.len() as i64 >= limit;
+    Ok((out, more))
 }
 
 /// The `limit` messages just before `before_seq`, ascending (paging back through history).

@@ -194,6 +194,28 @@ fn room_seq_is_gap_free_and_client_ids_are_idempotent() {
 }
 
 #[test]
+fn a_byte_bounded_read_stops_after_the_message_that_fills_it_and_says_more_follow() {
+    let (_dir, conn) = central_with_room();
+    let files = serde_json::json!([]);
+    let big = "x".repeat(1000);
+    for _ in 0..5 {
+        central::insert_message(&conn, &user_msg(&big, None, &files)).unwrap();
+    }
+    // Text and HTML are 2 000 bytes a message: the third one reaches 5 000.
+    let (some, more) = central::messages_after_within(&conn, "r1", 0, 100, 5000).unwrap();
+    assert_eq!((some.iter().map(|m| m.seq).collect::<Vec<_>>(), more), (vec![1, 2, 3], true));
+    // A budget smaller than one message still returns it.
+    let (one, more) = central::messages_after_within(&conn, "r1", 3, 100, 10).unwrap();
+    assert_eq!((one.iter().map(|m| m.seq).collect::<Vec<_>>(), more), (vec![4], true));
+    // The rest fits: no more follow.
+    let (rest, more) = central::messages_after_within(&conn, "r1", 3, 100, 1 << 20).unwrap();
+    assert_eq!((rest.len(), more), (2, false));
+    // A full count says more may follow.
+    let (two, more) = central::messages_after_within(&conn, "r1", 0, 2, 1 << 20).unwrap();
+    assert_eq!((two.len(), more), (2, true));
+}
+
+#[test]
 fn agent_replies_are_stored_once_per_source() {
     let (_dir, conn) = central_with_room();
     let files = serde_json::json!([]);

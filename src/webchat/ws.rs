@@ -45,7 +45,8 @@ pub const MESSAGE_BYTES_MAX: usize = 1024 * 1024;
 pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 /// Messages in `history` on a join without `after_seq`.
 pub const HISTORY_DEFAULT: i64 = 50;
-/// Messages read from the DB per query when catching up with `after_seq`.
+/// Messages read from the DB per query when catching up with `after_seq` (and no more than a
+/// frame's worth of text and HTML: a socket holds one frame of history at a time).
 pub const HISTORY_PAGE: i64 = 500;
 /// A `history` frame holds messages up to about this many bytes of JSON.
 pub const HISTORY_FRAME_BYTES_MAX: usize = 256 * 1024;
@@ -252,7 +253,7 @@ struct CatchUp {
     room_id: String,
     /// The last message read from the DB.
     after: i64,
-    /// Read and not sent yet (a page is read once, however many frames it takes).
+    /// Read and not sent yet (about one frame's worth).
     page: std::collections::VecDeque<central::RoomMessage>,
     /// No messages after `page`.
     last_page: bool,
@@ -627,14 +628,18 @@ impl Conn {
     /// messages); the last says `complete`.
     fn catch_up_frame(&mut self, mut c: CatchUp) -> anyhow::Result<()> {
         if c.page.is_empty() && !c.last_page {
-            let read = self
-                .ctx
-                .store
-                .conn()
-                .and_then(|conn| Ok(central::messages_after(&conn, &c.room_id, c.after, HISTORY_PAGE)?));
+            let read = self.ctx.store.conn().and_then(|conn| {
+                Ok(central::messages_after_within(
+                    &conn,
+                    &c.room_id,
+                    c.after,
+                    HISTORY_PAGE,
+                    HISTORY_FRAME_BYTES_MAX,
+                )?)
+            });
             match read {
-                Ok(messages) => {
-                    c.last_page = (messages.len() as i64) < HISTORY_PAGE;
+                Ok((messages, more)) => {
+                    c.last_page = !more;
                     c.after = messages.last().map_or(c.after, |m| m.seq);
                     c.page = messages.into();
                 }
