@@ -236,6 +236,8 @@ pub struct Listed {
     pub name: String,
     /// `created`, `running`, `paused`, `restarting`, `removing`, `exited` or `dead`.
     pub state: String,
+    /// The image it was started from, as named then (`pincer-agent-<inputs>:latest`).
+    pub image: String,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -247,7 +249,12 @@ fn parse_listed(line: &str) -> anyhow::Result<Listed> {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    Ok(Listed { name: field("Names"), state: field("State").to_ascii_lowercase(), labels })
+    Ok(Listed {
+        name: field("Names"),
+        state: field("State").to_ascii_lowercase(),
+        image: field("Image"),
+        labels,
+    })
 }
 
 /// A container's death, as `docker events` reports it.
@@ -377,10 +384,11 @@ mod tests {
 
     #[test]
     fn parses_listings_and_deaths() {
-        let line = r#"{"Command":"\"/sbin/docker-init…\"","ID":"ab12","Labels":"pincer.install=abc,pincer.session=sess-1,pincer.gen=3","Names":"pincer-abc-sess-1-3","State":"running","Status":"Up 2 minutes"}"#;
+        let line = r#"{"Command":"\"/sbin/docker-init…\"","ID":"ab12","Image":"pincer-agent-1234:latest","Labels":"pincer.install=abc,pincer.session=sess-1,pincer.gen=3","Names":"pincer-abc-sess-1-3","State":"running","Status":"Up 2 minutes"}"#;
         let l = parse_listed(line).unwrap();
         assert_eq!(l.name, "pincer-abc-sess-1-3");
         assert_eq!(l.state, "running");
+        assert_eq!(l.image, "pincer-agent-1234:latest");
         assert_eq!(l.labels.get("pincer.gen").map(String::as_str), Some("3"));
         let died = r#"{"status":"die","id":"ab12","from":"img","Type":"container","Action":"die","Actor":{"ID":"ab12","Attributes":{"exitCode":"137","image":"img","name":"pincer-abc-sess-1-3","pincer.install":"abc"}},"scope":"local","time":1,"timeNano":1}"#;
         assert_eq!(parse_died(died), Some(Died { name: "pincer-abc-sess-1-3".into(), code: Some(137) }));

@@ -1,9 +1,11 @@
 //! The conversation the agent carries from turn to turn.
 //!
-//! Stored in `outbound.db` under `continuation:<provider>` (switching providers never hands one
-//! backend's history to another), so a new container resumes where the last one stopped. Before
-//! each model call the oldest exchanges are trimmed to fit the context budget; an exchange starts
-//! at a user message that is not a tool result, so a tool call is never separated from its result.
+//! Stored in `outbound.db`, a message a row, per provider (switching providers never hands one
+//! backend's history to another), so a new container resumes where the last one stopped. A turn
+//! writes only what changed: the messages it added, the first message when trimming marked it,
+//! and the deletion of those trimmed off the front. Before each model call the oldest exchanges
+//! are trimmed to fit the context budget; an exchange starts at a user message that is not a tool
+//! result, so a tool call is never separated from its result.
 
 use rusqlite::Connection;
 
@@ -13,35 +15,100 @@ use crate::db::outbound;
 /// Said at the start of a trimmed conversation.
 pub const TRIMMED_NOTE: &str =
     "[Earlier parts of this conversation were removed to fit the model's context.]";
-/// Largest continuation kept (bytes of JSON), whatever the token budget.
+/// Largest conversation kept (bytes of JSON), whatever the token budget.
 pub const STORED_BYTES_MAX: usize = 4 * 1024 * 1024;
 
-pub fn key(provider: &str) -> String {
-    format!("continuation:{}", provider.to_lowercase())
+/// The conversation in memory, and how much of it is on disk as it is.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Conversation {
+    messages: Vec<Message>,
+    /// Position on disk of `messages[0]`.
+    first_pos: i64,
+    /// `messages[..saved]` are on disk, at `first_pos..`, as they are (but for the first one
+    /// when `first_changed`).
+    saved: usize,
+    /// Trimming marked the first message since it was saved.
+    first_changed: bool,
 }
 
-/// Loads the stored conversation (empty when there is none or it cannot be read).
-pub fn load(out: &Connection, provider: &str) -> Vec<Message> {
-    match outbound::state(out, &key(provider)) {
-        Ok(Some(json)) => serde_json::from_str(&json).unwrap_or_else(|e| {
-            log::warn!("stored conversation is unreadable ({e}); starting a new one");
-            Vec::new()
-        }),
-        Ok(None) => Vec::new(),
-        Err(e) => {
-            log::warn!("reading the stored conversation: {e}");
-            Vec::new()
-        }
+/// A conversation none of which is on disk yet.
+impl From<Vec<Message>> for Conversation {
+    fn from(messages: Vec<Message>) -> Conversation {
+        Conversation { messages, ..Conversation::default() }
     }
 }
 
-pub fn save(out: &Connection, provider: &str, messages: &[Message], now: i64) -> rusqlite::Result<()> {
-    let json = serde_json::to_string(messages).expect("messages serialise");
-    outbound::set_state(out, &key(provider), &json, now)
+impl Conversation {
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    pub fn push(&mut self, m: Message) {
+        self.messages.push(m);
+    }
+
+    /// Drops the `n` oldest messages.
+    fn drop_front(&mut self, n: usize) {
+        let n = n.min(self.messages.len());
+        self.messages.drain(..n);
+        self.first_pos += n as i64;
+        self.saved = self.saved.saturating_sub(n);
+    }
+
+    /// Writes what changed since the last save (in the caller's transaction); call
+    /// [`Conversation::mark_saved`] once that transaction is committed.
+    pub fn save(&self, out: &Connection, provider: &str) -> rusqlite::Result<()> {
+        let provider = provider.to_lowercase();
+        outbound::drop_conversation_before(out, &provider, self.first_pos)?;
+        let first = (self.first_changed && self.saved > 0).then_some(0);
+        for i in first.into_iter().chain(self.saved..self.messages.len()) {
+            let json = serde_json::to_string(&self.messages[i]).expect("messages serialise");
+            outbound::put_conversation_message(out, &provider, self.first_pos + i as i64, &json)?;
+        }
+        Ok(())
+    }
+
+    /// The last [`Conversation::save`] is committed: everything is on disk as it is.
+    pub fn mark_saved(&mut self) {
+        self.saved = self.messages.len();
+        self.first_changed = false;
+    }
 }
 
+/// Loads the stored conversation (empty when there is none or it cannot be read; an unreadable
+/// one is replaced at the next save).
+pub fn load(out: &Connection, provider: &str) -> Conversation {
+    let rows = match outbound::conversation(out, &provider.to_lowercase()) {
+        Ok(rows) => rows,
+        Err(e) => {
+            log::warn!("reading the stored conversation: {e}");
+            return Conversation::default();
+        }
+    };
+    let first_pos = rows.first().map_or(0, |(pos, _)| *pos);
+    let next_pos = rows.last().map_or(0, |(pos, _)| pos + 1);
+    let mut messages = Vec::with_capacity(rows.len());
+    for (i, (pos, json)) in rows.iter().enumerate() {
+        let parsed = if *pos == first_pos + i as i64 {
+            serde_json::from_str::<Message>(json).map_err(|e| e.to_string())
+        } else {
+            Err("a message is missing".into())
+        };
+        match parsed {
+            Ok(m) => messages.push(m),
+            Err(e) => {
+                log::warn!("stored conversation is unreadable ({e}); starting a new one");
+                return Conversation { first_pos: next_pos, ..Conversation::default() };
+            }
+        }
+    }
+    let saved = messages.len();
+    Conversation { messages, first_pos, saved, first_changed: false }
+}
+
+/// Forgets the stored conversation.
 pub fn clear(out: &Connection, provider: &str) -> rusqlite::Result<()> {
-    outbound::delete_state(out, &key(provider))
+    outbound::delete_conversation(out, &provider.to_lowercase())
 }
 
 /// Rough token count of a message (4 bytes a token is close enough to plan a budget).
@@ -70,7 +137,8 @@ fn starts_exchange(m: &Message) -> bool {
 /// Drops the oldest exchanges until the conversation fits `budget_tokens` (keeping at least the
 /// newest exchange, even if it alone is larger), and marks the start as trimmed. Returns whether
 /// anything was dropped.
-pub fn trim(messages: &mut Vec<Message>, budget_tokens: usize) -> bool {
+pub fn trim(conv: &mut Conversation, budget_tokens: usize) -> bool {
+    let messages = &conv.messages;
     let sizes: Vec<usize> = messages.iter().map(estimate_tokens).collect();
     let suffix = |i: usize| sizes[i..].iter().sum::<usize>();
     if suffix(0) <= budget_tokens {
@@ -81,20 +149,20 @@ pub fn trim(messages: &mut Vec<Message>, budget_tokens: usize) -> bool {
     else {
         return false;
     };
-    messages.drain(..cut);
-    if let Some(Block::Text { text }) = messages.first_mut().and_then(|m| m.content.first_mut()) {
+    conv.drop_front(cut);
+    if let Some(Block::Text { text }) = conv.messages.first_mut().and_then(|m| m.content.first_mut()) {
         text.insert_str(0, &format!("{TRIMMED_NOTE}\n\n"));
+        conv.first_changed = true;
     }
     true
 }
 
 /// Makes a stored conversation safe to send: it must start with a user exchange, and a trailing
 /// assistant tool call without results (the container stopped mid-tool) gets error results.
-pub fn repair(messages: &mut Vec<Message>) {
-    while messages.first().is_some_and(|m| !starts_exchange(m)) {
-        messages.remove(0);
-    }
-    if let Some(last) = messages.last()
+pub fn repair(conv: &mut Conversation) {
+    let lead = conv.messages.iter().take_while(|m| !starts_exchange(m)).count();
+    conv.drop_front(lead);
+    if let Some(last) = conv.messages.last()
         && last.role == Role::Assistant
         && last.tool_uses().next().is_some()
     {
@@ -106,22 +174,22 @@ pub fn repair(messages: &mut Vec<Message>) {
                 is_error: true,
             })
             .collect();
-        messages.push(Message { role: Role::User, content: results });
+        conv.messages.push(Message { role: Role::User, content: results });
     }
 }
 
 /// Caps the stored size by trimming harder if needed.
-pub fn fit_storage(messages: &mut Vec<Message>) {
+pub fn fit_storage(conv: &mut Conversation) {
     // Serialising is the exact measure but costs a pass over everything: only do it when the
     // estimate says it may be needed.
-    if messages.iter().map(estimate_tokens).sum::<usize>() * 4 < STORED_BYTES_MAX / 2 {
+    if conv.messages.iter().map(estimate_tokens).sum::<usize>() * 4 < STORED_BYTES_MAX / 2 {
         return;
     }
     let mut budget = usize::MAX;
-    while serde_json::to_string(messages).map_or(0, |s| s.len()) > STORED_BYTES_MAX {
-        let total: usize = messages.iter().map(estimate_tokens).sum();
+    while serde_json::to_string(&conv.messages).map_or(0, |s| s.len()) > STORED_BYTES_MAX {
+        let total: usize = conv.messages.iter().map(estimate_tokens).sum();
         budget = budget.min(total) * 3 / 4;
-        if !trim(messages, budget) {
+        if !trim(conv, budget) {
             break;
         }
     }
@@ -162,14 +230,96 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outbound.db");
         let out = db::open(&path, Kind::Outbound).unwrap();
-        let conv = vec![user("hi"), Message::assistant_text("hello")];
-        save(&out, "anthropic", &conv, 1).unwrap();
+        let mut conv = Conversation::from(vec![user("hi"), Message::assistant_text("hello")]);
+        conv.save(&out, "anthropic").unwrap();
+        conv.mark_saved();
         drop(out);
         let out = db::open(&path, Kind::Outbound).unwrap();
         assert_eq!(load(&out, "Anthropic"), conv);
-        assert!(load(&out, "openai").is_empty());
+        assert!(load(&out, "openai").messages().is_empty());
         clear(&out, "anthropic").unwrap();
-        assert!(load(&out, "anthropic").is_empty());
+        assert!(load(&out, "anthropic").messages().is_empty());
+    }
+
+    fn out_db() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = db::open(&dir.path().join("outbound.db"), Kind::Outbound).unwrap();
+        (dir, out)
+    }
+
+    /// Saves and commits; returns the rows the save changed.
+    fn save_counting(out: &Connection, conv: &mut Conversation) -> u64 {
+        let before = out.total_changes();
+        conv.save(out, "mock").unwrap();
+        conv.mark_saved();
+        out.total_changes() - before
+    }
+
+    #[test]
+    fn a_save_writes_only_what_changed_and_reloads_the_same() {
+        let (_dir, out) = out_db();
+        let mut conv = Conversation::default();
+        for i in 0..10 {
+            conv.push(user(&format!("q{i} {}", "x".repeat(400))));
+            conv.push(Message::assistant_text(format!("a{i}")));
+        }
+        assert_eq!(save_counting(&out, &mut conv), 20);
+        assert_eq!(save_counting(&out, &mut conv), 0, "nothing new, nothing written");
+        conv.push(user("q10"));
+        conv.push(Message::assistant_text("a10"));
+        assert_eq!(save_counting(&out, &mut conv), 2, "a turn writes its own messages");
+        assert_eq!(load(&out, "mock"), conv);
+        // Trimming drops exchanges off the front and marks the new first message: the dropped
+        // rows are deleted and the first one rewritten, nothing else.
+        assert!(trim(&mut conv, 500));
+        let kept = conv.messages().len();
+        assert!(kept < 22 && conv.messages()[0].text().starts_with(TRIMMED_NOTE));
+        assert_eq!(save_counting(&out, &mut conv), (22 - kept) as u64 + 1);
+        assert_eq!(load(&out, "mock"), conv);
+        assert_eq!(outbound::conversation(&out, "mock").unwrap().len(), kept);
+    }
+
+    #[test]
+    fn a_save_that_is_not_committed_is_written_again_by_the_next() {
+        let (_dir, mut out) = out_db();
+        let mut conv = Conversation::from(vec![user("q"), Message::assistant_text("a")]);
+        let tx = out.transaction().unwrap();
+        conv.save(&tx, "mock").unwrap();
+        drop(tx); // rolled back: not marked saved
+        conv.push(user("q2"));
+        assert_eq!(save_counting(&out, &mut conv), 3);
+        assert_eq!(load(&out, "mock"), conv);
+    }
+
+    #[test]
+    fn an_unreadable_stored_conversation_starts_anew_and_is_replaced() {
+        let (_dir, out) = out_db();
+        outbound::put_conversation_message(&out, "mock", 0, &serde_json::to_string(&user("q")).unwrap())
+            .unwrap();
+        outbound::put_conversation_message(&out, "mock", 1, "{not json").unwrap();
+        let mut conv = load(&out, "mock");
+        assert!(conv.messages().is_empty());
+        conv.push(user("fresh"));
+        save_counting(&out, &mut conv);
+        assert_eq!(load(&out, "mock").messages(), &[user("fresh")]);
+        assert_eq!(outbound::conversation(&out, "mock").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_conversation_stored_whole_by_an_earlier_pincer_is_carried_over_per_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbound.db");
+        let conv = vec![user("hi"), Message::assistant_text("hello")];
+        {
+            let old = Connection::open(&path).unwrap();
+            db::migrate::migrate_to(&old, Kind::Outbound, 1).unwrap();
+            let insert = "INSERT INTO session_state (key, value, updated_at) VALUES (?1, ?2, 1)";
+            old.execute(insert, ["continuation:mock", &serde_json::to_string(&conv).unwrap()]).unwrap();
+            old.execute(insert, ["continuation:openai", "{damaged"]).unwrap();
+        }
+        let out = db::open(&path, Kind::Outbound).unwrap();
+        assert_eq!(load(&out, "mock").messages(), conv.as_slice());
+        assert!(load(&out, "openai").messages().is_empty(), "an unreadable one starts anew");
     }
 
     #[test]
@@ -181,26 +331,26 @@ mod tests {
         conv.extend(tool_round("t2"));
         conv.push(Message::assistant_text("answer"));
         let before: usize = conv.iter().map(estimate_tokens).sum();
+        let conv = Conversation::from(conv);
         assert!(!trim(&mut conv.clone(), before), "fits: nothing trimmed");
         let mut trimmed = conv.clone();
         assert!(trim(&mut trimmed, 200));
-        assert!(
-            trimmed[0].text().starts_with(TRIMMED_NOTE) && trimmed[0].text().ends_with("second question")
-        );
-        assert_eq!(trimmed.len(), 4, "the newest exchange with its tool round stays whole");
+        let first = trimmed.messages()[0].text();
+        assert!(first.starts_with(TRIMMED_NOTE) && first.ends_with("second question"));
+        assert_eq!(trimmed.messages().len(), 4, "the newest exchange with its tool round stays whole");
         // A budget below even the newest exchange keeps that exchange.
         let mut tiny = conv.clone();
         trim(&mut tiny, 1);
-        assert_eq!(tiny.len(), 4);
+        assert_eq!(tiny.messages().len(), 4);
     }
 
     #[test]
     fn repair_closes_a_dangling_tool_call() {
-        let mut conv = vec![Message::assistant_text("orphan"), user("q")];
+        let mut conv = Conversation::from(vec![Message::assistant_text("orphan"), user("q")]);
         conv.push(tool_round("t9")[0].clone());
         repair(&mut conv);
-        assert_eq!(conv[0], user("q"));
-        let last = conv.last().unwrap();
+        assert_eq!(conv.messages()[0], user("q"));
+        let last = conv.messages().last().unwrap();
         assert!(
             matches!(&last.content[0], Block::ToolResult { tool_use_id, is_error: true, .. } if tool_use_id == "t9")
         );

@@ -1,8 +1,8 @@
 //! Provider-neutral conversation types: what the agent loop builds and every provider translates
 //! to and from its own wire format.
 //!
-//! The conversation is stored as JSON in `outbound.db` (`session_state`, key
-//! `continuation:<provider>`), so these types are also the continuation format.
+//! The conversation is stored in `outbound.db` (`conversation`, a message's JSON a row, per
+//! provider), so these types are also the continuation format.
 
 use std::sync::Arc;
 use std::sync::Mutex;

@@ -53,7 +53,7 @@ pub struct Runner {
     /// the next poll instead).
     pub woken: Arc<AtomicBool>,
     /// Loaded from `outbound.db` on first use.
-    pub history: Option<Vec<Message>>,
+    pub history: Option<history::Conversation>,
     pub roots: Roots,
     /// The batch's claims, written when something acts on the rows or the turn runs long.
     pub claims: Claims,
@@ -126,7 +126,7 @@ pub fn run(
     let (clears, rest): (Vec<InboundRow>, Vec<InboundRow>) = batch.into_iter().partition(is_clear);
     if !clears.is_empty() {
         history::clear(&r.out, r.provider.name())?;
-        r.history = Some(Vec::new());
+        r.history = Some(history::Conversation::default());
         log::info!("conversation cleared");
     }
     if rest.is_empty() {
@@ -195,7 +195,7 @@ pub fn run(
         let req = Request {
             model: &model,
             system: &system,
-            messages: history,
+            messages: history.messages(),
             tools: &r.specs,
             max_tokens: r.cfg.max_tokens,
         };
@@ -384,11 +384,14 @@ fn finish(
     db::write_tx(&mut r.out, |tx| {
         outbox::write_rows(tx, rows, max_in)?;
         outbound::set_ack(tx, &ids, status, now_ms())?;
-        if let Some(h) = r.history.as_deref().filter(|_| save_history) {
-            history::save(tx, provider, h, now_ms())?;
+        if let Some(h) = r.history.as_ref().filter(|_| save_history) {
+            h.save(tx, provider)?;
         }
         Ok(())
     })?;
+    if let Some(h) = r.history.as_mut().filter(|_| save_history) {
+        h.mark_saved();
+    }
     touch(&r.cfg.heartbeat());
     r.link.send(&ToHost::Out);
     Ok(())
@@ -897,7 +900,7 @@ mod tests {
         send(&mut f, "m1", "remember kiwi");
         send(&mut f, "m2", "/clear");
         assert_eq!(outbound_rows(&f).last().unwrap().1["text"], "Session cleared.");
-        assert!(history::load(&f.runner.out, "scripted").is_empty());
+        assert!(history::load(&f.runner.out, "scripted").messages().is_empty());
         send(&mut f, "m3", "what word?");
         assert_eq!(outbound_rows(&f).last().unwrap().1["text"], "fresh");
     }
@@ -927,7 +930,7 @@ mod tests {
         assert!(watcher.join().unwrap(), "the tool started");
         let rows = outbound_rows(&f);
         assert_eq!(rows[0].1["text"], "_(stopped)_");
-        let h = f.runner.history.as_ref().unwrap();
+        let h = f.runner.history.as_ref().unwrap().messages();
         assert!(matches!(&h.last().unwrap().content[0], Block::ToolResult { is_error: true, .. }), "{h:?}");
     }
 

@@ -33,7 +33,10 @@ pub const INBOUND: &[Migration] = &[
     ("0001_init.sql", include_str!("../../sql/inbound/0001_init.sql")),
     ("0002_task_states.sql", include_str!("../../sql/inbound/0002_task_states.sql")),
 ];
-pub const OUTBOUND: &[Migration] = &[("0001_init.sql", include_str!("../../sql/outbound/0001_init.sql"))];
+pub const OUTBOUND: &[Migration] = &[
+    ("0001_init.sql", include_str!("../../sql/outbound/0001_init.sql")),
+    ("0002_conversation_rows.sql", include_str!("../../sql/outbound/0002_conversation_rows.sql")),
+];
 
 pub fn migrations(kind: Kind) -> &'static [Migration] {
     match kind {

@@ -1,7 +1,7 @@
 //! Queries on a session's `outbound.db`.
 //!
 //! The container is its only writer while it runs: replies and actions (`messages_out`, odd
-//! `seq`), claims on inbound rows (`processing_ack`), continuation (`session_state`) and the tool
+//! `seq`), claims on inbound rows (`processing_ack`), the conversation (`conversation`) and the tool
 //! in flight (`container_state`). The host reads it; it writes only to clear the claims of a
 //! container that is gone ([`delete_processing_claims`]).
 
@@ -80,23 +80,34 @@ pub fn delete_processing_claims(conn: &Connection) -> rusqlite::Result<usize> {
     conn.prepare_cached("DELETE FROM processing_ack WHERE status = 'processing'")?.execute([])
 }
 
-pub fn state(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached("SELECT value FROM session_state WHERE key = ?1")?
-        .query_row([key], |r| r.get(0))
-        .optional()
+/// The stored conversation of `provider` (lowercase): each message's position and JSON, in order.
+pub fn conversation(conn: &Connection, provider: &str) -> rusqlite::Result<Vec<(i64, String)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT pos, message FROM conversation WHERE provider = ?1 ORDER BY pos")?;
+    stmt.query_map([provider], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
 }
 
-pub fn set_state(conn: &Connection, key: &str, value: &str, now: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO session_state (key, value, updated_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-    )?
-    .execute(params![key, value, now])?;
+/// Stores one message of the conversation at `pos`, replacing what was there.
+pub fn put_conversation_message(
+    conn: &Connection,
+    provider: &str,
+    pos: i64,
+    message: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO conversation (provider, pos, message) VALUES (?1, ?2, ?3)")?
+        .execute(params![provider, pos, message])?;
     Ok(())
 }
 
-pub fn delete_state(conn: &Connection, key: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM session_state WHERE key = ?1")?.execute([key])?;
+/// Drops the messages before `pos` (trimmed off the conversation's front).
+pub fn drop_conversation_before(conn: &Connection, provider: &str, pos: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached("DELETE FROM conversation WHERE provider = ?1 AND pos < ?2")?
+        .execute(params![provider, pos])
+}
+
+/// Forgets the whole conversation of `provider`.
+pub fn delete_conversation(conn: &Connection, provider: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM conversation WHERE provider = ?1")?.execute([provider])?;
     Ok(())
 }
 

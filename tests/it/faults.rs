@@ -43,6 +43,35 @@ fn the_host_starts_after_kill_9_and_adopts_its_running_container() {
 }
 
 #[test]
+fn after_an_upgrade_a_container_of_the_earlier_image_is_replaced_not_adopted() {
+    let dirs = Dirs::new();
+    // The same runner under another name stands for the image of an earlier pincer.
+    let earlier = format!("pincer-agent-earlier-{}:latest", dirs.install());
+    assert!(docker(&["tag", &image(), &earlier]).status.success());
+    let mut host = Host::start_with(&dirs, &[("PINCER_IMAGE", &earlier)]);
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "before the upgrade");
+    ws.agent_reply("assistant", "echo: before the upgrade", COLD);
+    let before = containers_of(&dirs.install());
+    assert_eq!(before.len(), 1, "one container runs: {before:?}");
+    drop(ws);
+    host.kill_group();
+
+    let host = Host::start(&dirs);
+    let log = host.log_tail();
+    let _ = docker(&["image", "rm", &earlier]);
+    assert!(!log.contains("adopted running container"), "a runner of another image was adopted:\n{log}");
+    assert!(log.contains(&format!("removed container {}", before[0])), "not removed:\n{log}");
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", "after the upgrade");
+    ws.agent_reply("assistant", "echo: after the upgrade", COLD);
+    let now = containers_of(&dirs.install());
+    assert!(now.len() == 1 && now != before, "a new container answers: {now:?} (before {before:?})");
+}
+
+#[test]
 fn containers_of_an_earlier_run_are_removed_in_any_state() {
     let dirs = Dirs::new();
     let install = dirs.install();
