@@ -9,7 +9,8 @@
 //! store by the row's stable source id, so a crash between the two never duplicates a message.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,20 +67,50 @@ struct Cursor {
     /// The earliest time a row scheduled for later is due (epoch ms).
     due: Option<i64>,
     /// `outbound.db` and how it looked when the last pass began.
-    out: Option<(PathBuf, Stamp)>,
+    out: Option<Watched>,
 }
 
 /// A SQLite file's change counter (header bytes 24..28, bumped by every commit in rollback
 /// journal mode) and size.
 type Stamp = (u32, u64);
 
-fn stamp(path: &std::path::Path) -> Option<Stamp> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
+fn stamp(file: &File) -> Option<Stamp> {
+    use std::os::unix::fs::FileExt;
     let mut head = [0u8; 28];
-    f.read_exact(&mut head).ok()?;
+    file.read_exact_at(&mut head, 0).ok()?;
     let counter = u32::from_be_bytes([head[24], head[25], head[26], head[27]]);
-    Some((counter, f.metadata().ok()?.len()))
+    Some((counter, file.metadata().ok()?.len()))
+}
+
+/// A session's `outbound.db` held open to read its stamp at each tick: a read and a stat, where
+/// opening it each time cost four calls. Kept for as long as the file is the same one, also
+/// because closing a descriptor drops every POSIX lock the process holds on the file, SQLite's
+/// included: the fewer closes, the fewer chances to do that under another thread's read.
+struct Watched {
+    file: File,
+    /// The file's inode: a file set aside and replaced is opened anew.
+    ino: u64,
+    /// The stamp when the last pass began.
+    seen: Stamp,
+}
+
+impl Watched {
+    /// Re-stamps `prev` if `path` is still the same file, or opens it.
+    fn stamp(path: &Path, prev: Option<Watched>) -> Option<Watched> {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(path).ok()?.ino();
+        let file = match prev {
+            Some(w) if w.ino == ino => w.file,
+            _ => File::open(path).ok()?,
+        };
+        let seen = stamp(&file)?;
+        Some(Watched { file, ino, seen })
+    }
+
+    /// Whether the file changed since [`Watched::seen`] (or cannot be read: look).
+    fn changed(&self) -> bool {
+        stamp(&self.file) != Some(self.seen)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -189,10 +220,8 @@ impl Loop {
                     next_sweep = Instant::now() + RUNNING_SWEEP;
                 }
                 for session in self.d.containers.running() {
-                    let changed = match self.cursors.get(&session).and_then(|c| c.out.as_ref()) {
-                        Some((path, seen)) => stamp(path).as_ref() != Some(seen),
-                        None => true,
-                    };
+                    let changed =
+                        self.cursors.get(&session).and_then(|c| c.out.as_ref()).is_none_or(Watched::changed);
                     if sweep || changed {
                         dirty.insert(session);
                     }
@@ -329,7 +358,8 @@ impl Loop {
             return Ok(());
         }
         // Stamped before reading: a write during the pass shows as a change at the next tick.
-        let seen = stamp(&dir.outbound());
+        let watched =
+            Watched::stamp(&dir.outbound(), self.cursors.get_mut(session_id).and_then(|c| c.out.take()));
         let out = self.kept.take(&dir.outbound(), Kind::Outbound, Mode::Read)?;
         // The container writes a reply's stream frames to the link before it commits the reply,
         // so once a row is visible its frames are in the link's buffer. Handling them before the
@@ -380,7 +410,8 @@ impl Loop {
             self.kept.put(inb);
         }
         if recorded.is_ok() {
-            cursor.out = seen.map(|st| (dir.outbound(), st));
+            // Only a running container writes: the file of one that is gone is not held open.
+            cursor.out = watched.filter(|_| self.d.containers.is_running(session_id));
             // Acks carry the container's clock (same machine); a small overlap re-applies a few,
             // which is harmless because only pending rows change.
             cursor.ack_since = now - 5_000;
@@ -747,16 +778,32 @@ mod tests {
         let path = dir.path().join("outbound.db");
         let conn = db::open(&path, Kind::Outbound).unwrap();
         conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
-        let mut seen = stamp(&path).expect("a stamp");
+        let mut watched = Watched::stamp(&path, None).expect("a stamp");
         for i in 0..3 {
             // Same size each time: only the change counter tells them apart.
             conn.execute("INSERT OR REPLACE INTO t (rowid, x) VALUES (1, ?1)", [i]).unwrap();
-            let now = stamp(&path).unwrap();
-            assert_ne!(now, seen, "commit {i} left the stamp as it was");
-            seen = now;
+            assert!(watched.changed(), "commit {i} left the stamp as it was");
+            watched = Watched::stamp(&path, Some(watched)).unwrap();
+            assert!(!watched.changed());
         }
         let _: i64 = conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
-        assert_eq!(stamp(&path).unwrap(), seen);
-        assert_eq!(stamp(&dir.path().join("missing.db")), None);
+        assert!(!watched.changed(), "reading changed the stamp");
+        assert!(Watched::stamp(&dir.path().join("missing.db"), None).is_none());
+    }
+
+    #[test]
+    fn a_file_set_aside_and_replaced_is_watched_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbound.db");
+        drop(db::open(&path, Kind::Outbound).unwrap());
+        let watched = Watched::stamp(&path, None).unwrap();
+        std::fs::rename(&path, dir.path().join("outbound.db.damaged")).unwrap();
+        let conn = db::open(&path, Kind::Outbound).unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let old_ino = watched.ino;
+        let again = Watched::stamp(&path, Some(watched)).unwrap();
+        assert_ne!(again.ino, old_ino, "still the file set aside");
+        conn.execute_batch("INSERT INTO t VALUES (1)").unwrap();
+        assert!(again.changed(), "a commit to the new file is seen");
     }
 }
