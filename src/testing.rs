@@ -304,6 +304,12 @@ impl FakeModel {
         self.shared.replies.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Drops the replies queued and not yet used; returns how many there were.
+    pub fn clear_replies(&self) -> usize {
+        let mut q = self.shared.replies.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *q).len()
+    }
+
     /// The next request received, in arrival order.
     pub fn next_request(&self, timeout: Duration) -> Option<Recorded> {
         self.requests.lock().unwrap_or_else(|e| e.into_inner()).recv_timeout(timeout).ok()

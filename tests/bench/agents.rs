@@ -122,6 +122,9 @@ pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Acted>
         }
         ensure!(found > 0, "a run without a task in its prompt: {prompt}");
     }
+    // Runs that carried two tasks used one answer for both: the answers left over must not
+    // answer the next phase's calls.
+    fake.clear_replies();
 
     // Agent to agent: the assistant asks a helper; the answer is relayed to the room.
     let (status, made) = http_json(port, "POST", "/api/agents", Some(&json!({ "name": "Helper" })))?;
@@ -151,7 +154,8 @@ pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Acted>
         let sent = Instant::now();
         say(&mut ws, &format!("ask the helper {n}"), 2000 + n)?;
         let want = format!("relayed {n}");
-        ws.wait_for(sent + TIMEOUT, "the relayed answer", |v| agent_text(v) == Some(want.as_str()))?;
+        ws.wait_for(sent + TIMEOUT, "the relayed answer", |v| agent_text(v) == Some(want.as_str()))
+            .with_context(|| format!("round trip {n}; the host's last lines:\n{}", host.log_tail(40)))?;
         if n > 0 {
             a2a.push(sent.elapsed());
         }

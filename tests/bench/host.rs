@@ -125,6 +125,12 @@ impl Host {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// The last `n` lines the host logged (for a phase's error).
+    pub(crate) fn log_tail(&self, n: usize) -> String {
+        let log = self.log.lock().unwrap();
+        log[log.len().saturating_sub(n)..].join("\n")
+    }
+
     /// SIGTERM, then waits for the exit; returns how long that took. Idempotent.
     pub(crate) fn stop(&mut self) -> anyhow::Result<Duration> {
         let Some(mut child) = self.child.take() else { return Ok(Duration::ZERO) };

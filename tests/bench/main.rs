@@ -12,7 +12,8 @@
 //! under load ([`scale`]): 10 concurrent chats, 50 idle warm agents, 1 000 clients' memory and a
 //! broadcast to all of them. A seventh takes an upload (against `cp`) and searches 100 000
 //! messages (against the same query on SQLite). `PINCER_BENCH_ONLY=scale` runs the load phase
-//! alone; `PINCER_BENCH_ONLY=rt` stops after the round trips (mock and openai).
+//! alone; `PINCER_BENCH_ONLY=rt` stops after the round trips (mock and openai);
+//! `PINCER_BENCH_ONLY=agents` runs the agents-act phase alone.
 
 mod access;
 mod agents;
@@ -58,6 +59,17 @@ fn run() -> anyhow::Result<()> {
         // The scale phase alone (minutes less when working on it).
         let dir = tempfile::Builder::new().prefix("pincer-bench-scale-").tempdir()?;
         report_scale(&scale::phase(dir.path(), &image).context("scale phase")?);
+        return Ok(());
+    }
+    if std::env::var("PINCER_BENCH_ONLY").is_ok_and(|v| v == "agents") {
+        // The agents-act phase alone.
+        let dir = tempfile::Builder::new().prefix("pincer-bench-agents-").tempdir()?;
+        let acted = agents::phase(dir.path(), &image).context("agents phase")?;
+        println!(
+            "task_due_to_browser_p50 {} ms",
+            num(percentile(&acted.task_lateness, 50).as_secs_f64() * 1e3)
+        );
+        println!("agent_to_agent_round_trip_p50 {} ms", num(percentile(&acted.a2a, 50).as_secs_f64() * 1e3));
         return Ok(());
     }
     let tmp = tempfile::Builder::new().prefix("pincer-bench-").tempdir()?;

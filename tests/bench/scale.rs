@@ -186,8 +186,9 @@ pub(crate) fn phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Scale>
     ))?;
     ensure!(
         running.len() >= IDLE_AGENTS,
-        "{} agent containers are running, {IDLE_AGENTS} were woken",
-        running.len()
+        "{} agent containers are running, {IDLE_AGENTS} were woken; the host's last lines:\n{}",
+        running.len(),
+        host.log_tail(60)
     );
     let idle_cpu_ms_per_s = cpu_per_second(&host)?;
 
