@@ -236,7 +236,8 @@ pub struct Listed {
     pub name: String,
     /// `created`, `running`, `paused`, `restarting`, `removing`, `exited` or `dead`.
     pub state: String,
-    /// The image it was started from, as named then (`pincer-agent-<inputs>:latest`).
+    /// Its image as `docker ps` names it: the reference it was started from while that still
+    /// points at its image, the image's ID once the tag was moved to a rebuilt one.
     pub image: String,
     pub labels: BTreeMap<String, String>,
 }

@@ -464,7 +464,8 @@ impl Containers {
 
     /// Start-up after any stop of the host, a crash included: adopts each container that still
     /// runs the current image for an active session with a fresh heartbeat (the newest
-    /// generation, if several) and removes every other one, whatever state docker has it in. Returns (adopted, removed).
+    /// generation, if several) and removes every other one, whatever state docker has it in.
+    /// Returns (adopted, removed).
     pub fn adopt(&self, conn: &Connection) -> anyhow::Result<(usize, usize)> {
         let listed = self.runtime.list(&self.cfg.install)?;
         let now = now_ms();
@@ -472,8 +473,10 @@ impl Containers {
         for c in &listed {
             let Some(session_id) = c.labels.get(SESSION_LABEL) else { continue };
             let generation: i64 = c.labels.get(GEN_LABEL).and_then(|g| g.parse().ok()).unwrap_or(-1);
-            // A runner from another image (pincer was upgraded) may not know the session files'
-            // schema this host migrates them to: it is removed, and a current one starts on demand.
+            // A runner from another image (pincer was upgraded: the tag now names the rebuilt
+            // image, and docker lists older containers by image ID) may not know the session
+            // files' schema this host migrates them to: it is removed, and a current one starts
+            // on demand.
             if c.state != "running" || generation < 0 || c.image != self.cfg.image {
                 continue;
             }

@@ -79,6 +79,7 @@ pub fn open_central(cfg: &Config) -> anyhow::Result<db::Connection> {
 
 /// Runs the host until SIGINT or SIGTERM.
 pub fn run(cfg: Config) -> anyhow::Result<()> {
+    crate::alloc::limit_arenas();
     ensure_dirs(&cfg)?;
     // Before anything touches the data: a second host on it is refused here.
     let _lock = lock::acquire(&cfg.data_dir)?;
