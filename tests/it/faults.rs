@@ -15,18 +15,24 @@ use serde_json::{Value, json};
 use crate::support::*;
 use pincer::testing::{FakeModel, Gate, Reply, openai};
 
+/// Has the agent answer `text` (starting its container), then kills the host with SIGKILL;
+/// returns the one container left running.
+fn answered_then_killed(dirs: &Dirs, mut host: Host, text: &str) -> Vec<String> {
+    let mut ws = host.ws();
+    ws.join("assistant", None);
+    ws.say("assistant", text);
+    ws.agent_reply("assistant", &format!("echo: {text}"), COLD);
+    let running = containers_of(&dirs.install());
+    assert_eq!(running.len(), 1, "one container runs: {running:?}");
+    drop(ws);
+    host.kill_group();
+    running
+}
+
 #[test]
 fn the_host_starts_after_kill_9_and_adopts_its_running_container() {
     let dirs = Dirs::new();
-    let mut host = Host::start(&dirs);
-    let mut ws = host.ws();
-    ws.join("assistant", None);
-    ws.say("assistant", "before the crash");
-    ws.agent_reply("assistant", "echo: before the crash", COLD);
-    let before = containers_of(&dirs.install());
-    assert_eq!(before.len(), 1, "one container runs: {before:?}");
-    drop(ws);
-    host.kill_group();
+    let before = answered_then_killed(&dirs, Host::start(&dirs), "before the crash");
 
     // Adoption happens before the host listens.
     let host = Host::start(&dirs);
@@ -48,15 +54,8 @@ fn after_an_upgrade_a_container_of_the_earlier_image_is_replaced_not_adopted() {
     // The same runner under another name stands for the image of an earlier pincer.
     let earlier = format!("pincer-agent-earlier-{}:latest", dirs.install());
     assert!(docker(&["tag", &image(), &earlier]).status.success());
-    let mut host = Host::start_with(&dirs, &[("PINCER_IMAGE", &earlier)]);
-    let mut ws = host.ws();
-    ws.join("assistant", None);
-    ws.say("assistant", "before the upgrade");
-    ws.agent_reply("assistant", "echo: before the upgrade", COLD);
-    let before = containers_of(&dirs.install());
-    assert_eq!(before.len(), 1, "one container runs: {before:?}");
-    drop(ws);
-    host.kill_group();
+    let host = Host::start_with(&dirs, &[("PINCER_IMAGE", &earlier)]);
+    let before = answered_then_killed(&dirs, host, "before the upgrade");
 
     let host = Host::start(&dirs);
     let log = host.log_tail();
