@@ -13,7 +13,8 @@
 //! broadcast to all of them. A seventh takes an upload (against `cp`) and searches 100 000
 //! messages (against the same query on SQLite). `PINCER_BENCH_ONLY=scale` runs the load phase
 //! alone; `PINCER_BENCH_ONLY=rt` stops after the round trips (mock and openai);
-//! `PINCER_BENCH_ONLY=agents` runs the agents-act phase alone.
+//! `PINCER_BENCH_ONLY=agents` runs the agents-act phase alone; `PINCER_BENCH_ONLY=clients` the
+//! many-clients part of the load phase.
 
 mod access;
 mod agents;
@@ -59,6 +60,12 @@ fn run() -> anyhow::Result<()> {
         // The scale phase alone (minutes less when working on it).
         let dir = tempfile::Builder::new().prefix("pincer-bench-scale-").tempdir()?;
         report_scale(&scale::phase(dir.path(), &image).context("scale phase")?);
+        return Ok(());
+    }
+    if std::env::var("PINCER_BENCH_ONLY").is_ok_and(|v| v == "clients") {
+        // The many-clients part of the scale phase alone.
+        let dir = tempfile::Builder::new().prefix("pincer-bench-clients-").tempdir()?;
+        report_clients(&scale::clients_phase(dir.path(), &image).context("clients phase")?);
         return Ok(());
     }
     if std::env::var("PINCER_BENCH_ONLY").is_ok_and(|v| v == "agents") {
@@ -346,6 +353,11 @@ fn report_scale(sc: &scale::Scale) {
         "ms/s",
         &[("same_host_before_any_agent", sc.empty_cpu_ms_per_s, "ms/s")],
     );
+    report_clients(&sc.clients);
+}
+
+fn report_clients(sc: &scale::Fanout) {
+    let ms = |d: &[Duration], p: usize| percentile(d, p).as_secs_f64() * 1e3;
     report(
         &format!("host_rss_{}_idle_ws_clients", scale::CLIENTS),
         sc.rss_clients_mb,
