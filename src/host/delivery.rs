@@ -38,8 +38,12 @@ use crate::mailbox::{self, Mailbox, WAKE};
 /// again if its `outbound.db` changed since its last pass (its header's change counter: idle
 /// agents cost next to nothing); held rows that are due and sessions whose last pass failed are read again too.
 pub const SAFETY_TICK: Duration = Duration::from_secs(2);
-/// Every session with a running container is read again this often, changed or not.
-pub const RUNNING_SWEEP: Duration = Duration::from_secs(30);
+/// Every session with a running container is read again this often, changed or not: a few at
+/// each tick, in turn ([`sweep_turn`]). Its stamp already shows any commit to its `outbound.db`,
+/// so this is the last safety net, spread out so that idle agents cost no burst of reads (a
+/// pass opens and reads both session files: 50 idle agents read at once every 30 s were most
+/// of an idle host's CPU).
+pub const RUNNING_SWEEP: Duration = Duration::from_secs(600);
 /// Outbound rows read per session per pass.
 pub const BATCH_MAX: i64 = 100;
 /// Streams (turns) tracked per session at once.
@@ -68,22 +72,23 @@ struct Cursor {
     due: Option<i64>,
     /// `outbound.db` and how it looked when the last pass began.
     out: Option<Watched>,
+    /// When the last pass began.
+    passed: Option<Instant>,
 }
 
-/// A SQLite file's change counter (header bytes 24..28, bumped by every commit in rollback
-/// journal mode) and size.
-type Stamp = (u32, u64);
+/// A SQLite file's change counter (header bytes 24..28): every commit in rollback journal mode
+/// bumps it, whatever it changed (the file's size would add a call a tick and tell nothing more).
+type Stamp = u32;
 
 fn stamp(file: &File) -> Option<Stamp> {
     use std::os::unix::fs::FileExt;
     let mut head = [0u8; 28];
     file.read_exact_at(&mut head, 0).ok()?;
-    let counter = u32::from_be_bytes([head[24], head[25], head[26], head[27]]);
-    Some((counter, file.metadata().ok()?.len()))
+    Some(u32::from_be_bytes([head[24], head[25], head[26], head[27]]))
 }
 
-/// A session's `outbound.db` held open to read its stamp at each tick: a read and a stat, where
-/// opening it each time cost four calls. Kept for as long as the file is the same one, also
+/// A session's `outbound.db` held open to read its stamp at each tick: one read, where opening
+/// it each time cost four calls. Kept for as long as the file is the same one, also
 /// because closing a descriptor drops every POSIX lock the process holds on the file, SQLite's
 /// included: the fewer closes, the fewer chances to do that under another thread's read.
 struct Watched {
@@ -160,6 +165,17 @@ struct Loop {
     kept: Kept,
 }
 
+/// The running sessions the slow sweep reads again at this tick: those not read for
+/// [`RUNNING_SWEEP`], the longest unread first, at most a tick's share (so that sessions that
+/// came due together are spread over the ticks that follow).
+fn sweep_due(running: &[(String, Instant)], now: Instant) -> Vec<String> {
+    let ticks = (RUNNING_SWEEP.as_millis() / SAFETY_TICK.as_millis()).max(1) as usize;
+    let mut due: Vec<&(String, Instant)> =
+        running.iter().filter(|(_, read)| now.saturating_duration_since(*read) >= RUNNING_SWEEP).collect();
+    due.sort_unstable_by_key(|(_, read)| *read);
+    due.into_iter().take(running.len().div_ceil(ticks)).map(|(s, _)| s.clone()).collect()
+}
+
 /// Runs the delivery thread until [`DeliveryMsg::Stop`].
 pub fn run(d: Delivery, poll: Poll, mailbox: Mailbox<DeliveryMsg>) -> anyhow::Result<()> {
     let mut lp = Loop {
@@ -181,7 +197,6 @@ impl Loop {
     fn run(&mut self) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(256);
         let mut next_tick = Instant::now() + SAFETY_TICK;
-        let mut next_sweep = Instant::now() + RUNNING_SWEEP;
         loop {
             let timeout = if self.again.is_empty() {
                 next_tick.saturating_duration_since(Instant::now())
@@ -215,17 +230,17 @@ impl Loop {
             }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + SAFETY_TICK;
-                let sweep = Instant::now() >= next_sweep;
-                if sweep {
-                    next_sweep = Instant::now() + RUNNING_SWEEP;
-                }
+                let mut unchanged = Vec::new();
                 for session in self.d.containers.running() {
-                    let changed =
-                        self.cursors.get(&session).and_then(|c| c.out.as_ref()).is_none_or(Watched::changed);
-                    if sweep || changed {
-                        dirty.insert(session);
+                    let cursor = self.cursors.get(&session);
+                    match cursor.and_then(|c| Some((c.out.as_ref()?, c.passed?))) {
+                        Some((out, passed)) if !out.changed() => unchanged.push((session, passed)),
+                        _ => {
+                            dirty.insert(session);
+                        }
                     }
                 }
+                dirty.extend(sweep_due(&unchanged, Instant::now()));
                 let now = now_ms();
                 dirty.extend(
                     self.cursors
@@ -360,6 +375,7 @@ impl Loop {
         // Stamped before reading: a write during the pass shows as a change at the next tick.
         let watched =
             Watched::stamp(&dir.outbound(), self.cursors.get_mut(session_id).and_then(|c| c.out.take()));
+        let passed = Instant::now();
         let out = self.kept.take(&dir.outbound(), Kind::Outbound, Mode::Read)?;
         // The container writes a reply's stream frames to the link before it commits the reply,
         // so once a row is visible its frames are in the link's buffer. Handling them before the
@@ -412,6 +428,7 @@ impl Loop {
         if recorded.is_ok() {
             // Only a running container writes: the file of one that is gone is not held open.
             cursor.out = watched.filter(|_| self.d.containers.is_running(session_id));
+            cursor.passed = Some(passed);
             // Acks carry the container's clock (same machine); a small overlap re-applies a few,
             // which is harmless because only pending rows change.
             cursor.ack_since = now - 5_000;
@@ -771,6 +788,55 @@ struct Note {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ticks of `rounds` sweeps over `n` sessions all read at `start`, none changing; how often
+    /// each was read again and the most read at one tick.
+    fn sweeps(n: usize, rounds: u32) -> (HashMap<String, u32>, usize) {
+        let start = Instant::now();
+        let mut read: Vec<(String, Instant)> =
+            (0..n).map(|i| (format!("sess-{:04}", (i * 7919) % 10_000), start)).collect();
+        let mut count: HashMap<String, u32> = HashMap::new();
+        let mut most = 0;
+        let mut now = start;
+        while now + SAFETY_TICK < start + RUNNING_SWEEP * (rounds + 1) {
+            now += SAFETY_TICK;
+            let due = sweep_due(&read, now);
+            most = most.max(due.len());
+            for s in due {
+                *count.entry(s.clone()).or_default() += 1;
+                read.iter_mut().find(|(id, _)| *id == s).expect("a running session").1 = now;
+            }
+        }
+        (count, most)
+    }
+
+    #[test]
+    fn the_slow_sweep_reads_each_unchanged_session_once_a_round_a_few_at_a_time() {
+        let ticks = (RUNNING_SWEEP.as_millis() / SAFETY_TICK.as_millis()) as usize;
+        for n in [1, 7, 50, ticks, 1000] {
+            let (count, most) = sweeps(n, 3);
+            assert_eq!(count.len(), n, "{n} sessions: some were never read again");
+            assert!(
+                count.values().all(|&c| c == 3),
+                "{n} sessions: read {:?} times in 3 rounds",
+                count.values().collect::<HashSet<_>>()
+            );
+            assert_eq!(most, n.div_ceil(ticks), "{n} sessions: the most read at one tick");
+        }
+    }
+
+    #[test]
+    fn the_slow_sweep_leaves_sessions_read_lately() {
+        let now = Instant::now() + RUNNING_SWEEP * 2;
+        let read = vec![
+            ("new".to_string(), now - SAFETY_TICK),
+            ("old".to_string(), now - RUNNING_SWEEP - SAFETY_TICK),
+            ("older".to_string(), now - RUNNING_SWEEP * 2),
+        ];
+        assert_eq!(sweep_due(&read, now), ["older"], "one a tick, the longest unread first");
+        assert!(sweep_due(&read[..1], now).is_empty());
+        assert!(sweep_due(&[], now).is_empty());
+    }
 
     #[test]
     fn every_commit_changes_the_stamp_and_reading_does_not() {
