@@ -38,8 +38,8 @@ use crate::mailbox::{self, Mailbox, WAKE};
 /// again if its `outbound.db` changed since its last pass (its header's change counter: idle
 /// agents cost next to nothing); held rows that are due and sessions whose last pass failed are read again too.
 pub const SAFETY_TICK: Duration = Duration::from_secs(2);
-/// Every session with a running container is read again this often, changed or not: a few at
-/// each tick, in turn ([`sweep_turn`]). Its stamp already shows any commit to its `outbound.db`,
+/// Every session with a running container is read again this often, changed or not, a tick's
+/// share at a time ([`sweep_due`]). Its stamp already shows any commit to its `outbound.db`,
 /// so this is the last safety net, spread out so that idle agents cost no burst of reads (a
 /// pass opens and reads both session files: 50 idle agents read at once every 30 s were most
 /// of an idle host's CPU).
