@@ -44,6 +44,8 @@ pub const SAFETY_TICK: Duration = Duration::from_secs(2);
 /// pass opens and reads both session files: 50 idle agents read at once every 30 s were most
 /// of an idle host's CPU).
 pub const RUNNING_SWEEP: Duration = Duration::from_secs(600);
+/// Ticks in one [`RUNNING_SWEEP`]: each reads again at most 1/`SWEEP_TICKS` of the sessions.
+const SWEEP_TICKS: usize = (RUNNING_SWEEP.as_secs() / SAFETY_TICK.as_secs()) as usize;
 /// Outbound rows read per session per pass.
 pub const BATCH_MAX: i64 = 100;
 /// Streams (turns) tracked per session at once.
@@ -169,11 +171,10 @@ struct Loop {
 /// [`RUNNING_SWEEP`], the longest unread first, at most a tick's share (so that sessions that
 /// came due together are spread over the ticks that follow).
 fn sweep_due(running: &[(String, Instant)], now: Instant) -> Vec<String> {
-    let ticks = (RUNNING_SWEEP.as_millis() / SAFETY_TICK.as_millis()).max(1) as usize;
     let mut due: Vec<&(String, Instant)> =
         running.iter().filter(|(_, read)| now.saturating_duration_since(*read) >= RUNNING_SWEEP).collect();
     due.sort_unstable_by_key(|(_, read)| *read);
-    due.into_iter().take(running.len().div_ceil(ticks)).map(|(s, _)| s.clone()).collect()
+    due.into_iter().take(running.len().div_ceil(SWEEP_TICKS)).map(|(s, _)| s.clone()).collect()
 }
 
 /// Runs the delivery thread until [`DeliveryMsg::Stop`].
@@ -812,8 +813,7 @@ mod tests {
 
     #[test]
     fn the_slow_sweep_reads_each_unchanged_session_once_a_round_a_few_at_a_time() {
-        let ticks = (RUNNING_SWEEP.as_millis() / SAFETY_TICK.as_millis()) as usize;
-        for n in [1, 7, 50, ticks, 1000] {
+        for n in [1, 7, 50, SWEEP_TICKS, 1000] {
             let (count, most) = sweeps(n, 3);
             assert_eq!(count.len(), n, "{n} sessions: some were never read again");
             assert!(
@@ -821,7 +821,7 @@ mod tests {
                 "{n} sessions: read {:?} times in 3 rounds",
                 count.values().collect::<HashSet<_>>()
             );
-            assert_eq!(most, n.div_ceil(ticks), "{n} sessions: the most read at one tick");
+            assert_eq!(most, n.div_ceil(SWEEP_TICKS), "{n} sessions: the most read at one tick");
         }
     }
 
