@@ -2,13 +2,14 @@
 //! without changing anything — whether the host runs, each agent's sessions, containers and disk
 //! use, messages waiting, approvals and tasks, push and HTTPS.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::Context;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::db::{self, Kind, central, inbound};
+use crate::db::{self, Kind, central, inbound, outbound};
 use crate::host::containers::SESSION_LABEL;
 use crate::host::runtime::{INSTALL_LABEL, Runtime};
 
@@ -75,8 +76,13 @@ pub fn gather(cfg: &Config) -> anyhow::Result<Status> {
         let mut pending = 0;
         for s in &sessions {
             let dir = crate::host::sessions::SessionDir::new(&cfg.data_dir, &a.id, &s.id);
+            let finished: HashSet<String> = db::open_readonly(&dir.outbound(), Kind::Outbound)
+                .ok()
+                .and_then(|out| outbound::finished_acks_since(&out, 0).ok())
+                .map(|acks| acks.into_iter().map(|(id, _)| id).collect())
+                .unwrap_or_default();
             if let Ok(inb) = db::open_readonly(&dir.inbound(), Kind::Inbound) {
-                pending += inbound::pending_count(&inb).unwrap_or(0);
+                pending += inbound::pending_count(&inb, &finished).unwrap_or(0);
             }
         }
         in_flight += pending;

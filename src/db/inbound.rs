@@ -4,6 +4,8 @@
 //! projection, the default reply address). The container reads it through a fresh read-only
 //! connection per poll ([`pending`]). Host rows get even `seq` ([`next_even_seq`]).
 
+use std::collections::HashSet;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::central::ResolvedDestination;
@@ -166,6 +168,18 @@ pub fn has_outcome(conn: &Connection, message_out_id: &str) -> rusqlite::Result<
         .query_row([message_out_id], |r| r.get(0))
 }
 
+/// Whether any of the rows is a task's run (its end may schedule the next run).
+pub fn any_task<'a>(conn: &Connection, ids: impl IntoIterator<Item = &'a str>) -> rusqlite::Result<bool> {
+    let mut stmt =
+        conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM messages_in WHERE id = ?1 AND kind = 'task')")?;
+    for id in ids {
+        if stmt.query_row([id], |r| r.get::<_, bool>(0))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Applies the container's acknowledgements: claimed rows that finished become `completed` or
 /// `failed`. Returns how many rows changed.
 pub fn apply_acks(conn: &Connection, acks: &[(String, String)]) -> rusqlite::Result<usize> {
@@ -188,10 +202,16 @@ pub fn due_count(conn: &Connection, now: i64) -> rusqlite::Result<i64> {
     .query_row([now], |r| r.get(0))
 }
 
-/// Rows the agent has not finished: pending, claimed or not.
-pub fn pending_count(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT COUNT(*) FROM messages_in WHERE status = 'pending' AND kind != 'task'")?
-        .query_row([], |r| r.get(0))
+/// Rows the agent has not finished: pending, claimed or not, and not among `finished` (the rows
+/// the container acknowledged as finished in `outbound.db`, which reach this file a moment later).
+pub fn pending_count(conn: &Connection, finished: &HashSet<String>) -> rusqlite::Result<i64> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id FROM messages_in WHERE status = 'pending' AND kind != 'task'")?;
+    let mut n = 0;
+    for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        n += i64::from(!finished.contains(&id?));
+    }
+    Ok(n)
 }
 
 /// The soonest `process_after` of a pending triggering row that is not yet due.

@@ -6,7 +6,9 @@
 //! room's channel as they arrive; a slow safety tick covers missed frames. Every outbound row
 //! ends with an outcome in `inbound.db` (`delivered`, or `failed` with a reason the user and the
 //! agent both see). A row is recorded only after the adapter stored or sent it, and adapters
-//! store by the row's stable source id, so a crash between the two never duplicates a message.
+//! store by the row's stable source id, so a crash between the two never duplicates a message;
+//! the outcome of a message that is safe to deliver again waits to ride with the session's next
+//! commit ([`super::outcomes`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -22,6 +24,7 @@ use super::backoff;
 use super::channels::{Activity, Body, Channels, DeliverError, Outgoing};
 use super::containers::Containers;
 use super::links::{LinkEvent, LinkSet, SessionSockets};
+use super::outcomes::{self, Held, Outcomes};
 use super::sessions::SessionDir;
 use super::sweep::SweepMsg;
 use super::tasks;
@@ -139,6 +142,8 @@ pub struct Delivery {
     pub sweep: Mailbox<SweepMsg>,
     /// The zone tasks' schedules are read in.
     pub tz: jiff::tz::TimeZone,
+    /// Outcomes waiting for a commit of their session (shared with the router).
+    pub outcomes: Outcomes,
 }
 
 /// What is known about a linked session's live turns.
@@ -200,7 +205,8 @@ impl Loop {
         let mut next_tick = Instant::now() + SAFETY_TICK;
         loop {
             let timeout = if self.again.is_empty() {
-                next_tick.saturating_duration_since(Instant::now())
+                let wake = self.d.outcomes.next_due().map_or(next_tick, |due| due.min(next_tick));
+                wake.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
             };
@@ -271,6 +277,7 @@ impl Loop {
                     self.failed_sessions.insert(session);
                 }
             }
+            self.record_held(self.d.outcomes.due(if stop { None } else { Some(Instant::now()) }));
             if stop {
                 log::info!("delivery stopped");
                 return Ok(());
@@ -339,6 +346,31 @@ impl Loop {
         }
     }
 
+    /// Records the waiting outcomes of `sessions` in commits of their own. One that cannot be
+    /// written is let go with the session's cursor: the next pass reads the session from the
+    /// start, delivers its messages again (a no-op) and records them with the usual error
+    /// handling.
+    fn record_held(&mut self, sessions: Vec<String>) {
+        for session in sessions {
+            let Some(held) = self.d.outcomes.take(&session) else { continue };
+            if !outcomes::still_there(&held) {
+                continue;
+            }
+            let written = self
+                .kept
+                .take(&held.inbound, Kind::Inbound, Mode::Write)
+                .and_then(|mut inb| db::write_tx(&mut inb, |tx| Ok(held.write(tx, now_ms())?)).map(|_| inb));
+            match written {
+                Ok(inb) => self.kept.put(inb),
+                Err(e) => {
+                    log::warn!("session {session}: recording delivered messages: {e:#}; reading it again");
+                    self.cursors.remove(&session);
+                    self.failed_sessions.insert(session);
+                }
+            }
+        }
+    }
+
     fn agent_name(&self, session_id: &str) -> String {
         central::session(&self.d.central, session_id)
             .ok()
@@ -359,7 +391,8 @@ impl Loop {
 
     /// Delivers the session's due outbound rows, then records their outcomes and applies the
     /// container's acknowledgements in one `inbound.db` transaction (one short lock, taken after
-    /// the replies are already on their way).
+    /// the replies are already on their way), or leaves them to ride with the session's next
+    /// commit when every row is safe to deliver again ([`super::outcomes`]).
     fn deliver_session(&mut self, session_id: &str) -> anyhow::Result<()> {
         let now = now_ms();
         let Some(session) = central::session(&self.d.central, session_id)? else {
@@ -396,26 +429,58 @@ impl Loop {
         let acks = outbound::finished_acks_since(&out, cursor.ack_since)?;
         let mut scheduled = self.scheduled.remove(session_id);
         let mut caught_up = Vec::new();
-        let recorded = db::write_tx(&mut inb, |tx| {
-            for w in &writes {
-                inbound::record_outcome(
-                    tx,
-                    &w.row_id,
-                    w.outcome,
-                    w.platform_id.as_deref(),
-                    w.reason.as_deref(),
-                    now,
-                )?;
-                if let Some(note) = &w.note_to_agent {
-                    super::sessions::note(tx, &note.id, &note.text, false, false, now)?;
-                }
-            }
-            inbound::apply_acks(tx, &acks)?;
-            let next = tasks::advance(tx, now, &self.d.tz)?;
-            scheduled |= !next.is_empty();
-            caught_up.extend(next.into_iter().filter(|n| n.missed > 0));
+        // Messages safe to deliver again, acknowledging rows whose end schedules nothing: their
+        // outcomes wait for the session's next commit.
+        let wait = !writes.is_empty()
+            && writes.iter().all(|w| w.may_wait)
+            && !scheduled
+            && !inbound::any_task(&inb, acks.iter().map(|(id, _)| id.as_str()))?;
+        let recorded = if wait {
+            let delivered = writes
+                .iter()
+                .map(|w| (w.row_id.clone(), w.platform_id.clone().unwrap_or_default()))
+                .collect();
+            self.d.outcomes.hold(
+                session_id,
+                Held { inbound: dir.inbound(), delivered, acks },
+                Instant::now(),
+            );
             Ok(())
-        });
+        } else {
+            // What waits goes with this commit; a pass with nothing to record takes none of it
+            // (it commits nothing unless a task run is to be scheduled).
+            let held =
+                if writes.is_empty() && acks.is_empty() { None } else { self.d.outcomes.take(session_id) };
+            let recorded = db::write_tx(&mut inb, |tx| {
+                if let Some(h) = &held {
+                    h.write(tx, now)?;
+                }
+                for w in &writes {
+                    inbound::record_outcome(
+                        tx,
+                        &w.row_id,
+                        w.outcome,
+                        w.platform_id.as_deref(),
+                        w.reason.as_deref(),
+                        now,
+                    )?;
+                    if let Some(note) = &w.note_to_agent {
+                        super::sessions::note(tx, &note.id, &note.text, false, false, now)?;
+                    }
+                }
+                inbound::apply_acks(tx, &acks)?;
+                let next = tasks::advance(tx, now, &self.d.tz)?;
+                scheduled |= !next.is_empty();
+                caught_up.extend(next.into_iter().filter(|n| n.missed > 0));
+                Ok(())
+            });
+            if recorded.is_err()
+                && let Some(h) = held
+            {
+                self.d.outcomes.put_back(session_id, h, Instant::now());
+            }
+            recorded
+        };
         for run in caught_up {
             self.d.channels.notice_session(&self.d.central, session_id, &tasks::catch_up_notice(&run));
         }
@@ -462,7 +527,9 @@ impl Loop {
                     return Ok(());
                 }
                 scan = row.seq;
-                let done = if inbound::has_outcome(pass.inb, &row.id)? {
+                let done = if inbound::has_outcome(pass.inb, &row.id)?
+                    || self.d.outcomes.holds(&pass.session.id, &row.id)
+                {
                     cursor.retries.remove(&row.id);
                     true
                 } else if let Some(t) = row.deliver_after.filter(|&t| t > now) {
@@ -494,9 +561,9 @@ impl Loop {
         now: i64,
     ) {
         match self.route(pass, row) {
-            Ok(platform_id) => {
+            Ok(sent) => {
                 cursor.retries.remove(&row.id);
-                writes.push(Write::delivered(&row.id, platform_id));
+                writes.push(Write::delivered(&row.id, sent));
                 // Staged files were copied by the adapter; the copy in the session is done with.
                 let staged = pass.dir.path().join("outbox").join(&row.id);
                 if staged.is_dir() {
@@ -528,8 +595,8 @@ impl Loop {
         }
     }
 
-    /// Re-validates the destination and hands the row to its channel.
-    fn route(&mut self, pass: &Pass<'_>, row: &OutboundRow) -> Result<String, DeliverError> {
+    /// Re-validates the destination and hands the row to its channel (or acts on it).
+    fn route(&mut self, pass: &Pass<'_>, row: &OutboundRow) -> Result<Sent, DeliverError> {
         let (session, agent) = (pass.session, pass.agent);
         let perm = |s: String| Err(DeliverError::Permanent(s));
         let retry = |e: rusqlite::Error| DeliverError::Retry(format!("database: {e}"));
@@ -558,7 +625,8 @@ impl Loop {
                     action,
                     &content,
                     now_ms(),
-                );
+                )
+                .map(Sent::once);
             }
             if !tasks::is_task_action(action) {
                 return perm(format!("the action {action:?} is not supported by this host"));
@@ -576,7 +644,7 @@ impl Loop {
                     if applied.next_run.is_some() {
                         self.scheduled.insert(session.id.clone());
                     }
-                    Ok(format!("task:{}", applied.series_id))
+                    Ok(Sent::once(format!("task:{}", applied.series_id)))
                 }
                 Err(why) => perm(why),
             };
@@ -609,7 +677,7 @@ impl Loop {
                         }
                         Ok(_) => {}
                     }
-                    Ok(format!("{}/{}", r.session.id, r.inbound_id))
+                    Ok(Sent::once(format!("{}/{}", r.session.id, r.inbound_id)))
                 }
                 Err(why) => perm(why),
             };
@@ -659,7 +727,12 @@ impl Loop {
                 Body::Message { text, files: &files, card, notice }
             }
         };
-        adapter.deliver(&Outgoing { room: &room, agent, source_id: &source_id, stream_id, body })
+        // A message without files is stored once per source id: delivering it again is a no-op
+        // (a file is taken from the session when it is delivered, so it could not be sent again).
+        let redoable = matches!(body, Body::Message { files, .. } if files.is_empty());
+        let platform_id =
+            adapter.deliver(&Outgoing { room: &room, agent, source_id: &source_id, stream_id, body })?;
+        Ok(Sent { platform_id, redoable })
     }
 
     /// The room message an agent-visible `seq` refers to: an odd seq is one of the agent's own
@@ -721,6 +794,7 @@ impl Loop {
             platform_id: None,
             reason: Some(reason.to_string()),
             note_to_agent: Some(Note { id: format!("fail-{}", row.id), text: note }),
+            may_wait: false,
         }
     }
 }
@@ -759,6 +833,20 @@ fn staged_files(dir: &SessionDir, row_id: &str, content: &serde_json::Value) -> 
     Ok(out)
 }
 
+/// A row its channel took (or the host acted on).
+struct Sent {
+    platform_id: String,
+    /// Delivering it again would change nothing: its outcome may wait ([`super::outcomes`]).
+    redoable: bool,
+}
+
+impl Sent {
+    /// A row acted on that must not be acted on again.
+    fn once(platform_id: String) -> Sent {
+        Sent { platform_id, redoable: false }
+    }
+}
+
 /// An `inbound.db` write of a delivery pass.
 struct Write {
     row_id: String,
@@ -766,16 +854,19 @@ struct Write {
     platform_id: Option<String>,
     reason: Option<String>,
     note_to_agent: Option<Note>,
+    /// It may wait for the session's next commit.
+    may_wait: bool,
 }
 
 impl Write {
-    fn delivered(row_id: &str, platform_id: String) -> Write {
+    fn delivered(row_id: &str, sent: Sent) -> Write {
         Write {
             row_id: row_id.to_string(),
             outcome: Outcome::Delivered,
-            platform_id: Some(platform_id),
+            platform_id: Some(sent.platform_id),
             reason: None,
             note_to_agent: None,
+            may_wait: sent.redoable,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod engage;
 pub mod image;
 pub mod links;
 pub mod lock;
+pub mod outcomes;
 pub mod pictures;
 pub mod proxy;
 pub mod rooms;
@@ -190,6 +191,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         notifier: Some(notifier.clone()),
     }));
 
+    let outcomes = outcomes::Outcomes::default();
     let d = delivery::Delivery {
         central: open_central(&cfg)?,
         data_dir: cfg.data_dir.clone(),
@@ -199,6 +201,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         links: LinkSet::new(links.clone(), proxy::handler(model_proxy), LINK_TOKENS_FROM),
         sweep: sweep_mb.clone(),
         tz: zone(&cfg.tz),
+        outcomes: outcomes.clone(),
     };
     let dmb = delivery_mb.clone();
     let delivery_thread = spawn("delivery", move || delivery::run(d, delivery_poll, dmb))?;
@@ -218,6 +221,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         containers.clone(),
         sweep_mb.clone(),
         channels.clone(),
+        outcomes,
     );
     let rmb = router_mb.clone();
     let router_thread = spawn("router", move || router::run(r, router_poll, rmb))?;

@@ -17,6 +17,7 @@ use super::backoff;
 use super::channels::Channels;
 use super::containers::{Containers, WakeOutcome};
 use super::engage;
+use super::outcomes::Outcomes;
 use super::sessions::{self, SessionDir, SessionMode};
 use super::sweep::SweepMsg;
 use crate::db::central::{self, Room, Session, Unrouted, Wiring};
@@ -53,6 +54,8 @@ pub struct Router {
     pub patterns: HashMap<String, Option<fancy_regex::Regex>>,
     /// Session `inbound.db` connections kept between messages.
     pub kept: Kept,
+    /// Delivery outcomes waiting for a commit of their session: they ride with the message's.
+    pub outcomes: Outcomes,
 }
 
 /// Runs the router until [`RouterMsg::Stop`].
@@ -83,6 +86,7 @@ impl Router {
         containers: Arc<Containers>,
         sweep: Mailbox<SweepMsg>,
         channels: Channels,
+        outcomes: Outcomes,
     ) -> Router {
         Router {
             central,
@@ -94,6 +98,7 @@ impl Router {
             retry_at: None,
             patterns: HashMap::new(),
             kept: Kept::default(),
+            outcomes,
         }
     }
 
@@ -312,7 +317,12 @@ impl Router {
         let content = content.to_string();
         let id = format!("{}:{}", m.id, session.agent_id);
         let mut inb = self.kept.take(&dir.inbound(), Kind::Inbound, Mode::Write)?;
-        db::write_tx(&mut inb, |tx| {
+        // The session's last replies' outcomes, if still waiting, go with this commit.
+        let held = self.outcomes.take(&session.id);
+        let written = db::write_tx(&mut inb, |tx| {
+            if let Some(h) = &held {
+                h.write(tx, now_ms())?;
+            }
             inbound::insert(
                 tx,
                 &NewInbound {
@@ -332,7 +342,13 @@ impl Router {
                 },
             )?;
             Ok(())
-        })?;
+        });
+        if let Err(e) = written {
+            if let Some(h) = held {
+                self.outcomes.put_back(&session.id, h, std::time::Instant::now());
+            }
+            return Err(e);
+        }
         self.kept.put(inb);
         Ok(())
     }

@@ -46,6 +46,25 @@ fn the_host_starts_after_kill_9_and_adopts_its_running_container() {
     let (_, msgs) = host.get("/api/rooms/assistant/messages?limit=100");
     let replies = texts(msgs["messages"].as_array().unwrap());
     assert_eq!(replies.iter().filter(|t| t.contains("echo: before the crash")).count(), 1, "{replies:?}");
+    // The first reply's outcome was still waiting for a commit to ride with when the host was
+    // killed, and the second's waits for one that never comes: both end up recorded, the first
+    // by a delivery again that showed nothing twice (above).
+    let sessions = dirs.data().join("sessions");
+    eventually("an outcome for every reply in inbound.db", Duration::from_secs(10), || {
+        let files = find_files(&sessions, "inbound.db");
+        let [inb] = &files[..] else { return None };
+        let read = |path: &Path, sql: &str| -> Option<HashSet<String>> {
+            let conn =
+                rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .ok()?;
+            let mut stmt = conn.prepare(sql).ok()?;
+            let ids = stmt.query_map([], |r| r.get(0)).ok()?.collect::<Result<HashSet<String>, _>>().ok()?;
+            Some(ids)
+        };
+        let rows = read(&inb.with_file_name("outbound.db"), "SELECT id FROM messages_out")?;
+        let recorded = read(inb, "SELECT message_out_id FROM delivered WHERE status = 'delivered'")?;
+        (rows.len() == 2 && rows == recorded).then_some(())
+    });
 }
 
 #[test]
