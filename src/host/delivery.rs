@@ -24,7 +24,7 @@ use super::backoff;
 use super::channels::{Activity, Body, Channels, DeliverError, Outgoing};
 use super::containers::Containers;
 use super::links::{LinkEvent, LinkSet, SessionSockets};
-use super::outcomes::{self, Held, Outcomes};
+use super::outcomes::{Held, Outcomes};
 use super::sessions::SessionDir;
 use super::sweep::SweepMsg;
 use super::tasks;
@@ -353,7 +353,7 @@ impl Loop {
     fn record_held(&mut self, sessions: Vec<String>) {
         for session in sessions {
             let Some(held) = self.d.outcomes.take(&session) else { continue };
-            if !outcomes::still_there(&held) {
+            if !held.still_there() {
                 continue;
             }
             let written = self
@@ -440,11 +440,14 @@ impl Loop {
                 .iter()
                 .map(|w| (w.row_id.clone(), w.platform_id.clone().unwrap_or_default()))
                 .collect();
-            self.d.outcomes.hold(
+            let full = self.d.outcomes.hold(
                 session_id,
                 Held { inbound: dir.inbound(), delivered, acks },
                 Instant::now(),
             );
+            if full {
+                self.record_held(vec![session_id.to_string()]);
+            }
             Ok(())
         } else {
             // What waits goes with this commit; a pass with nothing to record takes none of it

@@ -15,7 +15,7 @@
 //! actions and messages between agents are recorded at once.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,9 @@ use crate::db::inbound::{self, Outcome};
 
 /// The longest an outcome waits for another commit to ride with.
 pub const HOLD_MAX: Duration = Duration::from_millis(500);
+/// The most outcomes a session holds: an agent that sends this many in [`HOLD_MAX`] has them
+/// written at once (a few KiB at most wait per session).
+pub const HELD_ROWS_MAX: usize = 100;
 
 /// A session's waiting outcomes.
 #[derive(Debug, Default, PartialEq)]
@@ -37,6 +40,12 @@ pub struct Held {
 }
 
 impl Held {
+    /// Whether the session's `inbound.db` is still there (a session removed meanwhile has
+    /// nothing to record).
+    pub fn still_there(&self) -> bool {
+        self.inbound.exists()
+    }
+
     /// Writes them in the caller's transaction.
     pub fn write(&self, tx: &Connection, now: i64) -> rusqlite::Result<()> {
         for (row_id, platform_id) in &self.delivered {
@@ -64,15 +73,22 @@ impl Outcomes {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds outcomes to the session's waiting ones (which wait from the oldest's time).
-    pub fn hold(&self, session: &str, held: Held, now: Instant) {
+    /// Adds outcomes to the session's waiting ones (which wait from the oldest's time). Returns
+    /// whether the session now holds [`HELD_ROWS_MAX`] or more: then they are due at once.
+    pub fn hold(&self, session: &str, held: Held, now: Instant) -> bool {
         let mut map = self.lock();
-        match map.get_mut(session) {
-            Some((h, _)) => h.merge(held),
-            None => {
-                map.insert(session.to_string(), (held, now));
+        let rows = match map.get_mut(session) {
+            Some((h, _)) => {
+                h.merge(held);
+                h.delivered.len()
             }
-        }
+            None => {
+                let rows = held.delivered.len();
+                map.insert(session.to_string(), (held, now));
+                rows
+            }
+        };
+        rows >= HELD_ROWS_MAX
     }
 
     /// Takes the session's waiting outcomes, to write them in the caller's commit.
@@ -115,11 +131,6 @@ impl Outcomes {
     }
 }
 
-/// The session's `inbound.db` is still there (a session removed meanwhile has nothing to record).
-pub fn still_there(held: &Held) -> bool {
-    Path::new(&held.inbound).exists()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,9 +147,9 @@ mod tests {
     fn outcomes_wait_from_the_oldest_and_are_taken_together() {
         let o = Outcomes::default();
         let t0 = Instant::now();
-        o.hold("s1", held(&["o1"], &["i1"]), t0);
-        o.hold("s1", held(&["o3"], &["i2"]), t0 + Duration::from_millis(400));
-        o.hold("s2", held(&["o1"], &[]), t0 + Duration::from_millis(300));
+        assert!(!o.hold("s1", held(&["o1"], &["i1"]), t0));
+        assert!(!o.hold("s1", held(&["o3"], &["i2"]), t0 + Duration::from_millis(400)));
+        assert!(!o.hold("s2", held(&["o1"], &[]), t0 + Duration::from_millis(300)));
         assert_eq!(o.next_due(), Some(t0 + HOLD_MAX));
         assert!(o.due(Some(t0 + Duration::from_millis(499))).is_empty());
         assert_eq!(o.due(Some(t0 + HOLD_MAX)), vec!["s1".to_string()], "s1 waits from its first hold");
@@ -151,6 +162,20 @@ mod tests {
         assert_eq!(o.take("s1"), None);
         assert!(!o.holds("s1", "o1"));
         assert_eq!(o.next_due(), Some(t0 + Duration::from_millis(300) + HOLD_MAX));
+    }
+
+    #[test]
+    fn a_session_holding_too_many_outcomes_has_them_written_at_once() {
+        let o = Outcomes::default();
+        let t0 = Instant::now();
+        let rows: Vec<String> = (0..HELD_ROWS_MAX).map(|i| format!("o{i}")).collect();
+        let (first, rest) = rows.split_at(HELD_ROWS_MAX - 1);
+        fn refs(r: &[String]) -> Vec<&str> {
+            r.iter().map(String::as_str).collect()
+        }
+        assert!(!o.hold("s1", held(&refs(first), &[]), t0), "one short of the bound still waits");
+        assert!(o.hold("s1", held(&refs(rest), &[]), t0), "at the bound they are due at once");
+        assert_eq!(o.take("s1").map(|h| h.delivered.len()), Some(HELD_ROWS_MAX));
     }
 
     #[test]
@@ -192,7 +217,7 @@ mod tests {
         assert_eq!(inbound::pending_count(&conn, &Default::default()).unwrap(), 1);
         assert_eq!(inbound::pending_count(&conn, &finished).unwrap(), 0);
         let h = Held { inbound: path.clone(), ..held(&["o1"], &["i1"]) };
-        assert!(still_there(&h));
+        assert!(h.still_there());
         crate::db::write_tx(&mut conn, |tx| Ok(h.write(tx, 1_000)?)).unwrap();
         assert!(inbound::has_outcome(&conn, "o1").unwrap());
         assert_eq!(
@@ -200,7 +225,7 @@ mod tests {
             0,
             "the acknowledged row is no longer pending"
         );
-        assert!(!still_there(&held(&[], &[])));
+        assert!(!held(&[], &[]).still_there());
         // Delivery lets no outcome wait whose acknowledgement ends a task's run.
         assert!(!inbound::any_task(&conn, ["i1", "o1", "nope"]).unwrap());
         assert!(inbound::any_task(&conn, ["i1", "t1"]).unwrap());
