@@ -3,9 +3,10 @@
 //! WebSocket, the host's memory and the agent container's memory. A second host talks to a
 //! scripted model server (the OpenAI streaming format) to measure how long a model token takes
 //! to reach the browser, how long a message takes to reach the model, and a warm round trip with an
-//! instant model through the openai provider (against a direct call to that model). Every number is printed next
-//! to a baseline measured in the same run (CONTRACT.md §6), so the overhead over the physical
-//! limit can be read off: `name value unit  (baseline name value unit, xRATIO)`. A third host
+//! instant model through the openai provider (against a direct call to that model with the same
+//! request). Every number is printed next to a baseline measured in the same run (CONTRACT.md §6),
+//! so the overhead over the physical limit can be read off: `name value unit  (baseline name
+//! value unit, xRATIO)`. A third host
 //! serves HTTPS from its own CA: sign-in and socket opening over TLS against a bare rustls
 //! handshake, and memory with 500 idle signed-in clients. A fourth has agents act: how late a
 //! scheduled task's answer reaches the browser, and an agent-to-agent round trip. A sixth is
@@ -196,7 +197,7 @@ fn run() -> anyhow::Result<()> {
         ms(&streamed.openai_round_trip, 50),
         "ms",
         &[
-            ("fake_model_direct_call_p50", ms(&streamed.model_direct, 50), "ms"),
+            ("fake_model_direct_call_same_request_p50", ms(&streamed.model_direct, 50), "ms"),
             ("warm_round_trip_mock_p50", ms(&warm, 50), "ms"),
         ],
     );
@@ -204,7 +205,11 @@ fn run() -> anyhow::Result<()> {
         "warm_round_trip_openai_p99",
         ms(&streamed.openai_round_trip, 99),
         "ms",
-        &[("fake_model_direct_call_p99", ms(&streamed.model_direct, 99), "ms")],
+        &[("fake_model_direct_call_same_request_p99", ms(&streamed.model_direct, 99), "ms")],
+    );
+    println!(
+        "openai_request_bytes {}  (the agent's request body at the last of {SAMPLES} round trips: instructions, tools, conversation)",
+        streamed.request_bytes
     );
     if std::env::var("PINCER_BENCH_ONLY").is_ok_and(|v| v == "rt") {
         // The round trips alone (minutes less when working on them).
@@ -409,8 +414,11 @@ struct Streamed {
     to_model: Vec<Duration>,
     /// Warm round trips through the openai provider against an instant model.
     openai_round_trip: Vec<Duration>,
-    /// The same model called straight over TCP (alternating with the round trips).
+    /// The same model called straight over TCP with the same request (alternating with the
+    /// round trips).
     model_direct: Vec<Duration>,
+    /// The size of the last round trip's request body.
+    request_bytes: usize,
 }
 
 /// A host whose agents use a scripted OpenAI-format model: each reply holds before its first
@@ -434,6 +442,7 @@ fn stream_phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Streamed> 
         to_model: Vec::new(),
         openai_round_trip: Vec::new(),
         model_direct: Vec::new(),
+        request_bytes: 0,
     };
     // The first message starts the container; it is not measured.
     for n in 0..=STREAM_SAMPLES {
@@ -471,9 +480,11 @@ fn stream_phase(dir: &std::path::Path, image: &str) -> anyhow::Result<Streamed> 
                 && v["message"]["text"] == "instant"
         })?;
         out.openai_round_trip.push(sent.elapsed());
-        fake.next_request(WARM_TIMEOUT).context("the model was not called")?;
+        let asked = fake.next_request(WARM_TIMEOUT).context("the model was not called")?;
+        out.request_bytes = asked.raw_body.len();
+        // The same request straight to the model: the agent's request grows with the conversation.
         fake.reply(openai::text(&["instant"], "stop"));
-        out.model_direct.push(proxy::direct_call(&fake)?);
+        out.model_direct.push(proxy::direct_call(&fake, &asked.raw_body)?);
         fake.next_request(WARM_TIMEOUT).context("the fake model saw no request")?;
     }
     host.stop()?;

@@ -22,7 +22,10 @@ pub(crate) struct Proxied {
 }
 
 fn request(path: &str) -> Vec<u8> {
-    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    request_with(path, r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#)
+}
+
+fn request_with(path: &str, body: &str) -> Vec<u8> {
     format!(
         "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -31,13 +34,14 @@ fn request(path: &str) -> Vec<u8> {
 }
 
 /// One whole call straight to the fake model over a fresh TCP connection (what an instant model
-/// costs by itself): the request written to the answer read to its end.
-pub(crate) fn direct_call(fake: &FakeModel) -> anyhow::Result<Duration> {
+/// costs by itself): the request with `body` (the one the agent sent, instructions, tools and
+/// conversation) written to the answer read to its end.
+pub(crate) fn direct_call(fake: &FakeModel, body: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut s = TcpStream::connect(fake.addr())?;
     s.set_read_timeout(Some(TIMEOUT))?;
     s.set_nodelay(true)?;
-    s.write_all(&request("/v1/chat/completions"))?;
+    s.write_all(&request_with("/v1/chat/completions", body))?;
     let mut answer = Vec::new();
     s.read_to_end(&mut answer)?;
     ensure!(!answer.is_empty(), "no answer");
