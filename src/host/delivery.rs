@@ -426,7 +426,7 @@ impl Loop {
         let mut writes = Vec::new();
         let pass = Pass { session: &session, agent: &agent, dir: &dir, out: &out, inb: &inb };
         let delivered = self.deliver_rows(&pass, &mut cursor, &mut writes, upto, now);
-        let acks = outbound::finished_acks_since(&out, cursor.ack_since)?;
+        let mut acks = outbound::finished_acks_since(&out, cursor.ack_since)?;
         let mut scheduled = self.scheduled.remove(session_id);
         let mut caught_up = Vec::new();
         // Messages safe to deliver again, acknowledging rows whose end schedules nothing: their
@@ -435,25 +435,26 @@ impl Loop {
             && writes.iter().all(|w| w.may_wait)
             && !scheduled
             && !inbound::any_task(&inb, acks.iter().map(|(id, _)| id.as_str()))?;
-        let recorded = if wait {
-            let delivered = writes
-                .iter()
-                .map(|w| (w.row_id.clone(), w.platform_id.clone().unwrap_or_default()))
-                .collect();
-            let full = self.d.outcomes.hold(
+        // Held unless the session now holds too many: then all of them go with this pass's commit.
+        let waiting = wait && {
+            let delivered = writes.drain(..).map(|w| (w.row_id, w.platform_id.unwrap_or_default())).collect();
+            let acks = std::mem::take(&mut acks);
+            !self.d.outcomes.hold(
                 session_id,
                 Held { inbound: dir.inbound(), delivered, acks },
                 Instant::now(),
-            );
-            if full {
-                self.record_held(vec![session_id.to_string()]);
-            }
+            )
+        };
+        let recorded = if waiting {
             Ok(())
         } else {
             // What waits goes with this commit; a pass with nothing to record takes none of it
             // (it commits nothing unless a task run is to be scheduled).
-            let held =
-                if writes.is_empty() && acks.is_empty() { None } else { self.d.outcomes.take(session_id) };
+            let held = if wait || !(writes.is_empty() && acks.is_empty()) {
+                self.d.outcomes.take(session_id)
+            } else {
+                None
+            };
             let recorded = db::write_tx(&mut inb, |tx| {
                 if let Some(h) = &held {
                     h.write(tx, now)?;

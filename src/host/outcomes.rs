@@ -14,7 +14,7 @@
 //! Only outcomes that are safe to redo wait (delivery decides); failures, files, edits, host
 //! actions and messages between agents are recorded at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -55,10 +55,13 @@ impl Held {
         Ok(())
     }
 
+    /// Adds later outcomes. Acknowledgements already held are not added again (each pass reads
+    /// those of the last seconds, so most of a pass's were held by the one before).
     fn merge(&mut self, later: Held) {
         self.inbound = later.inbound;
         self.delivered.extend(later.delivered);
-        self.acks.extend(later.acks);
+        let known: HashSet<String> = self.acks.iter().map(|(id, _)| id.clone()).collect();
+        self.acks.extend(later.acks.into_iter().filter(|(id, _)| !known.contains(id)));
     }
 }
 
@@ -74,7 +77,8 @@ impl Outcomes {
     }
 
     /// Adds outcomes to the session's waiting ones (which wait from the oldest's time). Returns
-    /// whether the session now holds [`HELD_ROWS_MAX`] or more: then they are due at once.
+    /// whether the session now holds [`HELD_ROWS_MAX`] or more: then the caller takes them for
+    /// a commit at once.
     pub fn hold(&self, session: &str, held: Held, now: Instant) -> bool {
         let mut map = self.lock();
         let rows = match map.get_mut(session) {
@@ -100,9 +104,9 @@ impl Outcomes {
     pub fn put_back(&self, session: &str, held: Held, now: Instant) {
         let mut map = self.lock();
         match map.remove(session) {
-            Some((mut h, since)) => {
+            Some((later, since)) => {
                 let mut back = held;
-                back.merge(std::mem::take(&mut h));
+                back.merge(later);
                 map.insert(session.to_string(), (back, since.min(now)));
             }
             None => {
@@ -162,6 +166,15 @@ mod tests {
         assert_eq!(o.take("s1"), None);
         assert!(!o.holds("s1", "o1"));
         assert_eq!(o.next_due(), Some(t0 + Duration::from_millis(300) + HOLD_MAX));
+    }
+
+    #[test]
+    fn an_acknowledgement_held_already_is_held_once() {
+        let o = Outcomes::default();
+        let t0 = Instant::now();
+        o.hold("s1", held(&["o1"], &["i1"]), t0);
+        o.hold("s1", held(&["o3"], &["i1", "i2"]), t0);
+        assert_eq!(o.take("s1"), Some(held(&["o1", "o3"], &["i1", "i2"])));
     }
 
     #[test]
