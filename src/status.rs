@@ -76,12 +76,13 @@ pub fn gather(cfg: &Config) -> anyhow::Result<Status> {
         let mut pending = 0;
         for s in &sessions {
             let dir = crate::host::sessions::SessionDir::new(&cfg.data_dir, &a.id, &s.id);
-            let finished: HashSet<String> = db::open_readonly(&dir.outbound(), Kind::Outbound)
-                .ok()
-                .and_then(|out| outbound::finished_acks_since(&out, 0).ok())
-                .map(|acks| acks.into_iter().map(|(id, _)| id).collect())
-                .unwrap_or_default();
             if let Ok(inb) = db::open_readonly(&dir.inbound(), Kind::Inbound) {
+                let finished: HashSet<String> = db::open_readonly(&dir.outbound(), Kind::Outbound)
+                    .ok()
+                    .zip(inbound::pending_rows(&inb).ok())
+                    .and_then(|(out, ids)| outbound::finished_acks_of(&out, &ids).ok())
+                    .map(|acks| acks.into_iter().map(|(id, _)| id).collect())
+                    .unwrap_or_default();
                 pending += inbound::pending_count(&inb, &finished).unwrap_or(0);
             }
         }

@@ -189,7 +189,7 @@ mod tests {
             .unwrap()
             .into_iter()
             .map(|(id, _)| (id, "processing".to_string()))
-            .chain(outbound::finished_acks_since(&conn, 0).unwrap())
+            .chain(outbound::finished_acks(&conn).unwrap())
             .collect();
         all.sort();
         all

@@ -202,6 +202,13 @@ pub fn due_count(conn: &Connection, now: i64) -> rusqlite::Result<i64> {
     .query_row([now], |r| r.get(0))
 }
 
+/// The ids of every row still pending, triggering or not (the ones an acknowledgement in
+/// `outbound.db` may finish).
+pub fn pending_rows(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM messages_in WHERE status = 'pending'")?;
+    stmt.query_map([], |r| r.get(0))?.collect()
+}
+
 /// Rows the agent has not finished: pending, claimed or not, and not among `finished` (the rows
 /// the container acknowledged as finished in `outbound.db`, which reach this file a moment later).
 pub fn pending_count(conn: &Connection, finished: &HashSet<String>) -> rusqlite::Result<i64> {

@@ -183,13 +183,29 @@ pub fn id_by_seq(conn: &Connection, seq: i64) -> rusqlite::Result<Option<String>
         .optional()
 }
 
-/// Finished claims changed at or after `since` (epoch ms): `(message id, status)`.
-pub fn finished_acks_since(conn: &Connection, since: i64) -> rusqlite::Result<Vec<(String, String)>> {
+/// Every final acknowledgement: `(message id, status)` (for tests; the host asks by key,
+/// [`finished_acks_of`]).
+#[cfg(test)]
+pub fn finished_acks(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT message_id, status FROM processing_ack
-         WHERE status IN ('completed', 'failed') AND status_changed >= ?1",
+        "SELECT message_id, status FROM processing_ack WHERE status IN ('completed', 'failed')",
     )?;
-    stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+}
+
+/// The final acknowledgement of each of these rows that has one: `(message id, status)`. Looked
+/// up by key, so it costs what the caller asks about, however long the session's history.
+pub fn finished_acks_of(conn: &Connection, ids: &[String]) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT status FROM processing_ack WHERE message_id = ?1 AND status IN ('completed', 'failed')",
+    )?;
+    let mut acks = Vec::new();
+    for id in ids {
+        if let Some(status) = stmt.query_row([id], |r| r.get::<_, String>(0)).optional()? {
+            acks.push((id.clone(), status));
+        }
+    }
+    Ok(acks)
 }
 
 /// A claim the container holds: `(message id, claimed at)`.

@@ -308,11 +308,16 @@ fn acks_complete_inbound_rows() {
     assert_eq!(inbound::due_count(&inb, 10).unwrap(), 2);
     outbound::set_ack(&out, &["a"], "completed", 7).unwrap();
     outbound::set_ack(&out, &["b"], "processing", 7).unwrap();
-    let acks = outbound::finished_acks_since(&out, 0).unwrap();
+    assert_eq!(inbound::pending_rows(&inb).unwrap(), vec!["a".to_string(), "b".to_string()]);
+    let acks = outbound::finished_acks_of(&out, &inbound::pending_rows(&inb).unwrap()).unwrap();
     assert_eq!(acks, vec![("a".to_string(), "completed".to_string())]);
     assert_eq!(inbound::apply_acks(&inb, &acks).unwrap(), 1);
     assert_eq!(inbound::due_count(&inb, 10).unwrap(), 1);
-    assert!(outbound::finished_acks_since(&out, 8).unwrap().is_empty());
+    assert_eq!(inbound::pending_rows(&inb).unwrap(), vec!["b".to_string()]);
+    assert!(
+        outbound::finished_acks_of(&out, &inbound::pending_rows(&inb).unwrap()).unwrap().is_empty(),
+        "a row finished here is not asked about again"
+    );
 }
 
 #[test]

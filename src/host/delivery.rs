@@ -69,8 +69,6 @@ pub enum DeliveryMsg {
 struct Cursor {
     /// Every row up to this seq has an outcome.
     seq: i64,
-    /// Acks changed since this time are still to be applied to inbound.db.
-    ack_since: i64,
     /// Retryable failures: row id → when to try again and how often it failed.
     retries: HashMap<String, Retry>,
     /// The earliest time a row scheduled for later is due (epoch ms).
@@ -426,7 +424,10 @@ impl Loop {
         let mut writes = Vec::new();
         let pass = Pass { session: &session, agent: &agent, dir: &dir, out: &out, inb: &inb };
         let delivered = self.deliver_rows(&pass, &mut cursor, &mut writes, upto, now);
-        let mut acks = outbound::finished_acks_since(&out, cursor.ack_since)?;
+        // The container's final acknowledgements of rows still pending here, less those that
+        // wait already: by key, so a pass costs the same after ten messages or ten thousand.
+        let mut acks = outbound::finished_acks_of(&out, &inbound::pending_rows(&inb)?)?;
+        self.d.outcomes.drop_held_acks(session_id, &mut acks);
         let mut scheduled = self.scheduled.remove(session_id);
         let mut caught_up = Vec::new();
         // Messages safe to deliver again, acknowledging rows whose end schedules nothing: their
@@ -499,9 +500,6 @@ impl Loop {
             // Only a running container writes: the file of one that is gone is not held open.
             cursor.out = watched.filter(|_| self.d.containers.is_running(session_id));
             cursor.passed = Some(passed);
-            // Acks carry the container's clock (same machine); a small overlap re-applies a few,
-            // which is harmless because only pending rows change.
-            cursor.ack_since = now - 5_000;
             self.cursors.insert(session_id.to_string(), cursor);
         }
         // On failure the cursor is dropped: the next pass re-reads from the start, and adapters

@@ -115,6 +115,14 @@ impl Outcomes {
         }
     }
 
+    /// Drops from `acks` those the session holds already (their rows stay pending in
+    /// `inbound.db` until the held outcomes are written, so every pass finds them again).
+    pub fn drop_held_acks(&self, session: &str, acks: &mut Vec<(String, String)>) {
+        if let Some((h, _)) = self.lock().get(session) {
+            acks.retain(|(id, _)| !h.acks.iter().any(|(held, _)| held == id));
+        }
+    }
+
     /// Whether the outbound row's outcome is waiting.
     pub fn holds(&self, session: &str, row_id: &str) -> bool {
         self.lock().get(session).is_some_and(|(h, _)| h.delivered.iter().any(|(id, _)| id == row_id))
@@ -175,6 +183,23 @@ mod tests {
         o.hold("s1", held(&["o1"], &["i1"]), t0);
         o.hold("s1", held(&["o3"], &["i1", "i2"]), t0);
         assert_eq!(o.take("s1"), Some(held(&["o1", "o3"], &["i1", "i2"])));
+    }
+
+    #[test]
+    fn acknowledgements_held_already_are_not_found_new_again() {
+        let o = Outcomes::default();
+        let acks = |ids: &[&str]| -> Vec<(String, String)> {
+            ids.iter().map(|a| (a.to_string(), "completed".to_string())).collect()
+        };
+        let mut found = acks(&["i1", "i2"]);
+        o.drop_held_acks("s1", &mut found);
+        assert_eq!(found, acks(&["i1", "i2"]), "nothing held: all are new");
+        o.hold("s1", held(&["o1"], &["i1"]), Instant::now());
+        o.drop_held_acks("s1", &mut found);
+        assert_eq!(found, acks(&["i2"]));
+        let mut other = acks(&["i1"]);
+        o.drop_held_acks("s2", &mut other);
+        assert_eq!(other, acks(&["i1"]), "another session's holds do not count");
     }
 
     #[test]

@@ -200,7 +200,7 @@ impl Sweep {
             None
         };
         if let Some(out) = &out {
-            let acks = outbound::finished_acks_since(out, 0)?;
+            let acks = outbound::finished_acks_of(out, &inbound::pending_rows(&inb)?)?;
             if !acks.is_empty() {
                 let next = db::write_tx(&mut inb, |tx| {
                     inbound::apply_acks(tx, &acks)?;
