@@ -78,6 +78,33 @@ fn a_redoable_write_skips_the_disk_wait_on_wal_only_and_leaves_full_after() {
 }
 
 #[test]
+fn a_write_transaction_commits_on_ok_and_rolls_back_on_error_or_panic() {
+    let dir = tmp();
+    let mut conn = open(&dir.path().join("tx.db"), Kind::Inbound).unwrap();
+    conn.execute("CREATE TABLE t (v INTEGER)", []).unwrap();
+    let count = |c: &Connection| -> i64 { c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap() };
+    for round in 0..2 {
+        write_tx(&mut conn, |tx| Ok(tx.execute("INSERT INTO t VALUES (1)", [])?)).unwrap();
+        assert_eq!(count(&conn), 1 + round, "committed (round {round})");
+        let failed: anyhow::Result<()> = write_tx(&mut conn, |tx| {
+            tx.execute("INSERT INTO t VALUES (2)", [])?;
+            anyhow::bail!("no")
+        });
+        assert!(failed.is_err());
+        assert!(conn.is_autocommit(), "no transaction is left open after an error");
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = write_tx(&mut conn, |tx| -> anyhow::Result<()> {
+                tx.execute("INSERT INTO t VALUES (3)", [])?;
+                panic!("mid-transaction")
+            });
+        }));
+        assert!(panicked.is_err());
+        assert!(conn.is_autocommit(), "no transaction is left open after a panic");
+        assert_eq!(count(&conn), 1 + round, "neither the failed nor the panicked insert is kept");
+    }
+}
+
+#[test]
 fn busy_retries_start_small() {
     let steps: Vec<u128> = (0..8).map(|n| busy_step(n).as_micros()).collect();
     assert_eq!(steps, [50, 100, 200, 400, 800, 1000, 1000, 1000]);
