@@ -171,12 +171,12 @@ pub fn rows_after(conn: &Connection, after_seq: i64, limit: i64) -> rusqlite::Re
     .collect()
 }
 
-/// The id of the row with this seq.
 /// The highest `seq` written so far (0 for none).
 pub fn last_seq(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages_out")?.query_row([], |r| r.get(0))
 }
 
+/// The id of the row with this seq.
 pub fn id_by_seq(conn: &Connection, seq: i64) -> rusqlite::Result<Option<String>> {
     conn.prepare_cached("SELECT id FROM messages_out WHERE seq = ?1")?
         .query_row([seq], |r| r.get(0))

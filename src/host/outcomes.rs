@@ -55,8 +55,9 @@ impl Held {
         Ok(())
     }
 
-    /// Adds later outcomes. Acknowledgements already held are not added again (each pass reads
-    /// those of the last seconds, so most of a pass's were held by the one before).
+    /// Adds later outcomes. Acknowledgements already held are not added again: delivery leaves
+    /// out the ones held ([`Outcomes::drop_held_acks`]), but a pass that ran while these were
+    /// out for a commit that failed ([`Outcomes::put_back`]) found them pending and held them too.
     fn merge(&mut self, later: Held) {
         self.inbound = later.inbound;
         self.delivered.extend(later.delivered);
