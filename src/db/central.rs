@@ -1025,8 +1025,38 @@ pub fn messages_before(
     stmt.query_map(params![room_id, before_seq, limit], RoomMessage::from_row)?.collect()
 }
 
+/// Indexes for search up to `max` of the messages stored since the last batch (the oldest
+/// first); how many. A message is not indexed as it is stored: see `0015_search_batches.sql`.
+pub fn index_batch(conn: &Connection, max: i64) -> rusqlite::Result<usize> {
+    let upto: i64 =
+        conn.prepare_cached("SELECT indexed_upto FROM search_state")?.query_row([], |r| r.get(0))?;
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO message_search (rowid, text)
+             SELECT rowid, text FROM room_messages WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        )?
+        .execute(params![upto, max])?;
+    if n > 0 {
+        conn.prepare_cached(
+            "UPDATE search_state SET indexed_upto =
+               (SELECT MAX(rowid) FROM (SELECT rowid FROM room_messages WHERE rowid > ?1 ORDER BY rowid LIMIT ?2))",
+        )?
+        .execute(params![upto, max])?;
+    }
+    Ok(n)
+}
+
+/// Whether stored messages wait to be indexed for search.
+pub fn unindexed_left(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM room_messages WHERE rowid > (SELECT indexed_upto FROM search_state))",
+    )?
+    .query_row([], |r| r.get(0))
+}
+
 /// Messages matching every word of `words` (the last one also as a prefix), best first, in
-/// the given rooms only.
+/// the given rooms only. Only indexed messages are found: index the queue first
+/// ([`index_batch`]).
 pub fn search(
     conn: &Connection,
     words: &[String],

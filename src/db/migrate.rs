@@ -28,6 +28,7 @@ pub const CENTRAL: &[Migration] = &[
     ("0012_message_tools.sql", include_str!("../../sql/central/0012_message_tools.sql")),
     ("0013_model_endpoints.sql", include_str!("../../sql/central/0013_model_endpoints.sql")),
     ("0014_message_pins.sql", include_str!("../../sql/central/0014_message_pins.sql")),
+    ("0015_search_batches.sql", include_str!("../../sql/central/0015_search_batches.sql")),
 ];
 pub const INBOUND: &[Migration] = &[
     ("0001_init.sql", include_str!("../../sql/inbound/0001_init.sql")),

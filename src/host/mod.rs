@@ -173,6 +173,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let model_proxy = Arc::new(proxy::Proxy::new(proxy::ProxyConfig::from_config(&cfg), central_db(&cfg)));
 
     let store = Arc::new(webchat::store::Store::new(&central_db(&cfg)));
+    let indexer = Arc::new(webchat::indexer::Indexer::start(&central_db(&cfg))?);
+    store.index_with(indexer.clone());
     let hub = Arc::new(webchat::hub::Hub::default());
     let wc = &cfg.webchat;
     let vapid = webchat::push::Vapid::load(
@@ -289,6 +291,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         w.shutdown();
     }
     notifier.stop();
+    indexer.stop();
     log::info!("stopped");
     Ok(())
 }

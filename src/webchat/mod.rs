@@ -20,6 +20,7 @@ pub mod front;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod indexer;
 pub mod login;
 pub mod models;
 pub mod multipart;

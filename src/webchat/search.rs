@@ -63,7 +63,12 @@ pub fn search(ctx: &Ctx, user: &User, req: &Req) -> ApiResult {
         Some(id) if visible.iter().any(|r| r == id) => vec![id.to_string()],
         Some(id) => return Err(ApiError(404, format!("no room {id:?}"))),
     };
-    let conn = ctx.store.conn()?;
+    let mut conn = ctx.store.conn()?;
+    // What was stored in the last moments waits for its batch: indexed first, so it is found.
+    // If that fails (a full disk), what is indexed is still searched.
+    if let Err(e) = super::indexer::index_all(&mut conn) {
+        log::warn!("indexing the newest messages before a search: {e:#}");
+    }
     let hits = central::search(&conn, &words, &rooms, limit)?;
     let results: Vec<_> = hits
         .iter()

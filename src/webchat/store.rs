@@ -4,10 +4,11 @@
 //! Every stored message gets its sanitised HTML here, once.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 
+use super::indexer::Indexer;
 use super::render::markdown_to_html;
 use crate::db::central::{self, NewMessage, Room, RoomMessage};
 use crate::db::{self, Connection, Kind};
@@ -21,6 +22,8 @@ pub const REACTIONS_MAX: usize = 50;
 pub struct Store {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// Told of every stored message (without one, messages wait unindexed for a search).
+    indexer: OnceLock<Arc<Indexer>>,
 }
 
 /// A pooled connection, returned on drop.
@@ -86,7 +89,12 @@ pub struct AgentRef {
 
 impl Store {
     pub fn new(path: &Path) -> Store {
-        Store { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) }
+        Store { path: path.to_path_buf(), idle: Mutex::new(Vec::new()), indexer: OnceLock::new() }
+    }
+
+    /// Tells `indexer` of every message stored from now on.
+    pub fn index_with(&self, indexer: Arc<Indexer>) {
+        let _ = self.indexer.set(indexer);
     }
 
     pub fn conn(&self) -> anyhow::Result<Pooled<'_>> {
@@ -101,7 +109,13 @@ impl Store {
     /// Inserts a message (rendering its HTML) in its own transaction.
     fn insert(&self, m: NewMessage<'_>) -> anyhow::Result<(RoomMessage, bool)> {
         let mut conn = self.conn()?;
-        db::write_tx(&mut conn, |tx| Ok(central::insert_message(tx, &m)?))
+        let stored = db::write_tx(&mut conn, |tx| Ok(central::insert_message(tx, &m)?))?;
+        if stored.1
+            && let Some(i) = self.indexer.get()
+        {
+            i.stored();
+        }
+        Ok(stored)
     }
 
     /// The message this user already stored in the room under `client_id`, if any.
