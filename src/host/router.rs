@@ -103,6 +103,8 @@ impl Router {
     }
 
     /// Routes every queued message; stops early on an error (the next kick or poll retries).
+    /// A batch shorter than [`BATCH_MAX`] was the whole queue: a message stored since came with
+    /// a kick, which runs this again (the queue is not read once more to find it empty).
     pub fn route_pending(&mut self) {
         loop {
             let batch = match central::unrouted_messages(&self.central, BATCH_MAX) {
@@ -115,6 +117,7 @@ impl Router {
             if batch.is_empty() {
                 return;
             }
+            let whole_queue = batch.len() < BATCH_MAX as usize;
             for m in &batch {
                 if let Err(e) = self.route(m) {
                     let n = self.attempts.entry(m.id.clone()).or_insert(0);
@@ -128,6 +131,9 @@ impl Router {
                         None => self.give_up(m, &format!("{e:#}")),
                     }
                 }
+            }
+            if whole_queue {
+                return;
             }
         }
     }
