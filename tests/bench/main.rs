@@ -397,6 +397,13 @@ fn report_clients(sc: &scale::Fanout) {
         "ms",
         &[("loopback_fanout_same_frame_p99", ms(&sc.loopback_fanout, 99), "ms")],
     );
+    // What the host spends on one fan-out, against one thread writing the same number of frames.
+    report(
+        &format!("host_cpu_per_typing_event_to_{}_clients", scale::CLIENTS),
+        sc.fanout_host_cpu.as_secs_f64() * 1e3,
+        "ms",
+        &[("loopback_writes_same_frame_p50", ms(&sc.loopback_writes, 50), "ms")],
+    );
 }
 
 /// Sign-ins and socket openings measured over TLS.

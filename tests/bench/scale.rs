@@ -9,8 +9,9 @@
 //! - Many clients: [`CLIENTS`] plain WebSocket clients joined to one room; the host's memory per
 //!   client, and how long one message takes to reach all of them (the time from its send until
 //!   the last client has read it; the room's agent answers meanwhile), and how long a `typing`
-//!   event (no store, no agent) takes to reach all of them. Baseline: the bench writing a 1 KB
-//!   frame to as many loopback sockets itself and reading it on their other ends.
+//!   event (no store, no agent) takes to reach all of them, and the host's CPU time for one.
+//!   Baseline: the bench writing a 1 KB frame to as many loopback sockets itself and reading it
+//!   on their other ends (the writes alone for the CPU figure).
 
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
@@ -65,7 +66,11 @@ pub(crate) struct Fanout {
     pub(crate) rss_clients_mb: f64,
     pub(crate) broadcast: Vec<Duration>,
     pub(crate) fanout: Vec<Duration>,
+    /// The host's CPU time per `typing` fan-out (all its threads).
+    pub(crate) fanout_host_cpu: Duration,
     pub(crate) loopback_fanout: Vec<Duration>,
+    /// The loopback baseline's writes alone (one thread writing the frame to every socket).
+    pub(crate) loopback_writes: Vec<Duration>,
 }
 
 /// A new agent with a room of its own; its room id.
@@ -240,22 +245,33 @@ fn fanout(host: &Host) -> anyhow::Result<Fanout> {
     }
     // The fan-out alone: a `typing` event (no store, no agent) to every client.
     let mut fanout = Vec::with_capacity(BROADCASTS);
+    let cpu_before = host.cpu_fine()?;
     for i in 0..BROADCASTS {
         let started = Instant::now();
         sender.send_json(&json!({ "type": "typing", "room_id": room, "is_typing": i % 2 == 0 }))?;
         clients.wait_until(&format!("typing event {i}"), started + TIMEOUT, |_, n| n > i)?;
         fanout.push(started.elapsed());
     }
+    let fanout_host_cpu = (host.cpu_fine()? - cpu_before) / BROADCASTS as u32;
     drop(clients);
-    let loopback_fanout = loopback_fanout(CLIENTS, BROADCASTS)?;
-    Ok(Fanout { rss_before_clients_mb, rss_clients_mb, broadcast, fanout, loopback_fanout })
+    let (loopback_fanout, loopback_writes) = loopback_fanout(CLIENTS, BROADCASTS)?;
+    Ok(Fanout {
+        rss_before_clients_mb,
+        rss_clients_mb,
+        broadcast,
+        fanout,
+        fanout_host_cpu,
+        loopback_fanout,
+        loopback_writes,
+    })
 }
 
-/// The host's CPU time per second of wall time over [`IDLE_WATCH`].
+/// The host's CPU time per second of wall time over [`IDLE_WATCH`] (to the nanosecond: the
+/// 10 ms ticks of `/proc/<pid>/stat` would be a third of a millisecond per second here).
 fn cpu_per_second(host: &Host) -> anyhow::Result<f64> {
-    let (cpu0, t0) = (host.cpu()?, Instant::now());
+    let (cpu0, t0) = (host.cpu_fine()?, Instant::now());
     std::thread::sleep(IDLE_WATCH);
-    Ok((host.cpu()? - cpu0).as_secs_f64() * 1e3 / t0.elapsed().as_secs_f64())
+    Ok(host.cpu_fine()?.saturating_sub(cpu0).as_secs_f64() * 1e3 / t0.elapsed().as_secs_f64())
 }
 
 /// Many joined clients read together on one mio poll.
@@ -404,8 +420,9 @@ fn read_until(
 }
 
 /// The floor of a fan-out: one thread writes the same ~1 KB WebSocket text frame to `n`
-/// loopback sockets, and their other ends are read on one poll until each has it all.
-fn loopback_fanout(n: usize, rounds: usize) -> anyhow::Result<Vec<Duration>> {
+/// loopback sockets, and their other ends are read on one poll until each has it all. Each
+/// round's whole time, and its writes' alone.
+fn loopback_fanout(n: usize, rounds: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let mut writers = Vec::with_capacity(n);
@@ -426,11 +443,13 @@ fn loopback_fanout(n: usize, rounds: usize) -> anyhow::Result<Vec<Duration>> {
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(rounds);
+    let mut writes = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let started = Instant::now();
         for w in &mut writers {
             w.write_all(&frame)?;
         }
+        writes.push(started.elapsed());
         let mut have = vec![0usize; n];
         let mut left = n;
         let deadline = started + TIMEOUT;
@@ -458,5 +477,5 @@ fn loopback_fanout(n: usize, rounds: usize) -> anyhow::Result<Vec<Duration>> {
         }
         out.push(started.elapsed());
     }
-    Ok(out)
+    Ok((out, writes))
 }
