@@ -119,10 +119,28 @@ impl AgentConfig {
     }
 }
 
+/// When this process last touched the heartbeat.
+static LAST_TOUCH: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+/// A [`beat`] within this long of the last touch is left out.
+pub const BEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The heartbeat on a turn's way to its reply (woken, model answered, reply written): touched
+/// unless it was less than [`BEAT_EVERY`] ago. The host's stuck detection counts in tens of
+/// seconds; three touches a turn were three file system round trips in front of every reply.
+/// Before a tool runs, [`touch`] it (the host then waits for the tool's declared time).
+pub fn beat(path: &Path) {
+    let recent =
+        LAST_TOUCH.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.elapsed() < BEAT_EVERY);
+    if !recent {
+        touch(path);
+    }
+}
+
 /// Sets the heartbeat file's mtime to now (creating it); the host reads the mtime to tell a
 /// working container from a stuck one. A file touch, not a DB write, so liveness never takes the
 /// outbound write lock.
 pub fn touch(path: &Path) {
+    *LAST_TOUCH.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
     let res = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -131,5 +149,28 @@ pub fn touch(path: &Path) {
         .and_then(|f| f.set_modified(std::time::SystemTime::now()));
     if let Err(e) = res {
         log::warn!("cannot touch {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn set_mtime(path: &Path, t: SystemTime) {
+        std::fs::OpenOptions::new().write(true).open(path).unwrap().set_modified(t).unwrap();
+    }
+
+    #[test]
+    fn a_beat_right_after_a_touch_leaves_the_file_and_a_touch_always_touches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".heartbeat");
+        touch(&path);
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        set_mtime(&path, old);
+        beat(&path);
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), old, "within BEAT_EVERY: left out");
+        touch(&path);
+        assert!(std::fs::metadata(&path).unwrap().modified().unwrap() > old, "a touch is never left out");
     }
 }

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use super::config::{AgentConfig, touch};
+use super::config::{AgentConfig, beat, touch};
 use super::link::{Event, Link};
 use super::mcp;
 use super::provider::{self, ProviderConfig};
@@ -49,7 +49,7 @@ pub fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     let mut first_poll = true;
     let mut last_work = Instant::now();
     loop {
-        touch(&cfg.heartbeat());
+        beat(&cfg.heartbeat());
         let worked = poll_once(&mut runner, first_poll)?;
         first_poll = false;
         if worked {

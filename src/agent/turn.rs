@@ -15,7 +15,7 @@ use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use super::claims::{CLAIM_AFTER, Claims};
-use super::config::{AgentConfig, touch};
+use super::config::{AgentConfig, beat, touch};
 use super::history;
 use super::link::LinkWriter;
 use super::model::{Block, Cancel, Message, ModelError, Request, Role, Stop, StreamEvent, ToolSpec};
@@ -37,8 +37,6 @@ pub const CALLS_MAX: usize = 40;
 pub const CONTINUATIONS_MAX: usize = 3;
 /// A tool result longer than this is cut (head and tail kept).
 pub const TOOL_RESULT_BYTES_MAX: usize = 100_000;
-/// The heartbeat is touched at most this often while streaming.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// What stays between turns.
 pub struct Runner {
@@ -183,7 +181,6 @@ pub fn run(
     let mut turn_text = String::new();
     let mut continuations = 0;
     let mut end = End::Done;
-    let mut last_beat = Instant::now();
     let model = r.cfg.model.clone().unwrap_or_default();
 
     for call in 1..=CALLS_MAX {
@@ -207,10 +204,7 @@ pub fn run(
         let mut on_event = |ev: StreamEvent| {
             let StreamEvent::TextDelta(t) = ev else { return };
             partial.push_str(&t);
-            if last_beat.elapsed() >= HEARTBEAT_EVERY {
-                touch(&heartbeat);
-                last_beat = Instant::now();
-            }
+            beat(&heartbeat);
             let mut shown = filter.push(&t);
             if first_delta && sep_needed && !shown.is_empty() {
                 shown.insert_str(0, "\n\n");
@@ -238,7 +232,7 @@ pub fn run(
         };
         let res =
             provider::call_with_retries(r.provider.as_mut(), &req, &mut on_event, &mut pause, &r.cancel);
-        touch(&r.cfg.heartbeat());
+        beat(&r.cfg.heartbeat());
         let resp = match res {
             Ok(resp) => resp,
             Err(ModelError::Cancelled) => {
@@ -392,8 +386,9 @@ fn finish(
     if let Some(h) = r.history.as_mut().filter(|_| save_history) {
         h.mark_saved();
     }
-    touch(&r.cfg.heartbeat());
+    // The host first: the reply is on disk.
     r.link.send(&ToHost::Out);
+    beat(&r.cfg.heartbeat());
     Ok(())
 }
 
