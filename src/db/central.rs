@@ -482,6 +482,21 @@ pub fn room(conn: &Connection, id: &str) -> rusqlite::Result<Option<Room>> {
     stmt.query_row([id], Room::from_row).optional()
 }
 
+/// What routing a message needs of its room, in one read: the room, its sender policy and its
+/// engagement rules.
+pub fn room_for_routing(conn: &Connection, id: &str) -> rusqlite::Result<Option<(Room, String, Engagement)>> {
+    let mut stmt = conn.prepare_cached("SELECT * FROM rooms WHERE id = ?1")?;
+    stmt.query_row([id], |r| {
+        let engagement = Engagement {
+            prime_agent_id: r.get("prime_agent_id")?,
+            engage_default: r.get("engage_default")?,
+            sticky_agent_id: r.get("sticky_agent_id")?,
+        };
+        Ok((Room::from_row(r)?, r.get("unknown_sender_policy")?, engagement))
+    })
+    .optional()
+}
+
 /// The room of a channel address.
 pub fn room_by_address(
     conn: &Connection,
@@ -513,20 +528,25 @@ pub fn insert_wiring(
     Ok(())
 }
 
-/// A room's wirings, highest priority first (priority only orders the fan-out).
 /// The rooms an agent is wired into.
 pub fn rooms_of_agent(conn: &Connection, agent_id: &str) -> rusqlite::Result<Vec<String>> {
     let mut stmt = conn.prepare_cached("SELECT room_id FROM wirings WHERE agent_id = ?1 ORDER BY room_id")?;
     stmt.query_map([agent_id], |r| r.get(0))?.collect()
 }
 
+/// A room's wirings, highest priority first (priority only orders the fan-out).
 pub fn wirings_of_room(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<Wiring>> {
+    Ok(wirings_with_folders(conn, room_id)?.into_iter().map(|(w, _)| w).collect())
+}
+
+/// [`wirings_of_room`], each with its agent's folder (routing matches mentions against it).
+pub fn wirings_with_folders(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<(Wiring, String)>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT w.* FROM wirings w JOIN agents a ON a.id = w.agent_id
+        "SELECT w.*, a.folder AS agent_folder FROM wirings w JOIN agents a ON a.id = w.agent_id
          WHERE w.room_id = ?1 ORDER BY w.priority DESC, w.created_at, w.id",
     )?;
     stmt.query_map([room_id], |r| {
-        Ok(Wiring {
+        let wiring = Wiring {
             id: r.get("id")?,
             room_id: r.get("room_id")?,
             agent_id: r.get("agent_id")?,
@@ -536,7 +556,8 @@ pub fn wirings_of_room(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec
             ignored_message_policy: r.get("ignored_message_policy")?,
             session_mode: r.get("session_mode")?,
             priority: r.get("priority")?,
-        })
+        };
+        Ok((wiring, r.get("agent_folder")?))
     })?
     .collect()
 }

@@ -20,7 +20,7 @@ use super::engage;
 use super::outcomes::Outcomes;
 use super::sessions::{self, SessionDir, SessionMode};
 use super::sweep::SweepMsg;
-use crate::db::central::{self, Room, Session, Unrouted, Wiring};
+use crate::db::central::{self, Engagement, Room, Session, Unrouted, Wiring};
 use crate::db::inbound::{self, NewInbound};
 use crate::db::kept::{Kept, Mode};
 use crate::db::{self, Connection, Kind};
@@ -140,18 +140,19 @@ impl Router {
 
     fn route(&mut self, m: &Unrouted) -> anyhow::Result<()> {
         let now = now_ms();
-        let Some(room) = central::room(&self.central, &m.room_id)? else {
+        // The room with its rules, and its wirings with their agents' folders: two reads.
+        let Some((room, policy, eng)) = central::room_for_routing(&self.central, &m.room_id)? else {
             central::mark_routed(&self.central, &m.id, now)?;
             return Ok(());
         };
-        let wirings = central::wirings_of_room(&self.central, &room.id)?;
-        let policy = central::room_policy(&self.central, &room.id)?;
+        let (wirings, folders): (Vec<Wiring>, Vec<String>) =
+            central::wirings_with_folders(&self.central, &room.id)?.into_iter().unzip();
         // Agents whose owner is to be asked about the sender (after the message is marked routed:
         // a quick "let in" then routes it again instead of racing with this pass).
         let mut asks: Vec<String> = Vec::new();
         let mut to_wake: Vec<Session> = Vec::new();
         let mut touched: Vec<String> = Vec::new();
-        let engaged_agents = self.engaged(&room, &wirings, &m.text)?;
+        let engaged_agents = self.engaged(&room, &eng, &wirings, &folders, &m.text)?;
         for w in &wirings {
             let engaged = engaged_agents.contains(&w.agent_id);
             if !engaged && w.ignored_message_policy != "accumulate" {
@@ -409,16 +410,18 @@ impl Router {
 
     /// Which of the room's agents take part in a message ([`engage::decide`]); a mention in a
     /// room with a sticky agent moves the conversation.
-    fn engaged(&mut self, room: &Room, wirings: &[Wiring], text: &str) -> anyhow::Result<Vec<String>> {
-        let eng = central::engagement(&self.central, &room.id)?;
-        let mut folders = Vec::with_capacity(wirings.len());
-        for w in wirings {
-            folders.push(central::agent(&self.central, &w.agent_id)?.map(|a| a.folder).unwrap_or_default());
-        }
+    fn engaged(
+        &mut self,
+        room: &Room,
+        eng: &Engagement,
+        wirings: &[Wiring],
+        folders: &[String],
+        text: &str,
+    ) -> anyhow::Result<Vec<String>> {
         let members: Vec<engage::Member<'_>> =
-            wirings.iter().zip(&folders).map(|(w, f)| engage::Member { wiring: w, folder: f }).collect();
+            wirings.iter().zip(folders).map(|(w, f)| engage::Member { wiring: w, folder: f }).collect();
         let patterns = &mut self.patterns;
-        let decision = engage::decide(&eng, &members, text, &mut |p, t| {
+        let decision = engage::decide(eng, &members, text, &mut |p, t| {
             let re = patterns.entry(p.to_string()).or_insert_with(|| match compile_pattern(p) {
                 Ok(re) => Some(re),
                 Err(e) => {
