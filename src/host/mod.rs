@@ -33,7 +33,7 @@ pub mod sweep;
 pub mod tasks;
 pub mod workers;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -214,6 +214,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         channels: channels.clone(),
         told_engine_down: HashSet::new(),
         tz: zone(&cfg.tz),
+        seen: HashMap::new(),
     };
     let smb = sweep_mb.clone();
     let sweep_thread = spawn("sweep", move || sweep::run(s, sweep_poll, smb))?;

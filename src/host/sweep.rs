@@ -7,7 +7,7 @@
 //! containers that are stuck. Decisions are pure functions of `now` ([`decide_stuck`],
 //! [`retry_delay_ms`]) so they are tested without sleeping.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -94,6 +94,76 @@ pub struct Sweep {
     pub told_engine_down: HashSet<String>,
     /// The zone tasks' schedules are read in.
     pub tz: jiff::tz::TimeZone,
+    /// What the last health pass read of each session whose files have not changed since.
+    pub seen: HashMap<String, Seen>,
+}
+
+/// A session file as `stat` shows it, once it has been left alone for [`SETTLED`]: a later write
+/// then cannot share its modification time (whatever the file system's clock granularity), so
+/// an equal stamp means an unchanged file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+/// How long a file must have been left alone before its stamp is trusted.
+pub const SETTLED: Duration = Duration::from_secs(2);
+
+impl FileStamp {
+    /// The file's stamp if it is settled at `now` (`None`: missing, or written too lately).
+    pub fn of(meta: &std::fs::Metadata, now: std::time::SystemTime) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let modified = meta.modified().ok()?;
+        if now.duration_since(modified).ok()? < SETTLED {
+            return None;
+        }
+        Some(FileStamp {
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        })
+    }
+
+    /// The stamp of a file that is not there.
+    pub const MISSING: FileStamp = FileStamp { ino: 0, size: 0, mtime_ns: 0, ctime_ns: 0 };
+
+    /// The file's stamp, [`FileStamp::MISSING`] if there is none, `None` if it is not settled
+    /// (or cannot be looked at).
+    fn at(path: &std::path::Path) -> Option<FileStamp> {
+        match std::fs::metadata(path) {
+            Ok(meta) => FileStamp::of(&meta, std::time::SystemTime::now()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(FileStamp::MISSING),
+            Err(_) => None,
+        }
+    }
+}
+
+/// What a health pass read of a session with nothing due: while neither of its files changes
+/// and nothing comes due, the next pass decides from this instead of opening both again (that
+/// was a hundred opens a minute with fifty idle agents, the host's only work while idle).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    inbound: FileStamp,
+    /// [`FileStamp::MISSING`] for a session without one.
+    outbound: FileStamp,
+    /// The next time something of the session comes due.
+    soonest: Option<i64>,
+    /// The running tool's declared timeout and the claims still processing (stuck detection).
+    tool: Option<i64>,
+    claims: Vec<(String, i64)>,
+}
+
+impl Seen {
+    /// Whether this still holds at `now` for files stamped as given (`None`: not settled).
+    pub fn holds(&self, inbound: Option<FileStamp>, outbound: Option<FileStamp>, now: i64) -> bool {
+        inbound == Some(self.inbound)
+            && outbound == Some(self.outbound)
+            && self.soonest.is_none_or(|t| now < t)
+    }
 }
 
 /// Runs the sweep thread until [`SweepMsg::Stop`].
@@ -111,6 +181,7 @@ pub fn run(mut s: Sweep, mut poll: Poll, mailbox: Mailbox<SweepMsg>) -> anyhow::
             match msg {
                 SweepMsg::Exited(r) => exits.push(r),
                 SweepMsg::Check(session) => {
+                    s.seen.remove(&session);
                     check.insert(session);
                 }
                 SweepMsg::Stop => stop = true,
@@ -118,6 +189,7 @@ pub fn run(mut s: Sweep, mut poll: Poll, mailbox: Mailbox<SweepMsg>) -> anyhow::
         }
         let exited = !exits.is_empty();
         for report in exits {
+            s.seen.remove(&report.session_id);
             if let Err(e) = s.on_exit(&report, now_ms(), stop) {
                 log::error!("after the exit of {}: {e:#}", report.container);
             }
@@ -165,6 +237,8 @@ impl Sweep {
                 return None;
             }
         };
+        let active: HashSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+        self.seen.retain(|id, _| active.contains(id.as_str()));
         let mut soonest: Option<i64> = None;
         for session in sessions {
             match self.check_session(&session, now) {
@@ -191,8 +265,22 @@ impl Sweep {
     fn check_session(&mut self, session: &Session, now: i64) -> anyhow::Result<Option<i64>> {
         let dir = SessionDir::new(&self.data_dir, &session.agent_id, &session.id);
         if !dir.inbound().exists() {
+            self.seen.remove(&session.id);
             return Ok(None);
         }
+        // Stamped before anything is read: a write after this changes the stamp.
+        let stamps = (FileStamp::at(&dir.inbound()), FileStamp::at(&dir.outbound()));
+        if let Some(seen) = self.seen.get(&session.id)
+            && seen.holds(stamps.0, stamps.1, now)
+        {
+            // Nothing was due and nothing changed: only the heartbeat may have (stuck detection).
+            let (tool, claims, soonest) = (seen.tool, seen.claims.clone(), seen.soonest);
+            if seen.outbound != FileStamp::MISSING && self.containers.is_running(&session.id) {
+                self.stop_if_stuck(session, &dir, tool, &claims, now);
+            }
+            return Ok(soonest);
+        }
+        self.seen.remove(&session.id);
         let mut inb = dir.open_inbound()?;
         let out = if dir.outbound().exists() {
             Some(db::open_readonly(&dir.outbound(), Kind::Outbound)?)
@@ -212,27 +300,23 @@ impl Sweep {
             }
         }
         let mut soonest = inbound::next_due_at(&inb, now)?;
+        let due = inbound::due_count(&inb, now)?;
+        let (tool, claims) = match &out {
+            Some(out) => {
+                (outbound::current_tool(out)?.and_then(|(_, t)| t), outbound::processing_claims(out)?)
+            }
+            None => (None, Vec::new()),
+        };
         if self.containers.is_running(&session.id) {
             // A run that has come due (a task, a retry) wakes a container that sits idle.
-            if inbound::due_count(&inb, now)? > 0 {
+            if due > 0 {
                 log::debug!("session {}: a run is due; waking its container", session.id);
                 self.containers.wake(&self.central, session)?;
             }
-            if let Some(out) = &out {
-                let heartbeat = mtime_ms(&dir.heartbeat());
-                let tool = outbound::current_tool(out)?.and_then(|(_, t)| t);
-                let claims = outbound::processing_claims(out)?;
-                match decide_stuck(now, heartbeat, tool, &claims) {
-                    StuckAction::Ok => {}
-                    StuckAction::KillCeiling => {
-                        self.containers.stop(&session.id, "no heartbeat for too long")
-                    }
-                    StuckAction::KillClaim(id) => self
-                        .containers
-                        .stop(&session.id, &format!("message {id} has been processing too long")),
-                }
+            if out.is_some() {
+                self.stop_if_stuck(session, &dir, tool, &claims, now);
             }
-        } else if inbound::due_count(&inb, now)? > 0 {
+        } else if due > 0 {
             match self.containers.wake(&self.central, session)? {
                 WakeOutcome::Deferred { why, retry_at } => {
                     log::debug!("session {}: start deferred: {why}", session.id);
@@ -241,7 +325,31 @@ impl Sweep {
                 WakeOutcome::Started | WakeOutcome::Signalled => {}
             }
         }
+        if due == 0
+            && let (Some(inbound), Some(outbound)) = stamps
+            && (outbound == FileStamp::MISSING) == out.is_none()
+        {
+            self.seen.insert(session.id.clone(), Seen { inbound, outbound, soonest, tool, claims });
+        }
         Ok(soonest)
+    }
+
+    /// Stops the session's running container if [`decide_stuck`] says so.
+    fn stop_if_stuck(
+        &self,
+        session: &Session,
+        dir: &SessionDir,
+        tool: Option<i64>,
+        claims: &[(String, i64)],
+        now: i64,
+    ) {
+        match decide_stuck(now, mtime_ms(&dir.heartbeat()), tool, claims) {
+            StuckAction::Ok => {}
+            StuckAction::KillCeiling => self.containers.stop(&session.id, "no heartbeat for too long"),
+            StuckAction::KillClaim(id) => {
+                self.containers.stop(&session.id, &format!("message {id} has been processing too long"))
+            }
+        }
     }
 
     fn on_exit(&mut self, r: &ExitReport, now: i64, stopping: bool) -> anyhow::Result<()> {
@@ -420,5 +528,48 @@ mod tests {
         for (what, beat, tool, claims, want) in cases {
             assert_eq!(decide_stuck(now, beat, tool, &claims), want, "{what}");
         }
+    }
+
+    #[test]
+    fn a_file_stamp_is_trusted_once_settled_and_changes_with_every_write() {
+        use std::time::SystemTime;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbound.db");
+        std::fs::write(&path, b"one").unwrap();
+        let meta = || std::fs::metadata(&path).unwrap();
+        let written = meta().modified().unwrap();
+        assert_eq!(FileStamp::of(&meta(), written), None, "just written: not settled");
+        assert_eq!(FileStamp::of(&meta(), written + SETTLED / 2), None);
+        let later = written + SETTLED;
+        let first = FileStamp::of(&meta(), later).expect("settled");
+        assert_eq!(FileStamp::of(&meta(), later + SETTLED), Some(first), "unchanged: the same stamp");
+        // A write (one within the clock's granularity is why a stamp must settle first).
+        std::fs::write(&path, b"three").unwrap();
+        let rewritten = meta().modified().unwrap();
+        let second = FileStamp::of(&meta(), rewritten.max(later) + SETTLED).expect("settled");
+        assert_ne!(second, first);
+        assert_eq!(FileStamp::of(&meta(), SystemTime::UNIX_EPOCH), None, "a time from the future");
+        assert_eq!(FileStamp::at(&dir.path().join("outbound.db")), Some(FileStamp::MISSING));
+    }
+
+    #[test]
+    fn what_a_pass_saw_holds_while_both_files_stay_and_nothing_comes_due() {
+        let stamp = |n: u64| FileStamp { ino: n, size: 4096, mtime_ns: 1, ctime_ns: 1 };
+        let seen = Seen {
+            inbound: stamp(1),
+            outbound: stamp(2),
+            soonest: Some(10 * MIN),
+            tool: None,
+            claims: Vec::new(),
+        };
+        assert!(seen.holds(Some(stamp(1)), Some(stamp(2)), MIN));
+        assert!(!seen.holds(Some(stamp(1)), Some(stamp(2)), 10 * MIN), "something came due");
+        assert!(!seen.holds(Some(stamp(3)), Some(stamp(2)), MIN), "inbound.db changed");
+        assert!(!seen.holds(Some(stamp(1)), Some(FileStamp::MISSING), MIN), "outbound.db went");
+        assert!(!seen.holds(None, Some(stamp(2)), MIN), "inbound.db written lately");
+        assert!(!seen.holds(Some(stamp(1)), None, MIN), "outbound.db written lately");
+        let without = Seen { outbound: FileStamp::MISSING, soonest: None, ..seen };
+        assert!(without.holds(Some(stamp(1)), Some(FileStamp::MISSING), i64::MAX));
+        assert!(!without.holds(Some(stamp(1)), None, MIN), "an outbound.db appeared, not settled");
     }
 }
