@@ -62,6 +62,34 @@ impl Room {
     }
 }
 
+#[cfg(test)]
+impl Room {
+    /// A webchat room whose id and address are `id` (tests).
+    pub(crate) fn webchat_for_tests(id: &str) -> Room {
+        Room {
+            id: id.into(),
+            channel_type: "webchat".into(),
+            platform_id: id.into(),
+            name: "Room".into(),
+            is_group: true,
+            created_at: 1,
+        }
+    }
+}
+
+/// The texts of the messages the search index finds for `query`, in the order they were stored
+/// (tests).
+#[cfg(test)]
+pub(crate) fn indexed_texts(conn: &Connection, query: &str) -> Vec<String> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT m.text FROM message_search s JOIN room_messages m ON m.rowid = s.rowid
+             WHERE message_search MATCH ?1 ORDER BY m.rowid",
+        )
+        .unwrap();
+    stmt.query_map([query], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wiring {
     pub id: String,

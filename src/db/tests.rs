@@ -166,18 +166,7 @@ fn a_failed_migration_leaves_the_old_version() {
 fn central_with_room() -> (tempfile::TempDir, Connection) {
     let dir = tmp();
     let conn = open(&dir.path().join("pincer.db"), Kind::Central).unwrap();
-    central::insert_room(
-        &conn,
-        &central::Room {
-            id: "r1".into(),
-            channel_type: "webchat".into(),
-            platform_id: "r1".into(),
-            name: "Room".into(),
-            is_group: true,
-            created_at: 1,
-        },
-    )
-    .unwrap();
+    central::insert_room(&conn, &central::Room::webchat_for_tests("r1")).unwrap();
     (dir, conn)
 }
 
@@ -413,24 +402,13 @@ fn push_subscriptions_keep_the_newest_per_person() {
     assert_eq!(of("webchat:b"), ["https://p/b", "https://p/4"]);
 }
 
-/// The texts the search index finds for `word`.
-fn found(conn: &Connection, word: &str) -> Vec<String> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT m.text FROM message_search s JOIN room_messages m ON m.rowid = s.rowid
-             WHERE message_search MATCH ?1 ORDER BY m.seq",
-        )
-        .unwrap();
-    stmt.query_map([word], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
-}
-
 #[test]
 fn stored_messages_wait_for_their_batch_and_edits_and_deletes_keep_the_index_exact() {
     let (_dir, conn) = central_with_room();
     let files = serde_json::json!([]);
     let (a, _) = central::insert_message(&conn, &user_msg("otter one", None, &files)).unwrap();
     let (b, _) = central::insert_message(&conn, &user_msg("otter two", None, &files)).unwrap();
-    assert!(found(&conn, "otter").is_empty(), "not indexed yet");
+    assert!(central::indexed_texts(&conn, "otter").is_empty(), "not indexed yet");
     assert!(central::unindexed_left(&conn).unwrap());
     // Edited and taken back while waiting: the batch reads what the rows hold then.
     central::edit_message(&conn, &a.id, "otter one, edited", "", 11).unwrap();
@@ -439,13 +417,13 @@ fn stored_messages_wait_for_their_batch_and_edits_and_deletes_keep_the_index_exa
     assert_eq!(central::index_batch(&conn, 100).unwrap(), 1);
     assert_eq!(central::index_batch(&conn, 100).unwrap(), 0);
     assert!(!central::unindexed_left(&conn).unwrap());
-    assert_eq!(found(&conn, "otter"), ["otter one, edited"]);
-    assert_eq!(found(&conn, "edited"), ["otter one, edited"]);
+    assert_eq!(central::indexed_texts(&conn, "otter"), ["otter one, edited"]);
+    assert_eq!(central::indexed_texts(&conn, "edited"), ["otter one, edited"]);
 
     // Indexed, then edited: the old words leave the index, the new ones enter it.
     central::edit_message(&conn, &a.id, "badger", "", 13).unwrap();
-    assert!(found(&conn, "otter").is_empty());
-    assert_eq!(found(&conn, "badger"), ["badger"]);
+    assert!(central::indexed_texts(&conn, "otter").is_empty());
+    assert_eq!(central::indexed_texts(&conn, "badger"), ["badger"]);
     assert!(!central::unindexed_left(&conn).unwrap(), "an edit of an indexed message is indexed at once");
     conn.execute("INSERT INTO message_search (message_search, rank) VALUES ('integrity-check', 1)", [])
         .expect("the index matches the messages");
@@ -460,23 +438,12 @@ fn deleting_a_room_takes_its_messages_out_and_a_reused_rowid_is_indexed_at_once(
     central::insert_message(&conn, &user_msg("heron waiting", None, &files)).unwrap();
     assert!(central::delete_room(&conn, "r1").unwrap());
     assert!(!central::unindexed_left(&conn).unwrap(), "the waiting one is gone too");
-    assert!(found(&conn, "heron").is_empty());
+    assert!(central::indexed_texts(&conn, "heron").is_empty());
     // The table is empty again: the next message gets the rowid an indexed one had, below the
     // batches' mark, so it is indexed as it is stored.
-    central::insert_room(
-        &conn,
-        &central::Room {
-            id: "r1".into(),
-            channel_type: "webchat".into(),
-            platform_id: "r1".into(),
-            name: "Room".into(),
-            is_group: true,
-            created_at: 1,
-        },
-    )
-    .unwrap();
+    central::insert_room(&conn, &central::Room::webchat_for_tests("r1")).unwrap();
     central::insert_message(&conn, &user_msg("heron again", None, &files)).unwrap();
-    assert_eq!(found(&conn, "heron"), ["heron again"]);
+    assert_eq!(central::indexed_texts(&conn, "heron"), ["heron again"]);
     assert!(!central::unindexed_left(&conn).unwrap());
     assert_eq!(central::index_batch(&conn, 100).unwrap(), 0);
     conn.execute("INSERT INTO message_search (message_search, rank) VALUES ('integrity-check', 1)", [])
@@ -500,9 +467,9 @@ fn messages_indexed_before_the_batches_stay_indexed_once_and_new_ones_wait() {
     migrate::migrate(&conn, Kind::Central).unwrap();
     assert!(!central::unindexed_left(&conn).unwrap(), "indexed by the old trigger, not again");
     central::insert_message(&conn, &user_msg("gannet new", None, &files)).unwrap();
-    assert_eq!(found(&conn, "gannet"), ["gannet old"]);
+    assert_eq!(central::indexed_texts(&conn, "gannet"), ["gannet old"]);
     assert_eq!(central::index_batch(&conn, 100).unwrap(), 1);
-    assert_eq!(found(&conn, "gannet"), ["gannet old", "gannet new"]);
+    assert_eq!(central::indexed_texts(&conn, "gannet"), ["gannet old", "gannet new"]);
     conn.execute("INSERT INTO message_search (message_search, rank) VALUES ('integrity-check', 1)", [])
         .expect("the index matches the messages");
 }

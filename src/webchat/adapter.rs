@@ -304,14 +304,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pincer.db");
         let conn = crate::db::open(&path, crate::db::Kind::Central).unwrap();
-        let room = Room {
-            id: "r1".into(),
-            channel_type: "webchat".into(),
-            platform_id: "r1".into(),
-            name: "Room".into(),
-            is_group: true,
-            created_at: 1,
-        };
+        let room = Room::webchat_for_tests("r1");
         central::insert_room(&conn, &room).unwrap();
         let agent = Agent {
             id: "ag-1".into(),

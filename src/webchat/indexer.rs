@@ -116,29 +116,12 @@ mod tests {
     use super::*;
     use crate::webchat::store::Store;
 
-    fn indexed(conn: &Connection, word: &str) -> Vec<String> {
-        let mut stmt = conn
-            .prepare(
-                "SELECT m.text FROM message_search s JOIN room_messages m ON m.rowid = s.rowid
-                 WHERE message_search MATCH ?1 ORDER BY m.rowid",
-            )
-            .unwrap();
-        stmt.query_map([word], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
-    }
-
     #[test]
     fn stopping_indexes_every_message_stored_before() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pincer.db");
         let conn = db::open(&path, Kind::Central).unwrap();
-        let room = central::Room {
-            id: "r1".into(),
-            channel_type: "webchat".into(),
-            platform_id: "r1".into(),
-            name: "Room".into(),
-            is_group: true,
-            created_at: 1,
-        };
+        let room = central::Room::webchat_for_tests("r1");
         central::insert_room(&conn, &room).unwrap();
         let store = Store::new(&path);
         let indexer = std::sync::Arc::new(Indexer::start(&path).unwrap());
@@ -147,7 +130,7 @@ mod tests {
             store.notice(&room, &format!("walrus number {i}")).unwrap();
         }
         indexer.stop();
-        assert_eq!(indexed(&conn, "walrus").len(), BATCH_MAX as usize + 5);
+        assert_eq!(central::indexed_texts(&conn, "walrus").len(), BATCH_MAX as usize + 5);
         assert!(!central::unindexed_left(&conn).unwrap(), "nothing waits");
     }
 }
